@@ -1,1 +1,25 @@
-//! Configuration (being written).
+//! `litestream.yml` parsing for walship.
+//!
+//! Reads Litestream v0.3.13 configuration files unchanged (same keys, `$VAR` expansion, Go
+//! durations, non-strict about unknown keys) plus walship's optional additions, and reports what
+//! v0.3.13 would silently ignore as [`Warning`]s. Defaults are left to the engine: a field is
+//! `None` when the file does not set it.
+//!
+//! Line numbers refer to the text after environment expansion; they only differ from the file's
+//! own lines when an expanded variable contains a newline.
+
+mod decode;
+mod duration;
+mod env;
+mod error;
+mod keys;
+mod model;
+mod paths;
+mod url;
+mod yaml;
+
+pub use duration::parse_duration;
+pub use env::expand_env;
+pub use error::{ConfigError, Warning};
+pub use model::{AgeConfig, Config, DbConfig, LogLevel, LoggingConfig, ReplicaConfig};
+pub use paths::resolve_config_path;

@@ -1,1 +1,29 @@
-//! core
+//! walship-core: the replication engine, independent of any storage service.
+//!
+//! - [`replica::Replica`]: the storage trait every backend implements, with [`retry::RetryLayer`]
+//!   as the one retry policy and [`registry`] for `inventory`-based registration.
+//! - [`layout`], [`wal`], [`codec`]: the v0.3.13 object format, pure and unit-tested.
+//! - [`db::Db`]: the monitor that copies committed WAL frames into the shadow WAL without losing one.
+//! - [`shipper::Shipper`]: uploads segments and snapshots and enforces retention, per replica.
+//! - [`plan`] and [`restore`]: point-in-time restore.
+
+pub mod codec;
+pub mod db;
+pub mod error;
+pub mod layout;
+pub mod listing;
+pub mod meta;
+pub mod monitor;
+pub mod plan;
+pub mod registry;
+pub mod replica;
+pub mod restore;
+pub mod retention;
+pub mod retry;
+pub mod shipper;
+pub mod snapshot;
+pub mod sqlite;
+pub mod wal;
+
+pub use error::{Error, ErrorKind, Result};
+pub use inventory;

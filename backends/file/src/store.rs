@@ -1,0 +1,241 @@
+use async_trait::async_trait;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use walship_core::replica::{ByteReader, ObjectMeta, PutSource, Replica};
+use walship_core::{Error, ErrorKind, Result};
+
+#[derive(Debug)]
+pub struct FileReplica {
+    root: PathBuf,
+    /// Mode and owner for new files and directories (from the database, as v0.3.13 does).
+    db_path: Option<PathBuf>,
+}
+
+impl FileReplica {
+    pub fn new(root: PathBuf, db_path: Option<PathBuf>) -> Result<Self> {
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir().map_err(|e| Error::io("current directory", e))?.join(root)
+        };
+        Ok(FileReplica { root, db_path })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if key.split('/').any(|c| c == "..") {
+            return Err(Error::invalid(format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(key.trim_start_matches('/')))
+    }
+
+    fn modes(&self) -> (u32, u32, Option<(u32, u32)>) {
+        let file = self.db_path.as_deref().and_then(|p| fs::metadata(p).ok());
+        let dir = self.db_path.as_deref().and_then(|p| p.parent()).and_then(|p| fs::metadata(p).ok());
+        (
+            file.as_ref().map(|m| m.mode() & 0o777).unwrap_or(0o600),
+            dir.as_ref().map(|m| m.mode() & 0o7777).unwrap_or(0o700),
+            file.map(|m| (m.uid(), m.gid())),
+        )
+    }
+
+    fn mkdirs(&self, dir: &Path, mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.mkdirs(parent, mode, owner)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode));
+                if let Some((u, g)) = owner {
+                    let _ = std::os::unix::fs::chown(dir, Some(u), Some(g));
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put_blocking(&self, key: &str, source: &PutSource) -> Result<u64> {
+        let path = self.path(key)?;
+        let what = || format!("write {}", path.display());
+        let (fmode, dmode, owner) = self.modes();
+        if let Some(dir) = path.parent() {
+            self.mkdirs(dir, dmode, owner).map_err(|e| Error::io(what(), e))?;
+        }
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let res = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            let mut src = source.open()?;
+            let n = std::io::copy(&mut src, &mut f)?;
+            f.flush()?;
+            f.sync_all()?;
+            let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(fmode));
+            if let Some((u, g)) = owner {
+                let _ = std::os::unix::fs::chown(&tmp, Some(u), Some(g));
+            }
+            fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                if let Ok(d) = fs::File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            }
+            Ok(n)
+        })();
+        res.map_err(|e: std::io::Error| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(what(), e)
+        })
+    }
+
+    fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        // Walk from the deepest directory the prefix names, then filter by the full prefix.
+        let dir_part = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let start = self.path(dir_part)?;
+        let mut out = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+                Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+            };
+            for ent in rd {
+                let ent = ent.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+                let p = ent.path();
+                let Ok(rel) = p.strip_prefix(&self.root) else { continue };
+                let key = rel.to_string_lossy().replace('\\', "/");
+                let meta = match ent.metadata() {
+                    Ok(m) => m,
+                    Err(_) => continue, // removed while listing
+                };
+                if meta.is_dir() {
+                    let k = format!("{key}/");
+                    if k.starts_with(prefix) || prefix.starts_with(&k) {
+                        stack.push(p);
+                    }
+                } else if key.starts_with(prefix) && !key.ends_with(".tmp") {
+                    out.push(ObjectMeta {
+                        key,
+                        size: meta.len(),
+                        modified: meta.modified().map_err(|e| Error::io(format!("stat {}", p.display()), e))?,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> impl std::future::Future<Output = Result<T>> {
+    async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Other, format!("file replica task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Replica for FileReplica {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn target(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
+        let me = FileReplica { root: self.root.clone(), db_path: self.db_path.clone() };
+        let key = key.to_string();
+        blocking(move || me.put_blocking(&key, &source)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteReader> {
+        let path = self.path(key)?;
+        let f = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::not_found(format!("object {key} not found in {}", self.root.display())),
+            _ => Error::io(format!("read {}", path.display()), e),
+        })?;
+        Ok(Box::new(tokio::io::BufReader::with_capacity(256 * 1024, f)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let me = FileReplica { root: self.root.clone(), db_path: None };
+        let prefix = prefix.to_string();
+        blocking(move || me.list_blocking(&prefix)).await
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        let paths = keys.iter().map(|k| self.path(k)).collect::<Result<Vec<_>>>()?;
+        let root = self.root.clone();
+        blocking(move || {
+            for p in paths {
+                match fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(format!("delete {}", p.display()), e)),
+                }
+                // Remove directories left empty (a deleted generation), never the root.
+                let mut dir = p.parent().map(Path::to_path_buf);
+                while let Some(d) = dir {
+                    if d == root || !d.starts_with(&root) || fs::remove_dir(&d).is_err() {
+                        break;
+                    }
+                    dir = d.parent().map(Path::to_path_buf);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn put_get_list_delete() {
+        let d = tempfile::tempdir().unwrap();
+        let r = FileReplica::new(d.path().join("r"), None).unwrap();
+        r.put("generations/0123456789abcdef/wal/00000000_00000000.wal.lz4", PutSource::Bytes(Bytes::from_static(b"abc")))
+            .await
+            .unwrap();
+        r.put("other/x", PutSource::Bytes(Bytes::from_static(b"x"))).await.unwrap();
+        let l = r.list("generations/").await.unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].size, 3);
+        let mut buf = Vec::new();
+        r.get(&l[0].key).await.unwrap().read_to_end(&mut buf).await.unwrap();
+        assert_eq!(buf, b"abc");
+        assert_eq!(r.get("nope").await.unwrap_err().kind(), ErrorKind::NotFound);
+        r.delete(&[l[0].key.clone(), "missing".into()]).await.unwrap();
+        assert!(r.list("generations/").await.unwrap().is_empty());
+        assert!(!d.path().join("r/generations").exists(), "empty dirs are removed");
+        r.check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rejects_path_traversal() {
+        let d = tempfile::tempdir().unwrap();
+        let r = FileReplica::new(d.path().to_path_buf(), None).unwrap();
+        assert!(r.put("../x", PutSource::Bytes(Bytes::new())).await.is_err());
+    }
+}

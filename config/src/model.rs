@@ -1,0 +1,400 @@
+//! The decoded configuration.
+//!
+//! Defaults (sync interval 1s, retention 24h, ...) are deliberately not filled in here: `None`
+//! means "not in the file", which the engine needs to tell apart from an explicit value (e.g. a
+//! CLI URL replica and a file replica share the 1s default, but `monitor-interval: 0` disables).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::{keys, paths, url};
+
+const REDACTED: &str = "<redacted>";
+
+/// The whole `litestream.yml`.
+#[derive(Clone, Default, PartialEq)]
+pub struct Config {
+    /// Metrics listener (`:9090`); `None` when absent or empty.
+    pub addr: Option<String>,
+    pub dbs: Vec<DbConfig>,
+    pub exec: Option<String>,
+    /// Top-level credentials; already copied into each replica's `options` by the loader.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub logging: LoggingConfig,
+    /// walship addition (`heartbeat-url`), ignored by v0.3.13.
+    pub heartbeat_url: Option<String>,
+    /// walship addition (`heartbeat-interval`), ignored by v0.3.13.
+    pub heartbeat_interval: Option<Duration>,
+}
+
+/// `logging:` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoggingConfig {
+    pub level: LogLevel,
+    /// `type: json`.
+    pub json: bool,
+    /// Log to stderr instead of stdout (v0.3.13's default is stdout).
+    pub stderr: bool,
+}
+
+/// `logging.level`; v0.3.13 treats anything it does not recognise as `info`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// Case-insensitive; `warning` is accepted like v0.3.13; anything else is `Info`.
+    pub fn parse(s: &str) -> LogLevel {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "debug" => LogLevel::Debug,
+            "warn" | "warning" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => LogLevel::Info,
+        }
+    }
+
+    /// Whether `s` is one of the spellings `parse` recognises (so the loader can warn).
+    pub(crate) fn is_known(s: &str) -> bool {
+        matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "debug" | "info" | "warn" | "warning" | "error"
+        )
+    }
+}
+
+/// One `dbs[]` entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DbConfig {
+    /// Absolute and cleaned; the key `Config::db` looks up.
+    pub path: PathBuf,
+    /// Absolute and cleaned when set; `None` means `<dir>/.<file>-litestream`.
+    pub meta_path: Option<PathBuf>,
+    pub monitor_interval: Option<Duration>,
+    pub checkpoint_interval: Option<Duration>,
+    /// Always > 0 when set (checked by the loader).
+    pub min_checkpoint_page_count: Option<u64>,
+    /// 0 disables the forced RESTART checkpoint.
+    pub max_checkpoint_page_count: Option<u64>,
+    pub replicas: Vec<ReplicaConfig>,
+    /// Line of the entry in the file, for messages about this database.
+    pub line: Option<usize>,
+}
+
+/// One `dbs[].replicas[]` entry (or a replica URL given on the command line).
+#[derive(Clone, Default, PartialEq)]
+pub struct ReplicaConfig {
+    /// Defaults to `kind`; unique within its database.
+    pub name: String,
+    /// The URL scheme if there is a URL, else `type`, else `"file"`. Unknown kinds are kept as
+    /// written: whether a backend exists is decided where backends are registered.
+    pub kind: String,
+    /// May hold a password (`sftp://user:pass@host`); `Debug` redacts it.
+    pub url: Option<String>,
+    /// Used verbatim (not absolutized): the backend knows whether it is a directory or a prefix.
+    pub path: Option<String>,
+    pub retention: Option<Duration>,
+    pub retention_check_interval: Option<Duration>,
+    pub sync_interval: Option<Duration>,
+    pub snapshot_interval: Option<Duration>,
+    pub validation_interval: Option<Duration>,
+    pub age: Option<AgeConfig>,
+    /// Every other scalar key, by its YAML name, with the value as written in the file
+    /// (`yes` stays `yes`; read booleans with `get_bool`).
+    pub options: BTreeMap<String, String>,
+    pub line: Option<usize>,
+}
+
+/// `age:` section of a replica.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AgeConfig {
+    /// Private keys: never printed.
+    pub identities: Vec<String>,
+    pub recipients: Vec<String>,
+}
+
+impl Config {
+    /// The database whose path is `path` once `~`-expanded, absolutized and cleaned, so any
+    /// spelling of the same path the user types on the command line finds it.
+    pub fn db(&self, path: &Path) -> Option<&DbConfig> {
+        let key = paths::absolutize(path).unwrap_or_else(|_| paths::clean(path));
+        self.dbs.iter().find(|db| db.path == key)
+    }
+}
+
+impl ReplicaConfig {
+    /// A replica from a URL on the command line (`replicate DB URL...`, `restore URL`).
+    ///
+    /// Intervals stay `None`; the engine applies the same defaults as for file replicas.
+    pub fn from_url(url: &str) -> Result<ReplicaConfig, ConfigError> {
+        let kind = url::scheme(url).ok_or_else(|| ConfigError::Url {
+            url: url::redact(url),
+            message: "replica url scheme required".into(),
+        })?;
+        Ok(ReplicaConfig {
+            name: kind.clone(),
+            kind,
+            url: Some(url.to_owned()),
+            ..ReplicaConfig::default()
+        })
+    }
+
+    /// The raw value of an option, if set.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options.get(key).map(String::as_str)
+    }
+
+    /// An option as a boolean, accepting YAML 1.1 spellings (`yes`/`no`/`on`/`off`/`y`/`n`,
+    /// `true`/`false`, any case) because v0.3.13's yaml.v2 did.
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        self.option(key)
+            .map(|v| parse_bool(v).ok_or_else(|| self.option_error(key, v, "invalid boolean")))
+            .transpose()
+    }
+
+    /// An option as a Go duration (walship additions such as `operation-timeout`).
+    pub fn get_duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        self.option(key)
+            .map(|v| {
+                crate::duration::parse_duration(v).map_err(|e| ConfigError::Option {
+                    line: self.line,
+                    key: key.to_owned(),
+                    message: e,
+                })
+            })
+            .transpose()
+    }
+
+    fn option_error(&self, key: &str, value: &str, what: &str) -> ConfigError {
+        let message = if keys::is_secret(key) {
+            what.to_owned()
+        } else {
+            format!("{what} {value:?}")
+        };
+        ConfigError::Option {
+            line: self.line,
+            key: key.to_owned(),
+            message,
+        }
+    }
+}
+
+/// YAML 1.1 booleans, case-insensitive.
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "on" => Some(true),
+        "false" | "no" | "n" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn redact_opt(v: &Option<String>) -> Option<&'static str> {
+    v.as_ref().map(|_| REDACTED)
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("dbs", &self.dbs)
+            .field("exec", &self.exec)
+            .field("access_key_id", &redact_opt(&self.access_key_id))
+            .field("secret_access_key", &redact_opt(&self.secret_access_key))
+            .field("logging", &self.logging)
+            .field(
+                "heartbeat_url",
+                &self.heartbeat_url.as_deref().map(url::redact),
+            )
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ReplicaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let v = if keys::is_secret(k) {
+                    REDACTED
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("ReplicaConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_deref().map(url::redact))
+            .field("path", &self.path.as_deref().map(url::redact))
+            .field("retention", &self.retention)
+            .field("retention_check_interval", &self.retention_check_interval)
+            .field("sync_interval", &self.sync_interval)
+            .field("snapshot_interval", &self.snapshot_interval)
+            .field("validation_interval", &self.validation_interval)
+            .field("age", &self.age)
+            .field("options", &options)
+            .field("line", &self.line)
+            .finish()
+    }
+}
+
+impl fmt::Debug for AgeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgeConfig")
+            .field(
+                "identities",
+                &format_args!("[{} redacted]", self.identities.len()),
+            )
+            .field("recipients", &self.recipients)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(LogLevel::parse("DEBUG"), LogLevel::Debug);
+        assert_eq!(LogLevel::parse("info"), LogLevel::Info);
+        assert_eq!(LogLevel::parse("Warning"), LogLevel::Warn);
+        assert_eq!(LogLevel::parse("warn"), LogLevel::Warn);
+        assert_eq!(LogLevel::parse("error"), LogLevel::Error);
+        assert_eq!(LogLevel::parse("trace"), LogLevel::Info);
+        assert_eq!(LogLevel::parse(""), LogLevel::Info);
+        assert!(!LogLevel::is_known("trace"));
+    }
+
+    #[test]
+    fn yaml11_booleans() {
+        for t in ["true", "TRUE", "yes", "Yes", "y", "Y", "on", "ON"] {
+            assert_eq!(parse_bool(t), Some(true), "{t}");
+        }
+        for f in ["false", "False", "no", "NO", "n", "N", "off", "Off"] {
+            assert_eq!(parse_bool(f), Some(false), "{f}");
+        }
+        for x in ["", "1", "0", "maybe", "yess"] {
+            assert_eq!(parse_bool(x), None, "{x}");
+        }
+    }
+
+    #[test]
+    fn get_bool_and_duration() {
+        let mut r = ReplicaConfig::from_url("s3://b/p").unwrap();
+        r.options.insert("force-path-style".into(), "yes".into());
+        r.options.insert("skip-verify".into(), "Off".into());
+        r.options.insert("bad".into(), "maybe".into());
+        r.options.insert("password".into(), "hunter2".into());
+        r.options.insert("operation-timeout".into(), "1m30s".into());
+        assert_eq!(r.get_bool("force-path-style").unwrap(), Some(true));
+        assert_eq!(r.get_bool("skip-verify").unwrap(), Some(false));
+        assert_eq!(r.get_bool("absent").unwrap(), None);
+        let e = r.get_bool("bad").unwrap_err().to_string();
+        assert_eq!(e, "bad: invalid boolean \"maybe\"");
+        let e = r.get_bool("password").unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(
+            r.get_duration("operation-timeout").unwrap(),
+            Some(Duration::from_secs(90))
+        );
+        assert!(r.get_duration("bad").is_err());
+        assert_eq!(r.get_duration("absent").unwrap(), None);
+    }
+
+    #[test]
+    fn from_url() {
+        let r = ReplicaConfig::from_url("s3://bucket/db").unwrap();
+        assert_eq!((r.kind.as_str(), r.name.as_str()), ("s3", "s3"));
+        assert_eq!(r.url.as_deref(), Some("s3://bucket/db"));
+        assert_eq!(r.sync_interval, None);
+        assert!(r.options.is_empty());
+        let r = ReplicaConfig::from_url("SFTP://u:p@h/x").unwrap();
+        assert_eq!(r.kind, "sftp");
+        assert_eq!(
+            ReplicaConfig::from_url("file:///tmp/r").unwrap().kind,
+            "file"
+        );
+        for bad in ["/tmp/x", "", "bucket/path", "s3:bucket"] {
+            assert!(ReplicaConfig::from_url(bad).is_err(), "{bad}");
+        }
+        let e = ReplicaConfig::from_url("x y://u:hunter2@h")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut r = ReplicaConfig::from_url("sftp://user:urlpass@host/p").unwrap();
+        for (k, v) in [
+            ("access-key-id", "AKIDSECRET1"),
+            ("secret-access-key", "SECRET2"),
+            ("password", "SECRET3"),
+            ("key-passphrase", "SECRET4"),
+            ("account-key", "SECRET5"),
+            ("bucket", "visible-bucket"),
+        ] {
+            r.options.insert(k.into(), v.into());
+        }
+        r.age = Some(AgeConfig {
+            identities: vec!["AGE-SECRET-KEY-1XYZ".into()],
+            recipients: vec!["age1public".into()],
+        });
+        let cfg = Config {
+            access_key_id: Some("TOPKEY".into()),
+            secret_access_key: Some("TOPSECRET".into()),
+            heartbeat_url: Some("https://u:hbpass@hc.example/ping".into()),
+            dbs: vec![DbConfig {
+                path: "/d.db".into(),
+                replicas: vec![r],
+                ..DbConfig::default()
+            }],
+            ..Config::default()
+        };
+        let s = format!("{cfg:?} {cfg:#?}");
+        for secret in [
+            "urlpass",
+            "AKIDSECRET1",
+            "SECRET2",
+            "SECRET3",
+            "SECRET4",
+            "SECRET5",
+            "AGE-SECRET-KEY",
+            "TOPKEY",
+            "TOPSECRET",
+            "hbpass",
+        ] {
+            assert!(!s.contains(secret), "{secret} leaked in {s}");
+        }
+        assert!(s.contains("visible-bucket"));
+        assert!(s.contains("age1public"));
+        assert!(s.contains("sftp://user:xxxxx@host/p"));
+    }
+
+    #[test]
+    fn db_lookup_normalises() {
+        let cfg = Config {
+            dbs: vec![DbConfig {
+                path: "/data/app.db".into(),
+                ..DbConfig::default()
+            }],
+            ..Config::default()
+        };
+        assert!(cfg.db(Path::new("/data/app.db")).is_some());
+        assert!(cfg.db(Path::new("/data/./x/../app.db")).is_some());
+        assert!(cfg.db(Path::new("//data//app.db")).is_some());
+        assert!(cfg.db(Path::new("/data/other.db")).is_none());
+    }
+}

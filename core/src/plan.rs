@@ -1,0 +1,231 @@
+//! Restore planning (spec §4) as a pure function: which generation, snapshot and WAL segments.
+//!
+//! Differences from v0.3.13, on purpose: listings are sorted here, never trusted; a timestamp
+//! after the newest object restores the newest state; a missing index or a missing initial
+//! segment is an error naming the object; indexes below the snapshot are not inspected.
+
+use crate::error::{Error, Result};
+use crate::listing::{Listing, SegmentInfo, SnapshotInfo};
+use std::time::SystemTime;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Latest,
+    /// Inclusive upper bound on the WAL index (`-index`).
+    Index(u32),
+    /// State as of this moment (`-timestamp`).
+    Time(SystemTime),
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub generation: String,
+    pub snapshot: SnapshotInfo,
+    /// Segments grouped per WAL index, ascending, each group ascending by offset from 0.
+    pub indexes: Vec<(u32, Vec<SegmentInfo>)>,
+    /// Newest creation time in the generation (used to choose among replicas).
+    pub updated: SystemTime,
+}
+
+pub fn fmt_time(t: SystemTime) -> String {
+    let dt = OffsetDateTime::from(t);
+    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| format!("{t:?}"))
+}
+
+/// Chooses the generation to restore from (spec §4.1, with #564 fixed).
+pub fn choose_generation(listing: &Listing, generation: Option<&str>, target: Target) -> Result<String> {
+    let mut best: Option<(SystemTime, SystemTime, String)> = None;
+    for g in listing.generations() {
+        if generation.is_some_and(|want| want != g) {
+            continue;
+        }
+        let Some((created, updated)) = listing.bounds(&g) else { continue };
+        let has_snapshot = listing.snapshots.iter().any(|s| {
+            s.generation == g && match target {
+                Target::Time(t) => s.created <= t,
+                Target::Index(i) => s.index <= i,
+                Target::Latest => true,
+            }
+        });
+        if !has_snapshot {
+            continue;
+        }
+        if let Target::Time(t) = target {
+            if created > t {
+                continue;
+            }
+        }
+        let cand = (updated, created, g);
+        if best.as_ref().is_none_or(|b| cand > *b) {
+            best = Some(cand);
+        }
+    }
+    if let Some((_, _, g)) = best {
+        return Ok(g);
+    }
+    if listing.snapshots.is_empty() && listing.segments.is_empty() {
+        return Err(Error::not_found("no matching backups found"));
+    }
+    Err(match (target, generation) {
+        (Target::Time(t), _) => {
+            let oldest = listing
+                .snapshots
+                .iter()
+                .filter(|s| generation.is_none_or(|g| g == s.generation))
+                .map(|s| s.created)
+                .min();
+            match oldest {
+                Some(o) => Error::not_found(format!(
+                    "no backup covers {}: the oldest retained snapshot is from {}",
+                    fmt_time(t),
+                    fmt_time(o)
+                )),
+                None => Error::not_found("no matching backups found: no snapshot in the selected generation"),
+            }
+        }
+        (_, Some(g)) => Error::not_found(format!("no matching backups found in generation {g}")),
+        _ => Error::not_found("no matching backups found: no generation has a snapshot"),
+    })
+}
+
+pub fn plan(listing: &Listing, generation: Option<&str>, target: Target) -> Result<Plan> {
+    let g = choose_generation(listing, generation, target)?;
+    let snapshot = listing
+        .snapshots
+        .iter()
+        .filter(|s| s.generation == g)
+        .filter(|s| match target {
+            Target::Time(t) => s.created <= t,
+            Target::Index(i) => s.index <= i,
+            Target::Latest => true,
+        })
+        .max_by(|a, b| match target {
+            Target::Time(_) => (a.created, a.index).cmp(&(b.created, b.index)),
+            _ => (a.index, a.created).cmp(&(b.index, b.created)),
+        })
+        .cloned()
+        .ok_or_else(|| Error::not_found(format!("no snapshots available in generation {g}")))?;
+    let mut indexes: Vec<(u32, Vec<SegmentInfo>)> = Vec::new();
+    for s in listing.segments.iter().filter(|s| s.generation == g && s.index >= snapshot.index) {
+        match target {
+            Target::Index(i) if s.index > i => break,
+            // Sorted by position: the state at T is the prefix uploaded by T.
+            Target::Time(t) if s.created > t => break,
+            _ => {}
+        }
+        match indexes.last_mut() {
+            Some((i, v)) if *i == s.index => v.push(s.clone()),
+            _ => indexes.push((s.index, vec![s.clone()])),
+        }
+    }
+    let mut expect = snapshot.index;
+    for (i, segs) in &indexes {
+        if *i != expect {
+            return Err(Error::corrupt(format!("missing WAL index: {g}/{expect:08x}")));
+        }
+        if segs[0].offset != 0 {
+            return Err(Error::corrupt(format!(
+                "missing initial wal segment: generation={g} index={i:08x} offset={}",
+                segs[0].offset
+            )));
+        }
+        expect = i + 1;
+    }
+    let updated = listing.bounds(&g).map(|b| b.1).unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok(Plan { generation: g, snapshot, indexes, updated })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{snapshot_key, wal_segment_key};
+    use std::time::Duration;
+
+    fn t(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+    const A: &str = "aaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbb";
+
+    fn listing(snaps: &[(&str, u32, u64)], segs: &[(&str, u32, u64, u64)]) -> Listing {
+        let mut l = Listing::default();
+        // Reverse insertion: planning must not depend on listing order.
+        for &(g, i, c) in snaps.iter().rev() {
+            let key = snapshot_key(g, i);
+            l.keys.entry(g.into()).or_default().push(key.clone());
+            l.snapshots.push(SnapshotInfo { generation: g.into(), index: i, size: 1, created: t(c), key });
+        }
+        for &(g, i, o, c) in segs.iter().rev() {
+            let key = wal_segment_key(g, i, o);
+            l.keys.entry(g.into()).or_default().push(key.clone());
+            l.segments.push(SegmentInfo { generation: g.into(), index: i, offset: o, size: 1, created: t(c), key });
+        }
+        l.sort();
+        l
+    }
+
+    fn offsets(p: &Plan) -> Vec<(u32, Vec<u64>)> {
+        p.indexes.iter().map(|(i, v)| (*i, v.iter().map(|s| s.offset).collect())).collect()
+    }
+
+    #[test]
+    fn latest_uses_newest_generation_and_all_segments() {
+        let l = listing(
+            &[(A, 0, 10), (B, 0, 100), (B, 2, 150)],
+            &[(A, 0, 0, 10), (B, 0, 0, 100), (B, 1, 0, 120), (B, 2, 0, 150), (B, 2, 4152, 160)],
+        );
+        let p = plan(&l, None, Target::Latest).unwrap();
+        assert_eq!(p.generation, B);
+        assert_eq!(p.snapshot.index, 2);
+        assert_eq!(offsets(&p), vec![(2, vec![0, 4152])]);
+    }
+
+    #[test]
+    fn timestamp_picks_generation_and_prefix() {
+        let l = listing(
+            &[(A, 0, 10), (B, 0, 100)],
+            &[(A, 0, 0, 10), (A, 0, 100, 20), (A, 0, 200, 30), (B, 0, 0, 100)],
+        );
+        let p = plan(&l, None, Target::Time(t(25))).unwrap();
+        assert_eq!(p.generation, A);
+        assert_eq!(offsets(&p), vec![(0, vec![0, 100])]);
+        // After every upload: the newest state, not "no matching backups" (#564).
+        let p = plan(&l, None, Target::Time(t(10_000))).unwrap();
+        assert_eq!(p.generation, B);
+        // Before everything: a clear error naming the oldest snapshot.
+        let e = plan(&l, None, Target::Time(t(5))).unwrap_err();
+        assert!(e.to_string().contains("oldest retained snapshot"), "{e}");
+    }
+
+    #[test]
+    fn index_target_bounds_segments() {
+        let l = listing(&[(A, 0, 10), (A, 2, 30)], &[(A, 0, 0, 10), (A, 1, 0, 20), (A, 2, 0, 30), (A, 3, 0, 40)]);
+        let p = plan(&l, Some(A), Target::Index(1)).unwrap();
+        assert_eq!(p.snapshot.index, 0);
+        assert_eq!(offsets(&p), vec![(0, vec![0]), (1, vec![0])]);
+    }
+
+    #[test]
+    fn gaps_are_errors() {
+        let l = listing(&[(A, 0, 10)], &[(A, 0, 0, 10), (A, 2, 0, 30)]);
+        let e = plan(&l, None, Target::Latest).unwrap_err();
+        assert!(e.to_string().contains("missing WAL index"), "{e}");
+        let l = listing(&[(A, 0, 10)], &[(A, 0, 4152, 10)]);
+        let e = plan(&l, None, Target::Latest).unwrap_err();
+        assert!(e.to_string().contains("missing initial wal segment"), "{e}");
+    }
+
+    #[test]
+    fn half_deleted_indexes_below_snapshot_are_ignored() {
+        let l = listing(&[(A, 3, 10)], &[(A, 1, 8272, 5), (A, 3, 0, 10)]);
+        let p = plan(&l, None, Target::Latest).unwrap();
+        assert_eq!(offsets(&p), vec![(3, vec![0])]);
+    }
+
+    #[test]
+    fn empty_replica() {
+        let e = plan(&Listing::default(), None, Target::Latest).unwrap_err();
+        assert_eq!(e.to_string(), "no matching backups found");
+    }
+}

@@ -1,0 +1,185 @@
+//! Backend registration: each backend crate submits a [`Backend`] with `inventory::submit!`.
+//!
+//! The binary must name every backend crate it links (`use walship_file as _;`), because the
+//! linker drops a crate nothing references, and with it the registration.
+
+use crate::error::{Error, Result};
+use crate::replica::DynReplica;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// A replica section, backend-neutral: what a constructor needs to build its client.
+#[derive(Clone, Default)]
+pub struct ReplicaSettings {
+    pub name: String,
+    pub kind: String,
+    pub url: Option<String>,
+    pub path: Option<String>,
+    /// Every other key of the section by its YAML name (`bucket`, `endpoint`, `host`, ...).
+    pub options: BTreeMap<String, String>,
+    /// The database this replica serves, when known (file modes follow it).
+    pub db_path: Option<PathBuf>,
+}
+
+/// Option keys whose values must never be printed.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("secret") || k.contains("password") || k.contains("passphrase") || k == "account-key" || k.contains("identit")
+}
+
+/// Hides the password of `scheme://user:password@host/...`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (auth, tail) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if let Some((userinfo, host)) = auth.rsplit_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}{tail}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+impl fmt::Debug for ReplicaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let opts: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_key(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("ReplicaSettings")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("path", &self.path)
+            .field("options", &opts)
+            .finish()
+    }
+}
+
+impl ReplicaSettings {
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options.get(key).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// YAML 1.1 booleans, as v0.3.13's yaml.v2 accepted them.
+    pub fn bool_option(&self, key: &str) -> Result<Option<bool>> {
+        match self.option(key) {
+            None => Ok(None),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "y" => Ok(Some(true)),
+                "false" | "no" | "off" | "n" => Ok(Some(false)),
+                _ => Err(Error::config(format!(
+                    "replica {:?}: {key}: expected a boolean, got {v:?}",
+                    self.name
+                ))),
+            },
+        }
+    }
+}
+
+/// A backend's registration.
+pub struct Backend {
+    /// The `type:` value, e.g. `file`.
+    pub kind: &'static str,
+    /// URL schemes handled, e.g. `["file"]`.
+    pub schemes: &'static [&'static str],
+    pub open: fn(&ReplicaSettings) -> Result<DynReplica>,
+}
+
+inventory::collect!(Backend);
+
+/// Types of every linked backend, sorted.
+pub fn kinds() -> Vec<&'static str> {
+    let mut v: Vec<_> = inventory::iter::<Backend>.into_iter().map(|b| b.kind).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The type named by a replica URL's scheme, or `None` when the string is not a URL.
+pub fn url_scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    (!scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-')).then_some(scheme)
+}
+
+/// Builds the replica client for a section, choosing the backend by URL scheme, else by type.
+pub fn open(settings: &ReplicaSettings) -> Result<DynReplica> {
+    let kind = match settings.url.as_deref().and_then(url_scheme) {
+        Some(s) => s.to_string(),
+        None if settings.kind.is_empty() => "file".to_string(),
+        None => settings.kind.clone(),
+    };
+    for b in inventory::iter::<Backend> {
+        if b.kind == kind || b.schemes.contains(&kind.as_str()) {
+            return (b.open)(settings)
+                .map_err(|e| e.context(format_args!("replica {:?}", settings.name)));
+        }
+    }
+    let msg = match kind.as_str() {
+        "gcs" | "abs" => format!(
+            "replica {:?}: replica type {kind:?} is not supported yet by walship (supported: {})",
+            settings.name,
+            kinds().join(", ")
+        ),
+        "s3" | "sftp" => format!(
+            "replica {:?}: replica type {kind:?} is not linked into this build (linked: {})",
+            settings.name,
+            kinds().join(", ")
+        ),
+        _ => format!(
+            "replica {:?}: unknown replica type in config: {kind:?} (supported: {})",
+            settings.name,
+            kinds().join(", ")
+        ),
+    };
+    Err(Error::config(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_url_passwords_and_secret_options() {
+        assert_eq!(redact_url("sftp://bob:hunter2@host:22/p"), "sftp://bob:***@host:22/p");
+        assert_eq!(redact_url("s3://bucket/path"), "s3://bucket/path");
+        let mut s = ReplicaSettings { name: "s3".into(), ..Default::default() };
+        s.options.insert("secret-access-key".into(), "SUPERSECRET".into());
+        s.options.insert("bucket".into(), "b".into());
+        s.url = Some("sftp://u:pw1234@h/x".into());
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("SUPERSECRET") && !dbg.contains("pw1234"), "{dbg}");
+        assert!(dbg.contains("bucket"));
+    }
+
+    #[test]
+    fn bool_options_accept_yaml11() {
+        let mut s = ReplicaSettings::default();
+        for (v, want) in [("yes", true), ("On", true), ("false", false), ("no", false)] {
+            s.options.insert("skip-verify".into(), v.into());
+            assert_eq!(s.bool_option("skip-verify").unwrap(), Some(want));
+        }
+        s.options.insert("skip-verify".into(), "maybe".into());
+        assert!(s.bool_option("skip-verify").is_err());
+    }
+
+    #[test]
+    fn unknown_type_is_a_config_error() {
+        let s = ReplicaSettings { name: "x".into(), kind: "ftp".into(), ..Default::default() };
+        let e = open(&s).unwrap_err();
+        assert!(e.to_string().contains("unknown replica type"), "{e}");
+        let s = ReplicaSettings { name: "g".into(), kind: "gcs".into(), ..Default::default() };
+        assert!(open(&s).unwrap_err().to_string().contains("not supported yet"));
+    }
+
+    #[test]
+    fn scheme_detection() {
+        assert_eq!(url_scheme("s3://b/p"), Some("s3"));
+        assert_eq!(url_scheme("/var/backups"), None);
+    }
+}

@@ -1,0 +1,111 @@
+//! The one storage trait every backend implements: objects under a root.
+//!
+//! A backend knows nothing about generations, WAL or SQLite; core owns the layout. Keys are
+//! relative to the replica root and `/`-separated.
+
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::io::AsyncRead;
+
+/// A listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the replica root.
+    pub key: String,
+    /// Stored size (compressed and possibly encrypted bytes).
+    pub size: u64,
+    /// The storage's own time for the object: the creation time that v0.3 restores rely on.
+    pub modified: SystemTime,
+}
+
+type Rebuild = Arc<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync>;
+
+/// What `put` uploads. It can always be re-opened from the start, so a retry replays it exactly.
+#[derive(Clone)]
+pub enum PutSource {
+    Bytes(Bytes),
+    File(PathBuf),
+    /// Rebuilds the (compressed) stream on every call.
+    Stream(Rebuild),
+}
+
+impl PutSource {
+    pub fn stream<F>(f: F) -> Self
+    where
+        F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync + 'static,
+    {
+        PutSource::Stream(Arc::new(f))
+    }
+
+    /// Opens the source from its first byte. Blocking: call from a blocking thread.
+    pub fn open(&self) -> std::io::Result<Box<dyn Read + Send>> {
+        match self {
+            PutSource::Bytes(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
+            PutSource::File(p) => Ok(Box::new(std::fs::File::open(p)?)),
+            PutSource::Stream(f) => f(),
+        }
+    }
+}
+
+impl fmt::Debug for PutSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutSource::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            PutSource::File(p) => write!(f, "File({})", p.display()),
+            PutSource::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// A byte stream returned by `get`.
+pub type ByteReader = Box<dyn AsyncRead + Send + Unpin>;
+
+#[async_trait]
+pub trait Replica: Send + Sync + fmt::Debug {
+    /// The backend type (`file`, `s3`, `sftp`).
+    fn kind(&self) -> &'static str;
+
+    /// Where objects go, for humans: never includes a secret.
+    fn target(&self) -> String;
+
+    /// Stores `source` under `key`, atomically: a reader sees the old object, the new one, or none.
+    /// Returns the number of bytes stored.
+    async fn put(&self, key: &str, source: PutSource) -> Result<u64>;
+
+    /// Streams the object at `key`; a missing key is `ErrorKind::NotFound`.
+    async fn get(&self, key: &str) -> Result<ByteReader>;
+
+    /// Every object whose key starts with `prefix`, in no particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Deletes the keys; missing keys are not an error.
+    async fn delete(&self, keys: &[String]) -> Result<()>;
+
+    /// A cheap round trip proving the replica is usable (write, list, read, delete a probe).
+    async fn check(&self) -> Result<()> {
+        let key = ".walship-probe";
+        let body = Bytes::from_static(b"walship probe\n");
+        self.put(key, PutSource::Bytes(body.clone())).await?;
+        let listed = self.list(key).await?;
+        if !listed.iter().any(|o| o.key == key) {
+            return Err(Error::invalid(format!("probe object {key} was written but not listed")));
+        }
+        let mut r = self.get(key).await?;
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut r, &mut got)
+            .await
+            .map_err(|e| Error::io(format!("read probe {key}"), e))?;
+        if got != body {
+            return Err(Error::corrupt(format!("probe object {key} read back differently")));
+        }
+        self.delete(&[key.to_string()]).await
+    }
+}
+
+pub type DynReplica = Arc<dyn Replica>;

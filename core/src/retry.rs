@@ -1,0 +1,176 @@
+//! Retry as a layer: one policy for every backend, so attempts never multiply.
+//!
+//! Only errors that say they are retryable are retried, with exponential backoff, jitter and a cap.
+//! `put` sources re-open from the start, so a replayed upload is byte-identical.
+
+use crate::error::Result;
+use crate::replica::{ByteReader, ObjectMeta, PutSource, Replica};
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Backoff settings of the retry layer.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    pub max_attempts: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            max_attempts: 6,
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_attempts.saturating_sub(1))
+            .with_jitter()
+    }
+}
+
+/// Wraps any replica; transient failures are retried, everything else passes through.
+#[derive(Debug)]
+pub struct RetryLayer {
+    inner: Arc<dyn Replica>,
+    policy: RetryPolicy,
+}
+
+impl RetryLayer {
+    pub fn new(inner: Arc<dyn Replica>, policy: RetryPolicy) -> Self {
+        RetryLayer { inner, policy }
+    }
+}
+
+fn log_retry<'a>(op: &'static str, key: &'a str) -> impl Fn(&crate::Error, Duration) + 'a {
+    move |err, dur| {
+        tracing::warn!(operation = op, key, error = %err, retry_in = ?dur, "transient replica error, retrying");
+    }
+}
+
+#[async_trait]
+impl Replica for RetryLayer {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn target(&self) -> String {
+        self.inner.target()
+    }
+    async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
+        (|| self.inner.put(key, source.clone()))
+            .retry(self.policy.backoff())
+            .when(|e| e.is_retryable())
+            .notify(log_retry("PUT", key))
+            .await
+    }
+    async fn get(&self, key: &str) -> Result<ByteReader> {
+        (|| self.inner.get(key))
+            .retry(self.policy.backoff())
+            .when(|e| e.is_retryable())
+            .notify(log_retry("GET", key))
+            .await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        (|| self.inner.list(prefix))
+            .retry(self.policy.backoff())
+            .when(|e| e.is_retryable())
+            .notify(log_retry("LIST", prefix))
+            .await
+    }
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        let first = keys.first().map(String::as_str).unwrap_or("");
+        (|| self.inner.delete(keys))
+            .retry(self.policy.backoff())
+            .when(|e| e.is_retryable())
+            .notify(log_retry("DELETE", first))
+            .await
+    }
+    async fn check(&self) -> Result<()> {
+        self.inner.check().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Fails the first `fail` calls with the given error, then succeeds.
+    #[derive(Debug)]
+    struct Flaky {
+        calls: AtomicUsize,
+        fail: usize,
+        transient: bool,
+    }
+
+    #[async_trait]
+    impl Replica for Flaky {
+        fn kind(&self) -> &'static str {
+            "flaky"
+        }
+        fn target(&self) -> String {
+            "mem".into()
+        }
+        async fn put(&self, _key: &str, source: PutSource) -> Result<u64> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut source.open().unwrap(), &mut buf).unwrap();
+            if n < self.fail {
+                return Err(if self.transient {
+                    Error::transient("connection reset by peer")
+                } else {
+                    Error::config("bad key")
+                });
+            }
+            Ok(buf.len() as u64)
+        }
+        async fn get(&self, key: &str) -> Result<ByteReader> {
+            Err(Error::not_found(key.to_string()))
+        }
+        async fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>> {
+            Ok(vec![])
+        }
+        async fn delete(&self, _keys: &[String]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            max_attempts: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_transient_and_replays_source() {
+        let inner = Arc::new(Flaky { calls: AtomicUsize::new(0), fail: 2, transient: true });
+        let r = RetryLayer::new(inner.clone(), fast());
+        let n = r.put("k", PutSource::Bytes(bytes::Bytes::from_static(b"abc"))).await.unwrap();
+        assert_eq!(n, 3, "each attempt must see the whole source");
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn does_not_retry_permanent_errors_and_gives_up() {
+        let inner = Arc::new(Flaky { calls: AtomicUsize::new(0), fail: 10, transient: false });
+        let r = RetryLayer::new(inner.clone(), fast());
+        assert!(r.put("k", PutSource::Bytes(bytes::Bytes::new())).await.is_err());
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        let inner = Arc::new(Flaky { calls: AtomicUsize::new(0), fail: 10, transient: true });
+        let r = RetryLayer::new(inner.clone(), fast());
+        assert!(r.put("k", PutSource::Bytes(bytes::Bytes::new())).await.is_err());
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 4);
+    }
+}

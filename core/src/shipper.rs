@@ -1,0 +1,337 @@
+//! One shipper per replica: uploads shadow WAL segments in order, takes snapshots, enforces
+//! retention. Its position is derived from the replica's listing, so nothing about a replica is
+//! stored locally and a restart resumes exactly where the replica is.
+
+use crate::codec::Lz4Encoder;
+use crate::db::{Db, DbPos};
+use crate::error::{Error, Result};
+use crate::layout::{self, Pos};
+use crate::listing::Listing;
+use crate::replica::{DynReplica, PutSource};
+use crate::restore::decoded_len;
+use crate::retention;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+
+/// Per-replica settings (spec §5.3) with v0.3.13's defaults.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    pub name: String,
+    pub sync_interval: Duration,
+    pub snapshot_interval: Duration,
+    pub retention: Duration,
+    pub retention_check_interval: Duration,
+}
+
+impl Default for ReplicaOptions {
+    fn default() -> Self {
+        ReplicaOptions {
+            name: String::new(),
+            sync_interval: Duration::from_secs(1),
+            snapshot_interval: Duration::ZERO,
+            retention: Duration::from_secs(24 * 3600),
+            retention_check_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+pub struct Shipper {
+    db: Arc<Db>,
+    replica: DynReplica,
+    opts: ReplicaOptions,
+    pos: Option<Pos>,
+    status: watch::Sender<ShipperStatus>,
+}
+
+/// What a shipper last achieved, for `replicas`, metrics and the heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct ShipperStatus {
+    pub pos: Option<Pos>,
+    pub last_sync_ok: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub consecutive_errors: u32,
+}
+
+impl Shipper {
+    pub fn new(db: Arc<Db>, replica: DynReplica, opts: ReplicaOptions) -> Self {
+        Shipper { db, replica, opts, pos: None, status: watch::channel(ShipperStatus::default()).0 }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.opts.name
+    }
+
+    pub fn status(&self) -> watch::Receiver<ShipperStatus> {
+        self.status.subscribe()
+    }
+
+    /// Ships everything the shadow WAL holds now. Errors clear the cached position, so the next
+    /// attempt starts again from the listing and can never leave a gap.
+    pub async fn sync(&mut self) -> Result<()> {
+        let res = self.sync_inner().await;
+        self.status.send_modify(|s| match &res {
+            Ok(()) => {
+                s.pos = self.pos.clone();
+                s.last_sync_ok = Some(SystemTime::now());
+                s.last_error = None;
+                s.consecutive_errors = 0;
+            }
+            Err(e) => {
+                s.last_error = Some(e.to_string());
+                s.consecutive_errors += 1;
+            }
+        });
+        if res.is_err() {
+            self.pos = None;
+        }
+        res
+    }
+
+    async fn sync_inner(&mut self) -> Result<()> {
+        let dbpos = self.db.pos();
+        if dbpos.generation.is_empty() {
+            return Ok(());
+        }
+        if self.pos.as_ref().is_none_or(|p| p.generation != dbpos.generation) {
+            self.pos = Some(self.resume_position(&dbpos).await?.0);
+        }
+        self.ship_until(None).await
+    }
+
+    /// The replica's position in the current generation, from its listing (spec §2.6).
+    /// Also says whether it had to take a snapshot to get one.
+    async fn resume_position(&mut self, dbpos: &DbPos) -> Result<(Pos, bool)> {
+        let g = &dbpos.generation;
+        let listing = Listing::fetch(self.replica.as_ref(), Some(g)).await?;
+        if listing.snapshots.is_empty() {
+            // Segments of the current index may exist already: continue after them, never overlap.
+            let last = listing.segments.iter().filter(|s| s.index == dbpos.index).max_by_key(|s| s.offset);
+            self.pos = match last {
+                Some(seg) => Some(Pos::new(g.clone(), seg.index, seg.offset + decoded_len(self.replica.clone(), &seg.key).await?)),
+                None => None,
+            };
+            return Ok((self.snapshot_locked().await?, true));
+        }
+        let snap_index = listing.snapshots.iter().map(|s| s.index).max().unwrap_or(0);
+        let last = listing.segments.iter().filter(|s| s.index >= snap_index).max_by_key(|s| (s.index, s.offset));
+        let pos = match last {
+            Some(seg) => {
+                let n = decoded_len(self.replica.clone(), &seg.key).await?;
+                Pos::new(g.clone(), seg.index, seg.offset + n)
+            }
+            None => Pos::new(g.clone(), snap_index, 0),
+        };
+        // The replica can only be behind or equal; anything else is another writer's tree.
+        let ahead = pos.index > dbpos.index || (pos.index == dbpos.index && pos.offset > dbpos.size);
+        if ahead {
+            tracing::warn!(replica = %self.opts.name, replica_pos = %pos, db_pos = %dbpos.pos(), "replica is ahead of the database; starting a new generation is needed");
+            return Err(Error::invalid(format!(
+                "replica {} holds position {pos}, ahead of the database ({}): another process writes to this replica path",
+                self.opts.name,
+                dbpos.pos()
+            )));
+        }
+        // The shadow file for the next index to ship must still exist, or shipping would leave a gap.
+        if pos.index < dbpos.index && self.db.shadow_len(g, pos.index).is_none() {
+            tracing::warn!(replica = %self.opts.name, replica_pos = %pos, "shadow wal needed by the replica is gone; taking a new snapshot");
+            self.pos = None;
+            return Ok((self.snapshot_locked().await?, true));
+        }
+        Ok((pos, false))
+    }
+
+    /// Uploads segments until the replica holds everything up to `until` (default: now).
+    async fn ship_until(&mut self, until: Option<DbPos>) -> Result<()> {
+        loop {
+            let dbpos = until.clone().unwrap_or_else(|| self.db.pos());
+            let mut pos = self.pos.clone().expect("position resolved");
+            if pos.generation != dbpos.generation {
+                return Ok(());
+            }
+            let end = if pos.index < dbpos.index {
+                match self.db.shadow_len(&pos.generation, pos.index) {
+                    Some(len) => len,
+                    None => {
+                        return Err(Error::invalid(format!(
+                            "shadow wal {}/{:08x} is gone before replica {} shipped it",
+                            pos.generation, pos.index, self.opts.name
+                        )))
+                    }
+                }
+            } else {
+                dbpos.size
+            };
+            if pos.offset < end {
+                self.upload_segment(&pos, end).await?;
+                pos.offset = end;
+            } else if pos.index < dbpos.index {
+                pos = Pos::new(pos.generation.clone(), pos.index + 1, 0);
+            } else {
+                self.db.set_replica_pos(&self.opts.name, pos.clone());
+                self.pos = Some(pos);
+                return Ok(());
+            }
+            self.db.set_replica_pos(&self.opts.name, pos.clone());
+            self.pos = Some(pos);
+        }
+    }
+
+    async fn upload_segment(&self, pos: &Pos, end: u64) -> Result<()> {
+        let key = layout::wal_segment_key(&pos.generation, pos.index, pos.offset);
+        let db = self.db.clone();
+        let (g, i, from) = (pos.generation.clone(), pos.index, pos.offset);
+        let source = PutSource::stream(move || {
+            let r = db.open_shadow(&g, i, from, end)?;
+            Ok(Box::new(Lz4Encoder::new(r)) as Box<dyn std::io::Read + Send>)
+        });
+        let started = Instant::now();
+        let size = self.replica.put(&key, source).await.map_err(|e| e.context(format_args!("write wal segment {key}")))?;
+        tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, position = %Pos::new(pos.generation.clone(), pos.index, end), elapsed = ?started.elapsed(), sz = size, "wal segment written");
+        Ok(())
+    }
+
+    /// Takes a snapshot now (holding the snapshot gate so `R` cannot move while the file is read).
+    pub async fn snapshot(&mut self) -> Result<Pos> {
+        let dbpos = self.db.pos();
+        if dbpos.generation.is_empty() {
+            return Err(Error::invalid("database not initialised yet"));
+        }
+        if self.pos.as_ref().is_none_or(|p| p.generation != dbpos.generation) {
+            let (pos, snapshotted) = self.resume_position(&dbpos).await?;
+            self.pos = Some(pos.clone());
+            if snapshotted {
+                return Ok(pos);
+            }
+        }
+        self.snapshot_locked().await
+    }
+
+    async fn snapshot_locked(&mut self) -> Result<Pos> {
+        let _gate = self.db.gate().read_owned().await;
+        let dbpos = self.db.pos();
+        // Ship the snapshot's index up to now first: the file may already hold pages of those
+        // frames, and a restore to the snapshot's time must find them.
+        let start = match &self.pos {
+            Some(p) if p.generation == dbpos.generation && p.index == dbpos.index => p.clone(),
+            _ => Pos::new(dbpos.generation.clone(), dbpos.index, 0),
+        };
+        self.pos = Some(start);
+        self.ship_until(Some(dbpos.clone())).await?;
+        let key = layout::snapshot_key(&dbpos.generation, dbpos.index);
+        let path = self.db.path().to_path_buf();
+        let source = PutSource::stream(move || {
+            let f = std::fs::File::open(&path)?;
+            Ok(Box::new(Lz4Encoder::new(std::io::BufReader::with_capacity(1 << 20, f))) as Box<dyn std::io::Read + Send>)
+        });
+        let started = Instant::now();
+        let size = self.replica.put(&key, source).await.map_err(|e| e.context(format_args!("write snapshot {key}")))?;
+        tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %dbpos.pos(), elapsed = ?started.elapsed(), sz = size, "snapshot written");
+        Ok(dbpos.pos())
+    }
+
+    /// Applies retention (spec §3.3).
+    pub async fn enforce_retention(&mut self) -> Result<usize> {
+        let mut listing = Listing::fetch(self.replica.as_ref(), None).await?;
+        let mut plan = retention::plan(&listing, SystemTime::now(), self.opts.retention);
+        if plan.need_snapshot {
+            self.snapshot().await?;
+            listing = Listing::fetch(self.replica.as_ref(), None).await?;
+            plan = retention::plan(&listing, SystemTime::now(), self.opts.retention);
+        }
+        for chunk in plan.delete.chunks(1000) {
+            self.replica.delete(chunk).await?;
+        }
+        if !plan.delete.is_empty() {
+            tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, deleted = plan.delete.len(), "retention: objects deleted");
+        }
+        Ok(plan.delete.len())
+    }
+
+    /// Time until the next scheduled snapshot, from the newest snapshot of the current generation.
+    async fn first_snapshot_delay(&self) -> Duration {
+        let iv = self.opts.snapshot_interval;
+        let g = self.db.pos().generation;
+        if g.is_empty() {
+            return iv;
+        }
+        match Listing::fetch(self.replica.as_ref(), Some(&g)).await {
+            Ok(l) => match l.snapshots.iter().map(|s| s.created).max() {
+                Some(t) => iv.saturating_sub(SystemTime::now().duration_since(t).unwrap_or_default()),
+                None => iv,
+            },
+            Err(_) => iv,
+        }
+    }
+
+    /// Runs until `shutdown` flips to true, then makes one final sync.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let mut db_rx = self.db.subscribe();
+        let mut next_snapshot = (!self.opts.snapshot_interval.is_zero())
+            .then(|| tokio::time::Instant::now());
+        if next_snapshot.is_some() {
+            next_snapshot = Some(tokio::time::Instant::now() + self.first_snapshot_delay().await);
+        }
+        let ri = self.opts.retention_check_interval.min(self.opts.retention);
+        let mut next_retention = (!self.opts.retention.is_zero() && !ri.is_zero())
+            .then(|| tokio::time::Instant::now() + ri);
+        let mut backoff = Duration::ZERO;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if let Err(e) = self.sync().await {
+                backoff = (backoff * 2).clamp(self.opts.sync_interval, Duration::from_secs(60));
+                tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, retry_in = ?backoff, "monitor error");
+            } else {
+                backoff = Duration::ZERO;
+            }
+            let now = tokio::time::Instant::now();
+            if next_snapshot.is_some_and(|t| now >= t) {
+                if let Err(e) = self.snapshot().await {
+                    tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "snapshotter error");
+                    self.pos = None;
+                }
+                next_snapshot = Some(now + self.opts.snapshot_interval);
+            }
+            if next_retention.is_some_and(|t| now >= t) {
+                if let Err(e) = self.enforce_retention().await {
+                    tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "retainer error");
+                    self.pos = None;
+                }
+                next_retention = Some(now + ri);
+            }
+            let mut deadline = tokio::time::Instant::now() + self.opts.sync_interval.max(backoff);
+            for t in [next_snapshot, next_retention].into_iter().flatten() {
+                deadline = deadline.min(t.max(tokio::time::Instant::now()));
+            }
+            // Wait the sync interval, then for a change of the shadow WAL (or a schedule).
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => continue,
+            }
+            if backoff.is_zero() && self.pos.as_ref().is_some_and(|p| *p == self.db.pos().pos()) {
+                let mut wake = next_snapshot.into_iter().chain(next_retention).min();
+                let sleep = async {
+                    match wake.take() {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = db_rx.changed() => {}
+                    _ = sleep => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        self.final_sync().await
+    }
+
+    async fn final_sync(&mut self) -> Result<()> {
+        self.sync().await.map_err(|e| {
+            tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "final sync failed");
+            e
+        })
+    }
+}
