@@ -1,1 +1,223 @@
-fn main() {}
+//! walship: continuous streaming backup of SQLite databases, a drop-in successor to Litestream
+//! v0.3.13 (same config, commands, flags and replica format).
+
+mod args;
+mod list;
+mod replicate;
+mod restore;
+mod setup;
+mod table;
+
+// Name every backend crate: the linker drops a crate nothing references, and its registration.
+use walship_file as _;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The backend types this build is expected to link (asserted by a test against `version -v`).
+pub const EXPECTED_BACKENDS: &[&str] = &["file"];
+
+#[derive(Parser)]
+#[command(name = "walship", about = "Continuous streaming backup of SQLite databases (Litestream v0.3 compatible)", disable_version_flag = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigFlags {
+    /// Path to the configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Use the configuration file verbatim, without expanding $VARIABLES.
+    #[arg(long = "no-expand-env")]
+    no_expand_env: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replicate databases continuously.
+    Replicate {
+        #[command(flatten)]
+        c: ConfigFlags,
+        /// Run this command as a subprocess; stop replicating when it exits.
+        #[arg(long)]
+        exec: Option<String>,
+        /// DB_PATH REPLICA_URL...
+        positional: Vec<String>,
+    },
+    /// Restore a database from a replica.
+    Restore {
+        #[command(flatten)]
+        c: ConfigFlags,
+        #[arg(short = 'o')]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        replica: Option<String>,
+        #[arg(long)]
+        generation: Option<String>,
+        /// Restore up to this WAL index (hexadecimal, inclusive).
+        #[arg(long)]
+        index: Option<String>,
+        /// Restore the state at this moment (RFC 3339).
+        #[arg(long)]
+        timestamp: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        parallelism: i64,
+        #[arg(long = "if-db-not-exists")]
+        if_db_not_exists: bool,
+        #[arg(long = "if-replica-exists")]
+        if_replica_exists: bool,
+        /// DB_PATH or REPLICA_URL
+        target: String,
+    },
+    /// List snapshots.
+    Snapshots {
+        #[command(flatten)]
+        c: ConfigFlags,
+        #[arg(long)]
+        replica: Option<String>,
+        target: String,
+    },
+    /// List generations.
+    Generations {
+        #[command(flatten)]
+        c: ConfigFlags,
+        #[arg(long)]
+        replica: Option<String>,
+        target: String,
+    },
+    /// List WAL segments.
+    Wal {
+        #[command(flatten)]
+        c: ConfigFlags,
+        #[arg(long)]
+        replica: Option<String>,
+        #[arg(long)]
+        generation: Option<String>,
+        target: String,
+    },
+    /// List configured databases.
+    Databases {
+        #[command(flatten)]
+        c: ConfigFlags,
+    },
+    /// Print the version.
+    Version {
+        /// Also list the linked backend types.
+        #[arg(short = 'v')]
+        verbose: bool,
+    },
+}
+
+const VALUE_FLAGS: &[&str] = &["config", "exec", "o", "replica", "generation", "index", "timestamp", "parallelism"];
+
+fn init_logging(level: &str, json: bool, stderr: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WALSHIP_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    let _ = match (json, stderr) {
+        (true, true) => b.json().with_writer(std::io::stderr).try_init(),
+        (true, false) => b.json().with_writer(std::io::stdout).try_init(),
+        (false, true) => b.with_writer(std::io::stderr).try_init(),
+        (false, false) => b.with_writer(std::io::stdout).try_init(),
+    };
+}
+
+fn main() {
+    let raw: Vec<String> = std::env::args().collect();
+    let args = if raw.len() > 1 {
+        let mut v = vec![raw[0].clone(), raw[1].clone()];
+        v.extend(args::go_style(raw[1..].to_vec(), VALUE_FLAGS).into_iter().skip(1));
+        v
+    } else {
+        raw
+    };
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    // Logging: the config's `logging` section applies to replicate; others log to stderr.
+    let (level, json, stderr) = match &cli.cmd {
+        Cmd::Replicate { c, positional, .. } if positional.is_empty() => {
+            match walship_config::Config::load(&walship_config::resolve_config_path(c.config.as_deref()), !c.no_expand_env) {
+                Ok((cfg, _)) => (
+                    format!("{:?}", cfg.logging.level).to_lowercase(),
+                    cfg.logging.json,
+                    cfg.logging.stderr,
+                ),
+                Err(_) => ("info".to_string(), false, false),
+            }
+        }
+        Cmd::Replicate { .. } => ("info".to_string(), false, false),
+        _ => ("info".to_string(), false, true),
+    };
+    init_logging(&level, json, stderr);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(run(cli));
+    drop(rt);
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> i32 {
+    let res: anyhow::Result<i32> = async {
+        match cli.cmd {
+            Cmd::Replicate { c, exec, positional } => {
+                replicate::run(replicate::ReplicateArgs {
+                    config: c.config.as_deref(),
+                    no_expand_env: c.no_expand_env,
+                    exec,
+                    positional: &positional,
+                })
+                .await
+            }
+            Cmd::Restore { c, output, replica, generation, index, timestamp, parallelism, if_db_not_exists, if_replica_exists, target } => {
+                restore::run(restore::RestoreArgs {
+                    config: c.config.as_deref(),
+                    no_expand_env: c.no_expand_env,
+                    output,
+                    replica: replica.as_deref(),
+                    generation: generation.as_deref(),
+                    index: index.as_deref(),
+                    timestamp: timestamp.as_deref(),
+                    parallelism: parallelism.max(1) as usize,
+                    if_db_not_exists,
+                    if_replica_exists,
+                    target: &target,
+                })
+                .await
+                .map(|_| 0)
+            }
+            Cmd::Snapshots { c, replica, target } => list::snapshots(list::Common { config: c.config.as_deref(), no_expand_env: c.no_expand_env, replica: replica.as_deref(), target: &target }).await.map(|_| 0),
+            Cmd::Generations { c, replica, target } => list::generations(list::Common { config: c.config.as_deref(), no_expand_env: c.no_expand_env, replica: replica.as_deref(), target: &target }).await.map(|_| 0),
+            Cmd::Wal { c, replica, generation, target } => list::wal(list::Common { config: c.config.as_deref(), no_expand_env: c.no_expand_env, replica: replica.as_deref(), target: &target }, generation.as_deref()).await.map(|_| 0),
+            Cmd::Databases { c } => list::databases(c.config.as_deref(), c.no_expand_env).map(|_| 0),
+            Cmd::Version { verbose } => {
+                println!("walship {} (litestream v0.3.13 compatible)", env!("CARGO_PKG_VERSION"));
+                if verbose {
+                    println!("backends: {}", walship_core::registry::kinds().join(", "));
+                }
+                Ok(0)
+            }
+        }
+    }
+    .await;
+    match res {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "failed to run");
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

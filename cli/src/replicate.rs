@@ -1,0 +1,170 @@
+//! `replicate`: run every configured database until SIGINT/SIGTERM (or until `-exec` exits).
+
+use crate::setup;
+use anyhow::{anyhow, bail, Result};
+use std::path::Path;
+use tokio::process::Command;
+use walship_config::{Config, ReplicaConfig};
+use walship_core::db::Db;
+use walship_core::monitor;
+use walship_core::shipper::Shipper;
+
+pub struct ReplicateArgs<'a> {
+    pub config: Option<&'a Path>,
+    pub no_expand_env: bool,
+    pub exec: Option<String>,
+    pub positional: &'a [String],
+}
+
+/// Returns the process exit code.
+pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
+    let cfg = if let Some((db, urls)) = a.positional.split_first() {
+        if a.config.is_some() {
+            bail!("cannot specify a replica URL and the -config flag");
+        }
+        if urls.is_empty() {
+            bail!("must specify at least one replica URL for {db}");
+        }
+        let mut c = Config::default();
+        let mut dbc = walship_config::DbConfig { path: setup::abs_path(db)?, ..Default::default() };
+        for u in urls {
+            dbc.replicas.push(ReplicaConfig::from_url(u)?);
+        }
+        c.dbs.push(dbc);
+        c
+    } else {
+        setup::load_config(a.config, a.no_expand_env)?.0
+    };
+    let exec = a.exec.clone().or_else(|| cfg.exec.clone()).filter(|s| !s.trim().is_empty());
+    if cfg.dbs.is_empty() {
+        tracing::error!("no databases specified in configuration");
+    }
+    // Build everything first: a bad replica section must fail before anything starts.
+    let mut running = Vec::new();
+    let mut prepared = Vec::new();
+    for dbc in &cfg.dbs {
+        let mut shippers = Vec::new();
+        for r in &dbc.replicas {
+            let client = setup::open_replica(r, Some(&dbc.path))?;
+            shippers.push((client, setup::replica_options(r)));
+        }
+        prepared.push((dbc, shippers));
+    }
+    for (dbc, shippers) in prepared {
+        let db = Db::open(&dbc.path, setup::db_options(dbc)).map_err(|e| anyhow!("{e}"))?;
+        tracing::info!(db = %dbc.path.display(), "initialized db");
+        let mut ss = Vec::new();
+        for (client, opts) in shippers {
+            tracing::info!(db = %dbc.path.display(), replica = %opts.name, r#type = client.kind(), target = %client.target(), "replicating to");
+            ss.push(Shipper::new(db.clone(), client, opts));
+        }
+        running.push(monitor::start(db, ss));
+    }
+    let mut child = match &exec {
+        Some(cmd) => {
+            let words = shell_words(cmd)?;
+            let (prog, args) = words.split_first().ok_or_else(|| anyhow!("empty exec command"))?;
+            Some(Command::new(prog).args(args).spawn().map_err(|e| anyhow!("cannot run exec command {prog:?}: {e}"))?)
+        }
+        None => None,
+    };
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut code = 0;
+    let child_wait = async {
+        match child.as_mut() {
+            Some(c) => c.wait().await.ok(),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = sigint.recv() => { forward(&child, libc::SIGINT); tracing::info!("signal received, litestream shutting down"); }
+        _ = sigterm.recv() => { forward(&child, libc::SIGTERM); tracing::info!("signal received, litestream shutting down"); }
+        status = child_wait => {
+            if let Some(st) = status {
+                if !st.success() {
+                    tracing::error!(status = %st, "subprocess exited with error");
+                    code = 1;
+                }
+            }
+            child = None;
+        }
+    }
+    if let Some(c) = child.as_mut() {
+        let _ = c.wait().await;
+    }
+    for r in running {
+        if !r.stop().await {
+            code = 1;
+        }
+    }
+    tracing::info!("litestream shut down");
+    Ok(code)
+}
+
+fn forward(child: &Option<tokio::process::Child>, sig: i32) {
+    if let Some(pid) = child.as_ref().and_then(|c| c.id()) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid as i32, sig);
+        }
+    }
+}
+
+/// Splits a command line into words the way v0.3.13's shellwords does (quotes and escapes).
+pub fn shell_words(s: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                    in_word = true;
+                }
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        bail!("invalid exec command {s:?}: unterminated quote");
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_shell_words() {
+        assert_eq!(shell_words("app -x 'a b' \"c d\" e\\ f").unwrap(), vec!["app", "-x", "a b", "c d", "e f"]);
+        assert!(shell_words("app 'oops").is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! From configuration to engine objects: databases, replica clients, options.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use walship_config::{Config, DbConfig, ReplicaConfig};
+use walship_core::db::DbOptions;
+use walship_core::registry::{self, ReplicaSettings};
+use walship_core::replica::DynReplica;
+use walship_core::retry::{RetryLayer, RetryPolicy};
+use walship_core::shipper::ReplicaOptions;
+
+/// Loads the config file named by `-config` or the lookup order, printing its warnings.
+pub fn load_config(flag: Option<&Path>, no_expand_env: bool) -> Result<(Config, PathBuf)> {
+    let path = walship_config::resolve_config_path(flag);
+    let (cfg, warnings) = Config::load(&path, !no_expand_env)?;
+    for w in warnings {
+        tracing::warn!("{}: {w}", path.display());
+    }
+    for db in &cfg.dbs {
+        for r in &db.replicas {
+            if r.validation_interval.is_some_and(|d| !d.is_zero()) {
+                tracing::warn!(db = %db.path.display(), replica = %r.name, "validation-interval is not implemented by walship and is ignored");
+            }
+        }
+    }
+    Ok((cfg, path))
+}
+
+pub fn db_options(db: &DbConfig) -> DbOptions {
+    let d = DbOptions::default();
+    DbOptions {
+        meta_path: db.meta_path.clone(),
+        monitor_interval: db.monitor_interval.unwrap_or(d.monitor_interval),
+        checkpoint_interval: db.checkpoint_interval.unwrap_or(d.checkpoint_interval),
+        min_checkpoint_page_count: db.min_checkpoint_page_count.unwrap_or(d.min_checkpoint_page_count),
+        max_checkpoint_page_count: db.max_checkpoint_page_count.unwrap_or(d.max_checkpoint_page_count),
+        ..d
+    }
+}
+
+pub fn replica_options(r: &ReplicaConfig) -> ReplicaOptions {
+    let d = ReplicaOptions::default();
+    ReplicaOptions {
+        name: r.name.clone(),
+        sync_interval: r.sync_interval.unwrap_or(d.sync_interval),
+        snapshot_interval: r.snapshot_interval.unwrap_or(d.snapshot_interval),
+        retention: r.retention.unwrap_or(d.retention),
+        retention_check_interval: r.retention_check_interval.unwrap_or(d.retention_check_interval),
+    }
+}
+
+/// Builds the replica client (wrapped in the retry layer) for one replica section.
+pub fn open_replica(r: &ReplicaConfig, db_path: Option<&Path>) -> Result<DynReplica> {
+    if r.age.as_ref().is_some_and(|a| !a.recipients.is_empty() || !a.identities.is_empty()) {
+        bail!("replica {:?}: age encryption is not supported by this build yet", r.name);
+    }
+    let settings = ReplicaSettings {
+        name: r.name.clone(),
+        kind: r.kind.clone(),
+        url: r.url.clone(),
+        path: r.path.clone(),
+        options: r.options.clone(),
+        db_path: db_path.map(Path::to_path_buf),
+    };
+    let inner = registry::open(&settings).map_err(|e| anyhow!("{e}"))?;
+    Ok(Arc::new(RetryLayer::new(inner, RetryPolicy::default())))
+}
+
+/// Absolute path, with `~` expanded, as v0.3.13 looks databases up.
+pub fn abs_path(p: &str) -> Result<PathBuf> {
+    let expanded = match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(p),
+    };
+    if expanded.is_absolute() {
+        Ok(expanded)
+    } else {
+        Ok(std::env::current_dir().context("current directory")?.join(expanded))
+    }
+}
+
+/// Whether a positional argument is a replica URL rather than a database path.
+pub fn is_url(s: &str) -> bool {
+    registry::url_scheme(s).is_some()
+}
+
+/// Replicas to read from: the ones of a configured database (filtered by name) or one URL.
+pub fn replicas_for(
+    target: &str,
+    config: Option<&Path>,
+    no_expand_env: bool,
+    replica_filter: Option<&str>,
+) -> Result<(Option<PathBuf>, Vec<(String, DynReplica)>)> {
+    if is_url(target) {
+        if config.is_some() {
+            bail!("cannot specify a replica URL and the -config flag");
+        }
+        let rc = ReplicaConfig::from_url(target)?;
+        let r = open_replica(&rc, None)?;
+        return Ok((None, vec![(rc.name.clone(), r)]));
+    }
+    let (cfg, cfg_path) = load_config(config, no_expand_env)?;
+    let db_path = abs_path(target)?;
+    let db = cfg
+        .db(&db_path)
+        .ok_or_else(|| anyhow!("database not found in config: {} (config {})", db_path.display(), cfg_path.display()))?;
+    let mut out = Vec::new();
+    for r in &db.replicas {
+        if replica_filter.is_some_and(|f| f != r.name) {
+            continue;
+        }
+        out.push((r.name.clone(), open_replica(r, Some(&db.path))?));
+    }
+    if let Some(f) = replica_filter {
+        if out.is_empty() {
+            bail!("replica {f:?} not found for database {}", db_path.display());
+        }
+    }
+    Ok((Some(db.path.clone()), out))
+}
