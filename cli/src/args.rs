@@ -53,14 +53,23 @@ mod tests {
     #[test]
     fn rewrites_go_flags() {
         assert_eq!(
-            go_style(v(&["restore", "-config", "/x.yml", "-o", "/out", "/db"]), &["config", "o"]),
+            go_style(
+                v(&["restore", "-config", "/x.yml", "-o", "/out", "/db"]),
+                &["config", "o"]
+            ),
             v(&["restore", "--config", "/x.yml", "-o", "/out", "--", "/db"])
         );
         assert_eq!(
-            go_style(v(&["restore", "--timestamp=2020-01-01T00:00:00Z", "/db"]), &["timestamp"]),
+            go_style(
+                v(&["restore", "--timestamp=2020-01-01T00:00:00Z", "/db"]),
+                &["timestamp"]
+            ),
             v(&["restore", "--timestamp=2020-01-01T00:00:00Z", "--", "/db"])
         );
         // A value that looks like a flag stays a value.
-        assert_eq!(go_style(v(&["replicate", "-exec", "-x"]), &["exec"]), v(&["replicate", "--exec", "-x"]));
+        assert_eq!(
+            go_style(v(&["replicate", "-exec", "-x"]), &["exec"]),
+            v(&["replicate", "--exec", "-x"])
+        );
     }
 }

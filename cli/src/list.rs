@@ -14,7 +14,10 @@ pub struct Common<'a> {
     pub target: &'a str,
 }
 
-async fn listings(c: &Common<'_>, generation: Option<&str>) -> Result<(Option<std::path::PathBuf>, Vec<(String, Listing)>)> {
+async fn listings(
+    c: &Common<'_>,
+    generation: Option<&str>,
+) -> Result<(Option<std::path::PathBuf>, Vec<(String, Listing)>)> {
     let (db, replicas) = setup::replicas_for(c.target, c.config, c.no_expand_env, c.replica)?;
     let mut out = Vec::new();
     for (name, r) in replicas {
@@ -28,10 +31,19 @@ async fn listings(c: &Common<'_>, generation: Option<&str>) -> Result<(Option<st
 
 pub async fn snapshots(c: Common<'_>) -> Result<()> {
     let (_, ls) = listings(&c, None).await?;
-    let mut rows = vec![vec!["replica", "generation", "index", "size", "created"].into_iter().map(String::from).collect()];
+    let mut rows = vec![vec!["replica", "generation", "index", "size", "created"]
+        .into_iter()
+        .map(String::from)
+        .collect()];
     for (name, l) in ls {
         for s in l.snapshots {
-            rows.push(vec![name.clone(), s.generation, s.index.to_string(), s.size.to_string(), rfc3339(s.created)]);
+            rows.push(vec![
+                name.clone(),
+                s.generation,
+                s.index.to_string(),
+                s.size.to_string(),
+                rfc3339(s.created),
+            ]);
         }
     }
     print!("{}", render(&rows));
@@ -40,10 +52,27 @@ pub async fn snapshots(c: Common<'_>) -> Result<()> {
 
 pub async fn wal(c: Common<'_>, generation: Option<&str>) -> Result<()> {
     let (_, ls) = listings(&c, generation).await?;
-    let mut rows = vec![vec!["replica", "generation", "index", "offset", "size", "created"].into_iter().map(String::from).collect()];
+    let mut rows = vec![vec![
+        "replica",
+        "generation",
+        "index",
+        "offset",
+        "size",
+        "created",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()];
     for (name, l) in ls {
         for s in l.segments {
-            rows.push(vec![name.clone(), s.generation, s.index.to_string(), s.offset.to_string(), s.size.to_string(), rfc3339(s.created)]);
+            rows.push(vec![
+                name.clone(),
+                s.generation,
+                s.index.to_string(),
+                s.offset.to_string(),
+                s.size.to_string(),
+                rfc3339(s.created),
+            ]);
         }
     }
     print!("{}", render(&rows));
@@ -58,15 +87,28 @@ pub async fn generations(c: Common<'_>) -> Result<()> {
             let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
             let mut wal = p.as_os_str().to_owned();
             wal.push("-wal");
-            [mtime(p), mtime(Path::new(&wal))].into_iter().flatten().max().unwrap_or_else(SystemTime::now)
+            [mtime(p), mtime(Path::new(&wal))]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or_else(SystemTime::now)
         }
         None => SystemTime::now(),
     };
-    let mut rows = vec![vec!["name", "generation", "lag", "start", "end"].into_iter().map(String::from).collect()];
+    let mut rows = vec![vec!["name", "generation", "lag", "start", "end"]
+        .into_iter()
+        .map(String::from)
+        .collect()];
     for (name, l) in ls {
         for g in l.generations() {
             if let Some((start, end)) = l.bounds(&g) {
-                rows.push(vec![name.clone(), g, go_duration(signed_between(reference, end)), rfc3339(start), rfc3339(end)]);
+                rows.push(vec![
+                    name.clone(),
+                    g,
+                    go_duration(signed_between(reference, end)),
+                    rfc3339(start),
+                    rfc3339(end),
+                ]);
             }
         }
     }

@@ -18,7 +18,11 @@ use std::path::PathBuf;
 pub const EXPECTED_BACKENDS: &[&str] = &["file"];
 
 #[derive(Parser)]
-#[command(name = "walship", about = "Continuous streaming backup of SQLite databases (Litestream v0.3 compatible)", disable_version_flag = true)]
+#[command(
+    name = "walship",
+    about = "Continuous streaming backup of SQLite databases (Litestream v0.3 compatible)",
+    disable_version_flag = true
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -110,12 +114,26 @@ enum Cmd {
     },
 }
 
-const VALUE_FLAGS: &[&str] = &["config", "exec", "o", "replica", "generation", "index", "timestamp", "parallelism"];
+const VALUE_FLAGS: &[&str] = &[
+    "config",
+    "exec",
+    "o",
+    "replica",
+    "generation",
+    "index",
+    "timestamp",
+    "parallelism",
+];
 
 fn init_logging(level: &str, json: bool, stderr: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WALSHIP_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WALSHIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     let _ = match (json, stderr) {
         (true, true) => b.json().with_writer(std::io::stderr).try_init(),
         (true, false) => b.json().with_writer(std::io::stdout).try_init(),
@@ -128,7 +146,11 @@ fn main() {
     let raw: Vec<String> = std::env::args().collect();
     let args = if raw.len() > 1 {
         let mut v = vec![raw[0].clone(), raw[1].clone()];
-        v.extend(args::go_style(raw[1..].to_vec(), VALUE_FLAGS).into_iter().skip(1));
+        v.extend(
+            args::go_style(raw[1..].to_vec(), VALUE_FLAGS)
+                .into_iter()
+                .skip(1),
+        );
         v
     } else {
         raw
@@ -144,7 +166,10 @@ fn main() {
     // Logging: the config's `logging` section applies to replicate; others log to stderr.
     let (level, json, stderr) = match &cli.cmd {
         Cmd::Replicate { c, positional, .. } if positional.is_empty() => {
-            match walship_config::Config::load(&walship_config::resolve_config_path(c.config.as_deref()), !c.no_expand_env) {
+            match walship_config::Config::load(
+                &walship_config::resolve_config_path(c.config.as_deref()),
+                !c.no_expand_env,
+            ) {
                 Ok((cfg, _)) => (
                     format!("{:?}", cfg.logging.level).to_lowercase(),
                     cfg.logging.json,
@@ -157,7 +182,10 @@ fn main() {
         _ => ("info".to_string(), false, true),
     };
     init_logging(&level, json, stderr);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -172,7 +200,11 @@ fn main() {
 async fn run(cli: Cli) -> i32 {
     let res: anyhow::Result<i32> = async {
         match cli.cmd {
-            Cmd::Replicate { c, exec, positional } => {
+            Cmd::Replicate {
+                c,
+                exec,
+                positional,
+            } => {
                 replicate::run(replicate::ReplicateArgs {
                     config: c.config.as_deref(),
                     no_expand_env: c.no_expand_env,
@@ -181,29 +213,72 @@ async fn run(cli: Cli) -> i32 {
                 })
                 .await
             }
-            Cmd::Restore { c, output, replica, generation, index, timestamp, parallelism, if_db_not_exists, if_replica_exists, target } => {
-                restore::run(restore::RestoreArgs {
+            Cmd::Restore {
+                c,
+                output,
+                replica,
+                generation,
+                index,
+                timestamp,
+                parallelism,
+                if_db_not_exists,
+                if_replica_exists,
+                target,
+            } => restore::run(restore::RestoreArgs {
+                config: c.config.as_deref(),
+                no_expand_env: c.no_expand_env,
+                output,
+                replica: replica.as_deref(),
+                generation: generation.as_deref(),
+                index: index.as_deref(),
+                timestamp: timestamp.as_deref(),
+                parallelism: parallelism.max(1) as usize,
+                if_db_not_exists,
+                if_replica_exists,
+                target: &target,
+            })
+            .await
+            .map(|_| 0),
+            Cmd::Snapshots { c, replica, target } => list::snapshots(list::Common {
+                config: c.config.as_deref(),
+                no_expand_env: c.no_expand_env,
+                replica: replica.as_deref(),
+                target: &target,
+            })
+            .await
+            .map(|_| 0),
+            Cmd::Generations { c, replica, target } => list::generations(list::Common {
+                config: c.config.as_deref(),
+                no_expand_env: c.no_expand_env,
+                replica: replica.as_deref(),
+                target: &target,
+            })
+            .await
+            .map(|_| 0),
+            Cmd::Wal {
+                c,
+                replica,
+                generation,
+                target,
+            } => list::wal(
+                list::Common {
                     config: c.config.as_deref(),
                     no_expand_env: c.no_expand_env,
-                    output,
                     replica: replica.as_deref(),
-                    generation: generation.as_deref(),
-                    index: index.as_deref(),
-                    timestamp: timestamp.as_deref(),
-                    parallelism: parallelism.max(1) as usize,
-                    if_db_not_exists,
-                    if_replica_exists,
                     target: &target,
-                })
-                .await
-                .map(|_| 0)
+                },
+                generation.as_deref(),
+            )
+            .await
+            .map(|_| 0),
+            Cmd::Databases { c } => {
+                list::databases(c.config.as_deref(), c.no_expand_env).map(|_| 0)
             }
-            Cmd::Snapshots { c, replica, target } => list::snapshots(list::Common { config: c.config.as_deref(), no_expand_env: c.no_expand_env, replica: replica.as_deref(), target: &target }).await.map(|_| 0),
-            Cmd::Generations { c, replica, target } => list::generations(list::Common { config: c.config.as_deref(), no_expand_env: c.no_expand_env, replica: replica.as_deref(), target: &target }).await.map(|_| 0),
-            Cmd::Wal { c, replica, generation, target } => list::wal(list::Common { config: c.config.as_deref(), no_expand_env: c.no_expand_env, replica: replica.as_deref(), target: &target }, generation.as_deref()).await.map(|_| 0),
-            Cmd::Databases { c } => list::databases(c.config.as_deref(), c.no_expand_env).map(|_| 0),
             Cmd::Version { verbose } => {
-                println!("walship {} (litestream v0.3.13 compatible)", env!("CARGO_PKG_VERSION"));
+                println!(
+                    "walship {} (litestream v0.3.13 compatible)",
+                    env!("CARGO_PKG_VERSION")
+                );
                 if verbose {
                     println!("backends: {}", walship_core::registry::kinds().join(", "));
                 }

@@ -26,7 +26,10 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
             bail!("must specify at least one replica URL for {db}");
         }
         let mut c = Config::default();
-        let mut dbc = walship_config::DbConfig { path: setup::abs_path(db)?, ..Default::default() };
+        let mut dbc = walship_config::DbConfig {
+            path: setup::abs_path(db)?,
+            ..Default::default()
+        };
         for u in urls {
             dbc.replicas.push(ReplicaConfig::from_url(u)?);
         }
@@ -35,7 +38,11 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     } else {
         setup::load_config(a.config, a.no_expand_env)?.0
     };
-    let exec = a.exec.clone().or_else(|| cfg.exec.clone()).filter(|s| !s.trim().is_empty());
+    let exec = a
+        .exec
+        .clone()
+        .or_else(|| cfg.exec.clone())
+        .filter(|s| !s.trim().is_empty());
     if cfg.dbs.is_empty() {
         tracing::error!("no databases specified in configuration");
     }
@@ -63,8 +70,15 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     let mut child = match &exec {
         Some(cmd) => {
             let words = shell_words(cmd)?;
-            let (prog, args) = words.split_first().ok_or_else(|| anyhow!("empty exec command"))?;
-            Some(Command::new(prog).args(args).spawn().map_err(|e| anyhow!("cannot run exec command {prog:?}: {e}"))?)
+            let (prog, args) = words
+                .split_first()
+                .ok_or_else(|| anyhow!("empty exec command"))?;
+            Some(
+                Command::new(prog)
+                    .args(args)
+                    .spawn()
+                    .map_err(|e| anyhow!("cannot run exec command {prog:?}: {e}"))?,
+            )
         }
         None => None,
     };
@@ -164,7 +178,10 @@ mod tests {
 
     #[test]
     fn splits_shell_words() {
-        assert_eq!(shell_words("app -x 'a b' \"c d\" e\\ f").unwrap(), vec!["app", "-x", "a b", "c d", "e f"]);
+        assert_eq!(
+            shell_words("app -x 'a b' \"c d\" e\\ f").unwrap(),
+            vec!["app", "-x", "a b", "c d", "e f"]
+        );
         assert!(shell_words("app 'oops").is_err());
     }
 }

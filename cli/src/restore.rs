@@ -24,12 +24,15 @@ pub struct RestoreArgs<'a> {
 
 pub fn parse_timestamp(s: &str) -> Result<SystemTime> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| anyhow!("invalid -timestamp {s:?}: expected RFC 3339, e.g. 2000-01-01T00:00:00Z ({e})"))?;
+        .map_err(|e| {
+            anyhow!("invalid -timestamp {s:?}: expected RFC 3339, e.g. 2000-01-01T00:00:00Z ({e})")
+        })?;
     Ok(t.into())
 }
 
 pub fn parse_index(s: &str) -> Result<u32> {
-    let v = i32::from_str_radix(s, 16).map_err(|_| anyhow!("invalid -index {s:?}: expected a hexadecimal WAL index"))?;
+    let v = i32::from_str_radix(s, 16)
+        .map_err(|_| anyhow!("invalid -index {s:?}: expected a hexadecimal WAL index"))?;
     u32::try_from(v).map_err(|_| anyhow!("invalid -index {s:?}: must not be negative"))
 }
 
@@ -57,7 +60,10 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
             tracing::info!(path = %output.display(), "database already exists, skipping");
             return Ok(false);
         }
-        bail!("cannot restore, output path already exists: {}", output.display());
+        bail!(
+            "cannot restore, output path already exists: {}",
+            output.display()
+        );
     }
     // Choose, across replicas, the one whose chosen generation was updated last (spec §4.1).
     let mut best: Option<(plan::Plan, String, walship_core::replica::DynReplica)> = None;

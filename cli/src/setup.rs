@@ -33,8 +33,12 @@ pub fn db_options(db: &DbConfig) -> DbOptions {
         meta_path: db.meta_path.clone(),
         monitor_interval: db.monitor_interval.unwrap_or(d.monitor_interval),
         checkpoint_interval: db.checkpoint_interval.unwrap_or(d.checkpoint_interval),
-        min_checkpoint_page_count: db.min_checkpoint_page_count.unwrap_or(d.min_checkpoint_page_count),
-        max_checkpoint_page_count: db.max_checkpoint_page_count.unwrap_or(d.max_checkpoint_page_count),
+        min_checkpoint_page_count: db
+            .min_checkpoint_page_count
+            .unwrap_or(d.min_checkpoint_page_count),
+        max_checkpoint_page_count: db
+            .max_checkpoint_page_count
+            .unwrap_or(d.max_checkpoint_page_count),
         ..d
     }
 }
@@ -46,14 +50,22 @@ pub fn replica_options(r: &ReplicaConfig) -> ReplicaOptions {
         sync_interval: r.sync_interval.unwrap_or(d.sync_interval),
         snapshot_interval: r.snapshot_interval.unwrap_or(d.snapshot_interval),
         retention: r.retention.unwrap_or(d.retention),
-        retention_check_interval: r.retention_check_interval.unwrap_or(d.retention_check_interval),
+        retention_check_interval: r
+            .retention_check_interval
+            .unwrap_or(d.retention_check_interval),
     }
 }
 
 /// Builds the replica client (wrapped in the retry layer) for one replica section.
 pub fn open_replica(r: &ReplicaConfig, db_path: Option<&Path>) -> Result<DynReplica> {
-    if r.age.as_ref().is_some_and(|a| !a.recipients.is_empty() || !a.identities.is_empty()) {
-        bail!("replica {:?}: age encryption is not supported by this build yet", r.name);
+    if r.age
+        .as_ref()
+        .is_some_and(|a| !a.recipients.is_empty() || !a.identities.is_empty())
+    {
+        bail!(
+            "replica {:?}: age encryption is not supported by this build yet",
+            r.name
+        );
     }
     let settings = ReplicaSettings {
         name: r.name.clone(),
@@ -76,7 +88,9 @@ pub fn abs_path(p: &str) -> Result<PathBuf> {
     if expanded.is_absolute() {
         Ok(expanded)
     } else {
-        Ok(std::env::current_dir().context("current directory")?.join(expanded))
+        Ok(std::env::current_dir()
+            .context("current directory")?
+            .join(expanded))
     }
 }
 
@@ -85,13 +99,16 @@ pub fn is_url(s: &str) -> bool {
     registry::url_scheme(s).is_some()
 }
 
+/// Replica clients by name.
+pub type NamedReplicas = Vec<(String, DynReplica)>;
+
 /// Replicas to read from: the ones of a configured database (filtered by name) or one URL.
 pub fn replicas_for(
     target: &str,
     config: Option<&Path>,
     no_expand_env: bool,
     replica_filter: Option<&str>,
-) -> Result<(Option<PathBuf>, Vec<(String, DynReplica)>)> {
+) -> Result<(Option<PathBuf>, NamedReplicas)> {
     if is_url(target) {
         if config.is_some() {
             bail!("cannot specify a replica URL and the -config flag");
@@ -102,9 +119,13 @@ pub fn replicas_for(
     }
     let (cfg, cfg_path) = load_config(config, no_expand_env)?;
     let db_path = abs_path(target)?;
-    let db = cfg
-        .db(&db_path)
-        .ok_or_else(|| anyhow!("database not found in config: {} (config {})", db_path.display(), cfg_path.display()))?;
+    let db = cfg.db(&db_path).ok_or_else(|| {
+        anyhow!(
+            "database not found in config: {} (config {})",
+            db_path.display(),
+            cfg_path.display()
+        )
+    })?;
     let mut out = Vec::new();
     for r in &db.replicas {
         if replica_filter.is_some_and(|f| f != r.name) {

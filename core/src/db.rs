@@ -140,7 +140,11 @@ impl Db {
     /// Prepares monitoring: takes the per-database instance lock. Nothing touches SQLite yet.
     pub fn open(path: &Path, opts: DbOptions) -> Result<Arc<Db>> {
         let path = path.to_path_buf();
-        let meta = MetaDir::new(opts.meta_path.clone().unwrap_or_else(|| default_meta_dir(&path)));
+        let meta = MetaDir::new(
+            opts.meta_path
+                .clone()
+                .unwrap_or_else(|| default_meta_dir(&path)),
+        );
         create_dir_like(&meta.root, path.parent())?;
         let lock = InstanceLock::acquire(&meta.lock_file(), &path)?;
         meta.remove_tmp_files();
@@ -323,7 +327,9 @@ impl Db {
             Err(_) => return Ok(Err("short shadow wal")),
         };
         if scan.header.raw != real.raw {
-            return Ok(Err("wal header mismatch: the wal was restarted while walship was not running"));
+            return Ok(Err(
+                "wal header mismatch: the wal was restarted while walship was not running",
+            ));
         }
         let real_len = fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0);
         if real_len < scan.committed_len {
@@ -412,12 +418,17 @@ impl Db {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, shadow);
         // Read no further than the WAL's size now: a writer that keeps appending cannot make one
         // sync copy forever.
-        let mut fr = FrameReader::new(BufReader::with_capacity(1 << 20, real.take(end - st.size)), h, st.seed);
+        let mut fr = FrameReader::new(
+            BufReader::with_capacity(1 << 20, real.take(end - st.size)),
+            h,
+            st.seed,
+        );
         let mut written = st.size;
         let mut committed = st.size;
         let mut seed = st.seed;
-        while let Some((fh, bytes)) =
-            fr.next_frame().map_err(|e| Error::io(format!("read {}", self.wal_path.display()), e))?
+        while let Some((fh, bytes)) = fr
+            .next_frame()
+            .map_err(|e| Error::io(format!("read {}", self.wal_path.display()), e))?
         {
             out.write_all(bytes).map_err(io)?;
             written += bytes.len() as u64;
@@ -463,17 +474,19 @@ impl Db {
     ) -> Result<()> {
         let conns = st.conns.take().expect("conns");
         let res = (|| {
-            conns
-                .w
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(|e| Error::sqlite(format!("{}: take write lock", self.path.display()), e))?;
+            conns.w.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
+                Error::sqlite(format!("{}: take write lock", self.path.display()), e)
+            })?;
             let inner = (|| {
                 let _ = conns.r.execute_batch("ROLLBACK");
                 st.conns = None;
                 f(self, st)?;
                 self.copy_frames(st, None)?;
                 begin_read(&conns.r, &self.path)?;
-                st.proof = Some(Proof { index: st.index, header: st.header.expect("header") });
+                st.proof = Some(Proof {
+                    index: st.index,
+                    header: st.header.expect("header"),
+                });
                 Ok(())
             })();
             let _ = conns.w.execute_batch("ROLLBACK");
@@ -495,9 +508,10 @@ impl Db {
             Some("TRUNCATE")
         } else if o.max_checkpoint_page_count > 0 && pages >= o.max_checkpoint_page_count {
             Some("RESTART")
-        } else if pages >= o.min_checkpoint_page_count {
-            Some("PASSIVE")
-        } else if !o.checkpoint_interval.is_zero() && st.last_checkpoint.elapsed() >= o.checkpoint_interval {
+        } else if pages >= o.min_checkpoint_page_count
+            || (!o.checkpoint_interval.is_zero()
+                && st.last_checkpoint.elapsed() >= o.checkpoint_interval)
+        {
             Some("PASSIVE")
         } else {
             None
@@ -532,13 +546,22 @@ impl Db {
             let _ = conns.r.execute_batch("ROLLBACK");
             let ck = checkpoint(&conns.r, "PASSIVE");
             begin_read(&conns.r, &self.path)?;
-            st.proof = Some(Proof { index: st.index, header: st.header.expect("header") });
-            let ck = ck.map_err(|e| Error::sqlite(format!("{}: checkpoint", self.path.display()), e))?;
+            st.proof = Some(Proof {
+                index: st.index,
+                header: st.header.expect("header"),
+            });
+            let ck =
+                ck.map_err(|e| Error::sqlite(format!("{}: checkpoint", self.path.display()), e))?;
             let h = st.header.expect("header");
             let frames = ((st.size - HEADER_SIZE as u64) / h.frame_size()) as i64;
             Ok(!ck.busy && ck.log == ck.checkpointed && ck.log == frames)
         })();
-        let _ = st.conns.as_ref().expect("conns").w.execute_batch("ROLLBACK");
+        let _ = st
+            .conns
+            .as_ref()
+            .expect("conns")
+            .w
+            .execute_batch("ROLLBACK");
         let lock_held = held.elapsed();
         let complete = res?;
         st.last_checkpoint = Instant::now();
@@ -546,11 +569,20 @@ impl Db {
             st.checkpointed_at = Some((st.index, st.size));
         }
         tracing::debug!(db = %self.path.display(), mode, complete, ?lock_wait, ?lock_held, "checkpoint");
-        Ok(Some(CheckpointOutcome { mode, complete, lock_wait, lock_held }))
+        Ok(Some(CheckpointOutcome {
+            mode,
+            complete,
+            lock_wait,
+            lock_held,
+        }))
     }
 
     fn publish(&self, st: &State) {
-        let pos = DbPos { generation: st.generation.clone(), index: st.index, size: st.size };
+        let pos = DbPos {
+            generation: st.generation.clone(),
+            index: st.index,
+            size: st.size,
+        };
         self.pos_tx.send_if_modified(|cur| {
             if *cur != pos {
                 *cur = pos;
@@ -564,13 +596,23 @@ impl Db {
     /// Removes shadow files of past indexes every replica has shipped; never the current one.
     fn clean_shadows(&self) {
         let cur = self.pos();
-        let positions = self.replica_positions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let positions = self
+            .replica_positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if positions.is_empty() {
             return;
         }
         let min = positions
             .values()
-            .map(|p| if p.generation == cur.generation { p.index } else { 0 })
+            .map(|p| {
+                if p.generation == cur.generation {
+                    p.index
+                } else {
+                    0
+                }
+            })
             .min()
             .unwrap_or(0)
             .min(cur.index);
@@ -582,7 +624,13 @@ impl Db {
     }
 
     /// Opens shadow bytes `[from, to)` of one index for shipping.
-    pub fn open_shadow(&self, generation: &str, index: u32, from: u64, to: u64) -> std::io::Result<impl Read + Send> {
+    pub fn open_shadow(
+        &self,
+        generation: &str,
+        index: u32,
+        from: u64,
+        to: u64,
+    ) -> std::io::Result<impl Read + Send> {
         let mut f = File::open(self.meta.shadow_path(generation, index))?;
         f.seek(SeekFrom::Start(from))?;
         Ok(f.take(to.saturating_sub(from)))
@@ -590,7 +638,9 @@ impl Db {
 
     /// Committed length of a past shadow index (the current one is in [`DbPos`]).
     pub fn shadow_len(&self, generation: &str, index: u32) -> Option<u64> {
-        fs::metadata(self.meta.shadow_path(generation, index)).ok().map(|m| m.len())
+        fs::metadata(self.meta.shadow_path(generation, index))
+            .ok()
+            .map(|m| m.len())
     }
 
     /// Ends the read transaction and closes walship's connections (on shutdown).
@@ -608,7 +658,11 @@ fn st_pos(st: &State) -> Pos {
 
 fn begin_read(r: &Connection, path: &Path) -> Result<()> {
     r.execute_batch("BEGIN")
-        .and_then(|_| r.query_row("SELECT COUNT(1) FROM _litestream_seq", [], |row| row.get::<_, i64>(0)))
+        .and_then(|_| {
+            r.query_row("SELECT COUNT(1) FROM _litestream_seq", [], |row| {
+                row.get::<_, i64>(0)
+            })
+        })
         .map(|_| ())
         .map_err(|e| Error::sqlite(format!("{}: begin read transaction", path.display()), e))
 }
@@ -622,13 +676,18 @@ fn read_header_bytes(p: &Path) -> Result<[u8; HEADER_SIZE]> {
 fn read_at(p: &Path, off: u64, buf: &mut [u8]) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let f = File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e))?;
-    f.read_exact_at(buf, off).map_err(|e| Error::io(format!("read {}", p.display()), e))
+    f.read_exact_at(buf, off)
+        .map_err(|e| Error::io(format!("read {}", p.display()), e))
 }
 
 fn truncate_file(p: &Path, len: u64) -> Result<()> {
-    let f = OpenOptions::new().write(true).open(p).map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(p)
+        .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
     if f.metadata().map(|m| m.len()).unwrap_or(0) != len {
-        f.set_len(len).map_err(|e| Error::io(format!("truncate {}", p.display()), e))?;
+        f.set_len(len)
+            .map_err(|e| Error::io(format!("truncate {}", p.display()), e))?;
     }
     Ok(())
 }
@@ -638,7 +697,8 @@ pub(crate) fn create_dir_like(dir: &Path, like: Option<&Path>) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(dir).map_err(|e| Error::io(format!("create directory {}", dir.display()), e))?;
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))?;
     if let Some(like) = like {
         copy_owner_mode(like, dir);
     }

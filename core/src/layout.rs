@@ -47,7 +47,10 @@ impl fmt::Display for Pos {
 
 /// True when `name` is a v0.3 generation name: exactly 16 lowercase hex characters.
 pub fn is_generation(name: &str) -> bool {
-    name.len() == 16 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    name.len() == 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A fresh random generation name.
@@ -76,7 +79,11 @@ pub fn snapshot_name(index: u32) -> String {
 }
 
 pub fn wal_segment_key(generation: &str, index: u32, offset: u64) -> String {
-    format!("{}{}", wal_prefix(generation), wal_segment_name(index, offset))
+    format!(
+        "{}{}",
+        wal_prefix(generation),
+        wal_segment_name(index, offset)
+    )
 }
 
 pub fn wal_segment_name(index: u32, offset: u64) -> String {
@@ -86,7 +93,9 @@ pub fn wal_segment_name(index: u32, offset: u64) -> String {
 fn parse_hex(s: &str, min: usize, max: usize) -> Option<u64> {
     if s.len() < min
         || s.len() > max
-        || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         return None;
     }
@@ -112,8 +121,15 @@ pub fn parse_wal_segment_name(name: &str) -> Option<(u32, u64)> {
 /// What a key under the replica root is, according to the v0.3 layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    Snapshot { generation: String, index: u32 },
-    WalSegment { generation: String, index: u32, offset: u64 },
+    Snapshot {
+        generation: String,
+        index: u32,
+    },
+    WalSegment {
+        generation: String,
+        index: u32,
+        offset: u64,
+    },
 }
 
 /// Classifies a key relative to the replica root; keys outside the layout give `None`.
@@ -175,7 +191,10 @@ mod tests {
         );
         assert_eq!(wal_segment_name(3, 8272), "00000003_00002050.wal.lz4");
         // Past 4 GiB Go writes 9 digits; we must write and read them the same way.
-        assert_eq!(wal_segment_name(1, 0x1_0000_0000), "00000001_100000000.wal.lz4");
+        assert_eq!(
+            wal_segment_name(1, 0x1_0000_0000),
+            "00000001_100000000.wal.lz4"
+        );
     }
 
     #[test]
@@ -198,7 +217,10 @@ mod tests {
         );
         assert_eq!(parse_wal_segment_name("00000001_0000000.wal.lz4"), None);
         assert_eq!(parse_wal_segment_name("00000001.wal.lz4"), None);
-        assert_eq!(parse_wal_segment_name("ffffffff_00000000.wal.lz4"), Some((u32::MAX, 0)));
+        assert_eq!(
+            parse_wal_segment_name("ffffffff_00000000.wal.lz4"),
+            Some((u32::MAX, 0))
+        );
     }
 
     #[test]
@@ -211,7 +233,10 @@ mod tests {
                 offset: 32
             })
         );
-        assert_eq!(parse_key("generations/XYZ/wal/00000001_00000020.wal.lz4"), None);
+        assert_eq!(
+            parse_key("generations/XYZ/wal/00000001_00000020.wal.lz4"),
+            None
+        );
         assert_eq!(parse_key("generations/0a1b2c3d4e5f6789/other/x"), None);
         assert_eq!(parse_key(".walship-probe"), None);
     }
@@ -235,7 +260,10 @@ mod tests {
 
     #[test]
     fn pos_display() {
-        assert_eq!(Pos::new("0a1b2c3d4e5f6789", 3, 8272).to_string(), "0a1b2c3d4e5f6789/00000003:8272");
+        assert_eq!(
+            Pos::new("0a1b2c3d4e5f6789", 3, 8272).to_string(),
+            "0a1b2c3d4e5f6789/00000003:8272"
+        );
         assert_eq!(Pos::default().to_string(), "");
     }
 }

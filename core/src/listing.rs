@@ -43,7 +43,11 @@ impl Listing {
         let objects = replica.list(&prefix).await?;
         let mut l = Listing::default();
         for o in objects {
-            if let Some(g) = o.key.strip_prefix("generations/").and_then(|r| r.split('/').next()) {
+            if let Some(g) = o
+                .key
+                .strip_prefix("generations/")
+                .and_then(|r| r.split('/').next())
+            {
                 if layout::is_generation(g) {
                     l.keys.entry(g.to_string()).or_default().push(o.key.clone());
                 }
@@ -56,7 +60,11 @@ impl Listing {
                     created: o.modified,
                     key: o.key,
                 }),
-                Some(Entry::WalSegment { generation, index, offset }) => l.segments.push(SegmentInfo {
+                Some(Entry::WalSegment {
+                    generation,
+                    index,
+                    offset,
+                }) => l.segments.push(SegmentInfo {
                     generation,
                     index,
                     offset,
@@ -72,8 +80,12 @@ impl Listing {
     }
 
     pub fn sort(&mut self) {
-        self.snapshots.sort_by(|a, b| (&a.generation, a.index, a.created).cmp(&(&b.generation, b.index, b.created)));
-        self.segments.sort_by(|a, b| (&a.generation, a.index, a.offset).cmp(&(&b.generation, b.index, b.offset)));
+        self.snapshots.sort_by(|a, b| {
+            (&a.generation, a.index, a.created).cmp(&(&b.generation, b.index, b.created))
+        });
+        self.segments.sort_by(|a, b| {
+            (&a.generation, a.index, a.offset).cmp(&(&b.generation, b.index, b.offset))
+        });
         for v in self.keys.values_mut() {
             v.sort();
         }
@@ -92,7 +104,12 @@ impl Listing {
             .iter()
             .filter(|s| s.generation == generation)
             .map(|s| s.created)
-            .chain(self.segments.iter().filter(|s| s.generation == generation).map(|s| s.created));
+            .chain(
+                self.segments
+                    .iter()
+                    .filter(|s| s.generation == generation)
+                    .map(|s| s.created),
+            );
         times.fold(None, |acc, t| match acc {
             None => Some((t, t)),
             Some((a, b)) => Some((a.min(t), b.max(t))),

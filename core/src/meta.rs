@@ -15,8 +15,13 @@ use std::path::{Path, PathBuf};
 
 /// Default meta directory for a database path: `<dir>/.<file>-litestream`.
 pub fn default_meta_dir(db: &Path) -> PathBuf {
-    let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    db.parent().unwrap_or(Path::new("/")).join(format!(".{name}-litestream"))
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    db.parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!(".{name}-litestream"))
 }
 
 #[derive(Debug, Clone)]
@@ -57,7 +62,10 @@ impl MetaDir {
                 Ok((g.len() == 16 && is_generation(g)).then(|| g.to_string()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("read {}", self.generation_file().display()), e)),
+            Err(e) => Err(Error::io(
+                format!("read {}", self.generation_file().display()),
+                e,
+            )),
         }
     }
 
@@ -66,7 +74,8 @@ impl MetaDir {
         let path = self.generation_file();
         let io = |e| Error::io(format!("write {}", path.display()), e);
         let mut f = fs::File::create(&tmp).map_err(io)?;
-        f.write_all(format!("{generation}\n").as_bytes()).map_err(io)?;
+        f.write_all(format!("{generation}\n").as_bytes())
+            .map_err(io)?;
         f.sync_all().map_err(io)?;
         fs::rename(&tmp, &path).map_err(io)?;
         sync_dir(&self.root);
@@ -75,9 +84,10 @@ impl MetaDir {
 
     pub fn remove_generation_file(&self) -> Result<()> {
         match fs::remove_file(self.generation_file()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io(format!("remove {}", self.generation_file().display()), e))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+                format!("remove {}", self.generation_file().display()),
+                e,
+            )),
             _ => Ok(()),
         }
     }
@@ -167,7 +177,11 @@ impl InstanceLock {
             return Err(Error::invalid(format!(
                 "database {} is already being replicated by another process ({}); lock file {}",
                 db.display(),
-                if holder.is_empty() { "pid unknown".to_string() } else { format!("pid {holder}") },
+                if holder.is_empty() {
+                    "pid unknown".to_string()
+                } else {
+                    format!("pid {holder}")
+                },
                 path.display()
             )));
         }
@@ -195,7 +209,10 @@ mod tests {
         let m = MetaDir::new(d.path().to_path_buf());
         assert_eq!(m.read_generation().unwrap(), None);
         m.write_generation("0123456789abcdef").unwrap();
-        assert_eq!(m.read_generation().unwrap().as_deref(), Some("0123456789abcdef"));
+        assert_eq!(
+            m.read_generation().unwrap().as_deref(),
+            Some("0123456789abcdef")
+        );
         fs::write(m.generation_file(), "short\n").unwrap();
         assert_eq!(m.read_generation().unwrap(), None);
     }
@@ -207,7 +224,11 @@ mod tests {
         let l = InstanceLock::acquire(&p, Path::new("/x.db")).unwrap();
         let e = InstanceLock::acquire(&p, Path::new("/x.db")).unwrap_err();
         assert!(e.to_string().contains("already being replicated"), "{e}");
-        assert!(e.to_string().contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
         drop(l);
         InstanceLock::acquire(&p, Path::new("/x.db")).unwrap();
     }

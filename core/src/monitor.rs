@@ -21,7 +21,9 @@ pub async fn sync_db(db: &Arc<Db>) -> Result<crate::db::SyncReport> {
     let db = db.clone();
     tokio::task::spawn_blocking(move || db.sync())
         .await
-        .map_err(|e| crate::Error::new(crate::ErrorKind::Other, format!("monitor task failed: {e}")))?
+        .map_err(|e| {
+            crate::Error::new(crate::ErrorKind::Other, format!("monitor task failed: {e}"))
+        })?
 }
 
 pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
@@ -47,7 +49,11 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                     tracing::error!(db = %mdb.path().display(), error = %e, "sync error");
                 }
             }
-            let wait = if errors > 0 { interval * errors.min(10) } else { interval };
+            let wait = if errors > 0 {
+                interval * errors.min(10)
+            } else {
+                interval
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = mrx.changed() => return,
@@ -61,7 +67,12 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             (name, tokio::spawn(s.run(rx.clone())))
         })
         .collect();
-    Running { db, monitor, shippers, shutdown: tx }
+    Running {
+        db,
+        monitor,
+        shippers,
+        shutdown: tx,
+    }
 }
 
 impl Running {

@@ -30,23 +30,31 @@ pub struct Plan {
 
 pub fn fmt_time(t: SystemTime) -> String {
     let dt = OffsetDateTime::from(t);
-    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| format!("{t:?}"))
+    dt.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{t:?}"))
 }
 
 /// Chooses the generation to restore from (spec §4.1, with #564 fixed).
-pub fn choose_generation(listing: &Listing, generation: Option<&str>, target: Target) -> Result<String> {
+pub fn choose_generation(
+    listing: &Listing,
+    generation: Option<&str>,
+    target: Target,
+) -> Result<String> {
     let mut best: Option<(SystemTime, SystemTime, String)> = None;
     for g in listing.generations() {
         if generation.is_some_and(|want| want != g) {
             continue;
         }
-        let Some((created, updated)) = listing.bounds(&g) else { continue };
+        let Some((created, updated)) = listing.bounds(&g) else {
+            continue;
+        };
         let has_snapshot = listing.snapshots.iter().any(|s| {
-            s.generation == g && match target {
-                Target::Time(t) => s.created <= t,
-                Target::Index(i) => s.index <= i,
-                Target::Latest => true,
-            }
+            s.generation == g
+                && match target {
+                    Target::Time(t) => s.created <= t,
+                    Target::Index(i) => s.index <= i,
+                    Target::Latest => true,
+                }
         });
         if !has_snapshot {
             continue;
@@ -81,7 +89,9 @@ pub fn choose_generation(listing: &Listing, generation: Option<&str>, target: Ta
                     fmt_time(t),
                     fmt_time(o)
                 )),
-                None => Error::not_found("no matching backups found: no snapshot in the selected generation"),
+                None => Error::not_found(
+                    "no matching backups found: no snapshot in the selected generation",
+                ),
             }
         }
         (_, Some(g)) => Error::not_found(format!("no matching backups found in generation {g}")),
@@ -107,7 +117,11 @@ pub fn plan(listing: &Listing, generation: Option<&str>, target: Target) -> Resu
         .cloned()
         .ok_or_else(|| Error::not_found(format!("no snapshots available in generation {g}")))?;
     let mut indexes: Vec<(u32, Vec<SegmentInfo>)> = Vec::new();
-    for s in listing.segments.iter().filter(|s| s.generation == g && s.index >= snapshot.index) {
+    for s in listing
+        .segments
+        .iter()
+        .filter(|s| s.generation == g && s.index >= snapshot.index)
+    {
         match target {
             Target::Index(i) if s.index > i => break,
             // Sorted by position: the state at T is the prefix uploaded by T.
@@ -122,7 +136,9 @@ pub fn plan(listing: &Listing, generation: Option<&str>, target: Target) -> Resu
     let mut expect = snapshot.index;
     for (i, segs) in &indexes {
         if *i != expect {
-            return Err(Error::corrupt(format!("missing WAL index: {g}/{expect:08x}")));
+            return Err(Error::corrupt(format!(
+                "missing WAL index: {g}/{expect:08x}"
+            )));
         }
         if segs[0].offset != 0 {
             return Err(Error::corrupt(format!(
@@ -132,8 +148,16 @@ pub fn plan(listing: &Listing, generation: Option<&str>, target: Target) -> Resu
         }
         expect = i + 1;
     }
-    let updated = listing.bounds(&g).map(|b| b.1).unwrap_or(SystemTime::UNIX_EPOCH);
-    Ok(Plan { generation: g, snapshot, indexes, updated })
+    let updated = listing
+        .bounds(&g)
+        .map(|b| b.1)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok(Plan {
+        generation: g,
+        snapshot,
+        indexes,
+        updated,
+    })
 }
 
 #[cfg(test)]
@@ -154,26 +178,48 @@ mod tests {
         for &(g, i, c) in snaps.iter().rev() {
             let key = snapshot_key(g, i);
             l.keys.entry(g.into()).or_default().push(key.clone());
-            l.snapshots.push(SnapshotInfo { generation: g.into(), index: i, size: 1, created: t(c), key });
+            l.snapshots.push(SnapshotInfo {
+                generation: g.into(),
+                index: i,
+                size: 1,
+                created: t(c),
+                key,
+            });
         }
         for &(g, i, o, c) in segs.iter().rev() {
             let key = wal_segment_key(g, i, o);
             l.keys.entry(g.into()).or_default().push(key.clone());
-            l.segments.push(SegmentInfo { generation: g.into(), index: i, offset: o, size: 1, created: t(c), key });
+            l.segments.push(SegmentInfo {
+                generation: g.into(),
+                index: i,
+                offset: o,
+                size: 1,
+                created: t(c),
+                key,
+            });
         }
         l.sort();
         l
     }
 
     fn offsets(p: &Plan) -> Vec<(u32, Vec<u64>)> {
-        p.indexes.iter().map(|(i, v)| (*i, v.iter().map(|s| s.offset).collect())).collect()
+        p.indexes
+            .iter()
+            .map(|(i, v)| (*i, v.iter().map(|s| s.offset).collect()))
+            .collect()
     }
 
     #[test]
     fn latest_uses_newest_generation_and_all_segments() {
         let l = listing(
             &[(A, 0, 10), (B, 0, 100), (B, 2, 150)],
-            &[(A, 0, 0, 10), (B, 0, 0, 100), (B, 1, 0, 120), (B, 2, 0, 150), (B, 2, 4152, 160)],
+            &[
+                (A, 0, 0, 10),
+                (B, 0, 0, 100),
+                (B, 1, 0, 120),
+                (B, 2, 0, 150),
+                (B, 2, 4152, 160),
+            ],
         );
         let p = plan(&l, None, Target::Latest).unwrap();
         assert_eq!(p.generation, B);
@@ -185,7 +231,12 @@ mod tests {
     fn timestamp_picks_generation_and_prefix() {
         let l = listing(
             &[(A, 0, 10), (B, 0, 100)],
-            &[(A, 0, 0, 10), (A, 0, 100, 20), (A, 0, 200, 30), (B, 0, 0, 100)],
+            &[
+                (A, 0, 0, 10),
+                (A, 0, 100, 20),
+                (A, 0, 200, 30),
+                (B, 0, 0, 100),
+            ],
         );
         let p = plan(&l, None, Target::Time(t(25))).unwrap();
         assert_eq!(p.generation, A);
@@ -200,7 +251,10 @@ mod tests {
 
     #[test]
     fn index_target_bounds_segments() {
-        let l = listing(&[(A, 0, 10), (A, 2, 30)], &[(A, 0, 0, 10), (A, 1, 0, 20), (A, 2, 0, 30), (A, 3, 0, 40)]);
+        let l = listing(
+            &[(A, 0, 10), (A, 2, 30)],
+            &[(A, 0, 0, 10), (A, 1, 0, 20), (A, 2, 0, 30), (A, 3, 0, 40)],
+        );
         let p = plan(&l, Some(A), Target::Index(1)).unwrap();
         assert_eq!(p.snapshot.index, 0);
         assert_eq!(offsets(&p), vec![(0, vec![0]), (1, vec![0])]);

@@ -25,7 +25,11 @@ pub struct ReplicaSettings {
 /// Option keys whose values must never be printed.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.contains("secret") || k.contains("password") || k.contains("passphrase") || k == "account-key" || k.contains("identit")
+    k.contains("secret")
+        || k.contains("password")
+        || k.contains("passphrase")
+        || k == "account-key"
+        || k.contains("identit")
 }
 
 /// Hides the password of `scheme://user:password@host/...`.
@@ -49,7 +53,12 @@ impl fmt::Debug for ReplicaSettings {
         let opts: BTreeMap<&str, &str> = self
             .options
             .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret_key(k) { "***" } else { v.as_str() }))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret_key(k) { "***" } else { v.as_str() },
+                )
+            })
             .collect();
         f.debug_struct("ReplicaSettings")
             .field("name", &self.name)
@@ -63,7 +72,10 @@ impl fmt::Debug for ReplicaSettings {
 
 impl ReplicaSettings {
     pub fn option(&self, key: &str) -> Option<&str> {
-        self.options.get(key).map(String::as_str).filter(|s| !s.is_empty())
+        self.options
+            .get(key)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     /// YAML 1.1 booleans, as v0.3.13's yaml.v2 accepted them.
@@ -95,7 +107,10 @@ inventory::collect!(Backend);
 
 /// Types of every linked backend, sorted.
 pub fn kinds() -> Vec<&'static str> {
-    let mut v: Vec<_> = inventory::iter::<Backend>.into_iter().map(|b| b.kind).collect();
+    let mut v: Vec<_> = inventory::iter::<Backend>
+        .into_iter()
+        .map(|b| b.kind)
+        .collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -104,7 +119,11 @@ pub fn kinds() -> Vec<&'static str> {
 /// The type named by a replica URL's scheme, or `None` when the string is not a URL.
 pub fn url_scheme(url: &str) -> Option<&str> {
     let (scheme, _) = url.split_once("://")?;
-    (!scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-')).then_some(scheme)
+    (!scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-'))
+    .then_some(scheme)
 }
 
 /// Builds the replica client for a section, choosing the backend by URL scheme, else by type.
@@ -146,14 +165,24 @@ mod tests {
 
     #[test]
     fn redacts_url_passwords_and_secret_options() {
-        assert_eq!(redact_url("sftp://bob:hunter2@host:22/p"), "sftp://bob:***@host:22/p");
+        assert_eq!(
+            redact_url("sftp://bob:hunter2@host:22/p"),
+            "sftp://bob:***@host:22/p"
+        );
         assert_eq!(redact_url("s3://bucket/path"), "s3://bucket/path");
-        let mut s = ReplicaSettings { name: "s3".into(), ..Default::default() };
-        s.options.insert("secret-access-key".into(), "SUPERSECRET".into());
+        let mut s = ReplicaSettings {
+            name: "s3".into(),
+            ..Default::default()
+        };
+        s.options
+            .insert("secret-access-key".into(), "SUPERSECRET".into());
         s.options.insert("bucket".into(), "b".into());
         s.url = Some("sftp://u:pw1234@h/x".into());
         let dbg = format!("{s:?}");
-        assert!(!dbg.contains("SUPERSECRET") && !dbg.contains("pw1234"), "{dbg}");
+        assert!(
+            !dbg.contains("SUPERSECRET") && !dbg.contains("pw1234"),
+            "{dbg}"
+        );
         assert!(dbg.contains("bucket"));
     }
 
@@ -170,11 +199,22 @@ mod tests {
 
     #[test]
     fn unknown_type_is_a_config_error() {
-        let s = ReplicaSettings { name: "x".into(), kind: "ftp".into(), ..Default::default() };
+        let s = ReplicaSettings {
+            name: "x".into(),
+            kind: "ftp".into(),
+            ..Default::default()
+        };
         let e = open(&s).unwrap_err();
         assert!(e.to_string().contains("unknown replica type"), "{e}");
-        let s = ReplicaSettings { name: "g".into(), kind: "gcs".into(), ..Default::default() };
-        assert!(open(&s).unwrap_err().to_string().contains("not supported yet"));
+        let s = ReplicaSettings {
+            name: "g".into(),
+            kind: "gcs".into(),
+            ..Default::default()
+        };
+        assert!(open(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("not supported yet"));
     }
 
     #[test]

@@ -94,7 +94,9 @@ pub trait Replica: Send + Sync + fmt::Debug {
         self.put(key, PutSource::Bytes(body.clone())).await?;
         let listed = self.list(key).await?;
         if !listed.iter().any(|o| o.key == key) {
-            return Err(Error::invalid(format!("probe object {key} was written but not listed")));
+            return Err(Error::invalid(format!(
+                "probe object {key} was written but not listed"
+            )));
         }
         let mut r = self.get(key).await?;
         let mut got = Vec::new();
@@ -102,7 +104,9 @@ pub trait Replica: Send + Sync + fmt::Debug {
             .await
             .map_err(|e| Error::io(format!("read probe {key}"), e))?;
         if got != body {
-            return Err(Error::corrupt(format!("probe object {key} read back differently")));
+            return Err(Error::corrupt(format!(
+                "probe object {key} read back differently"
+            )));
         }
         self.delete(&[key.to_string()]).await
     }

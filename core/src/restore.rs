@@ -51,27 +51,48 @@ impl Drop for TempFiles {
 }
 
 /// Restores `plan` from `replica` into `output` (which must not exist).
-pub async fn execute(replica: Arc<dyn Replica>, plan: &Plan, output: &Path, parallelism: usize) -> Result<()> {
+pub async fn execute(
+    replica: Arc<dyn Replica>,
+    plan: &Plan,
+    output: &Path,
+    parallelism: usize,
+) -> Result<()> {
     if let Some(dir) = output.parent() {
         if !dir.as_os_str().is_empty() {
-            fs::create_dir_all(dir).map_err(|e| Error::io(format!("create directory {}", dir.display()), e))?;
+            fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))?;
         }
     }
     let tmp = with_suffix(output, ".tmp");
-    let mut temps = TempFiles(vec![tmp.clone(), with_suffix(output, ".tmp-wal"), with_suffix(output, ".tmp-shm")]);
+    let mut temps = TempFiles(vec![
+        tmp.clone(),
+        with_suffix(output, ".tmp-wal"),
+        with_suffix(output, ".tmp-shm"),
+    ]);
     for (i, _) in &plan.indexes {
-        temps.0.push(with_suffix(output, &format!(".tmp-{i:08x}-wal")));
+        temps
+            .0
+            .push(with_suffix(output, &format!(".tmp-{i:08x}-wal")));
     }
     tracing::info!(generation = %plan.generation, index = plan.snapshot.index, key = %plan.snapshot.key, "restoring snapshot");
     let f = File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-    let (_, w) = download_decoded(replica.clone(), plan.snapshot.key.clone(), BufWriter::new(f)).await?;
+    let (_, w) = download_decoded(
+        replica.clone(),
+        plan.snapshot.key.clone(),
+        BufWriter::new(f),
+    )
+    .await?;
     finish_file(w, &tmp)?;
 
     tracing::info!(indexes = plan.indexes.len(), "restoring wal files");
     let jobs = plan.indexes.iter().cloned().map(|(index, segs)| {
         let replica = replica.clone();
         let path = with_suffix(output, &format!(".tmp-{index:08x}-wal"));
-        async move { download_index(replica, index, segs, path.clone()).await.map(|_| (index, path)) }
+        async move {
+            download_index(replica, index, segs, path.clone())
+                .await
+                .map(|_| (index, path))
+        }
     });
     let mut ready = futures::stream::iter(jobs).buffered(parallelism.max(1));
     while let Some(res) = ready.next().await {
@@ -83,20 +104,33 @@ pub async fn execute(replica: Arc<dyn Replica>, plan: &Plan, output: &Path, para
         tracing::info!(index = format!("{index:08x}"), "applied wal");
     }
     tracing::info!(path = %output.display(), "renaming database from temporary location");
-    fs::rename(&tmp, output).map_err(|e| Error::io(format!("rename {} to {}", tmp.display(), output.display()), e))?;
+    fs::rename(&tmp, output).map_err(|e| {
+        Error::io(
+            format!("rename {} to {}", tmp.display(), output.display()),
+            e,
+        )
+    })?;
     crate::meta::sync_dir(output.parent().unwrap_or(Path::new(".")));
     drop(temps);
     Ok(())
 }
 
 fn finish_file(w: BufWriter<File>, path: &Path) -> Result<()> {
-    let f = w.into_inner().map_err(|e| Error::io(format!("write {}", path.display()), e.into_error()))?;
-    f.sync_all().map_err(|e| Error::io(format!("sync {}", path.display()), e))
+    let f = w
+        .into_inner()
+        .map_err(|e| Error::io(format!("write {}", path.display()), e.into_error()))?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("sync {}", path.display()), e))
 }
 
 /// Downloads every segment of one index into one WAL file, proving the segments are contiguous
 /// and that the result is a valid WAL ending on a commit.
-async fn download_index(replica: Arc<dyn Replica>, index: u32, segs: Vec<SegmentInfo>, path: PathBuf) -> Result<()> {
+async fn download_index(
+    replica: Arc<dyn Replica>,
+    index: u32,
+    segs: Vec<SegmentInfo>,
+    path: PathBuf,
+) -> Result<()> {
     let f = File::create(&path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
     let mut w = BufWriter::new(f);
     let mut end = 0u64;
@@ -111,7 +145,10 @@ async fn download_index(replica: Arc<dyn Replica>, index: u32, segs: Vec<Segment
         let (n, back) = download_decoded(replica.clone(), s.key.clone(), w).await?;
         w = back;
         if n == 0 {
-            return Err(Error::corrupt(format!("object {}: empty WAL segment", s.key)));
+            return Err(Error::corrupt(format!(
+                "object {}: empty WAL segment",
+                s.key
+            )));
         }
         end += n;
     }
@@ -122,9 +159,14 @@ async fn download_index(replica: Arc<dyn Replica>, index: u32, segs: Vec<Segment
     ))
     .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     let key_at = |off: u64| {
-        segs.iter().rev().find(|s| s.offset <= off).map(|s| s.key.clone()).unwrap_or_default()
+        segs.iter()
+            .rev()
+            .find(|s| s.offset <= off)
+            .map(|s| s.key.clone())
+            .unwrap_or_default()
     };
-    let scan = scan.map_err(|e| Error::corrupt(format!("object {}: invalid WAL header: {e}", key_at(0))))?;
+    let scan =
+        scan.map_err(|e| Error::corrupt(format!("object {}: invalid WAL header: {e}", key_at(0))))?;
     if scan.committed_len != end {
         return Err(Error::corrupt(format!(
             "object {}: WAL index {index:08x} is invalid after byte {} of {end} (bad checksum, salt or missing commit)",
@@ -140,14 +182,20 @@ async fn download_index(replica: Arc<dyn Replica>, index: u32, segs: Vec<Segment
 /// Applies one WAL file to the temporary database with a TRUNCATE checkpoint.
 fn apply_wal(db: &Path, wal_file: &Path, index: u32) -> Result<()> {
     let wal_target = with_suffix(db, "-wal");
-    fs::rename(wal_file, &wal_target).map_err(|e| Error::io(format!("rename {}", wal_file.display()), e))?;
-    let conn = rusqlite::Connection::open(db).map_err(|e| Error::sqlite(format!("open {}", db.display()), e))?;
+    fs::rename(wal_file, &wal_target)
+        .map_err(|e| Error::io(format!("rename {}", wal_file.display()), e))?;
+    let conn = rusqlite::Connection::open(db)
+        .map_err(|e| Error::sqlite(format!("open {}", db.display()), e))?;
     let ck = crate::sqlite::checkpoint(&conn, "TRUNCATE")
         .map_err(|e| Error::sqlite(format!("apply WAL index {index:08x}"), e))?;
     if ck.busy {
-        return Err(Error::new(ErrorKind::Io, format!("truncation checkpoint failed during restore of WAL index {index:08x}")));
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("truncation checkpoint failed during restore of WAL index {index:08x}"),
+        ));
     }
-    conn.close().map_err(|(_, e)| Error::sqlite(format!("close {}", db.display()), e))?;
+    conn.close()
+        .map_err(|(_, e)| Error::sqlite(format!("close {}", db.display()), e))?;
     let _ = fs::remove_file(&wal_target);
     let _ = fs::remove_file(with_suffix(db, "-shm"));
     Ok(())

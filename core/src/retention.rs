@@ -15,13 +15,24 @@ pub struct RetentionPlan {
 
 pub fn plan(listing: &Listing, now: SystemTime, retention: Duration) -> RetentionPlan {
     let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
-    let kept: Vec<_> = listing.snapshots.iter().filter(|s| s.created >= cutoff).collect();
+    let kept: Vec<_> = listing
+        .snapshots
+        .iter()
+        .filter(|s| s.created >= cutoff)
+        .collect();
     if kept.is_empty() {
-        return RetentionPlan { need_snapshot: true, delete: vec![] };
+        return RetentionPlan {
+            need_snapshot: true,
+            delete: vec![],
+        };
     }
     let mut delete = Vec::new();
     for generation in listing.generations() {
-        let min_kept = kept.iter().filter(|s| s.generation == generation).map(|s| s.index).min();
+        let min_kept = kept
+            .iter()
+            .filter(|s| s.generation == generation)
+            .map(|s| s.index)
+            .min();
         match min_kept {
             None => {
                 // Whole generation: WAL first (oldest first), then snapshots, then anything else.
@@ -40,7 +51,11 @@ pub fn plan(listing: &Listing, now: SystemTime, retention: Duration) -> Retentio
             }
             Some(m) => {
                 let mut old: BTreeSet<(u32, u64, &str)> = BTreeSet::new();
-                for s in listing.segments.iter().filter(|s| s.generation == generation && s.index < m) {
+                for s in listing
+                    .segments
+                    .iter()
+                    .filter(|s| s.generation == generation && s.index < m)
+                {
                     old.insert((s.index, s.offset, &s.key));
                 }
                 delete.extend(old.into_iter().map(|(_, _, k)| k.to_string()));
@@ -54,7 +69,10 @@ pub fn plan(listing: &Listing, now: SystemTime, retention: Duration) -> Retentio
             }
         }
     }
-    RetentionPlan { need_snapshot: false, delete }
+    RetentionPlan {
+        need_snapshot: false,
+        delete,
+    }
 }
 
 #[cfg(test)]
@@ -72,12 +90,25 @@ mod tests {
         for &(g, i, c) in snaps {
             let key = snapshot_key(g, i);
             l.keys.entry(g.into()).or_default().push(key.clone());
-            l.snapshots.push(SnapshotInfo { generation: g.into(), index: i, size: 1, created: t(c), key });
+            l.snapshots.push(SnapshotInfo {
+                generation: g.into(),
+                index: i,
+                size: 1,
+                created: t(c),
+                key,
+            });
         }
         for &(g, i, o, c) in segs {
             let key = wal_segment_key(g, i, o);
             l.keys.entry(g.into()).or_default().push(key.clone());
-            l.segments.push(SegmentInfo { generation: g.into(), index: i, offset: o, size: 1, created: t(c), key });
+            l.segments.push(SegmentInfo {
+                generation: g.into(),
+                index: i,
+                offset: o,
+                size: 1,
+                created: t(c),
+                key,
+            });
         }
         l.sort();
         l
@@ -90,23 +121,40 @@ mod tests {
     fn keeps_index_of_oldest_kept_snapshot_from_offset_zero() {
         let l = listing(
             &[(A, 0, 10), (A, 3, 100), (A, 5, 200)],
-            &[(A, 0, 0, 11), (A, 2, 0, 50), (A, 3, 0, 100), (A, 3, 4152, 101), (A, 5, 0, 200)],
+            &[
+                (A, 0, 0, 11),
+                (A, 2, 0, 50),
+                (A, 3, 0, 100),
+                (A, 3, 4152, 101),
+                (A, 5, 0, 200),
+            ],
         );
         let p = plan(&l, t(250), Duration::from_secs(160));
         assert!(!p.need_snapshot);
         assert_eq!(
             p.delete,
-            vec![wal_segment_key(A, 0, 0), wal_segment_key(A, 2, 0), snapshot_key(A, 0)]
+            vec![
+                wal_segment_key(A, 0, 0),
+                wal_segment_key(A, 2, 0),
+                snapshot_key(A, 0)
+            ]
         );
     }
 
     #[test]
     fn deletes_whole_generations_without_kept_snapshots() {
-        let l = listing(&[(A, 0, 10), (B, 0, 200)], &[(A, 0, 0, 10), (A, 1, 0, 20), (B, 0, 0, 200)]);
+        let l = listing(
+            &[(A, 0, 10), (B, 0, 200)],
+            &[(A, 0, 0, 10), (A, 1, 0, 20), (B, 0, 0, 200)],
+        );
         let p = plan(&l, t(250), Duration::from_secs(100));
         assert_eq!(
             p.delete,
-            vec![wal_segment_key(A, 0, 0), wal_segment_key(A, 1, 0), snapshot_key(A, 0)]
+            vec![
+                wal_segment_key(A, 0, 0),
+                wal_segment_key(A, 1, 0),
+                snapshot_key(A, 0)
+            ]
         );
     }
 
@@ -114,6 +162,12 @@ mod tests {
     fn asks_for_a_snapshot_when_none_is_young_and_deletes_nothing() {
         let l = listing(&[(A, 0, 10)], &[(A, 0, 0, 10)]);
         let p = plan(&l, t(1000), Duration::from_secs(100));
-        assert_eq!(p, RetentionPlan { need_snapshot: true, delete: vec![] });
+        assert_eq!(
+            p,
+            RetentionPlan {
+                need_snapshot: true,
+                delete: vec![]
+            }
+        );
     }
 }

@@ -155,22 +155,43 @@ mod tests {
 
     #[tokio::test]
     async fn retries_transient_and_replays_source() {
-        let inner = Arc::new(Flaky { calls: AtomicUsize::new(0), fail: 2, transient: true });
+        let inner = Arc::new(Flaky {
+            calls: AtomicUsize::new(0),
+            fail: 2,
+            transient: true,
+        });
         let r = RetryLayer::new(inner.clone(), fast());
-        let n = r.put("k", PutSource::Bytes(bytes::Bytes::from_static(b"abc"))).await.unwrap();
+        let n = r
+            .put("k", PutSource::Bytes(bytes::Bytes::from_static(b"abc")))
+            .await
+            .unwrap();
         assert_eq!(n, 3, "each attempt must see the whole source");
         assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn does_not_retry_permanent_errors_and_gives_up() {
-        let inner = Arc::new(Flaky { calls: AtomicUsize::new(0), fail: 10, transient: false });
+        let inner = Arc::new(Flaky {
+            calls: AtomicUsize::new(0),
+            fail: 10,
+            transient: false,
+        });
         let r = RetryLayer::new(inner.clone(), fast());
-        assert!(r.put("k", PutSource::Bytes(bytes::Bytes::new())).await.is_err());
+        assert!(r
+            .put("k", PutSource::Bytes(bytes::Bytes::new()))
+            .await
+            .is_err());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
-        let inner = Arc::new(Flaky { calls: AtomicUsize::new(0), fail: 10, transient: true });
+        let inner = Arc::new(Flaky {
+            calls: AtomicUsize::new(0),
+            fail: 10,
+            transient: true,
+        });
         let r = RetryLayer::new(inner.clone(), fast());
-        assert!(r.put("k", PutSource::Bytes(bytes::Bytes::new())).await.is_err());
+        assert!(r
+            .put("k", PutSource::Bytes(bytes::Bytes::new()))
+            .await
+            .is_err());
         assert_eq!(inner.calls.load(Ordering::SeqCst), 4);
     }
 }

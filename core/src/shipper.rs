@@ -55,7 +55,13 @@ pub struct ShipperStatus {
 
 impl Shipper {
     pub fn new(db: Arc<Db>, replica: DynReplica, opts: ReplicaOptions) -> Self {
-        Shipper { db, replica, opts, pos: None, status: watch::channel(ShipperStatus::default()).0 }
+        Shipper {
+            db,
+            replica,
+            opts,
+            pos: None,
+            status: watch::channel(ShipperStatus::default()).0,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -93,7 +99,11 @@ impl Shipper {
         if dbpos.generation.is_empty() {
             return Ok(());
         }
-        if self.pos.as_ref().is_none_or(|p| p.generation != dbpos.generation) {
+        if self
+            .pos
+            .as_ref()
+            .is_none_or(|p| p.generation != dbpos.generation)
+        {
             self.pos = Some(self.resume_position(&dbpos).await?.0);
         }
         self.ship_until(None).await
@@ -106,15 +116,27 @@ impl Shipper {
         let listing = Listing::fetch(self.replica.as_ref(), Some(g)).await?;
         if listing.snapshots.is_empty() {
             // Segments of the current index may exist already: continue after them, never overlap.
-            let last = listing.segments.iter().filter(|s| s.index == dbpos.index).max_by_key(|s| s.offset);
+            let last = listing
+                .segments
+                .iter()
+                .filter(|s| s.index == dbpos.index)
+                .max_by_key(|s| s.offset);
             self.pos = match last {
-                Some(seg) => Some(Pos::new(g.clone(), seg.index, seg.offset + decoded_len(self.replica.clone(), &seg.key).await?)),
+                Some(seg) => Some(Pos::new(
+                    g.clone(),
+                    seg.index,
+                    seg.offset + decoded_len(self.replica.clone(), &seg.key).await?,
+                )),
                 None => None,
             };
             return Ok((self.snapshot_locked().await?, true));
         }
         let snap_index = listing.snapshots.iter().map(|s| s.index).max().unwrap_or(0);
-        let last = listing.segments.iter().filter(|s| s.index >= snap_index).max_by_key(|s| (s.index, s.offset));
+        let last = listing
+            .segments
+            .iter()
+            .filter(|s| s.index >= snap_index)
+            .max_by_key(|s| (s.index, s.offset));
         let pos = match last {
             Some(seg) => {
                 let n = decoded_len(self.replica.clone(), &seg.key).await?;
@@ -123,7 +145,8 @@ impl Shipper {
             None => Pos::new(g.clone(), snap_index, 0),
         };
         // The replica can only be behind or equal; anything else is another writer's tree.
-        let ahead = pos.index > dbpos.index || (pos.index == dbpos.index && pos.offset > dbpos.size);
+        let ahead =
+            pos.index > dbpos.index || (pos.index == dbpos.index && pos.offset > dbpos.size);
         if ahead {
             tracing::warn!(replica = %self.opts.name, replica_pos = %pos, db_pos = %dbpos.pos(), "replica is ahead of the database; starting a new generation is needed");
             return Err(Error::invalid(format!(
@@ -186,7 +209,11 @@ impl Shipper {
             Ok(Box::new(Lz4Encoder::new(r)) as Box<dyn std::io::Read + Send>)
         });
         let started = Instant::now();
-        let size = self.replica.put(&key, source).await.map_err(|e| e.context(format_args!("write wal segment {key}")))?;
+        let size = self
+            .replica
+            .put(&key, source)
+            .await
+            .map_err(|e| e.context(format_args!("write wal segment {key}")))?;
         tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, position = %Pos::new(pos.generation.clone(), pos.index, end), elapsed = ?started.elapsed(), sz = size, "wal segment written");
         Ok(())
     }
@@ -197,7 +224,11 @@ impl Shipper {
         if dbpos.generation.is_empty() {
             return Err(Error::invalid("database not initialised yet"));
         }
-        if self.pos.as_ref().is_none_or(|p| p.generation != dbpos.generation) {
+        if self
+            .pos
+            .as_ref()
+            .is_none_or(|p| p.generation != dbpos.generation)
+        {
             let (pos, snapshotted) = self.resume_position(&dbpos).await?;
             self.pos = Some(pos.clone());
             if snapshotted {
@@ -222,10 +253,17 @@ impl Shipper {
         let path = self.db.path().to_path_buf();
         let source = PutSource::stream(move || {
             let f = std::fs::File::open(&path)?;
-            Ok(Box::new(Lz4Encoder::new(std::io::BufReader::with_capacity(1 << 20, f))) as Box<dyn std::io::Read + Send>)
+            Ok(Box::new(Lz4Encoder::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                f,
+            ))) as Box<dyn std::io::Read + Send>)
         });
         let started = Instant::now();
-        let size = self.replica.put(&key, source).await.map_err(|e| e.context(format_args!("write snapshot {key}")))?;
+        let size = self
+            .replica
+            .put(&key, source)
+            .await
+            .map_err(|e| e.context(format_args!("write snapshot {key}")))?;
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %dbpos.pos(), elapsed = ?started.elapsed(), sz = size, "snapshot written");
         Ok(dbpos.pos())
     }
@@ -257,7 +295,9 @@ impl Shipper {
         }
         match Listing::fetch(self.replica.as_ref(), Some(&g)).await {
             Ok(l) => match l.snapshots.iter().map(|s| s.created).max() {
-                Some(t) => iv.saturating_sub(SystemTime::now().duration_since(t).unwrap_or_default()),
+                Some(t) => {
+                    iv.saturating_sub(SystemTime::now().duration_since(t).unwrap_or_default())
+                }
                 None => iv,
             },
             Err(_) => iv,
@@ -267,8 +307,8 @@ impl Shipper {
     /// Runs until `shutdown` flips to true, then makes one final sync.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let mut db_rx = self.db.subscribe();
-        let mut next_snapshot = (!self.opts.snapshot_interval.is_zero())
-            .then(|| tokio::time::Instant::now());
+        let mut next_snapshot =
+            (!self.opts.snapshot_interval.is_zero()).then(tokio::time::Instant::now);
         if next_snapshot.is_some() {
             next_snapshot = Some(tokio::time::Instant::now() + self.first_snapshot_delay().await);
         }

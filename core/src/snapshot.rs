@@ -20,7 +20,9 @@ pub struct FileSnapshotter {
 
 impl FileSnapshotter {
     pub fn new(path: &Path) -> Self {
-        FileSnapshotter { path: path.to_path_buf() }
+        FileSnapshotter {
+            path: path.to_path_buf(),
+        }
     }
 }
 

@@ -18,8 +18,11 @@ pub fn open(path: &Path, busy: Option<Duration>) -> Result<Connection> {
     )
     .map_err(|e| Error::sqlite(what(), e))?;
     set_persist_wal(&conn).map_err(|e| Error::sqlite(what(), e))?;
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-        .map_err(|e| Error::sqlite(what(), e))?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(|e| Error::sqlite(what(), e))?;
     if let Some(b) = busy {
         conn.busy_timeout(b).map_err(|e| Error::sqlite(what(), e))?;
     }
@@ -38,7 +41,10 @@ pub fn set_persist_wal(conn: &Connection) -> rusqlite::Result<()> {
         )
     };
     if rc != rusqlite::ffi::SQLITE_OK {
-        return Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rc), None));
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rc),
+            None,
+        ));
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ fn be32(b: &[u8]) -> u32 {
 
 /// SQLite's running WAL checksum over 8-byte units; `big_endian` follows the magic number.
 pub fn checksum(big_endian: bool, data: &[u8], seed: (u32, u32)) -> (u32, u32) {
-    debug_assert!(data.len() % 8 == 0);
+    debug_assert!(data.len().is_multiple_of(8));
     let (mut s0, mut s1) = seed;
     for chunk in data.chunks_exact(8) {
         let (x0, x1) = if big_endian {
@@ -251,7 +251,12 @@ pub(crate) mod tests {
     use super::*;
 
     /// Builds a valid WAL image: `commits` lists, per transaction, how many frames it has.
-    pub(crate) fn build_wal(page_size: u32, salts: (u32, u32), ckpt: u32, commits: &[u32]) -> Vec<u8> {
+    pub(crate) fn build_wal(
+        page_size: u32,
+        salts: (u32, u32),
+        ckpt: u32,
+        commits: &[u32],
+    ) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC_LE.to_be_bytes());
         out.extend_from_slice(&VERSION.to_be_bytes());

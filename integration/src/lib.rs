@@ -29,11 +29,15 @@ pub fn walship_bin() -> PathBuf {
 
 /// Litestream v0.3.13 (`LITESTREAM_BIN`, else `litestream` on PATH). Under CI its absence fails.
 pub fn litestream_bin() -> Option<PathBuf> {
-    let p = std::env::var_os("LITESTREAM_BIN").map(PathBuf::from).or_else(|| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths).map(|d| d.join("litestream")).find(|p| p.is_file())
-        })
-    });
+    let p = std::env::var_os("LITESTREAM_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("litestream"))
+                    .find(|p| p.is_file())
+            })
+        });
     match p {
         Some(p) => {
             let out = Command::new(&p).arg("version").output().expect("run litestream version");
@@ -51,7 +55,12 @@ pub fn litestream_bin() -> Option<PathBuf> {
 
 /// Runs walship to completion.
 pub fn walship(args: &[&str]) -> Output {
-    Command::new(walship_bin()).args(args).env_remove("WALSHIP_CONFIG").env_remove("LITESTREAM_CONFIG").output().expect("run walship")
+    Command::new(walship_bin())
+        .args(args)
+        .env_remove("WALSHIP_CONFIG")
+        .env_remove("LITESTREAM_CONFIG")
+        .output()
+        .expect("run walship")
 }
 
 /// A background process (walship or litestream replicate) with its output in a log file.
@@ -72,7 +81,10 @@ impl Proc {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn");
-        Proc { child: Some(child), log: log.to_path_buf() }
+        Proc {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -129,7 +141,13 @@ extern "C" {
 }
 
 /// Writes a walship/litestream config with one database and one file replica.
-pub fn write_config(dir: &Path, db: &Path, replica_dir: &Path, extra_db: &str, extra_replica: &str) -> PathBuf {
+pub fn write_config(
+    dir: &Path,
+    db: &Path,
+    replica_dir: &Path,
+    extra_db: &str,
+    extra_replica: &str,
+) -> PathBuf {
     let p = dir.join("litestream.yml");
     let text = format!(
         "dbs:\n  - path: {}\n{extra_db}    replicas:\n      - type: file\n        path: {}\n        sync-interval: 100ms\n{extra_replica}",
@@ -144,7 +162,9 @@ pub fn write_config(dir: &Path, db: &Path, replica_dir: &Path, extra_db: &str, e
 pub fn app_conn(db: &Path) -> Connection {
     let c = Connection::open(db).unwrap();
     c.busy_timeout(Duration::from_secs(10)).unwrap();
-    let _: String = c.query_row("PRAGMA journal_mode=wal", [], |r| r.get(0)).unwrap();
+    let _: String = c
+        .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
+        .unwrap();
     c.execute_batch("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, k INTEGER, v BLOB); CREATE TABLE IF NOT EXISTS u (name TEXT PRIMARY KEY, n INTEGER)").unwrap();
     c
 }
@@ -159,7 +179,11 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(db: &Path, seed: u64) -> Writer {
-        Writer { conn: app_conn(db), rng: rand::rngs::StdRng::seed_from_u64(seed), txs: 0 }
+        Writer {
+            conn: app_conn(db),
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            txs: 0,
+        }
     }
 
     /// One transaction of a random shape.
@@ -172,17 +196,28 @@ impl Writer {
                 for _ in 0..n {
                     let len = self.rng.random_range(10..300);
                     let v: Vec<u8> = (0..len).map(|_| self.rng.random()).collect();
-                    tx.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", rusqlite::params![self.rng.random::<i32>(), v]).unwrap();
+                    tx.execute(
+                        "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                        rusqlite::params![self.rng.random::<i32>(), v],
+                    )
+                    .unwrap();
                 }
             }
             60..=61 => {
                 let len = self.rng.random_range(64 * 1024..100 * 1024);
-                let v: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ self.rng.random::<u8>() & 0x0f).collect();
-                tx.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", rusqlite::params![-1, v]).unwrap();
+                let v: Vec<u8> = (0..len)
+                    .map(|i| (i % 251) as u8 ^ self.rng.random::<u8>() & 0x0f)
+                    .collect();
+                tx.execute(
+                    "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                    rusqlite::params![-1, v],
+                )
+                .unwrap();
             }
             62..=84 => {
                 let k: i64 = self.rng.random_range(0..1000);
-                tx.execute("UPDATE t SET k = k + 1 WHERE id % 1000 = ?1", [k]).unwrap();
+                tx.execute("UPDATE t SET k = k + 1 WHERE id % 1000 = ?1", [k])
+                    .unwrap();
                 tx.execute(
                     "INSERT INTO u (name, n) VALUES (?1, 1) ON CONFLICT(name) DO UPDATE SET n = n + 1",
                     [format!("n{}", k % 50)],
@@ -191,7 +226,11 @@ impl Writer {
             }
             _ => {
                 let k: i64 = self.rng.random_range(0..1000);
-                tx.execute("DELETE FROM t WHERE id IN (SELECT id FROM t WHERE id % 997 = ?1 LIMIT 2)", [k]).unwrap();
+                tx.execute(
+                    "DELETE FROM t WHERE id IN (SELECT id FROM t WHERE id % 997 = ?1 LIMIT 2)",
+                    [k],
+                )
+                .unwrap();
             }
         }
         tx.commit().unwrap();
@@ -201,7 +240,9 @@ impl Writer {
     /// Issues a checkpoint the way an application might; busy results are expected.
     pub fn checkpoint(&self, mode: &str) -> (i64, i64, i64) {
         self.conn
-            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .unwrap_or((-1, -1, -1))
     }
 }
@@ -231,7 +272,9 @@ pub fn digest_conn(c: &Connection) -> String {
     let mut rows = 0u64;
     for t in &tables {
         feed(t.as_bytes());
-        let mut st = c.prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid")).unwrap();
+        let mut st = c
+            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
+            .unwrap();
         let n = st.column_count();
         let mut q = st.query([]).unwrap();
         while let Some(r) = q.next().unwrap() {
@@ -267,7 +310,8 @@ pub fn digest_conn(c: &Connection) -> String {
 
 pub fn integrity(db: &Path) -> String {
     let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap()
+    c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
 }
 
 /// Restores with walship into `out` (removed first); panics with walship's output on failure.
@@ -276,7 +320,12 @@ pub fn restore_walship(args: &[&str], out: &Path) {
     let mut a = vec!["restore", "-o", out.to_str().unwrap()];
     a.extend_from_slice(args);
     let o = walship(&a);
-    assert!(o.status.success(), "walship restore {a:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "walship restore {a:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Polls until `f` returns true or panics after `timeout`.
@@ -292,7 +341,12 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// Waits until a walship restore of the replica equals the source's digest.
-pub fn wait_caught_up(replica_url: &str, source: &Path, scratch: &Path, timeout: Duration) -> String {
+pub fn wait_caught_up(
+    replica_url: &str,
+    source: &Path,
+    scratch: &Path,
+    timeout: Duration,
+) -> String {
     let want = digest(source);
     wait_until(timeout, "replica to catch up", || {
         let _ = std::fs::remove_file(scratch);
@@ -319,7 +373,11 @@ pub fn wal_header(db: &Path) -> [u8; 32] {
 /// Generation directories in a file replica.
 pub fn generations(replica: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(replica.join("generations"))
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -375,26 +433,50 @@ pub fn replica_objects(replica: &Path) -> Vec<ReplicaObject> {
     let mut out = Vec::new();
     for rel in files(replica) {
         let parts: Vec<&str> = rel.split('/').collect();
-        let [g0, generation, kind, name] = parts[..] else { continue };
+        let [g0, generation, kind, name] = parts[..] else {
+            continue;
+        };
         if g0 != "generations" || generation.len() != 16 {
             continue;
         }
         let parsed = match kind {
-            "snapshots" => name.strip_suffix(".snapshot.lz4").and_then(|i| u32::from_str_radix(i, 16).ok()).map(|i| (i, None)),
-            "wal" => name.strip_suffix(".wal.lz4").and_then(|s| s.split_once('_')).and_then(|(i, o)| {
-                Some((u32::from_str_radix(i, 16).ok()?, Some(u64::from_str_radix(o, 16).ok()?)))
-            }),
+            "snapshots" => name
+                .strip_suffix(".snapshot.lz4")
+                .and_then(|i| u32::from_str_radix(i, 16).ok())
+                .map(|i| (i, None)),
+            "wal" => name
+                .strip_suffix(".wal.lz4")
+                .and_then(|s| s.split_once('_'))
+                .and_then(|(i, o)| {
+                    Some((
+                        u32::from_str_radix(i, 16).ok()?,
+                        Some(u64::from_str_radix(o, 16).ok()?),
+                    ))
+                }),
             _ => None,
         };
-        let Some((index, offset)) = parsed else { continue };
+        let Some((index, offset)) = parsed else {
+            continue;
+        };
         let path = replica.join(&rel);
-        let Ok(mtime) = std::fs::metadata(&path).and_then(|m| m.modified()) else { continue };
-        out.push(ReplicaObject { generation: generation.to_string(), index, offset, mtime, path });
+        let Ok(mtime) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
+            continue;
+        };
+        out.push(ReplicaObject {
+            generation: generation.to_string(),
+            index,
+            offset,
+            mtime,
+            path,
+        });
     }
     out
 }
 
 /// Number of snapshot objects in a file replica.
 pub fn snapshot_count(replica: &Path) -> usize {
-    replica_objects(replica).iter().filter(|o| o.offset.is_none()).count()
+    replica_objects(replica)
+        .iter()
+        .filter(|o| o.offset.is_none())
+        .count()
 }

@@ -4,12 +4,21 @@ use std::time::Duration;
 use walship_integration::*;
 
 fn stderr(o: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    )
 }
 
 fn assert_fails(o: &std::process::Output, needle: &str) {
     let text = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "expected exit 1, got {:?}: {text}", o.status);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit 1, got {:?}: {text}",
+        o.status
+    );
     assert!(text.contains(needle), "expected {needle:?} in: {text}");
     assert!(!text.contains("panicked"), "panic: {text}");
 }
@@ -28,8 +37,15 @@ fn registry_lists_linked_backends() {
     let o = walship(&["version", "-v"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    let line = out.lines().find(|l| l.starts_with("backends:")).unwrap_or_else(|| panic!("no backends line: {out}"));
-    let mut got: Vec<&str> = line["backends:".len()..].split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("backends:"))
+        .unwrap_or_else(|| panic!("no backends line: {out}"));
+    let mut got: Vec<&str> = line["backends:".len()..]
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     got.sort();
     // The set this build is expected to link; update with each backend crate.
     assert_eq!(got, vec!["file"]);
@@ -40,18 +56,42 @@ fn second_replicate_on_same_database_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let db = seeded_db(d.path());
     let cfg = write_config(d.path(), &db, &d.path().join("replica"), "", "");
-    let mut first = Proc::spawn(&walship_bin(), &["replicate", "-config", cfg.to_str().unwrap()], &d.path().join("1.log"));
-    wait_until(Duration::from_secs(20), "first instance to start", || first.log_text().contains("replicating to"));
-    let mut second = Proc::spawn(&walship_bin(), &["replicate", "-config", cfg.to_str().unwrap()], &d.path().join("2.log"));
-    let code = second.wait_exit(Duration::from_secs(20)).expect("second instance must exit");
+    let mut first = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("1.log"),
+    );
+    wait_until(Duration::from_secs(20), "first instance to start", || {
+        first.log_text().contains("replicating to")
+    });
+    let mut second = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("2.log"),
+    );
+    let code = second
+        .wait_exit(Duration::from_secs(20))
+        .expect("second instance must exit");
     assert_eq!(code, 1);
     let log = second.log_text();
-    assert!(log.contains("already being replicated by another process"), "{log}");
-    assert!(log.contains(&format!("pid {}", first.pid())), "names the holder: {log}");
+    assert!(
+        log.contains("already being replicated by another process"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("pid {}", first.pid())),
+        "names the holder: {log}"
+    );
     // kill -9 releases the lock.
     first.kill9();
-    let mut third = Proc::spawn(&walship_bin(), &["replicate", "-config", cfg.to_str().unwrap()], &d.path().join("3.log"));
-    wait_until(Duration::from_secs(20), "third instance to start", || third.log_text().contains("replicating to"));
+    let mut third = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("3.log"),
+    );
+    wait_until(Duration::from_secs(20), "third instance to start", || {
+        third.log_text().contains("replicating to")
+    });
     assert_eq!(third.stop(), 0);
 }
 
@@ -64,19 +104,61 @@ fn bad_config_inputs() {
         std::fs::write(&p, text).unwrap();
         p
     };
-    let p = write("unknown.yml", &format!("dbs:\n  - path: {}\n    replicas:\n      - type: ftp\n        path: /x\n", db.display()));
-    assert_fails(&walship(&["replicate", "-config", p.to_str().unwrap()]), "unknown replica type");
-    let p = write("gcs.yml", &format!("dbs:\n  - path: {}\n    replicas:\n      - type: gcs\n        bucket: b\n", db.display()));
-    assert_fails(&walship(&["replicate", "-config", p.to_str().unwrap()]), "not supported yet");
-    let p = write("malformed.yml", "dbs:\n  - path: /x.db\n    replicas: [\n      - : :\n");
+    let p = write(
+        "unknown.yml",
+        &format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - type: ftp\n        path: /x\n",
+            db.display()
+        ),
+    );
+    assert_fails(
+        &walship(&["replicate", "-config", p.to_str().unwrap()]),
+        "unknown replica type",
+    );
+    let p = write(
+        "gcs.yml",
+        &format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - type: gcs\n        bucket: b\n",
+            db.display()
+        ),
+    );
+    assert_fails(
+        &walship(&["replicate", "-config", p.to_str().unwrap()]),
+        "not supported yet",
+    );
+    let p = write(
+        "malformed.yml",
+        "dbs:\n  - path: /x.db\n    replicas: [\n      - : :\n",
+    );
     let o = walship(&["replicate", "-config", p.to_str().unwrap()]);
     assert_fails(&o, "line");
-    assert!(stderr(&o).contains("malformed.yml"), "names the file: {}", stderr(&o));
-    let p = write("dur.yml", &format!("dbs:\n  - path: {}\n    replicas:\n      - path: /tmp/x\n        sync-interval: 10x\n", db.display()));
+    assert!(
+        stderr(&o).contains("malformed.yml"),
+        "names the file: {}",
+        stderr(&o)
+    );
+    let p = write(
+        "dur.yml",
+        &format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - path: /tmp/x\n        sync-interval: 10x\n",
+            db.display()
+        ),
+    );
     let o = walship(&["replicate", "-config", p.to_str().unwrap()]);
     assert_fails(&o, "sync-interval");
-    assert!(stderr(&o).contains("10x") && stderr(&o).contains("line 5"), "{}", stderr(&o));
-    assert_fails(&walship(&["replicate", "-config", d.path().join("missing.yml").to_str().unwrap()]), "missing.yml");
+    assert!(
+        stderr(&o).contains("10x") && stderr(&o).contains("line 5"),
+        "{}",
+        stderr(&o)
+    );
+    assert_fails(
+        &walship(&[
+            "replicate",
+            "-config",
+            d.path().join("missing.yml").to_str().unwrap(),
+        ]),
+        "missing.yml",
+    );
     assert_fails(&walship(&["bogus"]), "bogus");
 }
 
@@ -89,29 +171,70 @@ fn restore_refusals() {
     let url = format!("file://{}", empty.display());
     let out = d.path().join("out.db");
     // No backups: an error, or exit 0 with -if-replica-exists; nothing written.
-    assert_fails(&walship(&["restore", "-o", out.to_str().unwrap(), &url]), "no matching backups found");
-    let o = walship(&["restore", "-if-replica-exists", "-o", out.to_str().unwrap(), &url]);
+    assert_fails(
+        &walship(&["restore", "-o", out.to_str().unwrap(), &url]),
+        "no matching backups found",
+    );
+    let o = walship(&[
+        "restore",
+        "-if-replica-exists",
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!out.exists());
     // Output exists: refused unless -if-db-not-exists.
-    assert_fails(&walship(&["restore", "-o", db.to_str().unwrap(), &url]), "output path already exists");
-    let o = walship(&["restore", "-if-db-not-exists", "-o", db.to_str().unwrap(), &url]);
+    assert_fails(
+        &walship(&["restore", "-o", db.to_str().unwrap(), &url]),
+        "output path already exists",
+    );
+    let o = walship(&[
+        "restore",
+        "-if-db-not-exists",
+        "-o",
+        db.to_str().unwrap(),
+        &url,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     // Flag validation.
-    assert_fails(&walship(&["restore", "-index", "1", "-o", out.to_str().unwrap(), &url]), "must specify generation");
-    assert_fails(&walship(&["restore", "-timestamp", "yesterday", "-o", out.to_str().unwrap(), &url]), "RFC 3339");
+    assert_fails(
+        &walship(&["restore", "-index", "1", "-o", out.to_str().unwrap(), &url]),
+        "must specify generation",
+    );
+    assert_fails(
+        &walship(&[
+            "restore",
+            "-timestamp",
+            "yesterday",
+            "-o",
+            out.to_str().unwrap(),
+            &url,
+        ]),
+        "RFC 3339",
+    );
 }
 
 /// Replicates a few hundred transactions and returns (replica dir, source digest).
 fn replicated(d: &std::path::Path) -> (std::path::PathBuf, String) {
     let db = seeded_db(d);
     let replica = d.join("replica");
-    let cfg = write_config(d, &db, &replica, "    monitor-interval: 100ms\n    min-checkpoint-page-count: 20\n", "");
-    let mut p = Proc::spawn(&walship_bin(), &["replicate", "-config", cfg.to_str().unwrap()], &d.join("w.log"));
+    let cfg = write_config(
+        d,
+        &db,
+        &replica,
+        "    monitor-interval: 100ms\n    min-checkpoint-page-count: 20\n",
+        "",
+    );
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.join("w.log"),
+    );
     let mut w = Writer::new(&db, 7);
-    for i in 0..600 {
+    for i in 0..600u32 {
         w.tx();
-        if i % 200 == 0 {
+        if i.is_multiple_of(200) {
             std::thread::sleep(Duration::from_millis(400));
         }
     }
@@ -132,7 +255,10 @@ fn corrupted_segment_is_named_and_nothing_is_written() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(d.path().join(format!("out.db{suffix}")));
     }
-    let mut segs: Vec<String> = files(&replica).into_iter().filter(|f| f.contains("/wal/")).collect();
+    let mut segs: Vec<String> = files(&replica)
+        .into_iter()
+        .filter(|f| f.contains("/wal/"))
+        .collect();
     segs.sort();
     let victim = replica.join(segs.last().unwrap());
     let mut bytes = std::fs::read(&victim).unwrap();
@@ -142,7 +268,11 @@ fn corrupted_segment_is_named_and_nothing_is_written() {
     let o = walship(&["restore", "-o", out.to_str().unwrap(), &url]);
     assert_fails(&o, segs.last().unwrap().rsplit('/').next().unwrap());
     assert!(!out.exists(), "nothing at the output path");
-    let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("out.db")).collect();
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("out.db"))
+        .collect();
     assert!(left.is_empty(), "temp files left: {left:?}");
 }
 
@@ -151,17 +281,40 @@ fn missing_wal_index_is_an_error() {
     let d = tempfile::tempdir().unwrap();
     let (replica, _) = replicated(d.path());
     let url = format!("file://{}", replica.display());
-    let segs: Vec<String> = files(&replica).into_iter().filter(|f| f.contains("/wal/")).collect();
-    let snaps: Vec<String> = files(&replica).into_iter().filter(|f| f.contains("/snapshots/")).collect();
-    let snap_index = snaps.iter().map(|s| s.rsplit('/').next().unwrap()[..8].to_string()).max().unwrap();
-    let mut indexes: Vec<String> = segs.iter().map(|s| s.rsplit('/').next().unwrap()[..8].to_string()).filter(|i| *i >= snap_index).collect();
+    let segs: Vec<String> = files(&replica)
+        .into_iter()
+        .filter(|f| f.contains("/wal/"))
+        .collect();
+    let snaps: Vec<String> = files(&replica)
+        .into_iter()
+        .filter(|f| f.contains("/snapshots/"))
+        .collect();
+    let snap_index = snaps
+        .iter()
+        .map(|s| s.rsplit('/').next().unwrap()[..8].to_string())
+        .max()
+        .unwrap();
+    let mut indexes: Vec<String> = segs
+        .iter()
+        .map(|s| s.rsplit('/').next().unwrap()[..8].to_string())
+        .filter(|i| *i >= snap_index)
+        .collect();
     indexes.dedup();
-    assert!(indexes.len() >= 3, "need several WAL indexes after the snapshot, got {indexes:?}");
+    assert!(
+        indexes.len() >= 3,
+        "need several WAL indexes after the snapshot, got {indexes:?}"
+    );
     let gone = &indexes[1];
-    for s in segs.iter().filter(|s| s.rsplit('/').next().unwrap().starts_with(gone.as_str())) {
+    for s in segs
+        .iter()
+        .filter(|s| s.rsplit('/').next().unwrap().starts_with(gone.as_str()))
+    {
         std::fs::remove_file(replica.join(s)).unwrap();
     }
     let out = d.path().join("out.db");
-    assert_fails(&walship(&["restore", "-o", out.to_str().unwrap(), &url]), "missing WAL index: ");
+    assert_fails(
+        &walship(&["restore", "-o", out.to_str().unwrap(), &url]),
+        "missing WAL index: ",
+    );
     assert!(!out.exists());
 }

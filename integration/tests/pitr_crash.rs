@@ -24,7 +24,12 @@ fn time_of(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, (sod % 3600) / 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
 }
 
 #[test]
@@ -33,9 +38,19 @@ fn point_in_time_restores_are_exact() {
     let db = d.path().join("app.db");
     let replica = d.path().join("replica");
     let url = format!("file://{}", replica.display());
-    let cfg = write_config(d.path(), &db, &replica, "    monitor-interval: 100ms\n    min-checkpoint-page-count: 100\n", "");
+    let cfg = write_config(
+        d.path(),
+        &db,
+        &replica,
+        "    monitor-interval: 100ms\n    min-checkpoint-page-count: 100\n",
+        "",
+    );
     let mut w = Writer::new(&db, 9);
-    let mut p = Proc::spawn(&walship_bin(), &["replicate", "-config", cfg.to_str().unwrap()], &d.path().join("w.log"));
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("w.log"),
+    );
     let scratch = d.path().join("scratch.db");
     let mut moments = Vec::new();
     for round in 0..6 {
@@ -67,7 +82,10 @@ fn point_in_time_restores_are_exact() {
 }
 
 fn snapshot_count(replica: &std::path::Path) -> usize {
-    files(replica).iter().filter(|f| f.contains("/snapshots/")).count()
+    files(replica)
+        .iter()
+        .filter(|f| f.contains("/snapshots/"))
+        .count()
 }
 
 /// `kill -9` at random moments during writes, then restart. Phase 1: the WAL is left alone during
@@ -79,9 +97,17 @@ fn crash_and_resume() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("app.db");
     let replica = d.path().join("replica");
-    let cfg = write_config(d.path(), &db, &replica, "    monitor-interval: 100ms\n    min-checkpoint-page-count: 100\n", "");
+    let cfg = write_config(
+        d.path(),
+        &db,
+        &replica,
+        "    monitor-interval: 100ms\n    min-checkpoint-page-count: 100\n",
+        "",
+    );
     let mut w = Writer::new(&db, 11);
-    w.conn.execute_batch("PRAGMA wal_autocheckpoint = 0").unwrap();
+    w.conn
+        .execute_batch("PRAGMA wal_autocheckpoint = 0")
+        .unwrap();
     let seed = std::process::id() as u64;
     let mut rng = seed;
     let mut next = move |n: u64| {
@@ -90,7 +116,13 @@ fn crash_and_resume() {
         rng ^= rng << 17;
         rng % n
     };
-    let spawn = |i: usize| Proc::spawn(&walship_bin(), &["replicate", "-config", cfg.to_str().unwrap()], &d.path().join(format!("w{i}.log")));
+    let spawn = |i: usize| {
+        Proc::spawn(
+            &walship_bin(),
+            &["replicate", "-config", cfg.to_str().unwrap()],
+            &d.path().join(format!("w{i}.log")),
+        )
+    };
     let mut p = spawn(0);
     let (mut continued, mut restarted) = (0, 0);
     for i in 1..=12 {
@@ -107,7 +139,12 @@ fn crash_and_resume() {
         if phase2 {
             w.checkpoint("TRUNCATE");
             for k in 0..(20 + next(50)) {
-                w.conn.execute("UPDATE u SET n = n + 1 WHERE name = ?1", [format!("n{}", k % 50)]).unwrap();
+                w.conn
+                    .execute(
+                        "UPDATE u SET n = n + 1 WHERE name = ?1",
+                        [format!("n{}", k % 50)],
+                    )
+                    .unwrap();
             }
         }
         for _ in 0..(10 + next(100)) {
@@ -123,22 +160,42 @@ fn crash_and_resume() {
         std::thread::sleep(Duration::from_millis(600));
         let log = p.log_text();
         if h_kill == h_restart {
-            assert!(log.contains("continuing generation"), "restart {i}: same WAL header must continue; log:\n{log}");
+            assert!(
+                log.contains("continuing generation"),
+                "restart {i}: same WAL header must continue; log:\n{log}"
+            );
             assert!(!log.contains("new generation"), "restart {i}: {log}");
-            assert_eq!(generations(&replica), gens_before, "restart {i}: no new generation directory");
-            assert_eq!(snapshot_count(&replica), snaps_before, "restart {i}: no snapshot because of the restart");
+            assert_eq!(
+                generations(&replica),
+                gens_before,
+                "restart {i}: no new generation directory"
+            );
+            assert_eq!(
+                snapshot_count(&replica),
+                snaps_before,
+                "restart {i}: no snapshot because of the restart"
+            );
             continued += 1;
         } else {
-            assert!(log.contains("new generation") && log.contains("reason="), "restart {i}: changed WAL needs a new generation with a reason; log:\n{log}");
+            assert!(
+                log.contains("new generation") && log.contains("reason="),
+                "restart {i}: changed WAL needs a new generation with a reason; log:\n{log}"
+            );
             restarted += 1;
         }
     }
-    assert!(continued >= 3 && restarted >= 3, "both phases exercised: continued {continued}, restarted {restarted}");
+    assert!(
+        continued >= 3 && restarted >= 3,
+        "both phases exercised: continued {continued}, restarted {restarted}"
+    );
     let want = digest(&db);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(p.stop(), 0, "{}", p.log_text());
     let out = d.path().join("out.db");
-    restore_walship(&["-config", cfg.to_str().unwrap(), db.to_str().unwrap()], &out);
+    restore_walship(
+        &["-config", cfg.to_str().unwrap(), db.to_str().unwrap()],
+        &out,
+    );
     assert_eq!(integrity(&out), "ok");
     assert_eq!(digest(&out), want);
 }

@@ -10,15 +10,25 @@ fn round_trip_under_load_with_app_checkpoints() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("app.db");
     let replica = d.path().join("replica");
-    let cfg = write_config(d.path(), &db, &replica, "    monitor-interval: 100ms\n    min-checkpoint-page-count: 200\n", "");
+    let cfg = write_config(
+        d.path(),
+        &db,
+        &replica,
+        "    monitor-interval: 100ms\n    min-checkpoint-page-count: 200\n",
+        "",
+    );
     let mut w = Writer::new(&db, 42);
-    let mut p = Proc::spawn(&walship_bin(), &["replicate", "-config", cfg.to_str().unwrap()], &d.path().join("walship.log"));
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("walship.log"),
+    );
     let started = Instant::now();
     let modes = ["PASSIVE", "FULL", "RESTART", "TRUNCATE"];
     let mut checkpoints = 0;
     while w.txs < 20_000 {
         w.tx();
-        if w.txs % 1500 == 0 {
+        if w.txs.is_multiple_of(1500) {
             // FULL/RESTART/TRUNCATE wait out the busy timeout while walship holds its read
             // transaction: that is expected and must not lose anything.
             w.conn.busy_timeout(Duration::from_millis(200)).unwrap();
@@ -37,7 +47,10 @@ fn round_trip_under_load_with_app_checkpoints() {
     let log = p.log_text();
     assert!(!log.contains("ERROR"), "errors in walship log:\n{log}");
     let out = d.path().join("restored.db");
-    restore_walship(&["-config", cfg.to_str().unwrap(), db.to_str().unwrap()], &out);
+    restore_walship(
+        &["-config", cfg.to_str().unwrap(), db.to_str().unwrap()],
+        &out,
+    );
     // No temp files beside the output (checked before anything opens the restored database).
     let leftovers: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()
@@ -50,9 +63,19 @@ fn round_trip_under_load_with_app_checkpoints() {
     assert_eq!(digest(&out), want);
     // Application checkpoints never force a new generation: walship proves every restart.
     let gens = generations(&replica);
-    assert_eq!(gens.len(), 1, "unexpected generations {gens:?}; log:\n{log}");
-    let wal_indexes: std::collections::BTreeSet<String> =
-        files(&replica).into_iter().filter(|f| f.contains("/wal/")).map(|f| f.rsplit('/').next().unwrap()[..8].to_string()).collect();
+    assert_eq!(
+        gens.len(),
+        1,
+        "unexpected generations {gens:?}; log:\n{log}"
+    );
+    let wal_indexes: std::collections::BTreeSet<String> = files(&replica)
+        .into_iter()
+        .filter(|f| f.contains("/wal/"))
+        .map(|f| f.rsplit('/').next().unwrap()[..8].to_string())
+        .collect();
     eprintln!("generations {gens:?}, wal indexes {}", wal_indexes.len());
-    assert!(wal_indexes.len() > 3, "checkpoints must have restarted the WAL several times: {wal_indexes:?}");
+    assert!(
+        wal_indexes.len() > 3,
+        "checkpoints must have restarted the WAL several times: {wal_indexes:?}"
+    );
 }

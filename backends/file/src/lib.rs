@@ -13,10 +13,16 @@ use walship_core::{Error, Result};
 /// Builds a file replica from `path:` or `url: file:///...`.
 pub fn open(settings: &ReplicaSettings) -> Result<DynReplica> {
     let root = match (&settings.url, &settings.path) {
-        (Some(_), Some(_)) => return Err(Error::config("replica url cannot be combined with path")),
+        (Some(_), Some(_)) => {
+            return Err(Error::config("replica url cannot be combined with path"))
+        }
         (Some(url), None) => url
             .strip_prefix("file://")
-            .ok_or_else(|| Error::config(format!("invalid file replica url {url:?}: expected file:///path")))?
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "invalid file replica url {url:?}: expected file:///path"
+                ))
+            })?
             .to_string(),
         (None, Some(p)) => p.clone(),
         (None, None) => return Err(Error::config("file replica path required")),
@@ -24,11 +30,17 @@ pub fn open(settings: &ReplicaSettings) -> Result<DynReplica> {
     if root.is_empty() {
         return Err(Error::config("file replica path required"));
     }
-    Ok(std::sync::Arc::new(FileReplica::new(expand_home(&root), settings.db_path.clone())?))
+    Ok(std::sync::Arc::new(FileReplica::new(
+        expand_home(&root),
+        settings.db_path.clone(),
+    )?))
 }
 
 fn expand_home(p: &str) -> std::path::PathBuf {
-    match (p.strip_prefix("~/").or((p == "~").then_some("")), std::env::var_os("HOME")) {
+    match (
+        p.strip_prefix("~/").or((p == "~").then_some("")),
+        std::env::var_os("HOME"),
+    ) {
         (Some(rest), Some(home)) => std::path::Path::new(&home).join(rest),
         _ => std::path::PathBuf::from(p),
     }

@@ -18,7 +18,9 @@ impl FileReplica {
         let root = if root.is_absolute() {
             root
         } else {
-            std::env::current_dir().map_err(|e| Error::io("current directory", e))?.join(root)
+            std::env::current_dir()
+                .map_err(|e| Error::io("current directory", e))?
+                .join(root)
         };
         Ok(FileReplica { root, db_path })
     }
@@ -36,7 +38,11 @@ impl FileReplica {
 
     fn modes(&self) -> (u32, u32, Option<(u32, u32)>) {
         let file = self.db_path.as_deref().and_then(|p| fs::metadata(p).ok());
-        let dir = self.db_path.as_deref().and_then(|p| p.parent()).and_then(|p| fs::metadata(p).ok());
+        let dir = self
+            .db_path
+            .as_deref()
+            .and_then(|p| p.parent())
+            .and_then(|p| fs::metadata(p).ok());
         (
             file.as_ref().map(|m| m.mode() & 0o777).unwrap_or(0o600),
             dir.as_ref().map(|m| m.mode() & 0o7777).unwrap_or(0o700),
@@ -69,7 +75,8 @@ impl FileReplica {
         let what = || format!("write {}", path.display());
         let (fmode, dmode, owner) = self.modes();
         if let Some(dir) = path.parent() {
-            self.mkdirs(dir, dmode, owner).map_err(|e| Error::io(what(), e))?;
+            self.mkdirs(dir, dmode, owner)
+                .map_err(|e| Error::io(what(), e))?;
         }
         let mut tmp = path.clone().into_os_string();
         tmp.push(".tmp");
@@ -117,7 +124,9 @@ impl FileReplica {
             for ent in rd {
                 let ent = ent.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
                 let p = ent.path();
-                let Ok(rel) = p.strip_prefix(&self.root) else { continue };
+                let Ok(rel) = p.strip_prefix(&self.root) else {
+                    continue;
+                };
                 let key = rel.to_string_lossy().replace('\\', "/");
                 let meta = match ent.metadata() {
                     Ok(m) => m,
@@ -132,7 +141,9 @@ impl FileReplica {
                     out.push(ObjectMeta {
                         key,
                         size: meta.len(),
-                        modified: meta.modified().map_err(|e| Error::io(format!("stat {}", p.display()), e))?,
+                        modified: meta
+                            .modified()
+                            .map_err(|e| Error::io(format!("stat {}", p.display()), e))?,
                     });
                 }
             }
@@ -141,12 +152,10 @@ impl FileReplica {
     }
 }
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> impl std::future::Future<Output = Result<T>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| Error::new(ErrorKind::Other, format!("file replica task failed: {e}")))?
-    }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Other, format!("file replica task failed: {e}")))?
 }
 
 #[async_trait]
@@ -160,28 +169,41 @@ impl Replica for FileReplica {
     }
 
     async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
-        let me = FileReplica { root: self.root.clone(), db_path: self.db_path.clone() };
+        let me = FileReplica {
+            root: self.root.clone(),
+            db_path: self.db_path.clone(),
+        };
         let key = key.to_string();
         blocking(move || me.put_blocking(&key, &source)).await
     }
 
     async fn get(&self, key: &str) -> Result<ByteReader> {
         let path = self.path(key)?;
-        let f = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::not_found(format!("object {key} not found in {}", self.root.display())),
-            _ => Error::io(format!("read {}", path.display()), e),
-        })?;
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Error::not_found(format!("object {key} not found in {}", self.root.display()))
+                }
+                _ => Error::io(format!("read {}", path.display()), e),
+            })?;
         Ok(Box::new(tokio::io::BufReader::with_capacity(256 * 1024, f)))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let me = FileReplica { root: self.root.clone(), db_path: None };
+        let me = FileReplica {
+            root: self.root.clone(),
+            db_path: None,
+        };
         let prefix = prefix.to_string();
         blocking(move || me.list_blocking(&prefix)).await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<()> {
-        let paths = keys.iter().map(|k| self.path(k)).collect::<Result<Vec<_>>>()?;
+        let paths = keys
+            .iter()
+            .map(|k| self.path(k))
+            .collect::<Result<Vec<_>>>()?;
         let root = self.root.clone();
         blocking(move || {
             for p in paths {
@@ -215,20 +237,35 @@ mod tests {
     async fn put_get_list_delete() {
         let d = tempfile::tempdir().unwrap();
         let r = FileReplica::new(d.path().join("r"), None).unwrap();
-        r.put("generations/0123456789abcdef/wal/00000000_00000000.wal.lz4", PutSource::Bytes(Bytes::from_static(b"abc")))
+        r.put(
+            "generations/0123456789abcdef/wal/00000000_00000000.wal.lz4",
+            PutSource::Bytes(Bytes::from_static(b"abc")),
+        )
+        .await
+        .unwrap();
+        r.put("other/x", PutSource::Bytes(Bytes::from_static(b"x")))
             .await
             .unwrap();
-        r.put("other/x", PutSource::Bytes(Bytes::from_static(b"x"))).await.unwrap();
         let l = r.list("generations/").await.unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].size, 3);
         let mut buf = Vec::new();
-        r.get(&l[0].key).await.unwrap().read_to_end(&mut buf).await.unwrap();
+        r.get(&l[0].key)
+            .await
+            .unwrap()
+            .read_to_end(&mut buf)
+            .await
+            .unwrap();
         assert_eq!(buf, b"abc");
-        assert_eq!(r.get("nope").await.unwrap_err().kind(), ErrorKind::NotFound);
-        r.delete(&[l[0].key.clone(), "missing".into()]).await.unwrap();
+        assert_eq!(r.get("nope").await.err().map(|e| e.kind()), Some(ErrorKind::NotFound));
+        r.delete(&[l[0].key.clone(), "missing".into()])
+            .await
+            .unwrap();
         assert!(r.list("generations/").await.unwrap().is_empty());
-        assert!(!d.path().join("r/generations").exists(), "empty dirs are removed");
+        assert!(
+            !d.path().join("r/generations").exists(),
+            "empty dirs are removed"
+        );
         r.check().await.unwrap();
     }
 
