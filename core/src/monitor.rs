@@ -13,7 +13,8 @@ pub struct Running {
     pub db: Arc<Db>,
     monitor: JoinHandle<()>,
     shippers: Vec<(String, JoinHandle<Result<()>>)>,
-    shutdown: watch::Sender<bool>,
+    stop_monitor: watch::Sender<bool>,
+    stop_shippers: watch::Sender<bool>,
 }
 
 /// One blocking monitor step on the blocking pool.
@@ -27,10 +28,10 @@ pub async fn sync_db(db: &Arc<Db>) -> Result<crate::db::SyncReport> {
 }
 
 pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
-    let (tx, rx) = watch::channel(false);
+    let (stop_monitor, mut mrx) = watch::channel(false);
+    let (stop_shippers, rx) = watch::channel(false);
     let interval = db.options().monitor_interval;
     let mdb = db.clone();
-    let mut mrx = rx.clone();
     let monitor = tokio::spawn(async move {
         if interval.is_zero() {
             return;
@@ -79,13 +80,15 @@ impl Running {
     /// Stops monitoring, copies what is left, lets every shipper make its final sync.
     /// Returns false when any final sync failed.
     pub async fn stop(self) -> bool {
-        let _ = self.shutdown.send(true);
+        // Order matters: the last frames reach the shadow WAL before any shipper's final sync.
+        let _ = self.stop_monitor.send(true);
         let _ = self.monitor.await;
         let mut ok = true;
         if let Err(e) = sync_db(&self.db).await {
             tracing::error!(db = %self.db.path().display(), error = %e, "final sync error");
             ok = false;
         }
+        let _ = self.stop_shippers.send(true);
         for (name, h) in self.shippers {
             match h.await {
                 Ok(Ok(())) => {}
