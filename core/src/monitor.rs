@@ -72,7 +72,8 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         db,
         monitor,
         shippers,
-        shutdown: tx,
+        stop_monitor,
+        stop_shippers,
     }
 }
 
