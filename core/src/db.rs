@@ -121,6 +121,8 @@ pub struct Db {
     /// Held (read) by snapshots; the monitor only refreshes `R` when it can take it (write).
     gate: Arc<RwLock<()>>,
     replica_positions: Mutex<BTreeMap<String, Pos>>,
+    /// The one descriptor walship itself opens on the database file (see [`crate::snapshot`]).
+    db_file: std::sync::OnceLock<Arc<File>>,
     _lock: InstanceLock,
 }
 
@@ -168,6 +170,7 @@ impl Db {
             pos_tx,
             gate: Arc::new(RwLock::new(())),
             replica_positions: Mutex::new(BTreeMap::new()),
+            db_file: std::sync::OnceLock::new(),
             _lock: lock,
         }))
     }
@@ -261,8 +264,13 @@ impl Db {
     }
 
     fn init(&self, st: &mut State, report: &mut SyncReport) -> Result<()> {
+        if self.db_file.get().is_none() {
+            let f = File::open(&self.path)
+                .map_err(|e| Error::io(format!("open {}", self.path.display()), e))?;
+            let _ = self.db_file.set(Arc::new(f));
+        }
         let busy = Some(self.opts.busy_timeout);
-        let w = sqlite::open(&self.path, busy)?;
+        let mut w = sqlite::open(&self.path, busy)?;
         let r = sqlite::open(&self.path, busy)?;
         let sq = |what: &str, e| Error::sqlite(format!("{}: {what}", self.path.display()), e);
         let mode: String = w
@@ -283,6 +291,8 @@ impl Db {
              CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);",
         )
         .map_err(|e| sq("create _litestream tables", e))?;
+        w.busy_handler(Some(write_lock_busy))
+            .map_err(|e| sq("set busy handler", e))?;
         st.conns = Some(Conns { r, w });
         self.ensure_wal_exists(st)?;
         let res = self.with_write_lock(st, |db, st| {
@@ -475,11 +485,16 @@ impl Db {
         let conns = st.conns.take().expect("conns");
         let res = (|| {
             conns.w.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
-                Error::sqlite(format!("{}: take write lock", self.path.display()), e)
+                if is_busy(&e) {
+                    Error::transient(format!("{}: write lock busy", self.path.display()))
+                } else {
+                    Error::sqlite(format!("{}: take write lock", self.path.display()), e)
+                }
             })?;
             let inner = (|| {
                 let _ = conns.r.execute_batch("ROLLBACK");
-                st.conns = None;
+                // `R` no longer pins the WAL: an old proof must not vouch for a later restart.
+                st.proof = None;
                 f(self, st)?;
                 self.copy_frames(st, None)?;
                 begin_read(&conns.r, &self.path)?;
@@ -508,7 +523,10 @@ impl Db {
             Some("TRUNCATE")
         } else if o.max_checkpoint_page_count > 0 && pages >= o.max_checkpoint_page_count {
             Some("RESTART")
-        } else if pages >= o.min_checkpoint_page_count
+        } else if (pages >= o.min_checkpoint_page_count
+            // Syncs can come faster than monitor-interval under a heavy writer; v0.3 made at most
+            // one PASSIVE attempt per interval, and so do we below the RESTART threshold.
+            && st.last_checkpoint.elapsed() >= o.monitor_interval)
             || (!o.checkpoint_interval.is_zero()
                 && st.last_checkpoint.elapsed() >= o.checkpoint_interval)
         {
@@ -527,10 +545,20 @@ impl Db {
         let Ok(_gate) = self.gate.try_write() else {
             return Ok(None);
         };
-        {
-            // Most of the backfill, done without blocking writers: up to `R`'s read mark.
-            let c = &st.conns.as_ref().expect("conns").w;
-            let _ = checkpoint(c, "PASSIVE");
+        // Move `R`'s read mark to the end of the WAL under a brief write lock, then do the bulk of
+        // the backfill up to it while application writers keep going; the locked step below only
+        // backfills what was committed meanwhile.
+        if st.size > HEADER_SIZE as u64 {
+            match self.with_write_lock(st, |_, _| Ok(())) {
+                Ok(()) => {
+                    let _ = checkpoint(&st.conns.as_ref().expect("conns").w, "PASSIVE");
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Transient => {
+                    tracing::debug!(db = %self.path.display(), "checkpoint skipped: write lock busy");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
         }
         let waited = Instant::now();
         let conns = st.conns.as_ref().expect("conns");
@@ -544,7 +572,19 @@ impl Db {
             self.copy_frames(st, None)?;
             let conns = st.conns.as_ref().expect("conns");
             let _ = conns.r.execute_batch("ROLLBACK");
-            let ck = checkpoint(&conns.r, "PASSIVE");
+            st.proof = None;
+            // An application's own checkpoint may hold the checkpointer lock for a moment (busy,
+            // log = -1): retry briefly rather than give up the whole cycle.
+            let mut ck = checkpoint(&conns.r, "PASSIVE");
+            for _ in 0..50 {
+                match &ck {
+                    Ok(c) if c.busy && c.log < 0 => {
+                        std::thread::sleep(Duration::from_micros(200));
+                        ck = checkpoint(&conns.r, "PASSIVE");
+                    }
+                    _ => break,
+                }
+            }
             begin_read(&conns.r, &self.path)?;
             st.proof = Some(Proof {
                 index: st.index,
@@ -554,6 +594,7 @@ impl Db {
                 ck.map_err(|e| Error::sqlite(format!("{}: checkpoint", self.path.display()), e))?;
             let h = st.header.expect("header");
             let frames = ((st.size - HEADER_SIZE as u64) / h.frame_size()) as i64;
+            tracing::trace!(db = %self.path.display(), busy = ck.busy, log = ck.log, checkpointed = ck.checkpointed, frames, "passive checkpoint");
             Ok(!ck.busy && ck.log == ck.checkpointed && ck.log == frames)
         })();
         let _ = st
@@ -623,6 +664,13 @@ impl Db {
         }
     }
 
+    /// The snapshot source; `None` until the database has been opened by a first sync.
+    pub fn snapshotter(&self) -> Option<crate::snapshot::FileSnapshotter> {
+        self.db_file
+            .get()
+            .map(|f| crate::snapshot::FileSnapshotter::new(f.clone()))
+    }
+
     /// Opens shadow bytes `[from, to)` of one index for shipping.
     pub fn open_shadow(
         &self,
@@ -649,6 +697,30 @@ impl Db {
         if let Some(c) = st.conns.take() {
             let _ = c.r.execute_batch("ROLLBACK");
         }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Busy handler of walship's write connection: many short retries instead of SQLite's default
+/// 1-100 ms sleeps, because a saturating writer leaves the lock free only for microseconds
+/// between its transactions. About 1 s in all, like v0.3.13's busy timeout.
+fn write_lock_busy(attempt: i32) -> bool {
+    match attempt {
+        0..2000 => {
+            std::thread::sleep(Duration::from_micros(50));
+            true
+        }
+        2000..2900 => {
+            std::thread::sleep(Duration::from_millis(1));
+            true
+        }
+        _ => false,
     }
 }
 

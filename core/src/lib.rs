@@ -24,6 +24,7 @@ pub mod shipper;
 pub mod snapshot;
 pub mod sqlite;
 pub mod wal;
+pub mod watch;
 
 pub use error::{Error, ErrorKind, Result};
 pub use inventory;

@@ -36,14 +36,28 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         if interval.is_zero() {
             return;
         }
+        let watch = crate::watch::WalWatch::new(mdb.wal_path());
+        // With change notification an idle database is only polled as a safety net.
+        let idle_poll = if watch.active {
+            (interval * 60).max(Duration::from_secs(60))
+        } else {
+            interval
+        };
         let mut errors = 0u32;
+        let mut last = tokio::time::Instant::now();
         loop {
+            let started = tokio::time::Instant::now();
+            let since = started - last;
+            last = started;
+            let mut fast = false;
             match sync_db(&mdb).await {
                 Ok(r) => {
                     errors = 0;
-                    if r.copied_bytes > 0 {
-                        tracing::trace!(db = %mdb.path().display(), bytes = r.copied_bytes, "copied wal frames");
-                    }
+                    tracing::trace!(db = %mdb.path().display(), copied = r.copied_bytes, elapsed = ?started.elapsed(), ?since, "sync");
+                    // A writer producing more than BUSY_RATE keeps the monitor on a short cadence
+                    // so the WAL stays near max-checkpoint-page-count; otherwise one sync per
+                    // monitor-interval, and only after a change.
+                    fast = r.copied_bytes as f64 >= BUSY_RATE * since.as_secs_f64().max(0.001);
                 }
                 Err(e) => {
                     errors += 1;
@@ -52,12 +66,37 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             }
             let wait = if errors > 0 {
                 interval * errors.min(10)
+            } else if fast {
+                FAST_GAP
             } else {
-                interval
+                Duration::ZERO
             };
+            if !wait.is_zero() || !watch.active {
+                let wait = if wait.is_zero() { interval } else { wait };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = mrx.changed() => return,
+                }
+                continue;
+            }
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = watch.notify.notified() => {}
+                _ = tokio::time::sleep(idle_poll) => {}
                 _ = mrx.changed() => return,
+            }
+            // Coalesce a burst of commits into one sync per monitor-interval, unless the WAL
+            // grows fast enough that waiting would let it balloon (a writer going flat out).
+            let next = started + interval;
+            let base = wal_len(mdb.wal_path());
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= next || wal_len(mdb.wal_path()).saturating_sub(base) >= FAST_BYTES {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next.min(now + GROWTH_POLL)) => {}
+                    _ = mrx.changed() => return,
+                }
             }
         }
     });
@@ -109,5 +148,16 @@ impl Running {
     }
 }
 
-/// Polling cadence used when nothing else is configured.
-pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+/// Copy rate (bytes/s) above which the monitor syncs on the short cadence.
+const BUSY_RATE: f64 = 4.0 * 1024.0 * 1024.0;
+/// WAL growth that ends the coalescing wait early.
+const FAST_BYTES: u64 = 4 * 1024 * 1024;
+/// How often the WAL's size is looked at while coalescing (a `stat`, nothing more).
+const GROWTH_POLL: Duration = Duration::from_millis(50);
+
+fn wal_len(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Gap between syncs while a writer is busy.
+const FAST_GAP: Duration = Duration::from_millis(20);

@@ -250,13 +250,13 @@ impl Shipper {
         self.pos = Some(start);
         self.ship_until(Some(dbpos.clone())).await?;
         let key = layout::snapshot_key(&dbpos.generation, dbpos.index);
-        let path = self.db.path().to_path_buf();
+        let snap = self
+            .db
+            .snapshotter()
+            .ok_or_else(|| Error::invalid("database not opened yet"))?;
         let source = PutSource::stream(move || {
-            let f = std::fs::File::open(&path)?;
-            Ok(Box::new(Lz4Encoder::new(std::io::BufReader::with_capacity(
-                1 << 20,
-                f,
-            ))) as Box<dyn std::io::Read + Send>)
+            use crate::snapshot::Snapshotter;
+            Ok(Box::new(Lz4Encoder::new(snap.open()?)) as Box<dyn std::io::Read + Send>)
         });
         let started = Instant::now();
         let size = self

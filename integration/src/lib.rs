@@ -480,3 +480,24 @@ pub fn snapshot_count(replica: &Path) -> usize {
         .filter(|o| o.offset.is_none())
         .count()
 }
+
+impl Writer {
+    /// A small insert-or-update transaction, the shape of a saturating OLTP writer.
+    pub fn tx_small(&mut self) {
+        let k: i64 = self.rng.random_range(0..100_000);
+        if k % 4 == 0 {
+            self.conn
+                .execute("INSERT INTO u (name, n) VALUES (?1, 1) ON CONFLICT(name) DO UPDATE SET n = n + 1", [format!("k{}", k % 5000)])
+                .unwrap();
+        } else {
+            let v: [u8; 16] = self.rng.random();
+            self.conn
+                .execute(
+                    "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                    rusqlite::params![k, &v[..]],
+                )
+                .unwrap();
+        }
+        self.txs += 1;
+    }
+}

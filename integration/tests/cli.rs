@@ -318,3 +318,52 @@ fn missing_wal_index_is_an_error() {
     );
     assert!(!out.exists());
 }
+
+/// Regression: walship must never open and close its own descriptor on the database file, which
+/// drops every POSIX lock the process holds on it (SQLite's included). An application that
+/// opens a connection per request would then delete the WAL on close and force a new generation.
+#[test]
+fn app_closing_its_last_connection_keeps_the_wal() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path());
+    let replica = d.path().join("replica");
+    let cfg = write_config(d.path(), &db, &replica, "    monitor-interval: 100ms\n", "");
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("w.log"),
+    );
+    wait_until(Duration::from_secs(20), "initial snapshot", || {
+        files(&replica).iter().any(|f| f.contains("snapshots"))
+    });
+    let mut want = String::new();
+    for i in 0..5 {
+        let mut w = Writer::new(&db, 100 + i);
+        for _ in 0..20 {
+            w.tx();
+        }
+        want = digest_conn(&w.conn);
+        drop(w); // the application's last connection closes
+        std::thread::sleep(Duration::from_millis(300));
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        assert!(
+            std::path::Path::new(&wal).exists(),
+            "round {i}: the WAL was deleted; log:\n{}",
+            p.log_text()
+        );
+    }
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    let log = p.log_text();
+    assert_eq!(
+        log.matches("new generation").count(),
+        1,
+        "only the first generation: {log}"
+    );
+    let out = d.path().join("out.db");
+    restore_walship(
+        &["-config", cfg.to_str().unwrap(), db.to_str().unwrap()],
+        &out,
+    );
+    assert_eq!(digest(&out), want);
+}

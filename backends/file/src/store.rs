@@ -257,7 +257,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(buf, b"abc");
-        assert_eq!(r.get("nope").await.err().map(|e| e.kind()), Some(ErrorKind::NotFound));
+        assert_eq!(
+            r.get("nope").await.err().map(|e| e.kind()),
+            Some(ErrorKind::NotFound)
+        );
         r.delete(&[l[0].key.clone(), "missing".into()])
             .await
             .unwrap();
