@@ -198,6 +198,7 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> i32 {
+    let is_replicate = matches!(cli.cmd, Cmd::Replicate { .. });
     let res: anyhow::Result<i32> = async {
         match cli.cmd {
             Cmd::Replicate {
@@ -290,7 +291,10 @@ async fn run(cli: Cli) -> i32 {
     match res {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "failed to run");
+            // One line on stderr; `replicate` logs to stdout (v0.3), so it also logs the error.
+            if is_replicate {
+                tracing::error!(error = %format!("{e:#}"), "failed to run");
+            }
             eprintln!("error: {e:#}");
             1
         }

@@ -367,3 +367,102 @@ fn app_closing_its_last_connection_keeps_the_wal() {
     );
     assert_eq!(digest(&out), want);
 }
+
+#[test]
+fn exec_child_exit_and_signal_forwarding() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path());
+    let cfg = write_config(d.path(), &db, &d.path().join("replica"), "", "");
+    // The child fails: walship stops (after a final sync) and exits 1.
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &[
+            "replicate",
+            "-config",
+            cfg.to_str().unwrap(),
+            "-exec",
+            "sh -c 'sleep 1; exit 3'",
+        ],
+        &d.path().join("a.log"),
+    );
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(30)),
+        Some(1),
+        "{}",
+        p.log_text()
+    );
+    // SIGTERM is forwarded to the child, walship waits for it and exits 0.
+    let marker = d.path().join("got-term");
+    let script = format!(
+        "trap 'touch {}; exit 0' TERM; while true; do sleep 0.1; done",
+        marker.display()
+    );
+    let exec = format!("sh -c \"{script}\"");
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &[
+            "replicate",
+            "-config",
+            cfg.to_str().unwrap(),
+            "-exec",
+            &exec,
+        ],
+        &d.path().join("b.log"),
+    );
+    wait_until(Duration::from_secs(20), "walship to start", || {
+        p.log_text().contains("replicating to")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    assert!(marker.exists(), "child did not receive SIGTERM");
+}
+
+#[test]
+fn listings_use_v03_columns() {
+    let d = tempfile::tempdir().unwrap();
+    let (replica, _) = replicated(d.path());
+    let url = format!("file://{}", replica.display());
+    let out = |args: &[&str]| {
+        let o = walship(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let s = out(&["snapshots", &url]);
+    let mut lines = s.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["replica", "generation", "index", "size", "created"]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[0], "file");
+    assert_eq!(row[1].len(), 16);
+    assert!(row[2].parse::<u32>().is_ok(), "decimal index: {s}");
+    assert!(
+        row[4].ends_with('Z') && row[4].len() == 20,
+        "RFC 3339 UTC: {s}"
+    );
+    let w = out(&["wal", &url]);
+    let header: Vec<&str> = w.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "replica",
+            "generation",
+            "index",
+            "offset",
+            "size",
+            "created"
+        ]
+    );
+    assert!(w.lines().count() > 2);
+    let g = out(&["generations", &url]);
+    let header: Vec<&str> = g.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["name", "generation", "lag", "start", "end"]);
+    let cfg = d.path().join("litestream.yml");
+    let dbs = out(&["databases", "-config", cfg.to_str().unwrap()]);
+    assert!(
+        dbs.starts_with("path") && dbs.contains("app.db") && dbs.contains("file"),
+        "{dbs}"
+    );
+}
