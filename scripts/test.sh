@@ -36,5 +36,5 @@ export LITESTREAM_BIN="$TOOLS/bin/litestream"
 # One release build for the tests and the package alike.
 cargo build --release --locked --workspace --all-targets
 export WALSHIP_BIN="$ROOT/target/release/walship"
-cargo test --release --locked --workspace -- --test-threads=2
+cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
 echo "test.sh: total $(( $(date +%s) - start ))s"

