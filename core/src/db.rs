@@ -92,6 +92,8 @@ struct State {
     proof: Option<Proof>,
     /// When walship last attempted a checkpoint (none yet: the first one is not held back).
     last_checkpoint: Option<Instant>,
+    /// When monitoring began: checkpoint-interval counts from here until a first checkpoint.
+    started: Instant,
     /// (index, size) at the last complete checkpoint: nothing new to checkpoint since.
     checkpointed_at: Option<(u32, u64)>,
 }
@@ -166,6 +168,7 @@ impl Db {
                 seed: (0, 0),
                 proof: None,
                 last_checkpoint: None,
+                started: Instant::now(),
                 checkpointed_at: None,
             }),
             pos_tx,
@@ -274,6 +277,9 @@ impl Db {
         let mut w = sqlite::open(&self.path, busy)?;
         let r = sqlite::open(&self.path, busy)?;
         let sq = |what: &str, e| Error::sqlite(format!("{}: {what}", self.path.display()), e);
+        // Before anything that writes: a saturating application must not starve our first write.
+        w.busy_handler(Some(write_lock_busy))
+            .map_err(|e| sq("set busy handler", e))?;
         let mode: String = w
             .query_row("PRAGMA journal_mode = wal", [], |r| r.get(0))
             .map_err(|e| sq("enable WAL mode", e))?;
@@ -292,8 +298,6 @@ impl Db {
              CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);",
         )
         .map_err(|e| sq("create _litestream tables", e))?;
-        w.busy_handler(Some(write_lock_busy))
-            .map_err(|e| sq("set busy handler", e))?;
         st.conns = Some(Conns { r, w });
         self.ensure_wal_exists(st)?;
         let res = self.with_write_lock(st, |db, st| {
@@ -529,9 +533,7 @@ impl Db {
             // one PASSIVE attempt per interval, and so do we below the RESTART threshold.
             && st.last_checkpoint.is_none_or(|t| t.elapsed() >= o.monitor_interval))
             || (!o.checkpoint_interval.is_zero()
-                && st
-                    .last_checkpoint
-                    .is_none_or(|t| t.elapsed() >= o.checkpoint_interval))
+                && st.last_checkpoint.unwrap_or(st.started).elapsed() >= o.checkpoint_interval)
         {
             Some("PASSIVE")
         } else {

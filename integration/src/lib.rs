@@ -3,6 +3,13 @@
 //! Oracles, not eyeballs: a restore is correct when `PRAGMA integrity_check` says `ok` and the
 //! logical content of every user table (rows, `_litestream_*` excluded) equals the source's.
 
+pub mod behaviour;
+pub mod s3;
+
+// Link the backends, so their registrations are present in every test binary.
+use walship_file as _;
+use walship_s3 as _;
+
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};

@@ -78,8 +78,12 @@ impl FileReplica {
             self.mkdirs(dir, dmode, owner)
                 .map_err(|e| Error::io(what(), e))?;
         }
+        // A temporary name of its own per write (still ending in `.tmp`, which listings skip):
+        // two concurrent puts of one key must not rename each other's file away.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
+        tmp.push(format!(".{}-{seq}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);
         let res = (|| {
             let mut f = fs::File::create(&tmp)?;

@@ -1,0 +1,103 @@
+//! The aws-sdk-s3 client with the settings S3-compatible stores need (notes/test-infra.md §2–3):
+//! checksums only when required, explicit region, path style for custom endpoints, connect and
+//! attempt timeouts, and the SDK's own retries off (core's retry layer is the one policy).
+
+use crate::config::{CredentialSource, S3Config, CONNECT_TIMEOUT};
+use crate::errors::map_sdk;
+use aws_sdk_s3::config::{
+    retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Credentials, Region,
+    RequestChecksumCalculation, ResponseChecksumValidation, SharedCredentialsProvider,
+};
+use aws_sdk_s3::Client;
+use walship_core::Result;
+
+/// Region used when none is configured and it cannot (or need not) be looked up.
+const DEFAULT_REGION: &str = "us-east-1";
+
+fn base_config(
+    cfg: &S3Config,
+    region: &str,
+    creds: SharedCredentialsProvider,
+) -> aws_sdk_s3::config::Builder {
+    let mut b = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(creds)
+        .force_path_style(cfg.force_path_style)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(cfg.operation_timeout)
+                .build(),
+        );
+    if let Some(e) = &cfg.endpoint {
+        b = b.endpoint_url(e);
+    }
+    b
+}
+
+async fn credentials(cfg: &S3Config) -> SharedCredentialsProvider {
+    match &cfg.credentials {
+        CredentialSource::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+            origin,
+        } => SharedCredentialsProvider::new(Credentials::new(
+            access_key_id,
+            secret_access_key,
+            session_token.clone(),
+            None,
+            origin,
+        )),
+        CredentialSource::DefaultChain => {
+            let region = cfg.region.clone().unwrap_or_else(|| DEFAULT_REGION.into());
+            SharedCredentialsProvider::new(
+                aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .region(Region::new(region))
+                    .build()
+                    .await,
+            )
+        }
+    }
+}
+
+/// Builds the client; resolves the region first when it is not configured (v0.3.13: the
+/// bucket's location on AWS, `us-east-1` for a custom endpoint).
+pub(crate) async fn build(cfg: &S3Config) -> Result<Client> {
+    let creds = credentials(cfg).await;
+    let region = match (&cfg.region, &cfg.endpoint) {
+        (Some(r), _) => r.clone(),
+        (None, Some(_)) => DEFAULT_REGION.to_string(),
+        (None, None) => {
+            let probe = Client::from_conf(base_config(cfg, DEFAULT_REGION, creds.clone()).build());
+            let out = probe
+                .get_bucket_location()
+                .bucket(&cfg.bucket)
+                .send()
+                .await
+                .map_err(|e| map_sdk(&format!("GetBucketLocation s3://{}", cfg.bucket), e))?;
+            match out.location_constraint().map(|c| c.as_str()) {
+                None | Some("") => DEFAULT_REGION.to_string(),
+                Some(r) => r.to_string(),
+            }
+        }
+    };
+    tracing::debug!(bucket = %cfg.bucket, region = %region, endpoint = ?cfg.endpoint, "s3 client");
+    Ok(Client::from_conf(base_config(cfg, &region, creds).build()))
+}
+
+/// DeleteObjects: send `Content-MD5` (MinIO before 2025, OVH, s3proxy... require it) and drop
+/// the CRC32 headers the SDK adds even under `WhenRequired`.
+pub(crate) fn delete_objects_md5(req: &mut aws_sdk_s3::config::http::HttpRequest) {
+    use md5::{Digest, Md5};
+    if let Some(body) = req.body().bytes() {
+        let md5 = aws_smithy_types::base64::encode(Md5::digest(body));
+        req.headers_mut().insert("content-md5", md5);
+        req.headers_mut().remove("x-amz-checksum-crc32");
+        req.headers_mut().remove("x-amz-sdk-checksum-algorithm");
+    }
+}

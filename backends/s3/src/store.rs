@@ -1,0 +1,207 @@
+//! The S3 replica: objects under `<prefix>/` in one bucket.
+
+use crate::client;
+use crate::config::S3Config;
+use crate::download::{Reopen, ResumingReader};
+use crate::errors::{map_sdk, what};
+use crate::upload;
+use async_trait::async_trait;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::OnceCell;
+use walship_core::replica::{ByteReader, ObjectMeta, PutSource, Replica};
+use walship_core::{Error, ErrorKind, Result};
+
+/// DeleteObjects accepts at most this many keys per call.
+const DELETE_BATCH: usize = 1000;
+
+#[derive(Debug)]
+pub struct S3Replica {
+    cfg: Arc<S3Config>,
+    /// Built at first use: the default credential chain and the region lookup are async.
+    client: OnceCell<Client>,
+}
+
+impl S3Replica {
+    pub fn new(cfg: S3Config) -> Self {
+        S3Replica {
+            cfg: Arc::new(cfg),
+            client: OnceCell::new(),
+        }
+    }
+
+    pub fn config(&self) -> &S3Config {
+        &self.cfg
+    }
+
+    async fn client(&self) -> Result<&Client> {
+        self.client
+            .get_or_try_init(|| client::build(&self.cfg))
+            .await
+    }
+}
+
+/// Issues a GetObject (ranged from `offset` when > 0, pinned to `etag` when known).
+async fn get_object(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    offset: u64,
+    etag: Option<&str>,
+) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+    let mut req = client.get_object().bucket(bucket).key(key);
+    if offset > 0 {
+        req = req.range(format!("bytes={offset}-"));
+    }
+    if let Some(t) = etag {
+        req = req.if_match(t);
+    }
+    req.send().await.map_err(|e| {
+        let e = map_sdk(&what("GetObject", bucket, key), e);
+        if e.kind() == ErrorKind::NotFound {
+            Error::not_found(format!("object {key} not found in s3://{bucket}")).with_source(e)
+        } else {
+            e
+        }
+    })
+}
+
+#[async_trait]
+impl Replica for S3Replica {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    fn target(&self) -> String {
+        self.cfg.target()
+    }
+
+    async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
+        let client = self.client().await?;
+        upload::put(client, &self.cfg.bucket, &self.cfg.object_key(key), source).await
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteReader> {
+        let client = self.client().await?.clone();
+        let bucket = self.cfg.bucket.clone();
+        let okey = self.cfg.object_key(key);
+        let out = get_object(&client, &bucket, &okey, 0, None).await?;
+        let len = out.content_length().and_then(|n| u64::try_from(n).ok());
+        let etag = out.e_tag().map(str::to_owned);
+        let first: ByteReader = Box::new(out.body.into_async_read());
+        let w = what("GetObject", &bucket, &okey);
+        let reopen: Reopen = Arc::new(move |offset| {
+            let (client, bucket, okey, etag) =
+                (client.clone(), bucket.clone(), okey.clone(), etag.clone());
+            Box::pin(async move {
+                let out = get_object(&client, &bucket, &okey, offset, etag.as_deref()).await?;
+                Ok(Box::new(out.body.into_async_read()) as ByteReader)
+            })
+        });
+        Ok(Box::new(ResumingReader::new(first, len, reopen, w)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let client = self.client().await?;
+        let full = self.cfg.object_key(prefix);
+        let w = what("ListObjectsV2", &self.cfg.bucket, &full);
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&self.cfg.bucket)
+            .prefix(&full)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk(&w, e))?;
+            for o in page.contents() {
+                let Some(k) = o.key() else { continue };
+                let Some(rel) = self.cfg.relative_key(k) else {
+                    continue;
+                };
+                let modified = o
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Corrupt,
+                            format!("s3 {w}: object {k} has no LastModified"),
+                        )
+                    })?;
+                out.push(ObjectMeta {
+                    key: rel.to_string(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    modified,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        for batch in keys.chunks(DELETE_BATCH) {
+            let first = self.cfg.object_key(&batch[0]);
+            let w = if batch.len() > 1 {
+                format!(
+                    "{} (+{} more)",
+                    what("DeleteObjects", &self.cfg.bucket, &first),
+                    batch.len() - 1
+                )
+            } else {
+                what("DeleteObjects", &self.cfg.bucket, &first)
+            };
+            let objects = batch
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(self.cfg.object_key(k))
+                        .build()
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::new(ErrorKind::Other, format!("s3 {w}: {e}")))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| Error::new(ErrorKind::Other, format!("s3 {w}: {e}")))?;
+            let out = client
+                .delete_objects()
+                .bucket(&self.cfg.bucket)
+                .delete(delete)
+                .customize()
+                .mutate_request(client::delete_objects_md5)
+                .send()
+                .await
+                .map_err(|e| map_sdk(&w, e))?;
+            // Quiet mode reports failures only; a missing key is not one.
+            let failed: Vec<_> = out
+                .errors()
+                .iter()
+                .filter(|e| e.code() != Some("NoSuchKey"))
+                .collect();
+            if let Some(e) = failed.first() {
+                let code = e.code().unwrap_or("error");
+                let kind =
+                    crate::errors::classify(crate::errors::Failure::Service, None, Some(code));
+                return Err(Error::new(
+                    kind,
+                    format!(
+                        "s3 DeleteObjects s3://{}/{}: {code}: {} ({} of {} keys failed)",
+                        self.cfg.bucket,
+                        e.key().unwrap_or("?"),
+                        e.message().unwrap_or(""),
+                        failed.len(),
+                        batch.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! The S3 server the tests use: `TEST_S3_ENDPOINT`, `TEST_S3_ACCESS_KEY`, `TEST_S3_SECRET_KEY`,
+//! `TEST_S3_REGION` (scripts/test.sh starts SeaweedFS and exports them). Without them a test is
+//! skipped, except under `CI=true`, where that is a failure. Each test makes its own bucket.
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use std::sync::atomic::{AtomicU32, Ordering};
+use walship_core::registry::{self, ReplicaSettings};
+use walship_core::replica::DynReplica;
+use walship_core::retry::{RetryLayer, RetryPolicy};
+
+#[derive(Clone)]
+pub struct S3Target {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
+impl std::fmt::Debug for S3Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Target({}, {})", self.endpoint, self.region)
+    }
+}
+
+impl S3Target {
+    /// The server from the environment, or `None` (after saying SKIPPED) outside CI.
+    pub fn from_env() -> Option<S3Target> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match (
+            var("TEST_S3_ENDPOINT"),
+            var("TEST_S3_ACCESS_KEY"),
+            var("TEST_S3_SECRET_KEY"),
+        ) {
+            (Some(endpoint), Some(access_key), Some(secret_key)) => Some(S3Target {
+                endpoint,
+                access_key,
+                secret_key,
+                region: var("TEST_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            }),
+            _ if crate::ci() => panic!(
+                "no S3 server: set TEST_S3_ENDPOINT, TEST_S3_ACCESS_KEY, TEST_S3_SECRET_KEY \
+                 (scripts/test.sh starts SeaweedFS and sets them)"
+            ),
+            _ => {
+                eprintln!(
+                    "SKIPPED: no S3 server (TEST_S3_ENDPOINT unset; scripts/test.sh sets it)"
+                );
+                None
+            }
+        }
+    }
+
+    /// A plain SDK client for test setup (bucket creation, direct inspection).
+    pub fn sdk(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new(
+                &self.access_key,
+                &self.secret_key,
+                None,
+                None,
+                "test",
+            ))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Creates a bucket of its own for one test: `t-<pid>-<nanos>-<n>-<tag>`.
+    pub async fn new_bucket(&self, tag: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000_000;
+        let tag: String = tag
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .take(20)
+            .collect();
+        let name = format!(
+            "t-{}-{nanos}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        self.sdk()
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create bucket {name}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            });
+        name
+    }
+
+    /// The replica section a user would write for this server.
+    pub fn settings(&self, bucket: &str, path: &str) -> ReplicaSettings {
+        let mut s = ReplicaSettings {
+            name: "s3".into(),
+            kind: "s3".into(),
+            path: Some(path.into()),
+            ..Default::default()
+        };
+        for (k, v) in [
+            ("bucket", bucket),
+            ("endpoint", &self.endpoint),
+            ("region", &self.region),
+            ("force-path-style", "true"),
+            ("access-key-id", &self.access_key),
+            ("secret-access-key", &self.secret_key),
+        ] {
+            s.options.insert(k.into(), v.into());
+        }
+        s
+    }
+
+    /// A replica through the registry (so the `s3` registration is exercised), with the retry
+    /// layer the binary uses.
+    pub fn replica(&self, bucket: &str, path: &str) -> DynReplica {
+        let inner = registry::open(&self.settings(bucket, path)).expect("open s3 replica");
+        std::sync::Arc::new(RetryLayer::new(inner, RetryPolicy::default()))
+    }
+}
