@@ -50,6 +50,8 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             let since = started - last;
             last = started;
             let mut fast = false;
+            // Armed before the sync: a commit made while syncing wakes the next cycle.
+            let armed = watch.arm();
             match sync_db(&mdb).await {
                 Ok(r) => {
                     errors = 0;
@@ -71,7 +73,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             } else {
                 Duration::ZERO
             };
-            if !wait.is_zero() || !watch.active {
+            if !wait.is_zero() || !armed {
                 let wait = if wait.is_zero() { interval } else { wait };
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -153,7 +155,7 @@ const BUSY_RATE: f64 = 4.0 * 1024.0 * 1024.0;
 /// WAL growth that ends the coalescing wait early.
 const FAST_BYTES: u64 = 4 * 1024 * 1024;
 /// How often the WAL's size is looked at while coalescing (a `stat`, nothing more).
-const GROWTH_POLL: Duration = Duration::from_millis(50);
+const GROWTH_POLL: Duration = Duration::from_millis(100);
 
 fn wal_len(p: &std::path::Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
