@@ -116,3 +116,45 @@ impl Listing {
         })
     }
 }
+
+/// Builders for planner and retention tests: listings from (generation, index[, offset], secs).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::layout::{snapshot_key, wal_segment_key};
+    use std::time::Duration;
+
+    pub fn t(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    /// Inserted in reverse, so nothing may depend on the order a server lists in.
+    pub fn listing(snaps: &[(&str, u32, u64)], segs: &[(&str, u32, u64, u64)]) -> Listing {
+        let mut l = Listing::default();
+        for &(g, i, c) in snaps.iter().rev() {
+            let key = snapshot_key(g, i);
+            l.keys.entry(g.into()).or_default().push(key.clone());
+            l.snapshots.push(SnapshotInfo {
+                generation: g.into(),
+                index: i,
+                size: 1,
+                created: t(c),
+                key,
+            });
+        }
+        for &(g, i, o, c) in segs.iter().rev() {
+            let key = wal_segment_key(g, i, o);
+            l.keys.entry(g.into()).or_default().push(key.clone());
+            l.segments.push(SegmentInfo {
+                generation: g.into(),
+                index: i,
+                offset: o,
+                size: 1,
+                created: t(c),
+                key,
+            });
+        }
+        l.sort();
+        l
+    }
+}

@@ -163,44 +163,10 @@ pub fn plan(listing: &Listing, generation: Option<&str>, target: Target) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{snapshot_key, wal_segment_key};
-    use std::time::Duration;
+    use crate::listing::testing::{listing, t};
 
-    fn t(s: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
-    }
     const A: &str = "aaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbb";
-
-    fn listing(snaps: &[(&str, u32, u64)], segs: &[(&str, u32, u64, u64)]) -> Listing {
-        let mut l = Listing::default();
-        // Reverse insertion: planning must not depend on listing order.
-        for &(g, i, c) in snaps.iter().rev() {
-            let key = snapshot_key(g, i);
-            l.keys.entry(g.into()).or_default().push(key.clone());
-            l.snapshots.push(SnapshotInfo {
-                generation: g.into(),
-                index: i,
-                size: 1,
-                created: t(c),
-                key,
-            });
-        }
-        for &(g, i, o, c) in segs.iter().rev() {
-            let key = wal_segment_key(g, i, o);
-            l.keys.entry(g.into()).or_default().push(key.clone());
-            l.segments.push(SegmentInfo {
-                generation: g.into(),
-                index: i,
-                offset: o,
-                size: 1,
-                created: t(c),
-                key,
-            });
-        }
-        l.sort();
-        l
-    }
 
     fn offsets(p: &Plan) -> Vec<(u32, Vec<u64>)> {
         p.indexes

@@ -79,40 +79,7 @@ pub fn plan(listing: &Listing, now: SystemTime, retention: Duration) -> Retentio
 mod tests {
     use super::*;
     use crate::layout::{snapshot_key, wal_segment_key};
-    use crate::listing::{SegmentInfo, SnapshotInfo};
-
-    fn t(s: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
-    }
-
-    fn listing(snaps: &[(&str, u32, u64)], segs: &[(&str, u32, u64, u64)]) -> Listing {
-        let mut l = Listing::default();
-        for &(g, i, c) in snaps {
-            let key = snapshot_key(g, i);
-            l.keys.entry(g.into()).or_default().push(key.clone());
-            l.snapshots.push(SnapshotInfo {
-                generation: g.into(),
-                index: i,
-                size: 1,
-                created: t(c),
-                key,
-            });
-        }
-        for &(g, i, o, c) in segs {
-            let key = wal_segment_key(g, i, o);
-            l.keys.entry(g.into()).or_default().push(key.clone());
-            l.segments.push(SegmentInfo {
-                generation: g.into(),
-                index: i,
-                offset: o,
-                size: 1,
-                created: t(c),
-                key,
-            });
-        }
-        l.sort();
-        l
-    }
+    use crate::listing::testing::{listing, t};
 
     const A: &str = "aaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbb";
