@@ -39,6 +39,18 @@ struct ConfigFlags {
     no_expand_env: bool,
 }
 
+impl ConfigFlags {
+    /// The arguments every listing command shares.
+    fn listing<'a>(&'a self, replica: &'a Option<String>, target: &'a str) -> list::Common<'a> {
+        list::Common {
+            config: self.config.as_deref(),
+            no_expand_env: self.no_expand_env,
+            replica: replica.as_deref(),
+            target,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Replicate databases continuously.
@@ -241,38 +253,22 @@ async fn run(cli: Cli) -> i32 {
             })
             .await
             .map(|_| 0),
-            Cmd::Snapshots { c, replica, target } => list::snapshots(list::Common {
-                config: c.config.as_deref(),
-                no_expand_env: c.no_expand_env,
-                replica: replica.as_deref(),
-                target: &target,
-            })
-            .await
-            .map(|_| 0),
-            Cmd::Generations { c, replica, target } => list::generations(list::Common {
-                config: c.config.as_deref(),
-                no_expand_env: c.no_expand_env,
-                replica: replica.as_deref(),
-                target: &target,
-            })
-            .await
-            .map(|_| 0),
+            Cmd::Snapshots { c, replica, target } => list::snapshots(c.listing(&replica, &target))
+                .await
+                .map(|_| 0),
+            Cmd::Generations { c, replica, target } => {
+                list::generations(c.listing(&replica, &target))
+                    .await
+                    .map(|_| 0)
+            }
             Cmd::Wal {
                 c,
                 replica,
                 generation,
                 target,
-            } => list::wal(
-                list::Common {
-                    config: c.config.as_deref(),
-                    no_expand_env: c.no_expand_env,
-                    replica: replica.as_deref(),
-                    target: &target,
-                },
-                generation.as_deref(),
-            )
-            .await
-            .map(|_| 0),
+            } => list::wal(c.listing(&replica, &target), generation.as_deref())
+                .await
+                .map(|_| 0),
             Cmd::Databases { c } => {
                 list::databases(c.config.as_deref(), c.no_expand_env).map(|_| 0)
             }
