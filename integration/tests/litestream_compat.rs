@@ -121,6 +121,20 @@ fn write_until_wal_restart(w: &mut Writer, s: &Setup) {
     }
 }
 
+/// The handover continued the generation: no new directory, no "new generation" in the log.
+fn assert_same_generation(s: &Setup, gens: &[String], who: &str, p: &Proc) {
+    let log = p.log_text();
+    assert_eq!(
+        generations(&s.replica),
+        gens,
+        "{who} changed the generation; log:\n{log}"
+    );
+    assert!(
+        !log.contains("new generation"),
+        "{who} logged a new generation:\n{log}"
+    );
+}
+
 fn max_wal_index(replica: &Path) -> u32 {
     replica_objects(replica)
         .iter()
@@ -293,34 +307,14 @@ fn handover_litestream_to_walship() {
         &scratch,
         Duration::from_secs(30),
     );
-    assert_eq!(
-        generations(&s.replica),
-        gens,
-        "walship started another generation; log:\n{}",
-        wsp.log_text()
-    );
-    assert!(
-        !wsp.log_text().contains("new generation"),
-        "walship logged a new generation:\n{}",
-        wsp.log_text()
-    );
+    assert_same_generation(&s, &gens, "walship", &wsp);
 
     writes(&mut w, 2000);
     write_until_wal_restart(&mut w, &s);
     let want = digest(&s.db);
     stop_clean(&mut wsp, "walship");
     drop(w);
-    assert_eq!(
-        generations(&s.replica),
-        gens,
-        "generation changed; log:\n{}",
-        wsp.log_text()
-    );
-    assert!(
-        !wsp.log_text().contains("new generation"),
-        "walship logged a new generation:\n{}",
-        wsp.log_text()
-    );
+    assert_same_generation(&s, &gens, "walship", &wsp);
     assert!(
         max_wal_index(&s.replica) >= 1,
         "expected walship to restart the WAL at least once; files: {:#?}",
@@ -379,33 +373,13 @@ fn handover_walship_to_litestream() {
         &scratch,
         Duration::from_secs(30),
     );
-    assert_eq!(
-        generations(&s.replica),
-        gens,
-        "litestream started another generation; log:\n{}",
-        lsp.log_text()
-    );
-    assert!(
-        !lsp.log_text().contains("new generation"),
-        "litestream logged a new generation:\n{}",
-        lsp.log_text()
-    );
+    assert_same_generation(&s, &gens, "litestream", &lsp);
 
     writes(&mut w, 1000);
     let want = digest(&s.db);
     stop_clean(&mut lsp, "litestream");
     drop(w);
-    assert_eq!(
-        generations(&s.replica),
-        gens,
-        "generation changed; log:\n{}",
-        lsp.log_text()
-    );
-    assert!(
-        !lsp.log_text().contains("new generation"),
-        "litestream logged a new generation:\n{}",
-        lsp.log_text()
-    );
+    assert_same_generation(&s, &gens, "litestream", &lsp);
     restore_litestream(&ls, &s, &want);
     restore_with_walship(&s, &want);
     eprintln!(
