@@ -75,6 +75,8 @@ done
 s3curl -X DELETE "$TEST_S3_ENDPOINT/ci-ready-probe/probe" -o /dev/null || true
 s3curl -X DELETE "$TEST_S3_ENDPOINT/ci-ready-probe" -o /dev/null || true
 echo "S3 (SeaweedFS $WEED_VERSION) ready at $TEST_S3_ENDPOINT"
+# Tests that stop or disturb their server start a private instance of the same binary.
+export TEST_WEED_BIN="$TOOLS/bin/weed-$WEED_VERSION"
 
 # One release build for the tests and the package alike.
 cargo build --release --locked --workspace --all-targets

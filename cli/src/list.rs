@@ -17,20 +17,37 @@ pub struct Common<'a> {
 async fn listings(
     c: &Common<'_>,
     generation: Option<&str>,
-) -> Result<(Option<std::path::PathBuf>, Vec<(String, Listing)>)> {
+) -> Result<(Option<std::path::PathBuf>, Vec<(String, Listing)>, Unlisted)> {
     let (db, replicas) = setup::replicas_for(c.target, c.config, c.no_expand_env, c.replica)?;
     let mut out = Vec::new();
+    let mut failed = Vec::new();
     for (name, r) in replicas {
         match Listing::fetch(r.as_ref(), generation).await {
             Ok(l) => out.push((name, l)),
-            Err(e) => tracing::error!(replica = %name, error = %e, "cannot list replica"),
+            Err(e) => {
+                tracing::error!(replica = %name, error = %e, "cannot list replica");
+                failed.push(name);
+            }
         }
     }
-    Ok((db, out))
+    Ok((db, out, Unlisted(failed)))
+}
+
+/// Replicas that could not be listed. The table still shows the others, then the command exits
+/// 1, as v0.3.13 does, so a script never mistakes an unreachable replica for an empty one.
+struct Unlisted(Vec<String>);
+
+impl Unlisted {
+    fn result(self) -> Result<()> {
+        match self.0.len() {
+            0 => Ok(()),
+            _ => anyhow::bail!("cannot list replica(s): {}", self.0.join(", ")),
+        }
+    }
 }
 
 pub async fn snapshots(c: Common<'_>) -> Result<()> {
-    let (_, ls) = listings(&c, None).await?;
+    let (_, ls, unlisted) = listings(&c, None).await?;
     let mut rows = vec![vec!["replica", "generation", "index", "size", "created"]
         .into_iter()
         .map(String::from)
@@ -47,11 +64,11 @@ pub async fn snapshots(c: Common<'_>) -> Result<()> {
         }
     }
     print!("{}", render(&rows));
-    Ok(())
+    unlisted.result()
 }
 
 pub async fn wal(c: Common<'_>, generation: Option<&str>) -> Result<()> {
-    let (_, ls) = listings(&c, generation).await?;
+    let (_, ls, unlisted) = listings(&c, generation).await?;
     let mut rows = vec![vec![
         "replica",
         "generation",
@@ -76,11 +93,11 @@ pub async fn wal(c: Common<'_>, generation: Option<&str>) -> Result<()> {
         }
     }
     print!("{}", render(&rows));
-    Ok(())
+    unlisted.result()
 }
 
 pub async fn generations(c: Common<'_>) -> Result<()> {
-    let (db, ls) = listings(&c, None).await?;
+    let (db, ls, unlisted) = listings(&c, None).await?;
     // Lag is measured from the database's last change (URL mode: now), as v0.3.13 does.
     let reference = match &db {
         Some(p) => {
@@ -113,7 +130,7 @@ pub async fn generations(c: Common<'_>) -> Result<()> {
         }
     }
     print!("{}", render(&rows));
-    Ok(())
+    unlisted.result()
 }
 
 pub fn databases(config: Option<&Path>, no_expand_env: bool) -> Result<()> {

@@ -4,7 +4,11 @@
 //! logical content of every user table (rows, `_litestream_*` excluded) equals the source's.
 
 pub mod behaviour;
+pub mod faults;
+pub mod oracle;
 pub mod s3;
+pub mod tls;
+pub mod weed;
 
 // Link the backends, so their registrations are present in every test binary.
 use walship_file as _;
@@ -354,14 +358,35 @@ pub fn wait_caught_up(
     scratch: &Path,
     timeout: Duration,
 ) -> String {
+    wait_caught_up_with(&[replica_url], source, scratch, timeout)
+}
+
+/// Like [`wait_caught_up`], restoring with the given arguments (`-config FILE DB`, or a URL).
+pub fn wait_caught_up_with(
+    restore_args: &[&str],
+    source: &Path,
+    scratch: &Path,
+    timeout: Duration,
+) -> String {
     let want = digest(source);
     wait_until(timeout, "replica to catch up", || {
         let _ = std::fs::remove_file(scratch);
-        let o = walship(&["restore", "-o", scratch.to_str().unwrap(), replica_url]);
+        let mut a = vec!["restore", "-o", scratch.to_str().unwrap()];
+        a.extend_from_slice(restore_args);
+        let o = walship(&a);
         o.status.success() && digest(scratch) == want
     });
     let _ = std::fs::remove_file(scratch);
     want
+}
+
+/// Runs a future to completion on a runtime of its own (for synchronous tests).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
 }
 
 /// The 32-byte WAL header of a database's `-wal` file (zeros if absent).
@@ -507,4 +532,99 @@ impl Writer {
         }
         self.txs += 1;
     }
+}
+
+/// Fills a new WAL-mode database with `rows` rows of 1000 bytes (four to a page; half random,
+/// half text, so it compresses to about 55 %) and truncates its WAL: a big database built fast.
+pub fn build_big_db(db: &Path, rows: u64) {
+    let mut c = rusqlite::Connection::open(db).unwrap();
+    let _: String = c
+        .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
+        .unwrap();
+    c.execute_batch(
+        "PRAGMA synchronous=OFF; CREATE TABLE big (id INTEGER PRIMARY KEY, k INTEGER, v BLOB);",
+    )
+    .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let words = b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor ";
+    let mut v = vec![0u8; 1000];
+    let mut done = 0u64;
+    while done < rows {
+        let tx = c.transaction().unwrap();
+        {
+            let mut st = tx
+                .prepare_cached("INSERT INTO big (k, v) VALUES (?1, ?2)")
+                .unwrap();
+            for _ in 0..50_000.min(rows - done) {
+                // Half random bytes, half text: compresses to roughly 55%.
+                rand::RngCore::fill_bytes(&mut rng, &mut v[..500]);
+                let o = rng.random_range(0..words.len());
+                for (j, b) in v[500..].iter_mut().enumerate() {
+                    *b = words[(o + j) % words.len()];
+                }
+                st.execute(rusqlite::params![rng.random::<i64>(), &v[..]])
+                    .unwrap();
+                done += 1;
+            }
+        }
+        tx.commit().unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").unwrap();
+    }
+    let _: (i64, i64, i64) = c
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmHWM`, `VmRSS`) in KiB; 0 once the process is gone.
+pub fn proc_status_kib(pid: i32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs a command to completion; returns its output and its own peak RSS in KiB (from
+/// `wait4`, so other children of the test process do not count).
+pub fn run_with_max_rss(bin: &Path, args: &[&str]) -> (Output, u64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(bin)
+        .args(args)
+        .env_remove("WALSHIP_CONFIG")
+        .env_remove("LITESTREAM_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+    let pump = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = pump(Box::new(child.stdout.take().unwrap()));
+    let err = pump(Box::new(child.stderr.take().unwrap()));
+    let mut status = 0;
+    // SAFETY: wait4 on our own child, with out-pointers to locals; std's Child is not waited
+    // afterwards.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert!(r > 0, "wait4: {}", std::io::Error::last_os_error());
+    (
+        Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        },
+        ru.ru_maxrss as u64,
+    )
 }

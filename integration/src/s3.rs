@@ -127,6 +127,56 @@ impl S3Target {
         s
     }
 
+    /// Writes a litestream.yml (read by walship and by Litestream v0.3.13 alike) with one
+    /// database and one S3 replica on this server, keys inline.
+    pub fn write_config(
+        &self,
+        dir: &std::path::Path,
+        db: &std::path::Path,
+        bucket: &str,
+        path: &str,
+        extra_db: &str,
+        extra_replica: &str,
+    ) -> std::path::PathBuf {
+        let p = dir.join("litestream.yml");
+        let text = format!(
+            "dbs:\n  - path: {db}\n{extra_db}    replicas:\n      - type: s3\n        bucket: {bucket}\n        path: {path}\n        endpoint: {endpoint}\n        region: {region}\n        force-path-style: true\n        access-key-id: {ak}\n        secret-access-key: {sk}\n        sync-interval: 100ms\n{extra_replica}",
+            db = db.display(),
+            endpoint = self.endpoint,
+            region = self.region,
+            ak = self.access_key,
+            sk = self.secret_key,
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Keys under `prefix` in `bucket`, read directly with the SDK.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .sdk()
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap_or_else(|e| {
+                panic!(
+                    "list {bucket}/{prefix}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            });
+            out.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        out
+    }
+
     /// A replica through the registry (so the `s3` registration is exercised), with the retry
     /// layer the binary uses.
     pub fn replica(&self, bucket: &str, path: &str) -> DynReplica {

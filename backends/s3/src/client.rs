@@ -36,6 +36,9 @@ fn base_config(
     if let Some(e) = &cfg.endpoint {
         b = b.endpoint_url(e);
     }
+    if cfg.skip_verify {
+        b = b.http_client(crate::insecure::client(CONNECT_TIMEOUT));
+    }
     b
 }
 

@@ -165,17 +165,6 @@ impl S3Config {
         }
         let endpoint = (!endpoint.is_empty()).then(|| normalize_endpoint(&endpoint));
         let skip_verify = s.bool_option("skip-verify")?.unwrap_or(false);
-        if skip_verify
-            && endpoint
-                .as_deref()
-                .is_none_or(|e| e.starts_with("https://"))
-        {
-            return Err(Error::config(
-                "skip-verify: true is not supported by walship yet for https endpoints \
-                 (TLS certificates are always verified); use a certificate the system trusts \
-                 or an http:// endpoint on a private network",
-            ));
-        }
         let operation_timeout = match s.option("operation-timeout") {
             None => DEFAULT_OPERATION_TIMEOUT,
             Some(v) => {
@@ -627,27 +616,20 @@ mod tests {
             None
         )
         .contains("operation-timeout"));
-        assert!(err(
-            &[
-                ("bucket", "b"),
-                ("skip-verify", "true"),
-                ("endpoint", "minio.lan")
-            ],
-            None,
-            None
-        )
-        .contains("skip-verify"));
-        // skip-verify is harmless on http.
+        assert!(
+            err(&[("bucket", "b"), ("skip-verify", "maybe")], None, None).contains("skip-verify")
+        );
         let c = cfg_with(
             &[
                 ("bucket", "b"),
                 ("skip-verify", "true"),
-                ("endpoint", "http://minio:9000"),
+                ("endpoint", "minio.lan"),
             ],
             None,
             None,
         );
         assert!(c.skip_verify);
+        assert_eq!(c.endpoint.as_deref(), Some("https://minio.lan"));
         let e = err(&[("bucket", "b"), ("access-key-id", "AKID")], None, None);
         assert!(e.contains("secret-access-key is not"), "{e}");
     }

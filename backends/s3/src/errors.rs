@@ -76,6 +76,19 @@ where
         SdkError::ServiceError(_) => Failure::Service,
         _ => Failure::Dispatch,
     };
+    if failure == Failure::Dispatch {
+        if let Some(why) = certificate_refused(&DisplayErrorContext(&err).to_string()) {
+            return Error::new(
+                ErrorKind::Config,
+                format!(
+                    "s3 {what}: the server's TLS certificate was refused ({why}); use a \
+                     certificate the system trusts, or skip-verify: true for a self-hosted store \
+                     on a network you trust"
+                ),
+            )
+            .with_source(err);
+        }
+    }
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().map(str::to_owned);
     let kind = classify(failure, status, code.as_deref());
@@ -89,6 +102,16 @@ where
     Error::new(kind, format!("s3 {what}: {detail}{status}")).with_source(err)
 }
 
+/// The TLS verification failure in an error's text, if that is what it is. Retrying cannot
+/// help: the same certificate comes back.
+pub(crate) fn certificate_refused(context: &str) -> Option<&str> {
+    let start = context.find("invalid peer certificate")?;
+    let rest = &context[start..];
+    // The SDK appends the Debug form in parentheses; keep the readable part.
+    let end = rest.find(" (").unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
 /// `Operation s3://bucket/key` for messages.
 pub(crate) fn what(op: &str, bucket: &str, key: &str) -> String {
     format!("{op} s3://{bucket}/{key}")
@@ -97,6 +120,20 @@ pub(crate) fn what(op: &str, bucket: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_failures_are_recognised() {
+        let ctx = "dispatch failure: io error: client error (Connect): invalid peer certificate: \
+                   UnknownIssuer (DispatchFailure(DispatchFailure { .. }))";
+        assert_eq!(
+            certificate_refused(ctx),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
+        assert_eq!(
+            certificate_refused("dispatch failure: io error: connection reset by peer"),
+            None
+        );
+    }
 
     #[test]
     fn classification_table() {

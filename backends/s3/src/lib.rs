@@ -14,6 +14,7 @@ mod client;
 mod config;
 mod download;
 mod errors;
+mod insecure;
 mod store;
 mod upload;
 

@@ -12,13 +12,14 @@ mod bench;
 
 use bench::lag::{quantile, Commit, Poller, WalFollower};
 use bench::procstat::{cpu_secs, run_measured, status_kib, Usage};
-use rand::{Rng, RngCore, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use walship_integration::{app_conn, digest, file_url, integrity, write_config, Proc, Writer};
+use walship_integration::{
+    app_conn, build_big_db, digest, file_url, integrity, write_config, Proc, Writer,
+};
 
 const PAGE_BYTES: u64 = 4096 + 24;
 
@@ -633,45 +634,7 @@ fn build_big(gib: f64) -> BigDb {
     let rows = target / 1024;
     eprintln!("big: building a {gib} GiB database ({rows} rows)");
     let t0 = Instant::now();
-    let mut c = rusqlite::Connection::open(&db).unwrap();
-    let _: String = c
-        .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
-        .unwrap();
-    c.execute_batch(
-        "PRAGMA synchronous=OFF; CREATE TABLE big (id INTEGER PRIMARY KEY, k INTEGER, v BLOB);",
-    )
-    .unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    let words = b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor ";
-    let mut v = vec![0u8; 1000];
-    let mut done = 0u64;
-    while done < rows {
-        let tx = c.transaction().unwrap();
-        {
-            let mut st = tx
-                .prepare_cached("INSERT INTO big (k, v) VALUES (?1, ?2)")
-                .unwrap();
-            for _ in 0..50_000.min(rows - done) {
-                // Half random bytes, half text: compresses to roughly 55%.
-                rng.fill_bytes(&mut v[..500]);
-                let o = rng.random_range(0..words.len());
-                for (j, b) in v[500..].iter_mut().enumerate() {
-                    *b = words[(o + j) % words.len()];
-                }
-                st.execute(rusqlite::params![rng.random::<i64>(), &v[..]])
-                    .unwrap();
-                done += 1;
-            }
-        }
-        tx.commit().unwrap();
-        c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").unwrap();
-    }
-    let _: (i64, i64, i64) = c
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
-    drop(c);
+    build_big_db(&db, rows);
     let bytes = std::fs::metadata(&db).unwrap().len();
     let digest = digest(&db);
     eprintln!(

@@ -1,0 +1,71 @@
+//! Oracles over a replica's objects, whatever the backend: the WAL a replica holds has no gap.
+
+use walship_core::listing::Listing;
+use walship_core::replica::DynReplica;
+use walship_core::restore::decoded_len;
+
+/// Checks every generation of the replica: within a WAL index, each segment starts where the
+/// previous one ended (decoded lengths), the first starts at offset 0, and WAL indexes follow
+/// each other from the oldest snapshot's index on. Returns the number of segments checked.
+pub async fn assert_no_wal_gap(replica: &DynReplica) -> usize {
+    let listing = Listing::fetch(replica.as_ref(), None)
+        .await
+        .unwrap_or_else(|e| panic!("{}: list: {e}", replica.target()));
+    let mut checked = 0;
+    for g in listing.generations() {
+        let first_snapshot = listing
+            .snapshots
+            .iter()
+            .filter(|s| s.generation == g)
+            .map(|s| s.index)
+            .min();
+        let mut segs: Vec<_> = listing
+            .segments
+            .iter()
+            .filter(|s| s.generation == g)
+            .collect();
+        segs.sort_by_key(|s| (s.index, s.offset));
+        let Some(first) = segs.first() else { continue };
+        if let Some(si) = first_snapshot {
+            assert!(
+                first.index <= si,
+                "generation {g}: WAL starts at index {} after the first snapshot's index {si}",
+                first.index
+            );
+        }
+        let mut expect: Option<(u32, u64)> = None;
+        for s in segs {
+            let len = decoded_len(replica.clone(), &s.key)
+                .await
+                .unwrap_or_else(|e| panic!("{}: decode {}: {e}", replica.target(), s.key));
+            match expect {
+                Some((i, off)) if s.index == i => assert_eq!(
+                    s.offset, off,
+                    "generation {g}: gap or overlap at {}: expected offset {off:#x}",
+                    s.key
+                ),
+                Some((i, _)) => {
+                    assert_eq!(
+                        s.index,
+                        i + 1,
+                        "generation {g}: WAL index gap before {}",
+                        s.key
+                    );
+                    assert_eq!(
+                        s.offset, 0,
+                        "generation {g}: index {} does not start at 0: {}",
+                        s.index, s.key
+                    );
+                }
+                None => assert_eq!(
+                    s.offset, 0,
+                    "generation {g}: first segment {} does not start at 0",
+                    s.key
+                ),
+            }
+            expect = Some((s.index, s.offset + len));
+            checked += 1;
+        }
+    }
+    checked
+}
