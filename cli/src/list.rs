@@ -20,7 +20,7 @@ async fn listings(
 ) -> Result<(Option<std::path::PathBuf>, Vec<(String, Listing)>)> {
     let (db, replicas) = setup::replicas_for(c.target, c.config, c.no_expand_env, c.replica)?;
     let mut out = Vec::new();
-    for (name, r) in replicas {
+    for (name, r, _) in replicas {
         match Listing::fetch(r.as_ref(), generation).await {
             Ok(l) => out.push((name, l)),
             Err(e) => tracing::error!(replica = %name, error = %e, "cannot list replica"),

@@ -53,7 +53,7 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         let mut shippers = Vec::new();
         for r in &dbc.replicas {
             let client = setup::open_replica(r, Some(&dbc.path))?;
-            shippers.push((client, setup::replica_options(r)));
+            shippers.push((client, setup::replica_options(r)?));
         }
         prepared.push((dbc, shippers));
     }

@@ -66,9 +66,14 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
         );
     }
     // Choose, across replicas, the one whose chosen generation was updated last (spec §4.1).
-    let mut best: Option<(plan::Plan, String, walship_core::replica::DynReplica)> = None;
+    let mut best: Option<(
+        plan::Plan,
+        String,
+        walship_core::replica::DynReplica,
+        walship_core::crypt::Age,
+    )> = None;
     let mut first_err = None;
-    for (name, r) in replicas {
+    for (name, r, age) in replicas {
         let listing = match Listing::fetch(r.as_ref(), a.generation).await {
             Ok(l) => l,
             Err(e) => {
@@ -79,8 +84,8 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
         };
         match plan::plan(&listing, a.generation, target) {
             Ok(p) => {
-                if best.as_ref().is_none_or(|(b, _, _)| p.updated > b.updated) {
-                    best = Some((p, name, r));
+                if best.as_ref().is_none_or(|(b, ..)| p.updated > b.updated) {
+                    best = Some((p, name, r, age));
                 }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -89,7 +94,7 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
             Err(e) => bail!("replica {name}: {e}"),
         }
     }
-    let Some((plan, name, replica)) = best else {
+    let Some((plan, name, replica, age)) = best else {
         let err = first_err.unwrap_or_else(|| anyhow!("no matching backups found"));
         if a.if_replica_exists && err.to_string().starts_with("no matching backups found") {
             tracing::info!("no matching backups found");
@@ -98,7 +103,7 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
         return Err(err);
     };
     tracing::info!(replica = %name, generation = %plan.generation, snapshot = plan.snapshot.index, indexes = plan.indexes.len(), output = %output.display(), "restoring");
-    walship_core::restore::execute(replica, &plan, &output, a.parallelism.max(1))
+    walship_core::restore::execute(replica, &age, &plan, &output, a.parallelism.max(1))
         .await
         .map_err(|e| anyhow!("{e}"))?;
     Ok(true)
