@@ -19,6 +19,8 @@ pub struct RestoreArgs<'a> {
     pub parallelism: usize,
     pub if_db_not_exists: bool,
     pub if_replica_exists: bool,
+    /// Check the restored database before it reaches the output path (default quick).
+    pub integrity_check: crate::verify::IntegrityCheck,
     pub target: &'a str,
 }
 
@@ -103,8 +105,34 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
         return Err(err);
     };
     tracing::info!(replica = %name, generation = %plan.generation, snapshot = plan.snapshot.index, indexes = plan.indexes.len(), output = %output.display(), "restoring");
-    walship_core::restore::execute(replica, &age, &plan, &output, a.parallelism.max(1))
+    // Restore beside the output, check, then move into place: a restore that fails anywhere,
+    // including the integrity check, leaves the output path untouched.
+    let total = plan.snapshot.size
+        + plan
+            .indexes
+            .iter()
+            .flat_map(|(_, segs)| segs.iter().map(|s| s.size))
+            .sum::<u64>();
+    let pb = crate::progress::bar(total);
+    let replica = match &pb {
+        Some(pb) => crate::progress::Counting::wrap(replica, pb.clone()),
+        None => replica,
+    };
+    let staged = crate::verify::staging_path(&output);
+    let res = walship_core::restore::execute(replica, &age, &plan, &staged, a.parallelism.max(1))
         .await
-        .map_err(|e| anyhow!("{e}"))?;
+        .map_err(|e| anyhow!("{e}"));
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    if let Err(e) = res {
+        crate::verify::discard(&staged);
+        return Err(e);
+    }
+    if a.integrity_check != crate::verify::IntegrityCheck::None {
+        tracing::info!(mode = ?a.integrity_check, "checking integrity of the restored database");
+    }
+    crate::verify::finish(&staged, &output, a.integrity_check)?;
+    tracing::info!(path = %output.display(), "restore complete");
     Ok(true)
 }
