@@ -3,7 +3,11 @@
 
 mod args;
 mod check;
+mod health;
+mod heartbeat;
 mod list;
+mod metrics;
+mod notify;
 mod once;
 mod progress;
 mod replicate;
@@ -15,12 +19,13 @@ mod verify;
 // Name every backend crate: the linker drops a crate nothing references, and its registration.
 use walship_file as _;
 use walship_s3 as _;
+use walship_sftp as _;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// The backend types this build is expected to link (asserted by a test against `version -v`).
-pub const EXPECTED_BACKENDS: &[&str] = &["file", "s3"];
+pub const EXPECTED_BACKENDS: &[&str] = &["file", "s3", "sftp"];
 
 #[derive(Parser)]
 #[command(

@@ -357,9 +357,17 @@ mod tests {
         assert_eq!(c.password.as_deref(), Some("other"));
     }
 
+    /// Options, url, path, expected message fragment.
+    type ErrorCase<'a> = (
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a str,
+    );
+
     #[test]
     fn config_errors() {
-        let cases: &[(&[(&str, &str)], Option<&str>, Option<&str>, &str)] = &[
+        let cases: &[ErrorCase] = &[
             (&[("user", "u"), ("password", "p")], None, None, "host required"),
             (&[("host", "h"), ("password", "p")], None, None, "user required"),
             (&[("host", "h"), ("user", "u")], None, None, "password or a key-path"),
