@@ -126,6 +126,16 @@ fn max_wal_index(replica: &Path) -> u32 {
         .unwrap_or(0)
 }
 
+/// The newest WAL segment object of a file replica.
+fn last_segment(replica: &Path) -> PathBuf {
+    replica_objects(replica)
+        .into_iter()
+        .filter(|o| o.offset.is_some())
+        .max_by_key(|o| (o.index, o.offset))
+        .expect("segments")
+        .path
+}
+
 /// Every file under `generations/` is a binary age file: never an LZ4 frame or a SQLite page.
 fn assert_all_encrypted(replica: &Path) {
     let objs: Vec<String> = files(replica)
@@ -233,8 +243,9 @@ fn encrypted_round_trip_and_refused_restores() {
     writes(&mut w, 2000);
     write_until_wal_restart(&mut w, &s);
     let want = digest(&s.db);
+    // The application stays open: its last close would checkpoint and delete the WAL, and the
+    // restart below must find the same one.
     stop_clean(&mut p, "walship");
-    drop(w);
     let log = p.log_text();
     assert!(!log.contains(&k.identity), "identity in the log");
     assert!(
@@ -244,6 +255,44 @@ fn encrypted_round_trip_and_refused_restores() {
 
     assert_all_encrypted(&s.replica);
     restore_with_walship(&s, &cfg, "restored.db", &want);
+
+    // A restart with identities resumes where the replica ends by decrypting its last segment
+    // (as v0.3.13 does): the same generation, and that segment is not uploaded again.
+    let gens = generations(&s.replica);
+    let last = last_segment(&s.replica);
+    let last_bytes = std::fs::read(&last).unwrap();
+    let mut p = replicate(&walship_bin(), &s, &cfg, "walship-2.log");
+    writes(&mut w, 300);
+    let want = digest(&s.db);
+    let scratch = s.dir.join("scratch.db");
+    wait_until(Duration::from_secs(30), "the restart to ship", || {
+        let _ = std::fs::remove_file(&scratch);
+        let o = walship(&[
+            "restore",
+            "-o",
+            scratch.to_str().unwrap(),
+            "-config",
+            cfg.to_str().unwrap(),
+            s.db.to_str().unwrap(),
+        ]);
+        o.status.success() && digest(&scratch) == want
+    });
+    stop_clean(&mut p, "walship (restart)");
+    drop(w);
+    let log = p.log_text();
+    assert!(
+        !log.contains("new generation"),
+        "a new generation was started:\n{log}"
+    );
+    assert_eq!(generations(&s.replica), gens, "the generation changed");
+    assert_eq!(
+        std::fs::read(&last).unwrap(),
+        last_bytes,
+        "{} was rewritten",
+        last.display()
+    );
+    assert_all_encrypted(&s.replica);
+    restore_with_walship(&s, &cfg, "restored-2.db", &want);
 
     // Listings show stored sizes and need no identity.
     let recipients_only = s.config("cfg-rcpt", "", &age_section(&[], &[&k.recipient]));
@@ -424,12 +473,8 @@ fn recipients_only_replica_resumes_after_restart() {
     restore_with_walship(&s, &cfg_read, "restored-1.db", &want1);
     let gens = generations(&s.replica);
     assert_eq!(gens.len(), 1, "{gens:?}");
-    let last = replica_objects(&s.replica)
-        .into_iter()
-        .filter(|o| o.offset.is_some())
-        .max_by_key(|o| (o.index, o.offset))
-        .expect("segments");
-    let last_bytes = std::fs::read(&last.path).unwrap();
+    let last = last_segment(&s.replica);
+    let last_bytes = std::fs::read(&last).unwrap();
 
     // Nobody replicates while the application writes on (no checkpoint: same WAL, same index).
     let header = wal_header(&s.db);
@@ -442,11 +487,11 @@ fn recipients_only_replica_resumes_after_restart() {
     let mut p = replicate(&walship_bin(), &s, &cfg, "walship-2.log");
     let deadline = Instant::now() + Duration::from_secs(30);
     // Same key, now holding the old bytes and the 300 transactions written meanwhile.
-    while std::fs::read(&last.path).is_ok_and(|b| b.len() <= last_bytes.len()) {
+    while std::fs::read(&last).is_ok_and(|b| b.len() <= last_bytes.len()) {
         assert!(
             Instant::now() < deadline,
             "{} was not uploaded again within 30 s; log:\n{}\nfiles: {:#?}",
-            last.path.display(),
+            last.display(),
             p.log_text(),
             files(&s.replica)
         );
