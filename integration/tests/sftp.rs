@@ -58,7 +58,18 @@ fn section(pairs: &[(&str, String)]) -> String {
 
 /// `walship restore -config cfg` (it lists the replica first), optionally as another user.
 fn restore_cmd(cfg: &Path, as_user: Option<(u32, u32)>) -> Output {
-    let mut c = Command::new(walship_bin());
+    // The unprivileged user may not reach the build tree (a clone under /root): run a copy.
+    let bin_dir = open_tempdir();
+    let bin = match as_user {
+        Some(_) => {
+            let b = bin_dir.path().join("walship");
+            std::fs::copy(walship_bin(), &b).unwrap();
+            std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o755)).unwrap();
+            b
+        }
+        None => walship_bin(),
+    };
+    let mut c = Command::new(bin);
     let db = cfg.with_file_name("app.db");
     let out = cfg.with_file_name("restored.db");
     c.args([
