@@ -140,7 +140,7 @@ impl Age {
         if !self.decrypts() {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
-                format!("object {key} is age-encrypted but the replica has no age identities configured"),
+                format!("object {key} is age-encrypted but the replica has no age identities configured (age.identities in the config file; a replica URL cannot carry them)"),
             ));
         }
         let dec = age::Decryptor::new_buffered(io::BufReader::with_capacity(CHUNK, whole))

@@ -262,6 +262,13 @@ fn encrypted_round_trip_and_refused_restores() {
     let last = last_segment(&s.replica);
     let last_bytes = std::fs::read(&last).unwrap();
     let mut p = replicate(&walship_bin(), &s, &cfg, "walship-2.log");
+    // Writes start once walship holds the WAL again: its last checkpoint may have been complete,
+    // and a write before that would restart the WAL, which rightly means a new generation.
+    wait_until(
+        Duration::from_secs(20),
+        "walship to continue the generation",
+        || p.log_text().contains("continuing generation"),
+    );
     writes(&mut w, 300);
     let want = digest(&s.db);
     let scratch = s.dir.join("scratch.db");
@@ -516,6 +523,90 @@ fn recipients_only_replica_resumes_after_restart() {
     restore_with_walship(&s, &cfg_read, "restored-2.db", &want2);
     eprintln!(
         "recipients_only_replica_resumes_after_restart: {want2} in {:?}",
+        t0.elapsed()
+    );
+}
+
+/// Litestream v0.3.13 replicates encrypted, stops; the application writes on; walship takes over
+/// the same replica with recipients only. It cannot decrypt Litestream's last segment, so it
+/// uploads that segment again from the shared shadow WAL and continues the same generation; both
+/// tools restore the result with the identity.
+#[test]
+fn handover_encrypted_litestream_to_recipients_only_walship() {
+    let Some(ls) = litestream_bin() else { return };
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let s = setup();
+    let k = keys();
+    let both = age_section(&[&k.identity], &[&k.recipient]);
+    let cfg_ls = s.config("cfg-ls", NO_LITESTREAM_CHECKPOINTS, &both);
+    let cfg_rcpt = s.config("cfg-rcpt", "", &age_section(&[], &[&k.recipient]));
+    let cfg_read = s.config("cfg-read", "", &both);
+    let mut w = Writer::new(&s.db, 66);
+    w.conn.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+    writes(&mut w, 20);
+    let mut p = replicate(&ls, &s, &cfg_ls, "litestream.log");
+    wait_first_snapshot(&s, &mut p);
+    writes(&mut w, 1000);
+    stop_clean(&mut p, "litestream");
+    let gens = generations(&s.replica);
+    assert_eq!(gens.len(), 1, "{gens:?}");
+    let last = last_segment(&s.replica);
+    let last_bytes = std::fs::read(&last).unwrap();
+
+    let header = wal_header(&s.db);
+    writes(&mut w, 300);
+    assert_eq!(
+        wal_header(&s.db),
+        header,
+        "the WAL restarted while nobody replicated"
+    );
+    let mut p = replicate(&walship_bin(), &s, &cfg_rcpt, "walship.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read(&last).is_ok_and(|b| b.len() <= last_bytes.len()) {
+        assert!(
+            Instant::now() < deadline,
+            "{} was not uploaded again within 30 s; log:\n{}\nfiles: {:#?}",
+            last.display(),
+            p.log_text(),
+            files(&s.replica)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    writes(&mut w, 2000);
+    write_until_wal_restart(&mut w, &s);
+    let want = digest(&s.db);
+    stop_clean(&mut p, "walship");
+    drop(w);
+    let log = p.log_text();
+    assert!(
+        !log.contains("new generation"),
+        "a new generation was started:\n{log}"
+    );
+    assert_eq!(generations(&s.replica), gens, "the generation changed");
+    assert_all_encrypted(&s.replica);
+    restore_with_walship(&s, &cfg_read, "ws-restored.db", &want);
+    let out = s.dir.join("ls-restored.db");
+    let o = run(
+        &ls,
+        &[
+            "restore",
+            "-o",
+            out.to_str().unwrap(),
+            "-config",
+            cfg_read.to_str().unwrap(),
+            s.db.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "litestream restore failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    check_restored(&out, &want, "litestream restore after the handover");
+    eprintln!(
+        "handover_encrypted_litestream_to_recipients_only_walship: {want} in {:?}",
         t0.elapsed()
     );
 }
