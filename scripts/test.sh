@@ -78,6 +78,62 @@ echo "S3 (SeaweedFS $WEED_VERSION) ready at $TEST_S3_ENDPOINT"
 # Tests that stop or disturb their server start a private instance of the same binary.
 export TEST_WEED_BIN="$TOOLS/bin/weed-$WEED_VERSION"
 
+# SFTP: Debian's OpenSSH sshd in the foreground on 127.0.0.1 with its own host key, client key and
+# known_hosts (notes/test-infra.md §4-5); the tests read TEST_SFTP_* and use one directory each.
+# Tests that stop a server or need password logins start their own sshd (TEST_SSHD_BIN).
+if [ ! -x /usr/sbin/sshd ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server >/dev/null
+  else
+    echo "missing: /usr/sbin/sshd (apt-get install openssh-server)" >&2; exit 1
+  fi
+fi
+SFTP_PORT=${TEST_SFTP_PORT:-2222}
+SFTP=$RUN/sftp
+mkdir -p "$SFTP/root" && chmod 0755 "$RUN" "$SFTP" "$SFTP/root"
+[ -d /run/sshd ] || install -d -m 0755 /run/sshd   # privilege separation directory (no systemd here)
+ssh-keygen -q -t ed25519 -N '' -f "$SFTP/host_key" -C walship-test-host
+ssh-keygen -q -t ed25519 -N '' -f "$SFTP/client_key" -C walship-test-client
+cp "$SFTP/client_key.pub" "$SFTP/authorized_keys"
+chmod 0644 "$SFTP/authorized_keys"
+echo "[127.0.0.1]:$SFTP_PORT $(cut -d' ' -f1,2 "$SFTP/host_key.pub")" >"$SFTP/known_hosts"
+cat >"$SFTP/sshd_config" <<EOF
+ListenAddress 127.0.0.1
+Port $SFTP_PORT
+HostKey $SFTP/host_key
+PidFile none
+AuthorizedKeysFile $SFTP/authorized_keys
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+AllowTcpForwarding no
+X11Forwarding no
+Subsystem sftp internal-sftp
+EOF
+/usr/sbin/sshd -t -f "$SFTP/sshd_config"
+/usr/sbin/sshd -D -e -f "$SFTP/sshd_config" >"$RUN/sshd.log" 2>&1 &
+PIDS+=($!)
+export TEST_SFTP_HOST=127.0.0.1 TEST_SFTP_PORT=$SFTP_PORT TEST_SFTP_USER=$(id -un)
+export TEST_SFTP_KEY=$SFTP/client_key TEST_SFTP_KNOWN_HOSTS=$SFTP/known_hosts TEST_SFTP_ROOT=$SFTP/root
+export TEST_SSHD_BIN=/usr/sbin/sshd
+# An unprivileged account (CI runs as root, which ignores file modes): runs walship and logs in
+# over SFTP in the permission tests; its password serves the password-login tests.
+if [ "$(id -u)" = 0 ]; then
+  id walship-test >/dev/null 2>&1 || useradd -m -d /home/walship-test -s /bin/sh walship-test
+  echo 'walship-test:walship-test-Pw1' | chpasswd
+  export TEST_SFTP_UNPRIV_USER=walship-test TEST_SFTP_UNPRIV_PASSWORD=walship-test-Pw1
+fi
+ready=
+for _ in $(seq 100); do
+  if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SFTP_PORT && head -c 4 <&3" 2>/dev/null | grep -q SSH; then ready=1; break; fi
+  sleep 0.05
+done
+[ -n "$ready" ] || { echo "sshd not ready" >&2; cat "$RUN/sshd.log" >&2; exit 1; }
+echo "SFTP (OpenSSH sshd) ready at 127.0.0.1:$SFTP_PORT"
+
 # One release build for the tests and the package alike.
 cargo build --release --locked --workspace --all-targets
 export WALSHIP_BIN="$ROOT/target/release/walship"

@@ -21,7 +21,7 @@ async fn listings(
     let (db, replicas) = setup::replicas_for(c.target, c.config, c.no_expand_env, c.replica)?;
     let mut out = Vec::new();
     let mut failed = Vec::new();
-    for (name, r) in replicas {
+    for (name, r, _) in replicas {
         match Listing::fetch(r.as_ref(), generation).await {
             Ok(l) => out.push((name, l)),
             Err(e) => {

@@ -2,21 +2,30 @@
 //! v0.3.13 (same config, commands, flags and replica format).
 
 mod args;
+mod check;
+mod health;
+mod heartbeat;
 mod list;
+mod metrics;
+mod notify;
+mod once;
+mod progress;
 mod replicate;
 mod restore;
 mod setup;
 mod table;
+mod verify;
 
 // Name every backend crate: the linker drops a crate nothing references, and its registration.
 use walship_file as _;
 use walship_s3 as _;
+use walship_sftp as _;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// The backend types this build is expected to link (asserted by a test against `version -v`).
-pub const EXPECTED_BACKENDS: &[&str] = &["file", "s3"];
+pub const EXPECTED_BACKENDS: &[&str] = &["file", "s3", "sftp"];
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +69,20 @@ enum Cmd {
         /// Run this command as a subprocess; stop replicating when it exits.
         #[arg(long)]
         exec: Option<String>,
+        /// Check the configuration and every replica (probe put/list/get/delete), then exit.
+        #[arg(long = "dry-run")]
+        dry_run: bool,
+        /// Sync every database to every replica once (snapshot where none exists, retention),
+        /// then exit; exit code 1 if anything failed.
+        #[arg(long)]
+        once: bool,
+        /// DB_PATH REPLICA_URL...
+        positional: Vec<String>,
+    },
+    /// Check the configuration and every replica, like `replicate -dry-run`.
+    Check {
+        #[command(flatten)]
+        c: ConfigFlags,
         /// DB_PATH REPLICA_URL...
         positional: Vec<String>,
     },
@@ -85,6 +108,10 @@ enum Cmd {
         if_db_not_exists: bool,
         #[arg(long = "if-replica-exists")]
         if_replica_exists: bool,
+        /// Check the restored database before it reaches the output path: none, quick or full
+        /// (v0.3.13 checks nothing).
+        #[arg(long = "integrity-check", default_value = "quick")]
+        integrity_check: verify::IntegrityCheck,
         /// DB_PATH or REPLICA_URL
         target: String,
     },
@@ -136,6 +163,7 @@ const VALUE_FLAGS: &[&str] = &[
     "index",
     "timestamp",
     "parallelism",
+    "integrity-check",
 ];
 
 fn init_logging(level: &str, json: bool, stderr: bool) {
@@ -178,6 +206,8 @@ fn main() {
     };
     // Logging: the config's `logging` section applies to replicate; others log to stderr.
     let (level, json, stderr) = match &cli.cmd {
+        // A dry run prints its verdicts on stdout; its log lines go to stderr.
+        Cmd::Replicate { dry_run: true, .. } => ("info".to_string(), false, true),
         Cmd::Replicate { c, positional, .. } if positional.is_empty() => {
             match walship_config::Config::load(
                 &walship_config::resolve_config_path(c.config.as_deref()),
@@ -217,12 +247,27 @@ async fn run(cli: Cli) -> i32 {
             Cmd::Replicate {
                 c,
                 exec,
+                dry_run,
+                once,
                 positional,
             } => {
                 replicate::run(replicate::ReplicateArgs {
                     config: c.config.as_deref(),
                     no_expand_env: c.no_expand_env,
                     exec,
+                    dry_run,
+                    once,
+                    positional: &positional,
+                })
+                .await
+            }
+            Cmd::Check { c, positional } => {
+                replicate::run(replicate::ReplicateArgs {
+                    config: c.config.as_deref(),
+                    no_expand_env: c.no_expand_env,
+                    exec: None,
+                    dry_run: true,
+                    once: false,
                     positional: &positional,
                 })
                 .await
@@ -237,6 +282,7 @@ async fn run(cli: Cli) -> i32 {
                 parallelism,
                 if_db_not_exists,
                 if_replica_exists,
+                integrity_check,
                 target,
             } => restore::run(restore::RestoreArgs {
                 config: c.config.as_deref(),
@@ -249,6 +295,7 @@ async fn run(cli: Cli) -> i32 {
                 parallelism: parallelism.max(1) as usize,
                 if_db_not_exists,
                 if_replica_exists,
+                integrity_check,
                 target: &target,
             })
             .await

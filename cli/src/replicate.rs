@@ -13,6 +13,10 @@ pub struct ReplicateArgs<'a> {
     pub config: Option<&'a Path>,
     pub no_expand_env: bool,
     pub exec: Option<String>,
+    /// `-dry-run` / `check`: probe every replica, touch nothing else.
+    pub dry_run: bool,
+    /// `-once`: one sync pass, then exit.
+    pub once: bool,
     pub positional: &'a [String],
 }
 
@@ -43,8 +47,14 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         .clone()
         .or_else(|| cfg.exec.clone())
         .filter(|s| !s.trim().is_empty());
+    if a.dry_run {
+        return crate::check::run(&cfg).await;
+    }
     if cfg.dbs.is_empty() {
         tracing::error!("no databases specified in configuration");
+        if a.once {
+            return Ok(1);
+        }
     }
     // Build everything first: a bad replica section must fail before anything starts.
     let mut running = Vec::new();
@@ -53,9 +63,12 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         let mut shippers = Vec::new();
         for r in &dbc.replicas {
             let client = setup::open_replica(r, Some(&dbc.path))?;
-            shippers.push((client, setup::replica_options(r)));
+            shippers.push((client, setup::replica_options(r)?));
         }
         prepared.push((dbc, shippers));
+    }
+    if a.once {
+        return crate::once::run(prepared).await;
     }
     for (dbc, shippers) in prepared {
         let db = Db::open(&dbc.path, setup::db_options(dbc)).map_err(|e| anyhow!("{e}"))?;

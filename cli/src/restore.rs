@@ -19,6 +19,8 @@ pub struct RestoreArgs<'a> {
     pub parallelism: usize,
     pub if_db_not_exists: bool,
     pub if_replica_exists: bool,
+    /// Check the restored database before it reaches the output path (default quick).
+    pub integrity_check: crate::verify::IntegrityCheck,
     pub target: &'a str,
 }
 
@@ -66,9 +68,14 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
         );
     }
     // Choose, across replicas, the one whose chosen generation was updated last (spec §4.1).
-    let mut best: Option<(plan::Plan, String, walship_core::replica::DynReplica)> = None;
+    let mut best: Option<(
+        plan::Plan,
+        String,
+        walship_core::replica::DynReplica,
+        walship_core::crypt::Age,
+    )> = None;
     let mut first_err = None;
-    for (name, r) in replicas {
+    for (name, r, age) in replicas {
         let listing = match Listing::fetch(r.as_ref(), a.generation).await {
             Ok(l) => l,
             Err(e) => {
@@ -79,8 +86,8 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
         };
         match plan::plan(&listing, a.generation, target) {
             Ok(p) => {
-                if best.as_ref().is_none_or(|(b, _, _)| p.updated > b.updated) {
-                    best = Some((p, name, r));
+                if best.as_ref().is_none_or(|(b, ..)| p.updated > b.updated) {
+                    best = Some((p, name, r, age));
                 }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -89,7 +96,7 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
             Err(e) => bail!("replica {name}: {e}"),
         }
     }
-    let Some((plan, name, replica)) = best else {
+    let Some((plan, name, replica, age)) = best else {
         let err = first_err.unwrap_or_else(|| anyhow!("no matching backups found"));
         if a.if_replica_exists && err.to_string().starts_with("no matching backups found") {
             tracing::info!("no matching backups found");
@@ -98,8 +105,34 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
         return Err(err);
     };
     tracing::info!(replica = %name, generation = %plan.generation, snapshot = plan.snapshot.index, indexes = plan.indexes.len(), output = %output.display(), "restoring");
-    walship_core::restore::execute(replica, &plan, &output, a.parallelism.max(1))
+    // Restore beside the output, check, then move into place: a restore that fails anywhere,
+    // including the integrity check, leaves the output path untouched.
+    let total = plan.snapshot.size
+        + plan
+            .indexes
+            .iter()
+            .flat_map(|(_, segs)| segs.iter().map(|s| s.size))
+            .sum::<u64>();
+    let pb = crate::progress::bar(total);
+    let replica = match &pb {
+        Some(pb) => crate::progress::Counting::wrap(replica, pb.clone()),
+        None => replica,
+    };
+    let staged = crate::verify::staging_path(&output);
+    let res = walship_core::restore::execute(replica, &age, &plan, &staged, a.parallelism.max(1))
         .await
-        .map_err(|e| anyhow!("{e}"))?;
+        .map_err(|e| anyhow!("{e}"));
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    if let Err(e) = res {
+        crate::verify::discard(&staged);
+        return Err(e);
+    }
+    if a.integrity_check != crate::verify::IntegrityCheck::None {
+        tracing::info!(mode = ?a.integrity_check, "checking integrity of the restored database");
+    }
+    crate::verify::finish(&staged, &output, a.integrity_check)?;
+    tracing::info!(path = %output.display(), "restore complete");
     Ok(true)
 }

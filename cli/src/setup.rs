@@ -4,6 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use walship_config::{Config, DbConfig, ReplicaConfig};
+use walship_core::crypt::Age;
 use walship_core::db::DbOptions;
 use walship_core::registry::{self, ReplicaSettings};
 use walship_core::replica::DynReplica;
@@ -43,9 +44,9 @@ pub fn db_options(db: &DbConfig) -> DbOptions {
     }
 }
 
-pub fn replica_options(r: &ReplicaConfig) -> ReplicaOptions {
+pub fn replica_options(r: &ReplicaConfig) -> Result<ReplicaOptions> {
     let d = ReplicaOptions::default();
-    ReplicaOptions {
+    Ok(ReplicaOptions {
         name: r.name.clone(),
         sync_interval: r.sync_interval.unwrap_or(d.sync_interval),
         snapshot_interval: r.snapshot_interval.unwrap_or(d.snapshot_interval),
@@ -53,20 +54,22 @@ pub fn replica_options(r: &ReplicaConfig) -> ReplicaOptions {
         retention_check_interval: r
             .retention_check_interval
             .unwrap_or(d.retention_check_interval),
+        age: replica_age(r)?,
+    })
+}
+
+/// The replica's age keys (spec §1.6, §5.3); a malformed key fails with the entry and line,
+/// never the key itself.
+pub fn replica_age(r: &ReplicaConfig) -> Result<Age> {
+    match &r.age {
+        Some(a) => Age::parse(&a.identities, &a.recipients)
+            .map_err(|e| anyhow!("replica {:?}: {e}", r.name)),
+        None => Ok(Age::default()),
     }
 }
 
 /// Builds the replica client (wrapped in the retry layer) for one replica section.
 pub fn open_replica(r: &ReplicaConfig, db_path: Option<&Path>) -> Result<DynReplica> {
-    if r.age
-        .as_ref()
-        .is_some_and(|a| !a.recipients.is_empty() || !a.identities.is_empty())
-    {
-        bail!(
-            "replica {:?}: age encryption is not supported by this build yet",
-            r.name
-        );
-    }
     let settings = ReplicaSettings {
         name: r.name.clone(),
         kind: r.kind.clone(),
@@ -99,8 +102,8 @@ pub fn is_url(s: &str) -> bool {
     registry::url_scheme(s).is_some()
 }
 
-/// Replica clients by name.
-pub type NamedReplicas = Vec<(String, DynReplica)>;
+/// Replica clients by name, with the age keys to read them.
+pub type NamedReplicas = Vec<(String, DynReplica, Age)>;
 
 /// Replicas to read from: the ones of a configured database (filtered by name) or one URL.
 pub fn replicas_for(
@@ -115,7 +118,7 @@ pub fn replicas_for(
         }
         let rc = ReplicaConfig::from_url(target)?;
         let r = open_replica(&rc, None)?;
-        return Ok((None, vec![(rc.name.clone(), r)]));
+        return Ok((None, vec![(rc.name.clone(), r, Age::default())]));
     }
     let (cfg, cfg_path) = load_config(config, no_expand_env)?;
     let db_path = abs_path(target)?;
@@ -131,7 +134,11 @@ pub fn replicas_for(
         if replica_filter.is_some_and(|f| f != r.name) {
             continue;
         }
-        out.push((r.name.clone(), open_replica(r, Some(&db.path))?));
+        out.push((
+            r.name.clone(),
+            open_replica(r, Some(&db.path))?,
+            replica_age(r)?,
+        ));
     }
     if let Some(f) = replica_filter {
         if out.is_empty() {

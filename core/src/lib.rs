@@ -2,12 +2,14 @@
 //!
 //! - [`replica::Replica`]: the storage trait every backend implements, with [`retry::RetryLayer`]
 //!   as the one retry policy and [`registry`] for `inventory`-based registration.
-//! - [`layout`], [`wal`], [`codec`]: the v0.3.13 object format, pure and unit-tested.
+//! - [`layout`], [`wal`], [`codec`], [`crypt`]: the v0.3.13 object format (LZ4, optional age),
+//!   pure and unit-tested.
 //! - [`db::Db`]: the monitor that copies committed WAL frames into the shadow WAL without losing one.
 //! - [`shipper::Shipper`]: uploads segments and snapshots and enforces retention, per replica.
 //! - [`plan`] and [`restore`]: point-in-time restore.
 
 pub mod codec;
+pub mod crypt;
 pub mod db;
 pub mod error;
 pub mod layout;

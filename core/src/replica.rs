@@ -88,28 +88,43 @@ pub trait Replica: Send + Sync + fmt::Debug {
     async fn delete(&self, keys: &[String]) -> Result<()>;
 
     /// A cheap round trip proving the replica is usable (write, list, read, delete a probe).
+    ///
+    /// The probe lives at the replica root, outside `generations/`, so Litestream and walship's
+    /// own listings never see it; its name is unique per call so two checks never collide. A
+    /// probe that was written is deleted even when a later step fails, so a failed check leaves
+    /// nothing behind either.
     async fn check(&self) -> Result<()> {
-        let key = ".walship-probe";
+        let key = probe_key();
         let body = Bytes::from_static(b"walship probe\n");
-        self.put(key, PutSource::Bytes(body.clone())).await?;
-        let listed = self.list(key).await?;
-        if !listed.iter().any(|o| o.key == key) {
-            return Err(Error::invalid(format!(
-                "probe object {key} was written but not listed"
-            )));
+        self.put(&key, PutSource::Bytes(body.clone())).await?;
+        let verified = async {
+            let listed = self.list(&key).await?;
+            if !listed.iter().any(|o| o.key == key) {
+                return Err(Error::invalid(format!(
+                    "probe object {key} was written but not listed"
+                )));
+            }
+            let mut r = self.get(&key).await?;
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut r, &mut got)
+                .await
+                .map_err(|e| Error::io(format!("read probe {key}"), e))?;
+            if got != body {
+                return Err(Error::corrupt(format!(
+                    "probe object {key} read back differently"
+                )));
+            }
+            Ok(())
         }
-        let mut r = self.get(key).await?;
-        let mut got = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut r, &mut got)
-            .await
-            .map_err(|e| Error::io(format!("read probe {key}"), e))?;
-        if got != body {
-            return Err(Error::corrupt(format!(
-                "probe object {key} read back differently"
-            )));
-        }
-        self.delete(&[key.to_string()]).await
+        .await;
+        let deleted = self.delete(std::slice::from_ref(&key)).await;
+        verified.and(deleted)
     }
+}
+
+/// The self-check's probe key: at the root, outside `generations/`, unique per call.
+pub fn probe_key() -> String {
+    format!(".walship-probe-{:016x}", rand::random::<u64>())
 }
 
 pub type DynReplica = Arc<dyn Replica>;

@@ -2,6 +2,7 @@
 //! and nothing is ever written at the output path except the finished database.
 
 use crate::codec;
+use crate::crypt::Age;
 use crate::error::{Error, ErrorKind, Result};
 use crate::listing::SegmentInfo;
 use crate::plan::Plan;
@@ -20,18 +21,21 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Streams the decoded payload of `key` into `out`; returns the decoded length.
+/// Streams the decoded payload of `key` (age-decrypted when encrypted, then LZ4-decoded) into
+/// `out`; returns the decoded length.
 pub async fn download_decoded<W: Write + Send + 'static>(
     replica: Arc<dyn Replica>,
+    age: &Age,
     key: String,
     mut out: W,
 ) -> Result<(u64, W)> {
     let reader = replica.get(&key).await?;
     let handle = tokio::runtime::Handle::current();
+    let age = age.clone();
     tokio::task::spawn_blocking(move || {
         let _guard = handle.enter();
         let bridge = SyncIoBridge::new(reader);
-        let mut dec = codec::decoder(bridge);
+        let mut dec = codec::decoder(age.decrypt(&key, bridge)?);
         let n = std::io::copy(&mut dec, &mut out)
             .map_err(|e| Error::io(format!("object {key}: cannot read or decode"), e))?;
         Ok((n, out))
@@ -50,9 +54,10 @@ impl Drop for TempFiles {
     }
 }
 
-/// Restores `plan` from `replica` into `output` (which must not exist).
+/// Restores `plan` from `replica` into `output` (which must not exist), decrypting with `age`.
 pub async fn execute(
     replica: Arc<dyn Replica>,
+    age: &Age,
     plan: &Plan,
     output: &Path,
     parallelism: usize,
@@ -78,6 +83,7 @@ pub async fn execute(
     let f = File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
     let (_, w) = download_decoded(
         replica.clone(),
+        age,
         plan.snapshot.key.clone(),
         BufWriter::new(f),
     )
@@ -87,9 +93,10 @@ pub async fn execute(
     tracing::info!(indexes = plan.indexes.len(), "restoring wal files");
     let jobs = plan.indexes.iter().cloned().map(|(index, segs)| {
         let replica = replica.clone();
+        let age = age.clone();
         let path = with_suffix(output, &format!(".tmp-{index:08x}-wal"));
         async move {
-            download_index(replica, index, segs, path.clone())
+            download_index(replica, &age, index, segs, path.clone())
                 .await
                 .map(|_| (index, path))
         }
@@ -127,6 +134,7 @@ fn finish_file(w: BufWriter<File>, path: &Path) -> Result<()> {
 /// and that the result is a valid WAL ending on a commit.
 async fn download_index(
     replica: Arc<dyn Replica>,
+    age: &Age,
     index: u32,
     segs: Vec<SegmentInfo>,
     path: PathBuf,
@@ -142,7 +150,7 @@ async fn download_index(
             )));
         }
         tracing::debug!(key = %s.key, "downloaded wal");
-        let (n, back) = download_decoded(replica.clone(), s.key.clone(), w).await?;
+        let (n, back) = download_decoded(replica.clone(), age, s.key.clone(), w).await?;
         w = back;
         if n == 0 {
             return Err(Error::corrupt(format!(
@@ -202,13 +210,13 @@ fn apply_wal(db: &Path, wal_file: &Path, index: u32) -> Result<()> {
 }
 
 /// Reads a whole decoded object into memory (small objects only: the last segment, probes).
-pub async fn read_decoded(replica: Arc<dyn Replica>, key: &str) -> Result<Vec<u8>> {
-    let (_, v) = download_decoded(replica, key.to_string(), Vec::new()).await?;
+pub async fn read_decoded(replica: Arc<dyn Replica>, age: &Age, key: &str) -> Result<Vec<u8>> {
+    let (_, v) = download_decoded(replica, age, key.to_string(), Vec::new()).await?;
     Ok(v)
 }
 
 /// Decoded length of an object, streaming (v0.3 resumes from the end of the last segment).
-pub async fn decoded_len(replica: Arc<dyn Replica>, key: &str) -> Result<u64> {
-    let (n, _) = download_decoded(replica, key.to_string(), std::io::sink()).await?;
+pub async fn decoded_len(replica: Arc<dyn Replica>, age: &Age, key: &str) -> Result<u64> {
+    let (n, _) = download_decoded(replica, age, key.to_string(), std::io::sink()).await?;
     Ok(n)
 }

@@ -3,10 +3,11 @@
 //! stored locally and a restart resumes exactly where the replica is.
 
 use crate::codec::Lz4Encoder;
+use crate::crypt::Age;
 use crate::db::{Db, DbPos};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{self, Pos};
-use crate::listing::Listing;
+use crate::listing::{Listing, SegmentInfo};
 use crate::replica::{DynReplica, PutSource};
 use crate::restore::decoded_len;
 use crate::retention;
@@ -22,6 +23,8 @@ pub struct ReplicaOptions {
     pub snapshot_interval: Duration,
     pub retention: Duration,
     pub retention_check_interval: Duration,
+    /// age keys (spec §1.6): uploads are encrypted when it has recipients.
+    pub age: Age,
 }
 
 impl Default for ReplicaOptions {
@@ -32,6 +35,7 @@ impl Default for ReplicaOptions {
             snapshot_interval: Duration::ZERO,
             retention: Duration::from_secs(24 * 3600),
             retention_check_interval: Duration::from_secs(3600),
+            age: Age::default(),
         }
     }
 }
@@ -122,11 +126,7 @@ impl Shipper {
                 .filter(|s| s.index == dbpos.index)
                 .max_by_key(|s| s.offset);
             self.pos = match last {
-                Some(seg) => Some(Pos::new(
-                    g.clone(),
-                    seg.index,
-                    seg.offset + decoded_len(self.replica.clone(), &seg.key).await?,
-                )),
+                Some(seg) => Some(Pos::new(g.clone(), seg.index, self.segment_end(seg).await?)),
                 None => None,
             };
             return Ok((self.snapshot_locked().await?, true));
@@ -138,10 +138,7 @@ impl Shipper {
             .filter(|s| s.index >= snap_index)
             .max_by_key(|s| (s.index, s.offset));
         let pos = match last {
-            Some(seg) => {
-                let n = decoded_len(self.replica.clone(), &seg.key).await?;
-                Pos::new(g.clone(), seg.index, seg.offset + n)
-            }
+            Some(seg) => Pos::new(g.clone(), seg.index, self.segment_end(seg).await?),
             None => Pos::new(g.clone(), snap_index, 0),
         };
         // The replica can only be behind or equal; anything else is another writer's tree.
@@ -162,6 +159,28 @@ impl Shipper {
             return Ok((self.snapshot_locked().await?, true));
         }
         Ok((pos, false))
+    }
+
+    /// Where the replica's last segment ends in the WAL: v0.3.13 decodes it to know. A replica
+    /// that cannot decrypt it (recipients without identities: the host can write backups it
+    /// cannot read; or a write-only credential) resumes at the segment's *start* instead, so the
+    /// next upload rewrites that segment from the shadow WAL under the same key. The shadow WAL
+    /// only grows within an index, so the new object holds the old bytes and possibly more, and
+    /// the put is atomic: a reader never sees a gap or an overlap.
+    async fn segment_end(&self, seg: &SegmentInfo) -> Result<u64> {
+        let age = &self.opts.age;
+        if age.encrypts() && !age.decrypts() {
+            tracing::debug!(replica = %self.opts.name, key = %seg.key, "no age identity: the last segment will be uploaded again");
+            return Ok(seg.offset);
+        }
+        match decoded_len(self.replica.clone(), age, &seg.key).await {
+            Ok(n) => Ok(seg.offset + n),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                tracing::warn!(replica = %self.opts.name, key = %seg.key, error = %e, "cannot read the last segment; it will be uploaded again");
+                Ok(seg.offset)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Uploads segments until the replica holds everything up to `until` (default: now).
@@ -204,9 +223,10 @@ impl Shipper {
         let key = layout::wal_segment_key(&pos.generation, pos.index, pos.offset);
         let db = self.db.clone();
         let (g, i, from) = (pos.generation.clone(), pos.index, pos.offset);
+        let age = self.opts.age.clone();
         let source = PutSource::stream(move || {
             let r = db.open_shadow(&g, i, from, end)?;
-            Ok(Box::new(Lz4Encoder::new(r)) as Box<dyn std::io::Read + Send>)
+            age.encrypt(Lz4Encoder::new(r))
         });
         let started = Instant::now();
         let size = self
@@ -254,9 +274,10 @@ impl Shipper {
             .db
             .snapshotter()
             .ok_or_else(|| Error::invalid("database not opened yet"))?;
+        let age = self.opts.age.clone();
         let source = PutSource::stream(move || {
             use crate::snapshot::Snapshotter;
-            Ok(Box::new(Lz4Encoder::new(snap.open()?)) as Box<dyn std::io::Read + Send>)
+            age.encrypt(Lz4Encoder::new(snap.open()?))
         });
         let started = Instant::now();
         let size = self

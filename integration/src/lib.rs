@@ -7,12 +7,14 @@ pub mod behaviour;
 pub mod faults;
 pub mod oracle;
 pub mod s3;
+pub mod sftp;
 pub mod tls;
 pub mod weed;
 
 // Link the backends, so their registrations are present in every test binary.
 use walship_file as _;
 use walship_s3 as _;
+use walship_sftp as _;
 
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;

@@ -10,6 +10,7 @@ use walship_core::replica::DynReplica;
 use walship_core::retry::{RetryLayer, RetryPolicy};
 use walship_integration::behaviour;
 use walship_integration::s3::S3Target;
+use walship_integration::sftp::SftpTarget;
 use walship_integration::*;
 
 fn file_replica(dir: &std::path::Path) -> DynReplica {
@@ -47,6 +48,19 @@ where
     f(t.replica(&bucket, "backups/app.db")).await;
 }
 
+/// Runs a behaviour in a fresh directory of its own under the SFTP root (not created first: the
+/// backend creates missing directories).
+async fn on_sftp<F, Fut>(tag: &str, f: F)
+where
+    F: FnOnce(DynReplica) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(t) = SftpTarget::from_env() else {
+        return;
+    };
+    f(t.replica(&t.new_dir(tag))).await;
+}
+
 macro_rules! behaviour_tests {
     ($($name:ident),* $(,)?) => {
         mod file {
@@ -64,6 +78,15 @@ macro_rules! behaviour_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     on_s3(stringify!($name), behaviour::$name).await;
+                }
+            )*
+        }
+        mod sftp {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    on_sftp(stringify!($name), behaviour::$name).await;
                 }
             )*
         }

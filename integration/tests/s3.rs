@@ -94,14 +94,23 @@ fn wal_indexes(t: &S3Target, bucket: &str, path: &str) -> std::collections::BTre
 }
 
 struct Case {
-    _tmp: tempfile::TempDir,
+    _tmp: Option<tempfile::TempDir>,
     dir: PathBuf,
     db: PathBuf,
 }
 
+/// A directory for one test; kept after the run when `KEEP_TEST_DIRS` is set (for post-mortems).
 fn case() -> Case {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
+    let tmp = match std::env::var_os("KEEP_TEST_DIRS") {
+        Some(_) => {
+            eprintln!("keeping {}", dir.display());
+            let _ = tmp.keep();
+            None
+        }
+        None => Some(tmp),
+    };
     Case {
         db: dir.join("app.db"),
         dir,

@@ -1,0 +1,244 @@
+//! `replicate -dry-run` and `check`: validate the config, build every replica client (resolving
+//! credentials) and run each backend's self-check, a probe object put, listed, read and deleted at
+//! the replica root outside `generations/`. One line per database and replica; nothing else is
+//! written anywhere (no meta directory, no database connection).
+
+use crate::setup;
+use crate::table::render;
+use anyhow::Result;
+use std::time::Duration;
+use walship_config::Config;
+use walship_core::{Error, ErrorKind};
+
+/// Longest one replica's self-check may take: an endpoint that swallows packets must not hang a
+/// pre-start check (the backends' own connect timeouts are shorter).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Checks every replica of every database; returns the exit code (0 only if all are ok).
+pub async fn run(cfg: &Config) -> Result<i32> {
+    if cfg.dbs.is_empty() {
+        println!("no databases specified in configuration");
+        return Ok(1);
+    }
+    let mut rows = vec![["database", "replica", "type", "target", "result"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()];
+    let mut failed = 0usize;
+    let mut checks = Vec::new();
+    for db in &cfg.dbs {
+        if db.replicas.is_empty() {
+            failed += 1;
+            rows.push(vec![
+                db.path.display().to_string(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "FAILED config: no replicas configured".into(),
+            ]);
+        }
+        for r in &db.replicas {
+            let opened =
+                setup::replica_options(r).and_then(|_| setup::open_replica(r, Some(&db.path)));
+            checks.push(async move {
+                let (kind, target, result) = match opened {
+                    Err(e) => (
+                        r.kind.clone(),
+                        "-".to_string(),
+                        Err(format!("config: {e:#}")),
+                    ),
+                    Ok(client) => {
+                        let res = match tokio::time::timeout(CHECK_TIMEOUT, client.check()).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(format!("{}: {e}", cause(&e))),
+                            Err(_) => Err(format!(
+                                "unreachable: no answer within {}s",
+                                CHECK_TIMEOUT.as_secs()
+                            )),
+                        };
+                        (client.kind().to_string(), client.target(), res)
+                    }
+                };
+                (
+                    db.path.display().to_string(),
+                    r.name.clone(),
+                    kind,
+                    target,
+                    result,
+                )
+            });
+        }
+    }
+    // Replicas are checked concurrently: a dead endpoint does not delay the others' verdicts.
+    for (db, name, kind, target, result) in futures::future::join_all(checks).await {
+        let verdict = match result {
+            Ok(()) => "ok".to_string(),
+            Err(why) => {
+                failed += 1;
+                tracing::debug!(db = %db, replica = %name, error = %why, "replica check failed");
+                format!("FAILED {}", one_line(&why))
+            }
+        };
+        rows.push(vec![db, name, kind, target, verdict]);
+    }
+    print!("{}", render(&rows));
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Keeps a verdict on one line: SDK error chains may contain newlines.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The cause a user acts on, from the backend error's kind and message: DNS, TLS, auth, bucket
+/// missing, permission, host key, unreachable. Backends keep the service's error code and the
+/// transport's own words in the message, so this reads both. Pure, unit-tested below.
+pub fn cause(e: &Error) -> &'static str {
+    classify(e.kind(), e.message())
+}
+
+fn classify(kind: ErrorKind, message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+    if has(&["host key"]) {
+        return "host key";
+    }
+    if has(&[
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+        "no such host",
+        "nodename nor servname",
+        "temporary failure in name resolution",
+    ]) {
+        return "DNS";
+    }
+    if has(&[
+        "certificate",
+        "tls handshake",
+        "tls error",
+        "invalidcertificate",
+        "unknownissuer",
+        "ssl",
+    ]) {
+        return "TLS";
+    }
+    if has(&[
+        "nosuchbucket",
+        "bucket does not exist",
+        "specified bucket does not exist",
+    ]) {
+        return "bucket missing";
+    }
+    if has(&[
+        "invalidaccesskeyid",
+        "signaturedoesnotmatch",
+        "invalidtoken",
+        "expiredtoken",
+        "authentication",
+        "authorizationheadermalformed",
+        "no credentials",
+        "credentials",
+    ]) {
+        return "auth";
+    }
+    if kind == ErrorKind::PermissionDenied || has(&["accessdenied", "permission denied"]) {
+        return "permission";
+    }
+    if has(&[
+        "connection refused",
+        "timed out",
+        "timeout",
+        "unreachable",
+        "connection reset",
+        "dispatch failure",
+    ]) || kind == ErrorKind::Transient
+    {
+        return "unreachable";
+    }
+    match kind {
+        ErrorKind::Config => "config",
+        ErrorKind::NotFound => "not found",
+        ErrorKind::Corrupt => "corrupt",
+        ErrorKind::Io => "I/O",
+        _ => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ErrorKind::*;
+
+    #[test]
+    fn causes_from_backend_errors() {
+        let cases: &[(ErrorKind, &str, &str)] = &[
+            (
+                Transient,
+                "s3 PutObject s3://b/k: dispatch failure: io error: error trying to connect: dns error: failed to lookup address information: Name or service not known",
+                "DNS",
+            ),
+            (
+                Transient,
+                "s3 PutObject s3://b/k: dispatch failure: io error: error trying to connect: tcp connect error: Connection refused (os error 111)",
+                "unreachable",
+            ),
+            (Transient, "s3 PutObject s3://b/k: timed out (x)", "unreachable"),
+            (
+                Transient,
+                "s3 PutObject s3://b/k: dispatch failure: io error: invalid peer certificate: UnknownIssuer",
+                "TLS",
+            ),
+            (
+                Config,
+                "s3 PutObject s3://b/k: NoSuchBucket: The specified bucket does not exist (HTTP 404)",
+                "bucket missing",
+            ),
+            (
+                PermissionDenied,
+                "s3 PutObject s3://b/k: SignatureDoesNotMatch: The request signature we calculated does not match (HTTP 403)",
+                "auth",
+            ),
+            (
+                PermissionDenied,
+                "s3 PutObject s3://b/k: InvalidAccessKeyId: x (HTTP 403)",
+                "auth",
+            ),
+            (
+                PermissionDenied,
+                "s3 PutObject s3://b/k: AccessDenied: Access Denied (HTTP 403)",
+                "permission",
+            ),
+            (
+                PermissionDenied,
+                "put .walship-probe-1: Permission denied (os error 13)",
+                "permission",
+            ),
+            (
+                PermissionDenied,
+                "sftp [127.0.0.1]:2222: unknown host key for [127.0.0.1]:2222: the server presented ssh-ed25519 SHA256:x",
+                "host key",
+            ),
+            (
+                PermissionDenied,
+                "sftp [h]:22: HOST KEY CHANGED for [h]:22: the server presented x",
+                "host key",
+            ),
+            (
+                PermissionDenied,
+                "sftp 127.0.0.1:2222: authentication failed for user root",
+                "auth",
+            ),
+            (Config, "sftp replica host required", "config"),
+            (Io, "write x: disk full", "I/O"),
+        ];
+        for (kind, msg, want) in cases {
+            assert_eq!(classify(*kind, msg), *want, "{msg}");
+        }
+    }
+
+    #[test]
+    fn verdicts_stay_on_one_line() {
+        assert_eq!(one_line("a\n  b\tc"), "a b c");
+    }
+}
