@@ -79,7 +79,27 @@ pub fn open_replica(r: &ReplicaConfig, db_path: Option<&Path>) -> Result<DynRepl
         db_path: db_path.map(Path::to_path_buf),
     };
     let inner = registry::open(&settings).map_err(|e| anyhow!("{e}"))?;
-    Ok(Arc::new(RetryLayer::new(inner, RetryPolicy::default())))
+    Ok(Arc::new(RetryLayer::new(inner, retry_policy()?)))
+}
+
+/// The retry policy for replica operations. `WALSHIP_RETRY_MAX_DELAY` (a Go duration) caps
+/// the backoff between attempts: tests that inject faults lower it, and so can a host that
+/// prefers to hammer a flaky link rather than wait.
+fn retry_policy() -> Result<RetryPolicy> {
+    let mut p = RetryPolicy::default();
+    if let Some(v) = std::env::var("WALSHIP_RETRY_MAX_DELAY")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let d = walship_config::parse_duration(&v)
+            .map_err(|m| anyhow!("WALSHIP_RETRY_MAX_DELAY={v:?}: {m}"))?;
+        if d.is_zero() {
+            bail!("WALSHIP_RETRY_MAX_DELAY must be greater than 0");
+        }
+        p.max_delay = d;
+        p.min_delay = p.min_delay.min(d);
+    }
+    Ok(p)
 }
 
 /// Absolute path, with `~` expanded, as v0.3.13 looks databases up.

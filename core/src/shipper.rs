@@ -259,12 +259,19 @@ impl Shipper {
     }
 
     async fn snapshot_locked(&mut self) -> Result<Pos> {
+        // A replica behind in this generation (a slow or failing link) first ships the WAL it
+        // still owes: a snapshot must never leave a hole that a point-in-time restore would walk
+        // into. The bulk goes before the gate, so checkpoints are not held back meanwhile.
+        if self.owes_past_indexes() {
+            self.ship_until(None).await?;
+        }
         let _gate = self.db.gate().read_owned().await;
         let dbpos = self.db.pos();
         // Ship the snapshot's index up to now first: the file may already hold pages of those
         // frames, and a restore to the snapshot's time must find them.
         let start = match &self.pos {
             Some(p) if p.generation == dbpos.generation && p.index == dbpos.index => p.clone(),
+            Some(p) if p.generation == dbpos.generation && self.owes_past_indexes() => p.clone(),
             _ => Pos::new(dbpos.generation.clone(), dbpos.index, 0),
         };
         self.pos = Some(start);
@@ -287,6 +294,17 @@ impl Shipper {
             .map_err(|e| e.context(format_args!("write snapshot {key}")))?;
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %dbpos.pos(), elapsed = ?started.elapsed(), sz = size, "snapshot written");
         Ok(dbpos.pos())
+    }
+
+    /// Whether the replica's position is at an earlier index of the current generation whose
+    /// shadow WAL is still here to ship from.
+    fn owes_past_indexes(&self) -> bool {
+        let dbpos = self.db.pos();
+        self.pos.as_ref().is_some_and(|p| {
+            p.generation == dbpos.generation
+                && p.index < dbpos.index
+                && self.db.shadow_len(&p.generation, p.index).is_some()
+        })
     }
 
     /// Applies retention (spec §3.3).

@@ -181,12 +181,13 @@ impl Dice {
             true => rng.random_range(0..300),
             false => rng.random_range(0..self.plan.max_trigger_bytes.max(1)),
         };
-        Some(match rng.random_range(0..4) {
-            0 => Fault::ResetRequest {
+        // Stalls are rarer: each costs a whole operation timeout.
+        Some(match rng.random_range(0..20) {
+            0..6 => Fault::ResetRequest {
                 after: request_bytes,
             },
-            1 => Fault::DropResponse,
-            2 => Fault::TruncateResponse {
+            6..12 => Fault::DropResponse,
+            12..17 => Fault::TruncateResponse {
                 after: response_bytes,
             },
             _ => Fault::Stall {

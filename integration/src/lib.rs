@@ -84,9 +84,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(bin: &Path, args: &[&str], log: &Path) -> Proc {
+        Self::spawn_env(bin, args, log, &[])
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables.
+    pub fn spawn_env(bin: &Path, args: &[&str], log: &Path, env: &[(&str, &str)]) -> Proc {
         let f = std::fs::File::create(log).expect("log file");
         let child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("WALSHIP_CONFIG")
             .env_remove("LITESTREAM_CONFIG")
             .stdout(f.try_clone().unwrap())

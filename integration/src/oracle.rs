@@ -35,7 +35,7 @@ pub async fn assert_no_wal_gap(replica: &DynReplica) -> usize {
         }
         let mut expect: Option<(u32, u64)> = None;
         for s in segs {
-            let len = decoded_len(replica.clone(), &s.key)
+            let len = decoded_len(replica.clone(), &Default::default(), &s.key)
                 .await
                 .unwrap_or_else(|e| panic!("{}: decode {}: {e}", replica.target(), s.key));
             match expect {
@@ -68,4 +68,15 @@ pub async fn assert_no_wal_gap(replica: &DynReplica) -> usize {
         }
     }
     checked
+}
+
+/// A directory replica opened through the registry, for the oracles above.
+pub fn file_replica(root: &std::path::Path) -> DynReplica {
+    let s = walship_core::registry::ReplicaSettings {
+        name: "file".into(),
+        kind: "file".into(),
+        path: Some(root.to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    walship_core::registry::open(&s).expect("open file replica")
 }

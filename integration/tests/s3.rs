@@ -30,6 +30,17 @@ fn replicate(bin: &Path, cfg: &Path, log: &Path) -> Proc {
     Proc::spawn(bin, &["replicate", "-config", cfg.to_str().unwrap()], log)
 }
 
+/// walship against a disturbed server: backoff capped at 500 ms, so the test spends its time
+/// on faults, not on waiting.
+fn replicate_impatient(cfg: &Path, log: &Path) -> Proc {
+    Proc::spawn_env(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        log,
+        &[("WALSHIP_RETRY_MAX_DELAY", "500ms")],
+    )
+}
+
 fn snapshot_keys(t: &S3Target, bucket: &str, path: &str) -> Vec<String> {
     block_on(t.keys(bucket, &format!("{path}/generations/")))
         .into_iter()
@@ -250,7 +261,7 @@ fn replication_survives_network_faults() {
     for _ in 0..20 {
         w.tx();
     }
-    let mut p = replicate(&walship_bin(), &cfg, &c.dir.join("walship.log"));
+    let mut p = replicate_impatient(&cfg, &c.dir.join("walship.log"));
     wait_snapshot(&t, &bucket, "app.db", &mut p, Duration::from_secs(30));
 
     proxy.set_enabled(true);
@@ -333,7 +344,7 @@ fn replication_resumes_after_server_outage() {
     for _ in 0..20 {
         w.tx();
     }
-    let mut p = replicate(&walship_bin(), &cfg, &c.dir.join("walship.log"));
+    let mut p = replicate_impatient(&cfg, &c.dir.join("walship.log"));
     wait_snapshot(&t, &bucket, "app.db", &mut p, Duration::from_secs(30));
     for _ in 0..200 {
         w.tx();

@@ -70,6 +70,8 @@ fn run(seed: u64) {
         "WAL reached {max_pages} pages (> 10 x {MAX_PAGES})"
     );
     let out = d.path().join("out.db");
+    let segments = block_on(oracle::assert_no_wal_gap(&oracle::file_replica(&replica)));
+    eprintln!("seed {seed}: no WAL gap over {segments} segments");
     restore_walship(&[&url], &out);
     assert_eq!(integrity(&out), "ok", "seed {seed}");
     assert_eq!(digest(&out), want, "seed {seed}");
