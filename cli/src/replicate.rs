@@ -3,6 +3,7 @@
 use crate::setup;
 use anyhow::{anyhow, bail, Result};
 use std::path::Path;
+use std::sync::Arc;
 use tokio::process::Command;
 use walship_config::{Config, ReplicaConfig};
 use walship_core::db::Db;
@@ -70,15 +71,73 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     if a.once {
         return crate::once::run(prepared).await;
     }
+    // Operations side (issue 7): a bad addr or heartbeat-url fails before anything starts.
+    let metrics_listener = match cfg.addr.as_deref().filter(|s| !s.is_empty()) {
+        Some(addr) => Some(crate::metrics::listen(addr).await?),
+        None => None,
+    };
+    let heartbeat_url = cfg.heartbeat_url.clone().filter(|s| !s.is_empty());
+    if let Some(u) = &heartbeat_url {
+        crate::heartbeat::validate(u)?;
+    }
+    let ops = Arc::new(crate::metrics::Ops::default());
+    let mut health = crate::health::Health::default();
     for (dbc, shippers) in prepared {
         let db = Db::open(&dbc.path, setup::db_options(dbc)).map_err(|e| anyhow!("{e}"))?;
         tracing::info!(db = %dbc.path.display(), "initialized db");
         let mut ss = Vec::new();
         for (client, opts) in shippers {
             tracing::info!(db = %dbc.path.display(), replica = %opts.name, r#type = client.kind(), target = %client.target(), "replicating to");
-            ss.push(Shipper::new(db.clone(), client, opts));
+            let client = crate::metrics::Metered::wrap(
+                client,
+                ops.clone(),
+                dbc.path.display().to_string(),
+                opts.name.clone(),
+            );
+            let sync_interval = opts.sync_interval;
+            let name = opts.name.clone();
+            let shipper = Shipper::new(db.clone(), client, opts);
+            health.replicas.push(crate::health::ReplicaView {
+                db: db.clone(),
+                name,
+                sync_interval,
+                status: shipper.status(),
+            });
+            ss.push(shipper);
         }
-        running.push(monitor::start(db, ss));
+        let r = monitor::start(db, ss);
+        health.dbs.push(crate::health::DbView {
+            db: r.db.clone(),
+            stats: r.stats.clone(),
+        });
+        running.push(r);
+    }
+    let health = Arc::new(health);
+    let mut background = Vec::new();
+    if let Some(l) = metrics_listener {
+        background.push(tokio::spawn(crate::metrics::serve(
+            l,
+            health.clone(),
+            ops.clone(),
+        )));
+    }
+    if let Some(u) = heartbeat_url {
+        let every = crate::heartbeat::interval(cfg.heartbeat_interval);
+        tracing::info!(interval = ?every, "heartbeat enabled");
+        background.push(tokio::spawn(crate::heartbeat::run(
+            u,
+            every,
+            health.clone(),
+        )));
+    }
+    // Every monitor runs: ready, whether or not a replica is reachable yet.
+    let notifier = crate::notify::Notifier::from_env().map(Arc::new);
+    if let Some(n) = &notifier {
+        n.send(&format!(
+            "READY=1\n{}",
+            crate::notify::status_line(&health.summary())
+        ));
+        background.push(tokio::spawn(crate::notify::run(n.clone(), health.clone())));
     }
     let mut child = match &exec {
         Some(cmd) => {
@@ -120,10 +179,16 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     if let Some(c) = child.as_mut() {
         let _ = c.wait().await;
     }
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1\nSTATUS=shutting down: final sync");
+    }
     for r in running {
         if !r.stop().await {
             code = 1;
         }
+    }
+    for t in background {
+        t.abort();
     }
     tracing::info!("litestream shut down");
     Ok(code)

@@ -3,14 +3,51 @@
 use crate::db::Db;
 use crate::error::Result;
 use crate::shipper::Shipper;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// What the monitor did, counted for metrics (v0.3.13's `litestream_sync_*`,
+/// `litestream_checkpoint_*`, `litestream_total_wal_bytes`).
+#[derive(Debug, Default)]
+pub struct DbStats {
+    pub sync_count: AtomicU64,
+    pub sync_error_count: AtomicU64,
+    pub sync_nanos: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    /// Per checkpoint mode: (attempts, incomplete attempts, nanoseconds holding the lock).
+    pub checkpoints: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, u64, u64)>>,
+}
+
+impl DbStats {
+    fn record(&self, elapsed: Duration, res: &Result<crate::db::SyncReport>) {
+        self.sync_count.fetch_add(1, Ordering::Relaxed);
+        self.sync_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        match res {
+            Ok(r) => {
+                self.wal_bytes.fetch_add(r.copied_bytes, Ordering::Relaxed);
+                if let Some(c) = r.checkpoint {
+                    let mut m = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+                    let e = m.entry(c.mode).or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(!c.complete);
+                    e.2 += c.lock_held.as_nanos() as u64;
+                }
+            }
+            Err(_) => {
+                self.sync_error_count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// A running database: its monitor task and one task per replica.
 pub struct Running {
     pub db: Arc<Db>,
+    pub stats: Arc<DbStats>,
     monitor: JoinHandle<()>,
     shippers: Vec<(String, JoinHandle<Result<()>>)>,
     stop_monitor: watch::Sender<bool>,
@@ -32,6 +69,8 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
     let (stop_shippers, rx) = watch::channel(false);
     let interval = db.options().monitor_interval;
     let mdb = db.clone();
+    let stats = Arc::new(DbStats::default());
+    let mstats = stats.clone();
     let monitor = tokio::spawn(async move {
         if interval.is_zero() {
             return;
@@ -52,7 +91,9 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             let mut fast = false;
             // Armed before the sync: a commit made while syncing wakes the next cycle.
             let armed = watch.arm();
-            match sync_db(&mdb).await {
+            let res = sync_db(&mdb).await;
+            mstats.record(started.elapsed(), &res);
+            match res {
                 Ok(r) => {
                     errors = 0;
                     tracing::trace!(db = %mdb.path().display(), copied = r.copied_bytes, elapsed = ?started.elapsed(), ?since, "sync");
@@ -111,6 +152,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         .collect();
     Running {
         db,
+        stats,
         monitor,
         shippers,
         stop_monitor,

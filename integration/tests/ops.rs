@@ -345,3 +345,375 @@ fn damaged_snapshot_is_caught_and_output_never_exists() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("none, quick or full"), "{}", text(&o));
 }
+
+/// `replicate` with extra environment variables, output in a log file.
+fn spawn_env(args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
+    let f = std::fs::File::create(log).unwrap();
+    let mut c = std::process::Command::new(walship_bin());
+    c.args(args)
+        .env_remove("WALSHIP_CONFIG")
+        .env_remove("LITESTREAM_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Proc {
+        child: Some(c.spawn().unwrap()),
+        log: log.to_path_buf(),
+    }
+}
+
+/// A replica section nobody answers (connection refused at once).
+fn unreachable_section() -> String {
+    let t = S3Target {
+        endpoint: "http://127.0.0.1:1".into(),
+        access_key: "k".into(),
+        secret_key: "s".into(),
+        region: "us-east-1".into(),
+    };
+    s3_section("down", &t.endpoint, "b", &t, &t.secret_key)
+}
+
+fn file_section(dir: &Path) -> String {
+    format!(
+        "      - name: file\n        type: file\n        path: {}\n        sync-interval: 100ms\n",
+        dir.display()
+    )
+}
+
+#[test]
+fn sd_notify_ready_while_the_replica_is_unreachable() {
+    use std::os::unix::net::UnixDatagram;
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path(), 20);
+    let sock_path = d.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let cfg = config_with(d.path(), "n.yml", &db, &unreachable_section());
+    let mut p = spawn_env(
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+        &d.path().join("n.log"),
+    );
+    let mut msgs: Vec<String> = Vec::new();
+    let mut recv_until = |what: &str, timeout: Duration, f: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < deadline {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let hit = f(&m);
+                msgs.push(m);
+                if hit {
+                    return;
+                }
+            }
+        }
+        panic!("no {what} within {timeout:?}; got {msgs:?}");
+    };
+    recv_until("READY=1", Duration::from_secs(10), &|m| {
+        m.lines().any(|l| l == "READY=1")
+    });
+    recv_until(
+        "STATUS= naming the failure",
+        Duration::from_secs(40),
+        &|m| {
+            m.lines()
+                .any(|l| l.starts_with("STATUS=") && l.contains("1 failing") && l.contains("down"))
+        },
+    );
+    recv_until("WATCHDOG=1", Duration::from_secs(5), &|m| {
+        m.lines().any(|l| l == "WATCHDOG=1")
+    });
+    let log = p.log_text();
+    p.stop();
+    assert!(!log.contains("panicked"), "{log}");
+    // READY=1 came first, before any upload could have succeeded.
+    assert!(msgs[0].contains("READY=1"), "{msgs:?}");
+}
+
+/// A tiny HTTP server counting GET requests (the heartbeat receiver).
+fn ping_server() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ping/0123456789abcdef", l.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0u8; 2048];
+            let n = c.read(&mut buf).unwrap_or(0);
+            if buf[..n].starts_with(b"GET /ping/0123456789abcdef") {
+                h.lock().unwrap().push(std::time::Instant::now());
+            }
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
+        }
+    });
+    (url, hits)
+}
+
+#[test]
+fn heartbeat_while_healthy_and_idle_and_none_while_unreachable() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path(), 20);
+    let (url, hits) = ping_server();
+    let env = [("WALSHIP_HEARTBEAT_MIN_INTERVAL", "1s")];
+    let head = format!("heartbeat-url: {url}\nheartbeat-interval: 1s\n");
+
+    // Healthy: pings while the writer runs and while the database is idle.
+    let cfg = d.path().join("h.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{head}dbs:\n  - path: {}\n    replicas:\n{}",
+            db.display(),
+            file_section(&d.path().join("replica"))
+        ),
+    )
+    .unwrap();
+    let mut p = spawn_env(
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &env,
+        &d.path().join("h.log"),
+    );
+    let mut w = Writer::new(&db, 21);
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(3500) {
+        w.tx();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let busy = hits.lock().unwrap().len();
+    let idle_from = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(3500));
+    let idle = hits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t > idle_from)
+        .count();
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    assert!(
+        busy >= 2,
+        "pings while writing: {busy}; log: {}",
+        p.log_text()
+    );
+    assert!(idle >= 2, "pings while idle: {idle}; log: {}", p.log_text());
+    let log = p.log_text();
+    assert!(
+        !log.contains("0123456789abcdef"),
+        "the ping id is not logged: {log}"
+    );
+
+    // Unreachable replica: no ping at all.
+    drop(w);
+    let before = hits.lock().unwrap().len();
+    let cfg2 = d.path().join("u.yml");
+    let db2 = seeded_db(&d.path().join("second").tap_mkdir(), 5);
+    std::fs::write(
+        &cfg2,
+        format!(
+            "{head}dbs:\n  - path: {}\n    replicas:\n{}",
+            db2.display(),
+            unreachable_section()
+        ),
+    )
+    .unwrap();
+    let mut p = spawn_env(
+        &["replicate", "-config", cfg2.to_str().unwrap()],
+        &env,
+        &d.path().join("u.log"),
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let log = p.log_text();
+    p.stop();
+    assert_eq!(
+        hits.lock().unwrap().len(),
+        before,
+        "no heartbeat while the replica is unreachable: {log}"
+    );
+    assert!(log.contains("heartbeat skipped"), "{log}");
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+fn scrape(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+/// The value of one sample line (`name{labels} value`), if present.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_are_served_and_move_during_replication() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path(), 20);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = d.path().join("m.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "addr: {addr}\ndbs:\n  - path: {}\n    monitor-interval: 100ms\n    replicas:\n{}",
+            db.display(),
+            file_section(&d.path().join("replica"))
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("m.log"),
+    );
+    let dbl = format!("db=\"{}\"", db.display());
+    let mut w = Writer::new(&db, 31);
+    let mut first = String::new();
+    wait_until(Duration::from_secs(10), "first scrape with a PUT", || {
+        if std::net::TcpStream::connect(&addr).is_err() {
+            return false;
+        }
+        first = scrape(&addr, "/metrics");
+        sample(
+            &first,
+            "litestream_replica_operation_total{replica_type=\"file\",operation=\"PUT\"}",
+        )
+        .is_some()
+    });
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    for _ in 0..200 {
+        w.tx();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = scrape(&addr, "/metrics");
+    let get = |t: &str, name: &str| sample(t, name).unwrap_or_else(|| panic!("no {name} in {t}"));
+    let sync = format!("litestream_sync_count{{{dbl}}}");
+    let put = "litestream_replica_operation_total{replica_type=\"file\",operation=\"PUT\"}";
+    let wal_bytes = format!("litestream_total_wal_bytes{{{dbl}}}");
+    let shipped = format!("litestream_replica_wal_bytes{{{dbl},name=\"file\"}}");
+    for name in [sync.as_str(), put, wal_bytes.as_str(), shipped.as_str()] {
+        assert!(
+            get(&second, name) > get(&first, name),
+            "{name} did not move: {} -> {}",
+            get(&first, name),
+            get(&second, name)
+        );
+    }
+    for name in [
+        format!("litestream_db_size{{{dbl}}}"),
+        format!("litestream_wal_size{{{dbl}}}"),
+        format!("litestream_shadow_wal_index{{{dbl}}}"),
+        format!("litestream_replica_wal_index{{{dbl},name=\"file\"}}"),
+        format!("litestream_replica_wal_offset{{{dbl},name=\"file\"}}"),
+        format!("walship_replica_lag_seconds{{{dbl},name=\"file\"}}"),
+        format!("walship_replica_last_sync_timestamp_seconds{{{dbl},name=\"file\"}}"),
+    ] {
+        get(&second, &name);
+    }
+    assert!(get(&second, &format!("litestream_db_size{{{dbl}}}")) > 0.0);
+    // Caught up once the writer stopped: lag 0, last sync recent.
+    wait_until(Duration::from_secs(10), "lag 0", || {
+        let t = scrape(&addr, "/metrics");
+        sample(
+            &t,
+            &format!("walship_replica_lag_seconds{{{dbl},name=\"file\"}}"),
+        ) == Some(0.0)
+            && sample(
+                &t,
+                &format!("walship_replica_lag_bytes{{{dbl},name=\"file\"}}"),
+            ) == Some(0.0)
+    });
+    // Nothing but /metrics: no pprof.
+    let pprof = scrape(&addr, "/debug/pprof/");
+    assert!(pprof.starts_with("HTTP/1.1 404"), "{pprof}");
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+}
+
+#[test]
+fn metrics_count_errors_by_replica_and_operation() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path(), 5);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = d.path().join("e.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "addr: {addr}\ndbs:\n  - path: {}\n    replicas:\n{}",
+            db.display(),
+            unreachable_section()
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("e.log"),
+    );
+    let name = format!(
+        "walship_replica_errors_total{{db=\"{}\",name=\"down\",operation=\"LIST\"}}",
+        db.display()
+    );
+    wait_until(Duration::from_secs(40), "an error counted", || {
+        std::net::TcpStream::connect(&addr).is_ok()
+            && sample(&scrape(&addr, "/metrics"), &name).is_some_and(|v| v >= 1.0)
+    });
+    p.stop();
+    // A busy addr fails replicate at start with a clear error.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = l.local_addr().unwrap().to_string();
+    std::fs::write(
+        &cfg,
+        format!(
+            "addr: {busy}\ndbs:\n  - path: {}\n    replicas:\n{}",
+            db.display(),
+            file_section(&d.path().join("r"))
+        ),
+    )
+    .unwrap();
+    let o = walship(&["replicate", "-config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot serve metrics on addr"),
+        "{}",
+        text(&o)
+    );
+}
