@@ -600,6 +600,8 @@ pub fn proc_status_kib(pid: i32, key: &str) -> u64 {
 
 /// Runs a command to completion; returns its output and its own peak RSS in KiB (from
 /// `wait4`, so other children of the test process do not count).
+// The child is reaped by wait4 (for its rusage), not by std's Child::wait.
+#[allow(clippy::zombie_processes)]
 pub fn run_with_max_rss(bin: &Path, args: &[&str]) -> (Output, u64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
