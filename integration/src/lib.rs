@@ -5,6 +5,7 @@
 
 pub mod behaviour;
 pub mod faults;
+pub mod minio;
 pub mod oracle;
 pub mod s3;
 pub mod sftp;

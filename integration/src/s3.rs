@@ -23,7 +23,8 @@ impl std::fmt::Debug for S3Target {
 }
 
 impl S3Target {
-    /// The server from the environment, or `None` (after saying SKIPPED) outside CI.
+    /// The server from the environment, else MinIO through testcontainers when a Docker daemon
+    /// answers, else `None` (after saying SKIPPED) outside CI.
     pub fn from_env() -> Option<S3Target> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         match (
@@ -37,6 +38,7 @@ impl S3Target {
                 secret_key,
                 region: var("TEST_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
             }),
+            _ if crate::minio::docker_answers() => crate::minio::target(),
             _ if crate::ci() => panic!(
                 "no S3 server: set TEST_S3_ENDPOINT, TEST_S3_ACCESS_KEY, TEST_S3_SECRET_KEY \
                  (scripts/test.sh starts SeaweedFS and sets them)"

@@ -466,11 +466,11 @@ fn skip_verify_accepts_a_self_signed_certificate() {
     };
     let _g = serial();
     let c = case();
-    let upstream: std::net::SocketAddr = t
-        .endpoint
-        .trim_start_matches("http://")
-        .parse()
-        .expect("TEST_S3_ENDPOINT is http://IP:PORT");
+    let upstream =
+        std::net::ToSocketAddrs::to_socket_addrs(t.endpoint.trim_start_matches("http://"))
+            .ok()
+            .and_then(|mut a| a.next())
+            .expect("the S3 endpoint is http://HOST:PORT");
     let front = walship_integration::tls::TlsFront::start(upstream, &c.dir);
     let tls = S3Target {
         endpoint: front.endpoint(),
