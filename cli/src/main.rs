@@ -10,6 +10,7 @@ mod metrics;
 mod notify;
 mod once;
 mod progress;
+mod replicas;
 mod replicate;
 mod restore;
 mod setup;
@@ -140,6 +141,18 @@ enum Cmd {
         #[arg(long)]
         generation: Option<String>,
         target: String,
+    },
+    /// Show every replica's position, the database's own position and the lag between them.
+    Replicas {
+        #[command(flatten)]
+        c: ConfigFlags,
+        #[arg(long)]
+        replica: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only this database (default: every configured database).
+        target: Option<String>,
     },
     /// List configured databases.
     Databases {
@@ -316,6 +329,21 @@ async fn run(cli: Cli) -> i32 {
             } => list::wal(c.listing(&replica, &target), generation.as_deref())
                 .await
                 .map(|_| 0),
+            Cmd::Replicas {
+                c,
+                replica,
+                json,
+                target,
+            } => {
+                replicas::run(replicas::Args {
+                    config: c.config.as_deref(),
+                    no_expand_env: c.no_expand_env,
+                    replica: replica.as_deref(),
+                    target: target.as_deref(),
+                    json,
+                })
+                .await
+            }
             Cmd::Databases { c } => {
                 list::databases(c.config.as_deref(), c.no_expand_env).map(|_| 0)
             }
