@@ -46,11 +46,13 @@ for tool in dpkg dpkg-deb setpriv runuser useradd curl systemd-analyze sqlite3; 
   command -v "$tool" >/dev/null || skip_or_fail "missing tool: $tool"
 done
 cargo deb --version >/dev/null 2>&1 || skip_or_fail "missing cargo-deb (cargo install cargo-deb --locked)"
+LITESTREAM=${LITESTREAM_BIN:-$ROOT/target/test-tools/bin/litestream}
+[ -x "$LITESTREAM" ] || skip_or_fail "no Litestream v0.3.13 at $LITESTREAM (LITESTREAM_BIN; scripts/test.sh installs it)"
 BIN=${WALSHIP_BIN:-$ROOT/target/release/walship}
 [ -x "$BIN" ] || skip_or_fail "no release build at $BIN (cargo build --release -p walship)"
 
 # Refuse to touch a machine that already has any of this.
-for p in /etc/walship.yml /etc/walship /var/lib/app /etc/systemd/system/walship.service.d /lib/systemd/system/walship.service /usr/bin/walship; do
+for p in /etc/walship.yml /etc/litestream.yml /etc/walship /var/lib/app /etc/systemd/system/walship.service.d /lib/systemd/system/walship.service /usr/bin/walship; do
   [ ! -e "$p" ] || fail "$p already exists; this test installs and removes it (run it on a CI machine)"
 done
 ! dpkg -s walship >/dev/null 2>&1 || fail "package walship is already installed"
@@ -76,9 +78,10 @@ cleanup() {
   PATH=$SHIMS:$CLEAN_PATH systemctl stop walship >/dev/null 2>&1
   if [ -s "$STATE/walship.pid" ]; then kill -KILL "$(cat "$STATE/walship.pid")" 2>/dev/null; fi
   if [ -s "$STATE/notify.pid" ]; then kill "$(cat "$STATE/notify.pid")" 2>/dev/null; fi
+  PATH=$SHIMS:$CLEAN_PATH systemctl stop litestream >/dev/null 2>&1
   if [ $rc != 0 ] && [ -s "$STATE/walship.log" ]; then echo "--- walship service log (last 40 lines)"; tail -40 "$STATE/walship.log"; fi
   dpkg -s walship >/dev/null 2>&1 && dpkg --purge walship >/dev/null
-  rm -rf /etc/walship.yml /etc/walship /etc/systemd/system/walship.service.d /var/lib/app
+  rm -rf /etc/walship.yml /etc/litestream.yml /etc/walship /etc/systemd/system/walship.service.d /var/lib/app
   [ -z "$created_user" ] || userdel app 2>/dev/null
   rm -rf "$WORK"
   exit $rc
@@ -149,8 +152,15 @@ done
 grep -qx /etc/walship/environment.example /var/lib/dpkg/info/walship.conffiles || fail "environment.example is not a conffile"
 if ls /etc/systemd/system/*.wants/walship.service >/dev/null 2>&1; then fail "dpkg -i enabled walship.service"; fi
 [ ! -e /etc/walship.yml ] || fail "the package installed /etc/walship.yml"
+# systemd-analyze verify only warns (exit 0) about unknown keys and the like: any output fails.
+verify_unit() {
+  local out
+  out=$(systemd-analyze verify /lib/systemd/system/walship.service 2>&1) || { echo "$out" >&2; fail "systemd-analyze verify ($1)"; }
+  [ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify warns ($1)"; }
+  echo "  systemd-analyze verify: clean ($1)"
+}
 step "systemd-analyze verify (unit as installed, placeholder User=)"
-systemd-analyze verify /lib/systemd/system/walship.service
+verify_unit "as installed"
 
 # --- the application: user app, two databases in WAL mode, a writer that keeps committing
 step "application: user app, /var/lib/app/{app,queue}.db, writer"
@@ -182,6 +192,7 @@ sed -i -e "s|^LITESTREAM_ACCESS_KEY_ID=.*|LITESTREAM_ACCESS_KEY_ID=$TEST_S3_ACCE
 
 run_block check
 run_block dropin
+verify_unit "with the runbook's drop-in"
 run_block start
 check_ownership
 run_block logs
@@ -258,6 +269,44 @@ listing=$(s3curl "$TEST_S3_ENDPOINT/$BUCKET?delimiter=%2F&list-type=2&prefix=app
 prefixes=$(printf '%s' "$listing" | grep -o '<Prefix>app/[^<]\+/</Prefix>' | sort | tr -d '\n' || true)
 [ "$prefixes" = "<Prefix>app/app.db/</Prefix><Prefix>app/audit.db/</Prefix><Prefix>app/queue.db/</Prefix>" ] \
   || fail "bucket layout: want app/app.db/, app/audit.db/, app/queue.db/; got $prefixes"
+check_ownership
+app_can_write /var/lib/app/app.db /var/lib/app/queue.db /var/lib/app/audit.db
+
+# --- migration from Litestream v0.3.13 (runbook section 13): a host where Litestream ran as the
+# app's user with /etc/litestream.yml; walship must continue Litestream's generation.
+step "migration: Litestream v0.3.13 replicates with /etc/litestream.yml"
+mv /etc/walship.yml /etc/litestream.yml
+install -m 0755 "$LITESTREAM" "$WORK/litestream"
+ls_envs=(PATH=$CLEAN_PATH HOME=/var/lib/app)
+while IFS= read -r line; do case $line in ''|'#'*) ;; *) ls_envs+=("$line") ;; esac; done </etc/walship/environment
+( setpriv --reuid=app --regid=app --init-groups -- env -i "${ls_envs[@]}" "$WORK/litestream" replicate >>"$STATE/litestream.log" 2>&1 &
+  echo $! >"$STATE/litestream.pid"; rc=0; wait $! || rc=$?; echo "$rc" >"$STATE/litestream.rc" ) </dev/null >/dev/null 2>&1 &
+start_writer /var/lib/app/app.db /var/lib/app/queue.db /var/lib/app/audit.db
+sleep 3
+[ ! -e "$STATE/litestream.rc" ] || { cat "$STATE/litestream.log" >&2; fail "litestream exited"; }
+run_block check   # -dry-run while Litestream runs: it writes nothing next to the databases
+sleep 12          # past Litestream's first sync-interval (10s)
+touch "$WORK/stop-writer.pause"   # the app stays up (connections open) but idle during the switch
+sleep 1
+ls_gen=$(cat /var/lib/app/.app.db-litestream/generation)
+echo "  Litestream's generation of app.db: $ls_gen"
+: >"$STATE/walship.log"
+run_block migrate
+grep -q "continuing generation db=/var/lib/app/app.db position=$ls_gen/" "$STATE/walship.log" \
+  || fail "walship did not continue Litestream's generation $ls_gen of app.db (log above)"
+[ "$(cat /var/lib/app/.app.db-litestream/generation)" = "$ls_gen" ] || fail "the generation file changed"
+rm -f "$WORK/stop-writer.pause"
+sleep 3
+stop_writer
+PATH=$SHIMS:$CLEAN_PATH systemctl stop walship
+for db in app queue audit; do
+  src=$(digest "/var/lib/app/$db.db") || fail "source $db.db"
+  rm -f "$WORK/rt-$db.db"
+  with_env walship restore -o "$WORK/rt-$db.db" "/var/lib/app/$db.db"
+  got=$(digest_root "$WORK/rt-$db.db") || fail "restored $db.db"
+  echo "  $db.db source $src, restored after the migration $got"
+  [ "$src" = "$got" ] || fail "restored $db.db differs from the source after the migration"
+done
 check_ownership
 app_can_write /var/lib/app/app.db /var/lib/app/queue.db /var/lib/app/audit.db
 PATH=$SHIMS:$CLEAN_PATH systemctl start walship

@@ -1,5 +1,7 @@
 """The application in deploy/test-deploy.sh: commits rows into each database, as fast as a small
-app would (a commit every ~2 ms per database), until the stop file appears."""
+app would (a commit every ~2 ms per database), until the stop file appears. While STOP.pause
+exists it only keeps its connections open, as a running application does (so a replicator's
+exit is not the last close, which would checkpoint and delete the WAL)."""
 import os
 import sqlite3
 import sys
@@ -14,6 +16,9 @@ for path in dbs:
     conns.append(c)
 n = 0
 while not os.path.exists(stop_file):
+    if os.path.exists(stop_file + ".pause"):
+        time.sleep(0.01)
+        continue
     for c in conns:
         c.execute("INSERT INTO items(at, body) VALUES (?, randomblob(200 + abs(random()) % 800))", (time.time(),))
     n += 1
