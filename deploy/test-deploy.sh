@@ -45,6 +45,15 @@ fi
 for tool in dpkg dpkg-deb setpriv runuser useradd curl systemd-analyze sqlite3; do
   command -v "$tool" >/dev/null || skip_or_fail "missing tool: $tool"
 done
+SFTP=1
+if [ -z "${TEST_SFTP_HOST:-}" ]; then
+  [ "${CI:-}" != true ] || fail "no SFTP server: TEST_SFTP_HOST unset (scripts/test.sh starts one)"
+  echo "test-deploy: WARNING: no SFTP server (TEST_SFTP_*): runbook block sftp-known-hosts is not exercised" >&2
+  SFTP=0
+else
+  : "${TEST_SFTP_PORT:?}" "${TEST_SFTP_USER:?}" "${TEST_SFTP_KEY:?}" "${TEST_SFTP_ROOT:?}"
+  for tool in ssh-keyscan ssh-keygen; do command -v "$tool" >/dev/null || skip_or_fail "missing tool: $tool"; done
+fi
 cargo deb --version >/dev/null 2>&1 || skip_or_fail "missing cargo-deb (cargo install cargo-deb --locked)"
 LITESTREAM=${LITESTREAM_BIN:-$ROOT/target/test-tools/bin/litestream}
 [ -x "$LITESTREAM" ] || skip_or_fail "no Litestream v0.3.13 at $LITESTREAM (LITESTREAM_BIN; scripts/test.sh installs it)"
@@ -52,7 +61,7 @@ BIN=${WALSHIP_BIN:-$ROOT/target/release/walship}
 [ -x "$BIN" ] || skip_or_fail "no release build at $BIN (cargo build --release -p walship)"
 
 # Refuse to touch a machine that already has any of this.
-for p in /etc/walship.yml /etc/litestream.yml /etc/walship /var/lib/app /etc/systemd/system/walship.service.d /lib/systemd/system/walship.service /usr/bin/walship; do
+for p in /etc/walship.yml /etc/litestream.yml /etc/walship /var/lib/app /var/backups/walship /etc/systemd/system/walship.service.d /lib/systemd/system/walship.service /usr/bin/walship; do
   [ ! -e "$p" ] || fail "$p already exists; this test installs and removes it (run it on a CI machine)"
 done
 ! dpkg -s walship >/dev/null 2>&1 || fail "package walship is already installed"
@@ -81,7 +90,7 @@ cleanup() {
   PATH=$SHIMS:$CLEAN_PATH systemctl stop litestream >/dev/null 2>&1
   if [ $rc != 0 ] && [ -s "$STATE/walship.log" ]; then echo "--- walship service log (last 40 lines)"; tail -40 "$STATE/walship.log"; fi
   dpkg -s walship >/dev/null 2>&1 && dpkg --purge walship >/dev/null
-  rm -rf /etc/walship.yml /etc/litestream.yml /etc/walship /etc/systemd/system/walship.service.d /var/lib/app
+  rm -rf /etc/walship.yml /etc/litestream.yml /etc/walship /etc/systemd/system/walship.service.d /var/lib/app /var/backups/walship
   [ -z "$created_user" ] || userdel app 2>/dev/null
   rm -rf "$WORK"
   exit $rc
@@ -272,6 +281,44 @@ prefixes=$(printf '%s' "$listing" | grep -o '<Prefix>app/[^<]\+/</Prefix>' | sor
 check_ownership
 app_can_write /var/lib/app/app.db /var/lib/app/queue.db /var/lib/app/audit.db
 
+# --- SFTP host key pinning (runbook section 12) against scripts/test.sh's sshd, checked as the
+# service user: its home has no known_hosts, so the key must come from /etc/walship/known_hosts.
+if [ $SFTP = 1 ]; then
+  run_block sftp-known-hosts "s/ backup.example.com/ -p $TEST_SFTP_PORT $TEST_SFTP_HOST/"
+  install -d -o app -g app -m 0700 /var/lib/app/.ssh
+  install -o app -g app -m 0600 "$TEST_SFTP_KEY" /var/lib/app/.ssh/walship_ed25519
+  cat >"$WORK/sftp.yml" <<EOF
+dbs:
+  - path: /var/lib/app/app.db
+    replicas:
+      - type: sftp
+        host: $TEST_SFTP_HOST:$TEST_SFTP_PORT
+        user: $TEST_SFTP_USER
+        key-path: /var/lib/app/.ssh/walship_ed25519
+        path: $TEST_SFTP_ROOT/walship-deploy-$$/app.db
+EOF
+  chmod 0644 "$WORK/sftp.yml"
+  step "SFTP: replicate -dry-run as app, host key from /etc/walship/known_hosts"
+  runuser -u app -- /usr/bin/walship replicate -dry-run -config "$WORK/sftp.yml" || fail "SFTP dry-run as app with /etc/walship/known_hosts"
+  rm -rf /var/lib/app/.ssh "${TEST_SFTP_ROOT:?}/walship-deploy-$$"
+fi
+
+# --- the staging example (walship-local.yml) as shipped: one sync pass as the app's user into
+# the local directory replica, restored equal to the source.
+step "example walship-local.yml: replicate -once as app, restore"
+install -d -o app -g app /var/backups/walship
+runuser -u app -- /usr/bin/walship replicate -once -config /usr/share/doc/walship/examples/walship-local.yml \
+  || fail "replicate -once with walship-local.yml"
+for db in app queue; do
+  src=$(digest "/var/lib/app/$db.db") || fail "source $db.db"
+  /usr/bin/walship restore -config /usr/share/doc/walship/examples/walship-local.yml -o "$WORK/local-$db.db" "/var/lib/app/$db.db"
+  got=$(digest_root "$WORK/local-$db.db") || fail "restored $db.db from the local replica"
+  [ "$src" = "$got" ] || fail "$db.db restored from the walship-local.yml replica differs from the source"
+  echo "  $db.db from the local replica: $got"
+done
+rm -rf /var/backups/walship
+check_ownership
+
 # --- migration from Litestream v0.3.13 (runbook section 13): a host where Litestream ran as the
 # app's user with /etc/litestream.yml; walship must continue Litestream's generation.
 step "migration: Litestream v0.3.13 replicates with /etc/litestream.yml"
@@ -322,6 +369,7 @@ done
 
 # Every runbook block ran.
 for b in "${ALL_BLOCKS[@]}"; do
+  if [ "$b" = sftp-known-hosts ] && [ $SFTP = 0 ]; then continue; fi   # warned above; CI fails instead
   case " ${RAN[*]} " in *" $b "*) ;; *) fail "runbook block '$b' is not exercised by deploy/test-deploy.sh" ;; esac
 done
 echo "test-deploy: OK: ${#RAN[@]} runbook blocks, package installed, verified, exercised and purged ($(( $(date +%s) - start ))s)"
