@@ -189,8 +189,17 @@ fn init_logging(level: &str, json: bool, stderr: bool) {
         .with_target(false)
         .with_ansi(ansi);
     let _ = match (json, stderr) {
-        (true, true) => b.json().with_writer(std::io::stderr).try_init(),
-        (true, false) => b.json().with_writer(std::io::stdout).try_init(),
+        // Fields at the top level, as v0.3.13's slog JSON lines (`"db"`, `"replica"`, ...).
+        (true, true) => b
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .try_init(),
+        (true, false) => b
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stdout)
+            .try_init(),
         (false, true) => b.with_writer(std::io::stderr).try_init(),
         (false, false) => b.with_writer(std::io::stdout).try_init(),
     };
