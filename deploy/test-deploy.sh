@@ -170,6 +170,9 @@ verify_unit() {
 }
 step "systemd-analyze verify (unit as installed, placeholder User=)"
 verify_unit "as installed"
+exposure=$(systemd-analyze security --offline=true /lib/systemd/system/walship.service 2>&1 | sed -n 's/.*exposure level for walship.service: \([0-9.]*\).*/\1/p')
+echo "  systemd-analyze security --offline: exposure $exposure"
+awk -v e="$exposure" 'BEGIN { exit !(e != "" && e + 0 <= 2.0) }' || fail "unit hardening regressed: exposure '$exposure' (want <= 2.0)"
 
 # --- the application: user app, two databases in WAL mode, a writer that keeps committing
 step "application: user app, /var/lib/app/{app,queue}.db, writer"
@@ -239,6 +242,10 @@ for db in app queue; do
 done
 check_ownership
 app_can_write /var/lib/app/app.db /var/lib/app/queue.db
+echo "  meta directory (UMask=0027):"; ls -la /var/lib/app/.app.db-litestream | sed 's/^/    /'
+# Shadow WAL files take the database's own mode (as in v0.3.13); everything else follows UMask.
+world=$(find /var/lib/app/.app.db-litestream /var/lib/app/.queue.db-litestream -perm -o+r ! -type l ! -name '*.wal' | head -3)
+[ -z "$world" ] || fail "walship's meta files are world-readable under UMask=0027: $world"
 
 # --- restore in place while the service runs again and the app has written more
 PATH=$SHIMS:$CLEAN_PATH systemctl start walship
