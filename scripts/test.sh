@@ -144,4 +144,15 @@ echo "SFTP (OpenSSH sshd) ready at 127.0.0.1:$SFTP_PORT"
 cargo build --release --locked --workspace --all-targets
 export WALSHIP_BIN="$ROOT/target/release/walship"
 cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
+
+# Deployment (issue 8): build the .deb from the release binary above (cargo deb --no-build),
+# install it, walk deploy/README.md against the S3 server above as the app's user, purge it.
+# Needs root (CI); deploy/test-deploy.sh skips elsewhere unless CI=true.
+deploy_start=$(date +%s)
+CARGO_DEB_VERSION=3.8.0
+if { [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; } && ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+fi
+deploy/test-deploy.sh
+echo "test.sh: deploy test $(( $(date +%s) - deploy_start ))s"
 echo "test.sh: total $(( $(date +%s) - start ))s"

@@ -25,7 +25,8 @@ async fn listings(
         match Listing::fetch(r.as_ref(), generation).await {
             Ok(l) => out.push((name, l)),
             Err(e) => {
-                tracing::error!(replica = %name, error = %e, "cannot list replica");
+                let db = db.as_ref().map_or("-".into(), |p| p.display().to_string());
+                tracing::error!(db = %db, replica = %name, error = %e, "cannot list replica");
                 failed.push(name);
             }
         }

@@ -10,6 +10,7 @@ mod metrics;
 mod notify;
 mod once;
 mod progress;
+mod replicas;
 mod replicate;
 mod restore;
 mod setup;
@@ -141,6 +142,18 @@ enum Cmd {
         generation: Option<String>,
         target: String,
     },
+    /// Show every replica's position, the database's own position and the lag between them.
+    Replicas {
+        #[command(flatten)]
+        c: ConfigFlags,
+        #[arg(long)]
+        replica: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only this database (default: every configured database).
+        target: Option<String>,
+    },
     /// List configured databases.
     Databases {
         #[command(flatten)]
@@ -176,8 +189,17 @@ fn init_logging(level: &str, json: bool, stderr: bool) {
         .with_target(false)
         .with_ansi(ansi);
     let _ = match (json, stderr) {
-        (true, true) => b.json().with_writer(std::io::stderr).try_init(),
-        (true, false) => b.json().with_writer(std::io::stdout).try_init(),
+        // Fields at the top level, as v0.3.13's slog JSON lines (`"db"`, `"replica"`, ...).
+        (true, true) => b
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .try_init(),
+        (true, false) => b
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stdout)
+            .try_init(),
         (false, true) => b.with_writer(std::io::stderr).try_init(),
         (false, false) => b.with_writer(std::io::stdout).try_init(),
     };
@@ -316,6 +338,21 @@ async fn run(cli: Cli) -> i32 {
             } => list::wal(c.listing(&replica, &target), generation.as_deref())
                 .await
                 .map(|_| 0),
+            Cmd::Replicas {
+                c,
+                replica,
+                json,
+                target,
+            } => {
+                replicas::run(replicas::Args {
+                    config: c.config.as_deref(),
+                    no_expand_env: c.no_expand_env,
+                    replica: replica.as_deref(),
+                    target: target.as_deref(),
+                    json,
+                })
+                .await
+            }
             Cmd::Databases { c } => {
                 list::databases(c.config.as_deref(), c.no_expand_env).map(|_| 0)
             }

@@ -52,6 +52,10 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
         _ => Target::Latest,
     };
     let (db_path, replicas) = setup::replicas_for(a.target, a.config, a.no_expand_env, a.replica)?;
+    // The database a restore concerns, named in its log lines ("-" for a bare replica URL).
+    let db_name = db_path
+        .as_ref()
+        .map_or("-".into(), |p| p.display().to_string());
     let output = match (a.output.clone(), db_path) {
         (Some(o), _) => setup::abs_path(&o.to_string_lossy())?,
         (None, Some(db)) => db,
@@ -79,7 +83,7 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
         let listing = match Listing::fetch(r.as_ref(), a.generation).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(replica = %name, error = %e, "cannot list replica");
+                tracing::error!(db = %db_name, replica = %name, error = %e, "cannot list replica");
                 first_err.get_or_insert(anyhow!("replica {name}: {e}"));
                 continue;
             }
@@ -104,7 +108,7 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
         }
         return Err(err);
     };
-    tracing::info!(replica = %name, generation = %plan.generation, snapshot = plan.snapshot.index, indexes = plan.indexes.len(), output = %output.display(), "restoring");
+    tracing::info!(db = %db_name, replica = %name, generation = %plan.generation, snapshot = plan.snapshot.index, indexes = plan.indexes.len(), output = %output.display(), "restoring");
     // Restore beside the output, check, then move into place: a restore that fails anywhere,
     // including the integrity check, leaves the output path untouched.
     let total = plan.snapshot.size

@@ -79,7 +79,10 @@ pub fn open_replica(r: &ReplicaConfig, db_path: Option<&Path>) -> Result<DynRepl
         db_path: db_path.map(Path::to_path_buf),
     };
     let inner = registry::open(&settings).map_err(|e| anyhow!("{e}"))?;
-    Ok(Arc::new(RetryLayer::new(inner, retry_policy()?)))
+    let db = db_path.map_or_else(|| "-".to_string(), |p| p.display().to_string());
+    Ok(Arc::new(
+        RetryLayer::new(inner, retry_policy()?).labelled(db, r.name.clone()),
+    ))
 }
 
 /// The retry policy for replica operations. `WALSHIP_RETRY_MAX_DELAY` (a Go duration) caps

@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod layout;
 pub mod listing;
+pub mod local;
 pub mod meta;
 pub mod monitor;
 pub mod plan;

@@ -181,7 +181,7 @@ impl Running {
                     ok = false;
                 }
                 Err(e) => {
-                    tracing::error!(replica = %name, error = %e, "replica task failed");
+                    tracing::error!(db = %self.db.path().display(), replica = %name, error = %e, "replica task failed");
                     ok = false;
                 }
             }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Backoff settings of the retry layer.
 #[derive(Debug, Clone, Copy)]
@@ -43,17 +44,44 @@ impl RetryPolicy {
 pub struct RetryLayer {
     inner: Arc<dyn Replica>,
     policy: RetryPolicy,
+    /// Database path ("-" when there is none, e.g. `restore URL`) and replica name: every log
+    /// line about a replica names both, or a host with many databases cannot tell them apart.
+    db: String,
+    replica: String,
 }
 
 impl RetryLayer {
     pub fn new(inner: Arc<dyn Replica>, policy: RetryPolicy) -> Self {
-        RetryLayer { inner, policy }
+        RetryLayer {
+            inner,
+            policy,
+            db: "-".into(),
+            replica: String::new(),
+        }
     }
-}
 
-fn log_retry<'a>(op: &'static str, key: &'a str) -> impl Fn(&crate::Error, Duration) + 'a {
-    move |err, dur| {
-        tracing::warn!(operation = op, key, error = %err, retry_in = ?dur, "transient replica error, retrying");
+    /// Names the database and replica in this layer's log lines and, through a span around each
+    /// attempt, in the backend's own (an S3 part retry, a broken download resumed).
+    pub fn labelled(mut self, db: impl Into<String>, replica: impl Into<String>) -> Self {
+        self.db = db.into();
+        self.replica = replica.into();
+        self
+    }
+
+    /// Always enabled (error level), so a backend's warnings keep their context at any
+    /// `logging.level`.
+    fn span(&self) -> tracing::Span {
+        tracing::error_span!("replica", db = %self.db, replica = %self.replica)
+    }
+
+    fn log_retry<'a>(
+        &'a self,
+        op: &'static str,
+        key: &'a str,
+    ) -> impl Fn(&crate::Error, Duration) + 'a {
+        move |err, dur| {
+            tracing::warn!(db = %self.db, replica = %self.replica, operation = op, key, error = %err, retry_in = ?dur, "transient replica error, retrying");
+        }
     }
 }
 
@@ -66,36 +94,36 @@ impl Replica for RetryLayer {
         self.inner.target()
     }
     async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
-        (|| self.inner.put(key, source.clone()))
+        (|| self.inner.put(key, source.clone()).instrument(self.span()))
             .retry(self.policy.backoff())
             .when(|e| e.is_retryable())
-            .notify(log_retry("PUT", key))
+            .notify(self.log_retry("PUT", key))
             .await
     }
     async fn get(&self, key: &str) -> Result<ByteReader> {
-        (|| self.inner.get(key))
+        (|| self.inner.get(key).instrument(self.span()))
             .retry(self.policy.backoff())
             .when(|e| e.is_retryable())
-            .notify(log_retry("GET", key))
+            .notify(self.log_retry("GET", key))
             .await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        (|| self.inner.list(prefix))
+        (|| self.inner.list(prefix).instrument(self.span()))
             .retry(self.policy.backoff())
             .when(|e| e.is_retryable())
-            .notify(log_retry("LIST", prefix))
+            .notify(self.log_retry("LIST", prefix))
             .await
     }
     async fn delete(&self, keys: &[String]) -> Result<()> {
         let first = keys.first().map(String::as_str).unwrap_or("");
-        (|| self.inner.delete(keys))
+        (|| self.inner.delete(keys).instrument(self.span()))
             .retry(self.policy.backoff())
             .when(|e| e.is_retryable())
-            .notify(log_retry("DELETE", first))
+            .notify(self.log_retry("DELETE", first))
             .await
     }
     async fn check(&self) -> Result<()> {
-        self.inner.check().await
+        self.inner.check().instrument(self.span()).await
     }
 }
 

@@ -145,7 +145,7 @@ impl Shipper {
         let ahead =
             pos.index > dbpos.index || (pos.index == dbpos.index && pos.offset > dbpos.size);
         if ahead {
-            tracing::warn!(replica = %self.opts.name, replica_pos = %pos, db_pos = %dbpos.pos(), "replica is ahead of the database; starting a new generation is needed");
+            tracing::warn!(db = %self.db.path().display(), replica = %self.opts.name, replica_pos = %pos, db_pos = %dbpos.pos(), "replica is ahead of the database; starting a new generation is needed");
             return Err(Error::invalid(format!(
                 "replica {} holds position {pos}, ahead of the database ({}): another process writes to this replica path",
                 self.opts.name,
@@ -154,7 +154,7 @@ impl Shipper {
         }
         // The shadow file for the next index to ship must still exist, or shipping would leave a gap.
         if pos.index < dbpos.index && self.db.shadow_len(g, pos.index).is_none() {
-            tracing::warn!(replica = %self.opts.name, replica_pos = %pos, "shadow wal needed by the replica is gone; taking a new snapshot");
+            tracing::warn!(db = %self.db.path().display(), replica = %self.opts.name, replica_pos = %pos, "shadow wal needed by the replica is gone; taking a new snapshot");
             self.pos = None;
             return Ok((self.snapshot_locked().await?, true));
         }
@@ -170,13 +170,13 @@ impl Shipper {
     async fn segment_end(&self, seg: &SegmentInfo) -> Result<u64> {
         let age = &self.opts.age;
         if age.encrypts() && !age.decrypts() {
-            tracing::debug!(replica = %self.opts.name, key = %seg.key, "no age identity: the last segment will be uploaded again");
+            tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, key = %seg.key, "no age identity: the last segment will be uploaded again");
             return Ok(seg.offset);
         }
         match decoded_len(self.replica.clone(), age, &seg.key).await {
             Ok(n) => Ok(seg.offset + n),
             Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                tracing::warn!(replica = %self.opts.name, key = %seg.key, error = %e, "cannot read the last segment; it will be uploaded again");
+                tracing::warn!(db = %self.db.path().display(), replica = %self.opts.name, key = %seg.key, error = %e, "cannot read the last segment; it will be uploaded again");
                 Ok(seg.offset)
             }
             Err(e) => Err(e),

@@ -717,3 +717,75 @@ fn metrics_count_errors_by_replica_and_operation() {
         text(&o)
     );
 }
+
+/// `-dry-run` against sshd: ok with the server's key in known_hosts; an sshd whose host key is
+/// unknown to the given known_hosts, or differs from the one recorded, fails on a line that
+/// names the host key; the replica directory holds no probe afterwards.
+#[test]
+fn dry_run_sftp_names_the_host_key_cause() {
+    use walship_integration::sftp::{PrivateSshd, SftpTarget};
+    let Some(t) = SftpTarget::from_env() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("app.db");
+    let dir = t.new_dir("dry-run");
+    let good = t
+        .yaml(&dir)
+        .replacen("- type: sftp", "- name: good\n        type: sftp", 1);
+    let cfg = config_with(d.path(), "good.yml", &db, &good);
+    let o = walship(&["replicate", "-dry-run", "-config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(line_of(&text(&o), "good").trim_end().ends_with("ok"));
+
+    // A second server with its own host key: unknown to an empty known_hosts, and "changed"
+    // where known_hosts records the main server's key for its address.
+    let sshd = PrivateSshd::start(&PathBuf::from(format!("{}.pub", t.key.display())), false);
+    let empty = d.path().join("known_hosts_empty");
+    std::fs::write(&empty, "").unwrap();
+    let main_key = std::fs::read_to_string(&t.known_hosts)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let changed = d.path().join("known_hosts_changed");
+    std::fs::write(&changed, format!("[127.0.0.1]:{} {main_key}\n", sshd.port)).unwrap();
+    let other = |name: &str, kh: &Path| {
+        format!(
+            "      - name: {name}\n        type: sftp\n        host: 127.0.0.1:{}\n        user: {}\n        key-path: {}\n        known-hosts-path: {}\n        path: {}\n",
+            sshd.port,
+            t.user,
+            t.key.display(),
+            kh.display(),
+            dir.display()
+        )
+    };
+    let replicas = format!(
+        "{good}{}{}",
+        other("unknown", &empty),
+        other("changed", &changed)
+    );
+    let cfg = config_with(d.path(), "bad.yml", &db, &replicas);
+    let o = walship(&["replicate", "-dry-run", "-config", cfg.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(line_of(&out, "good").trim_end().ends_with("ok"), "{out}");
+    for name in ["unknown", "changed"] {
+        let l = line_of(&out, name);
+        assert!(l.contains("FAILED host key"), "{l}");
+    }
+    assert!(
+        line_of(&out, "unknown").contains("unknown host key"),
+        "{out}"
+    );
+    assert!(
+        line_of(&out, "changed").contains("HOST KEY CHANGED"),
+        "{out}"
+    );
+    // Nothing left behind by the probes (the directory may not even exist).
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+}
