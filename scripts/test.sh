@@ -52,35 +52,29 @@ cleanup() {
   rm -rf "$RUN"
 }
 trap cleanup EXIT
-# When a Docker daemon answers, the S3 tests run MinIO through testcontainers instead (they do so
-# when TEST_S3_ENDPOINT is unset).
-if [ -S /var/run/docker.sock ] && curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; then
-  echo "Docker answers: S3 tests use MinIO through testcontainers"
-else
-  S3_PORT=${TEST_S3_PORT:-8333}
-  export TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" TEST_S3_REGION=us-east-1
-  export TEST_S3_ACCESS_KEY=testkey TEST_S3_SECRET_KEY=testsecret-0123456789
-  AWS_ACCESS_KEY_ID=$TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$TEST_S3_SECRET_KEY \
-  "$TOOLS/bin/weed-$WEED_VERSION" mini -dir="$RUN/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -master.telemetry=false -admin.ui=false -webdav=false -s3.port="$S3_PORT" -s3.port.iceberg=0 -s3.port.lance=0 \
-    -s3.autoCreateBucket=false -s3.allowDeleteBucketNotEmpty=false >"$RUN/weed.log" 2>&1 &
-  PIDS+=($!)
-  # Ready when an authenticated bucket create + PUT succeeds (the HTTP port answers earlier).
-  # curl's --aws-sigv4 needs an explicit x-amz-content-sha256 header for PUT bodies on SeaweedFS.
-  s3curl() { curl -sf --aws-sigv4 "aws:amz:$TEST_S3_REGION:s3" --user "$TEST_S3_ACCESS_KEY:$TEST_S3_SECRET_KEY" \
-               -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
-  ready=
-  for _ in $(seq 300); do
-    if s3curl -X PUT "$TEST_S3_ENDPOINT/ci-ready-probe" -o /dev/null || s3curl -I "$TEST_S3_ENDPOINT/ci-ready-probe" -o /dev/null; then
-      if printf probe | s3curl -X PUT --data-binary @- "$TEST_S3_ENDPOINT/ci-ready-probe/probe" -o /dev/null; then ready=1; break; fi
-    fi
-    sleep 0.1
-  done
-  [ -n "$ready" ] || { echo "S3 server (SeaweedFS) not ready" >&2; cat "$RUN/weed.log" >&2; exit 1; }
-  s3curl -X DELETE "$TEST_S3_ENDPOINT/ci-ready-probe/probe" -o /dev/null || true
-  s3curl -X DELETE "$TEST_S3_ENDPOINT/ci-ready-probe" -o /dev/null || true
-  echo "S3 (SeaweedFS $WEED_VERSION) ready at $TEST_S3_ENDPOINT"
-fi
+S3_PORT=${TEST_S3_PORT:-8333}
+export TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" TEST_S3_REGION=us-east-1
+export TEST_S3_ACCESS_KEY=testkey TEST_S3_SECRET_KEY=testsecret-0123456789
+AWS_ACCESS_KEY_ID=$TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$TEST_S3_SECRET_KEY \
+"$TOOLS/bin/weed-$WEED_VERSION" mini -dir="$RUN/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  -master.telemetry=false -admin.ui=false -webdav=false -s3.port="$S3_PORT" -s3.port.iceberg=0 -s3.port.lance=0 \
+  -s3.autoCreateBucket=false -s3.allowDeleteBucketNotEmpty=false >"$RUN/weed.log" 2>&1 &
+PIDS+=($!)
+# Ready when an authenticated bucket create + PUT succeeds (the HTTP port answers earlier).
+# curl's --aws-sigv4 needs an explicit x-amz-content-sha256 header for PUT bodies on SeaweedFS.
+s3curl() { curl -sf --aws-sigv4 "aws:amz:$TEST_S3_REGION:s3" --user "$TEST_S3_ACCESS_KEY:$TEST_S3_SECRET_KEY" \
+             -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
+ready=
+for _ in $(seq 300); do
+  if s3curl -X PUT "$TEST_S3_ENDPOINT/ci-ready-probe" -o /dev/null || s3curl -I "$TEST_S3_ENDPOINT/ci-ready-probe" -o /dev/null; then
+    if printf probe | s3curl -X PUT --data-binary @- "$TEST_S3_ENDPOINT/ci-ready-probe/probe" -o /dev/null; then ready=1; break; fi
+  fi
+  sleep 0.1
+done
+[ -n "$ready" ] || { echo "S3 server (SeaweedFS) not ready" >&2; cat "$RUN/weed.log" >&2; exit 1; }
+s3curl -X DELETE "$TEST_S3_ENDPOINT/ci-ready-probe/probe" -o /dev/null || true
+s3curl -X DELETE "$TEST_S3_ENDPOINT/ci-ready-probe" -o /dev/null || true
+echo "S3 (SeaweedFS $WEED_VERSION) ready at $TEST_S3_ENDPOINT"
 # Tests that stop or disturb their server start a private instance of the same binary.
 export TEST_WEED_BIN="$TOOLS/bin/weed-$WEED_VERSION"
 
@@ -143,7 +137,15 @@ echo "SFTP (OpenSSH sshd) ready at 127.0.0.1:$SFTP_PORT"
 # One release build for the tests and the package alike.
 cargo build --release --locked --workspace --all-targets
 export WALSHIP_BIN="$ROOT/target/release/walship"
-cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
+# When a Docker daemon answers, the cargo tests run S3 against MinIO through testcontainers (the
+# SeaweedFS above then serves only the deployment test and the tests' private instances).
+if [ -S /var/run/docker.sock ] && curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; then
+  echo "Docker answers: S3 tests use MinIO through testcontainers"
+  env -u TEST_S3_ENDPOINT -u TEST_S3_ACCESS_KEY -u TEST_S3_SECRET_KEY \
+    cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
+else
+  cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
+fi
 
 # Deployment (issue 8): build the .deb from the release binary above (cargo deb --no-build),
 # install it, walk deploy/README.md against the S3 server above as the app's user, purge it.

@@ -1,5 +1,5 @@
 //! MinIO through testcontainers, used by the S3 tests when no `TEST_S3_ENDPOINT` is given and a
-//! Docker daemon answers (scripts/test.sh starts SeaweedFS only when Docker does not). One
+//! Docker daemon answers (scripts/test.sh then withholds its SeaweedFS from the cargo tests). One
 //! container per test binary; testcontainers' reaper removes it when the binary exits.
 
 use crate::s3::S3Target;
