@@ -2,8 +2,8 @@
 # Deployment test (issue 8), run by scripts/test.sh after the cargo tests, as root, with the S3
 # server of scripts/test.sh in TEST_S3_*. It installs the walship .deb on this machine and walks
 # deploy/README.md (the runbook): every ```sh runbook=NAME block is extracted and run word for
-# word, with only the bucket name, the keys/endpoint/region and the example timestamp replaced,
-# so the document cannot drift from the binary. There is no systemd as PID 1 here: systemctl and
+# word, with only the bucket name, the keys/endpoint/region, the SFTP host and the example
+# timestamp replaced, so the document cannot drift from the binary. There is no systemd as PID 1 here: systemctl and
 # journalctl are stand-ins (deploy/ci/) that run walship exactly as the unit says (User= from the
 # drop-in, EnvironmentFile=, Type=notify's READY=1, SIGTERM and a clean exit on stop), and the
 # installed unit and the runbook's drop-in are checked with systemd-analyze verify.
@@ -13,8 +13,8 @@
 # integrity_check and equal the source's logical content, files keep their owner, the
 # application can still write, and dpkg --purge removes every file the package installed.
 #
-# It changes the machine (dpkg -i, /etc/walship*, user `app`, /var/lib/app) and undoes all of it
-# on exit; it refuses to start when any of those already exists. Under CI=true a missing tool or
+# It changes the machine (dpkg -i, /etc/walship*, /etc/litestream.yml, user `app`, /var/lib/app,
+# /var/backups/walship, the runbook's files in /tmp) and undoes all of it on exit; it refuses to start when any of those already exists. Under CI=true a missing tool or
 # server is a failure; elsewhere it is a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,6 +92,7 @@ cleanup() {
   dpkg -s walship >/dev/null 2>&1 && dpkg --purge walship >/dev/null
   rm -rf /etc/walship.yml /etc/litestream.yml /etc/walship /etc/systemd/system/walship.service.d /var/lib/app /var/backups/walship
   [ -z "$created_user" ] || userdel app 2>/dev/null
+  rm -f /tmp/app-check.db /tmp/app-at.db
   rm -rf "$WORK"
   exit $rc
 }
@@ -149,6 +150,7 @@ ls -l "$WORK"/walship_*_amd64.deb
 # --- install
 run_block install
 [ "$(command -v walship)" = /usr/bin/walship ] || fail "walship is not /usr/bin/walship"
+[ "$(/usr/bin/walship version)" = "$("$BIN" version)" ] || fail "/usr/bin/walship is not the build under test ($BIN)"
 /usr/bin/walship version
 mapfile -t PKG_FILES < <(dpkg -L walship)
 for f in /usr/bin/walship /lib/systemd/system/walship.service /etc/walship/environment.example \
@@ -331,7 +333,7 @@ check_ownership
 step "migration: Litestream v0.3.13 replicates with /etc/litestream.yml"
 mv /etc/walship.yml /etc/litestream.yml
 install -m 0755 "$LITESTREAM" "$WORK/litestream"
-ls_envs=(PATH=$CLEAN_PATH HOME=/var/lib/app)
+ls_envs=("PATH=$CLEAN_PATH" HOME=/var/lib/app)
 while IFS= read -r line; do case $line in ''|'#'*) ;; *) ls_envs+=("$line") ;; esac; done </etc/walship/environment
 ( setpriv --reuid=app --regid=app --init-groups -- env -i "${ls_envs[@]}" "$WORK/litestream" replicate >>"$STATE/litestream.log" 2>&1 &
   echo $! >"$STATE/litestream.pid"; rc=0; wait $! || rc=$?; echo "$rc" >"$STATE/litestream.rc" ) </dev/null >/dev/null 2>&1 &
