@@ -139,6 +139,8 @@ fn classify(kind: ErrorKind, message: &str) -> &'static str {
         "authorizationheadermalformed",
         "no credentials",
         "credentials",
+        // The SFTP backend's login refusal (backends/sftp/src/conn.rs).
+        "refused (tried",
     ]) {
         return "auth";
     }
@@ -227,6 +229,12 @@ mod tests {
             (
                 PermissionDenied,
                 "sftp 127.0.0.1:2222: authentication failed for user root",
+                "auth",
+            ),
+            // Regression: the SFTP backend's real login refusal was reported as "permission".
+            (
+                PermissionDenied,
+                "sftp 127.0.0.1:2222: login as \"app\" refused (tried key /k, password); the server accepts: publickey,password",
                 "auth",
             ),
             (Config, "sftp replica host required", "config"),

@@ -97,6 +97,29 @@ pub fn judge(
     }
 }
 
+/// Monitor steps that may fail in a row (a busy database, say) before the database counts as not
+/// backed up.
+const MONITOR_ERRORS_TOLERATED: u64 = 3;
+
+impl DbView {
+    /// Why this database is not being backed up, if it is not: it has no generation (missing file,
+    /// not opened yet) or its monitor keeps failing (disk full, meta directory unwritable). Its
+    /// replicas would otherwise look caught up to a position that no longer moves.
+    pub fn problem(&self) -> Option<String> {
+        let errors = self
+            .stats
+            .consecutive_errors
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if errors >= MONITOR_ERRORS_TOLERATED {
+            Some(format!("monitor failed {errors} times in a row"))
+        } else if self.db.pos().generation.is_empty() {
+            Some("no generation yet (database missing or not opened)".into())
+        } else {
+            None
+        }
+    }
+}
+
 impl ReplicaView {
     pub fn verdict(&self, now: SystemTime) -> Verdict {
         let st = self.status.borrow().clone();
@@ -108,7 +131,9 @@ impl Health {
     /// True when every replica of every database is healthy (and there is at least one).
     pub fn all_healthy(&self) -> bool {
         let now = SystemTime::now();
-        !self.replicas.is_empty() && self.replicas.iter().all(|r| r.verdict(now).healthy)
+        !self.replicas.is_empty()
+            && self.dbs.iter().all(|d| d.problem().is_none())
+            && self.replicas.iter().all(|r| r.verdict(now).healthy)
     }
 
     /// A short sync-state line for systemd's `STATUS=`.
@@ -132,11 +157,25 @@ impl Health {
                 ));
             }
         }
+        let pending = total.saturating_sub(ok + failing.len());
+        // A database that is not being backed up comes first: it explains its replicas.
+        let mut db_problems: Vec<String> = self
+            .dbs
+            .iter()
+            .filter_map(|d| {
+                d.problem()
+                    .map(|p| format!("{}: {p}", d.db.path().display()))
+            })
+            .collect();
         let mut s = format!("{} databases, {total} replicas: {ok} ok", self.dbs.len());
         if !failing.is_empty() {
             s.push_str(&format!(", {} failing", failing.len()));
         }
-        let pending = total - ok - failing.len();
+        if !db_problems.is_empty() {
+            s.push_str(&format!(", {} databases not backed up", db_problems.len()));
+        }
+        db_problems.append(&mut failing);
+        let failing = db_problems;
         if pending > 0 {
             s.push_str(&format!(", {pending} pending"));
         }

@@ -400,8 +400,14 @@ pub async fn listen(addr: &str) -> Result<tokio::net::TcpListener> {
 /// Serves `/metrics` until the task is dropped.
 pub async fn serve(l: tokio::net::TcpListener, h: Arc<Health>, ops: Arc<Ops>) {
     loop {
-        let Ok((mut conn, _)) = l.accept().await else {
-            continue;
+        let mut conn = match l.accept().await {
+            Ok((conn, _)) => conn,
+            Err(e) => {
+                // Out of descriptors and the like: wait instead of spinning on the error.
+                tracing::warn!(error = %e, "metrics: cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let (h, ops) = (h.clone(), ops.clone());
         tokio::spawn(async move {

@@ -4,7 +4,7 @@
 //! is on, one retention pass. Exit 1 if anything failed; every failure is logged with the
 //! database and the replica it concerns.
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use walship_config::DbConfig;
 use walship_core::db::Db;
 use walship_core::monitor;
@@ -40,8 +40,18 @@ async fn one_db(dbc: &DbConfig, shippers: Vec<(DynReplica, ReplicaOptions)>) -> 
         tracing::error!(db = %db_name, "database does not exist: nothing to replicate");
         return Ok(false);
     }
-    let db = Db::open(&dbc.path, crate::setup::db_options(dbc)).map_err(|e| anyhow!("{e}"))?;
-    let mut ok = true;
+    let db = match Db::open(&dbc.path, crate::setup::db_options(dbc)) {
+        Ok(db) => db,
+        // Counted as a failure, and the other databases still get their pass.
+        Err(e) => {
+            tracing::error!(db = %db_name, error = %e, "cannot open database");
+            return Ok(false);
+        }
+    };
+    if shippers.is_empty() {
+        tracing::error!(db = %db_name, "no replicas configured for this database");
+    }
+    let mut ok = !shippers.is_empty();
     if let Err(e) = monitor::sync_db(&db).await {
         tracing::error!(db = %db_name, error = %e, "sync error");
         ok = false;

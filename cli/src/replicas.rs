@@ -150,7 +150,15 @@ async fn row(db: &DbConfig, r: &ReplicaConfig, st: &LocalState) -> Result<Row> {
             .filter(|s| &s.generation == g)
             .map(|s| s.created)
             .max();
-        row.replica_pos = replica_position(&client, &age, &listing, g).await;
+        match replica_position(&client, &age, &listing, g).await {
+            Ok(p) => row.replica_pos = p,
+            Err(e) => {
+                tracing::error!(db = %row.db, replica = %row.name, error = %e, "cannot read the replica's last segment");
+                row.status = format!("error: {}", one_line(&e.to_string()));
+                row.failed = true;
+                return Ok(row);
+            }
+        }
     }
     let newest = row.newest_segment.max(row.newest_snapshot);
     row.status = match (&st.local, &local_pos) {
@@ -196,12 +204,14 @@ fn pick_generation(l: &Listing, local: Option<&str>) -> Option<String> {
 
 /// Where the replica's WAL ends in `generation`: the end of its last segment (decoded, as the
 /// shipper resumes), or the start of the newest snapshot's index when it holds no segment.
+/// Only a segment this host may not decrypt counts from its start; any other failure to read
+/// it is an error, never a made-up lag.
 async fn replica_position(
     client: &DynReplica,
     age: &Age,
     l: &Listing,
     generation: &str,
-) -> Option<Pos> {
+) -> walship_core::Result<Option<Pos>> {
     let last = l
         .segments
         .iter()
@@ -209,17 +219,19 @@ async fn replica_position(
         .max_by_key(|s| (s.index, s.offset));
     if let Some(seg) = last {
         // A replica whose segments this host cannot decrypt counts from the segment's start.
-        let len = decoded_len(client.clone(), age, &seg.key)
-            .await
-            .unwrap_or(0);
-        return Some(Pos::new(generation, seg.index, seg.offset + len));
+        let len = match decoded_len(client.clone(), age, &seg.key).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == walship_core::ErrorKind::PermissionDenied => 0,
+            Err(e) => return Err(e),
+        };
+        return Ok(Some(Pos::new(generation, seg.index, seg.offset + len)));
     }
-    l.snapshots
+    Ok(l.snapshots
         .iter()
         .filter(|s| s.generation == generation)
         .map(|s| s.index)
         .max()
-        .map(|i| Pos::new(generation, i, 0))
+        .map(|i| Pos::new(generation, i, 0)))
 }
 
 fn one_line(s: &str) -> String {

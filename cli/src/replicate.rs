@@ -49,6 +49,14 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         .or_else(|| cfg.exec.clone())
         .filter(|s| !s.trim().is_empty());
     if a.dry_run {
+        // Validate what `replicate` would refuse at start, so a dry run that passes means the
+        // service starts (the metrics port itself may be busy while the service runs: not bound).
+        if let Some(addr) = cfg.addr.as_deref().filter(|s| !s.is_empty()) {
+            crate::metrics::bind_addr(addr)?;
+        }
+        if let Some(u) = cfg.heartbeat_url.as_deref().filter(|s| !s.is_empty()) {
+            crate::heartbeat::validate(u)?;
+        }
         return crate::check::run(&cfg).await;
     }
     if cfg.dbs.is_empty() {

@@ -17,6 +17,9 @@ pub struct DbStats {
     pub sync_error_count: AtomicU64,
     pub sync_nanos: AtomicU64,
     pub wal_bytes: AtomicU64,
+    /// Monitor steps failed in a row (0 after a success): a monitor that keeps failing stops the
+    /// database's position, and its replicas would look caught up while nothing is backed up.
+    pub consecutive_errors: AtomicU64,
     /// Per checkpoint mode: (attempts, incomplete attempts, nanoseconds holding the lock).
     pub checkpoints: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, u64, u64)>>,
 }
@@ -28,6 +31,7 @@ impl DbStats {
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         match res {
             Ok(r) => {
+                self.consecutive_errors.store(0, Ordering::Relaxed);
                 self.wal_bytes.fetch_add(r.copied_bytes, Ordering::Relaxed);
                 if let Some(c) = r.checkpoint {
                     let mut m = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
@@ -38,6 +42,7 @@ impl DbStats {
                 }
             }
             Err(_) => {
+                self.consecutive_errors.fetch_add(1, Ordering::Relaxed);
                 self.sync_error_count.fetch_add(1, Ordering::Relaxed);
             }
         }

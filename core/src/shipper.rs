@@ -59,6 +59,10 @@ pub struct ShipperStatus {
 
 impl Shipper {
     pub fn new(db: Arc<Db>, replica: DynReplica, opts: ReplicaOptions) -> Self {
+        // Registered before its first report, with a position that matches no generation: a
+        // replica that has not shipped anything yet (unreachable since start) holds every shadow
+        // file, instead of letting the other replicas' progress delete WAL it still owes.
+        db.set_replica_pos(&opts.name, Pos::new(String::new(), 0, 0));
         Shipper {
             db,
             replica,

@@ -545,6 +545,98 @@ fn heartbeat_while_healthy_and_idle_and_none_while_unreachable() {
         "no heartbeat while the replica is unreachable: {log}"
     );
     assert!(log.contains("heartbeat skipped"), "{log}");
+
+    // Regression: a configured database that does not exist (a typo in the path) is not backed
+    // up, so no ping, though its replica has nothing to fail on.
+    let before = hits.lock().unwrap().len();
+    let cfg3 = d.path().join("m.yml");
+    std::fs::write(
+        &cfg3,
+        format!(
+            "{head}dbs:\n  - path: {}\n    replicas:\n{}",
+            d.path().join("no-such-dir").join("typo.db").display(),
+            file_section(&d.path().join("replica-missing"))
+        ),
+    )
+    .unwrap();
+    let mut p = spawn_env(
+        &["replicate", "-config", cfg3.to_str().unwrap()],
+        &env,
+        &d.path().join("m.log"),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let log = p.log_text();
+    p.stop();
+    assert_eq!(
+        hits.lock().unwrap().len(),
+        before,
+        "no heartbeat for a database that does not exist: {log}"
+    );
+}
+
+/// Regression: with two replicas, one shipping and one unreachable since start, the shadow WAL
+/// of past indexes stays until the unreachable one has shipped it (it was deleted as soon as the
+/// reachable replica had, forcing the other into a snapshot and a hole for point-in-time restores).
+#[test]
+fn shadow_wal_kept_for_a_replica_that_never_shipped() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path(), 20);
+    let cfg = d.path().join("s.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    min-checkpoint-page-count: 50\n    replicas:\n{}{}",
+            db.display(),
+            file_section(&d.path().join("replica")),
+            unreachable_section()
+        ),
+    )
+    .unwrap();
+    let mut p = spawn_env(
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &[("WALSHIP_RETRY_MAX_DELAY", "100ms")],
+        &d.path().join("s.log"),
+    );
+    let mut w = Writer::new(&db, 31);
+    let wal_dir = |d: &Path| -> Vec<String> {
+        let meta = d.join(".app.db-litestream").join("generations");
+        let Ok(gens) = std::fs::read_dir(&meta) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for g in gens.flatten() {
+            if let Ok(files) = std::fs::read_dir(g.path().join("wal")) {
+                out.extend(
+                    files
+                        .flatten()
+                        .map(|f| f.file_name().to_string_lossy().into_owned()),
+                );
+            }
+        }
+        out.sort();
+        out
+    };
+    // Write until walship has checkpointed past index 2 (the reachable replica ships them all).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !wal_dir(d.path()).iter().any(|f| f.starts_with("00000003")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no WAL index 3: {:?}\n{}",
+            wal_dir(d.path()),
+            p.log_text()
+        );
+        for _ in 0..50 {
+            w.tx();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let shadows = wal_dir(d.path());
+    p.stop();
+    assert!(
+        shadows.iter().any(|f| f.starts_with("00000000")),
+        "shadow WAL index 0 was deleted although replica 'down' never shipped it: {shadows:?}"
+    );
 }
 
 trait TapMkdir {
