@@ -51,10 +51,25 @@ pub async fn run(cfg: &Config) -> Result<i32> {
                         let res = match tokio::time::timeout(CHECK_TIMEOUT, client.check()).await {
                             Ok(Ok(())) => Ok(()),
                             Ok(Err(e)) => Err(format!("{}: {e}", cause(&e))),
-                            Err(_) => Err(format!(
-                                "unreachable: no answer within {}s",
-                                CHECK_TIMEOUT.as_secs()
-                            )),
+                            Err(_) => {
+                                // The probe may have been written before the deadline: remove
+                                // it (best effort, briefly), so a dry run leaves nothing behind.
+                                let _ = tokio::time::timeout(
+                                    std::time::Duration::from_secs(10),
+                                    async {
+                                        if let Ok(objs) = client.list(".walship-probe-").await {
+                                            let keys: Vec<String> =
+                                                objs.into_iter().map(|o| o.key).collect();
+                                            let _ = client.delete(&keys).await;
+                                        }
+                                    },
+                                )
+                                .await;
+                                Err(format!(
+                                    "unreachable: no answer within {}s",
+                                    CHECK_TIMEOUT.as_secs()
+                                ))
+                            }
                         };
                         (client.kind().to_string(), client.target(), res)
                     }

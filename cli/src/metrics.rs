@@ -178,8 +178,18 @@ pub fn render(h: &Health, ops: &Ops) -> String {
     family(
         "litestream_shadow_wal_size",
         "gauge",
-        "Current size of the shadow WAL index",
-        per_db(&|d| d.db.pos().size as f64),
+        "Total bytes of the shadow WAL files",
+        // v0.3.13's meaning (spec §5.5): every shadow file of the generation, so a replica that
+        // falls behind shows up as local disk growth on the same dashboard.
+        per_db(&|d| {
+            let g = d.db.pos().generation;
+            d.db.meta()
+                .shadow_indexes(&g)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| d.db.shadow_len(&g, i))
+                .sum::<u64>() as f64
+        }),
     );
     family(
         "litestream_sync_count",
