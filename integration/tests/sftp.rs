@@ -585,3 +585,145 @@ fn replication_resumes_after_sshd_restart() {
     let _ = std::fs::remove_file(&out);
     restore_exact(&cfg, &db, &out, &want, &log);
 }
+
+/// A download whose connection drops midway (sshd stopped and started again while the object
+/// is being read) reconnects and continues where it stopped: the bytes read equal the object.
+#[test]
+fn download_resumes_after_the_connection_drops() {
+    let Some(t) = SftpTarget::from_env() else {
+        return;
+    };
+    let mut sshd = PrivateSshd::start(&PathBuf::from(format!("{}.pub", t.key.display())), false);
+    let d = tempfile::tempdir().unwrap();
+    let kh = d.path().join("known_hosts");
+    std::fs::write(&kh, sshd.known_hosts_line()).unwrap();
+    let dir = t.new_dir("resume-get");
+    let mut pairs = base_pairs(&t, sshd.port, &dir);
+    pairs.push(("known-hosts-path", kh.display().to_string()));
+    let r = registry::open(&settings(&pairs)).expect("open sftp replica");
+    // 24 MiB of varied bytes, far more than the reader's window of pipelined reads.
+    let body: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    block_on(async {
+        use tokio::io::AsyncReadExt;
+        r.put(
+            "generations/0123456789abcdef/snapshots/00000000.snapshot.lz4",
+            walship_core::replica::PutSource::Bytes(bytes::Bytes::from(body.clone())),
+        )
+        .await
+        .expect("put");
+        let mut rd = r
+            .get("generations/0123456789abcdef/snapshots/00000000.snapshot.lz4")
+            .await
+            .expect("get");
+        let mut got = vec![0u8; 2 << 20];
+        rd.read_exact(&mut got).await.expect("first 2 MiB");
+        // The reader task is blocked on its full window: drop every connection now.
+        sshd.stop();
+        sshd.resume();
+        rd.read_to_end(&mut got).await.expect("read after the drop");
+        assert_eq!(got.len(), body.len(), "length after resume");
+        assert!(got == body, "content after resume differs");
+    });
+}
+
+/// An upload whose connection drops midway leaves its temporary file on the server; the next
+/// upload, on a new connection, removes it (a flaky link must not pile up partial snapshots).
+#[test]
+fn temporary_file_of_a_broken_upload_is_removed() {
+    let Some(t) = SftpTarget::from_env() else {
+        return;
+    };
+    let mut sshd = PrivateSshd::start(&PathBuf::from(format!("{}.pub", t.key.display())), false);
+    let d = tempfile::tempdir().unwrap();
+    let kh = d.path().join("known_hosts");
+    std::fs::write(&kh, sshd.known_hosts_line()).unwrap();
+    let dir = t.new_dir("orphans");
+    let mut pairs = base_pairs(&t, sshd.port, &dir);
+    pairs.push(("known-hosts-path", kh.display().to_string()));
+    let r = registry::open(&settings(&pairs)).expect("open sftp replica");
+    let tmp_files = || -> Vec<String> {
+        files(&dir)
+            .into_iter()
+            .filter(|f| f.ends_with(".tmp"))
+            .collect()
+    };
+    // A source that yields 4 MiB, then waits until the test has dropped the connection.
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let source = {
+        let gate = gate.clone();
+        walship_core::replica::PutSource::stream(move || {
+            struct Slow {
+                sent: usize,
+                gate: std::sync::Arc<std::sync::Barrier>,
+                waited: bool,
+            }
+            impl std::io::Read for Slow {
+                fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                    if self.sent >= 4 << 20 && !self.waited {
+                        self.waited = true;
+                        self.gate.wait(); // the test stops sshd here
+                        self.gate.wait(); // ... and lets the upload go on into the dead link
+                    }
+                    if self.sent >= 8 << 20 {
+                        return Ok(0);
+                    }
+                    let n = buf.len().min(64 << 10);
+                    buf[..n].fill(7);
+                    self.sent += n;
+                    Ok(n)
+                }
+            }
+            Ok(Box::new(Slow {
+                sent: 0,
+                gate: gate.clone(),
+                waited: false,
+            }) as Box<dyn std::io::Read + Send>)
+        })
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let r2 = r.clone();
+    let upload = rt.spawn(async move {
+        r2.put(
+            "generations/0123456789abcdef/wal/00000000_00000000.wal.lz4",
+            source,
+        )
+        .await
+    });
+    gate.wait();
+    assert_eq!(
+        tmp_files().len(),
+        1,
+        "the upload's temporary file exists: {:?}",
+        files(&dir)
+    );
+    sshd.stop();
+    gate.wait();
+    let res = rt.block_on(upload).unwrap();
+    assert!(
+        res.is_err(),
+        "the upload through a dropped connection fails"
+    );
+    assert_eq!(
+        tmp_files().len(),
+        1,
+        "left behind by the broken upload: {:?}",
+        files(&dir)
+    );
+    sshd.resume();
+    rt.block_on(r.put(
+        "generations/0123456789abcdef/wal/00000000_00000000.wal.lz4",
+        walship_core::replica::PutSource::Bytes(bytes::Bytes::from_static(b"whole")),
+    ))
+    .expect("put after reconnecting");
+    assert!(
+        tmp_files().is_empty(),
+        "orphaned temporary file not removed: {:?}",
+        files(&dir)
+    );
+}

@@ -44,8 +44,38 @@ const DELETE_CONCURRENCY: usize = 16;
 pub struct SftpReplica {
     cfg: Arc<SftpConfig>,
     key: Option<Arc<PrivateKey>>,
-    conn: Mutex<Option<Arc<Conn>>>,
+    conn: Slot,
     handles: Arc<Semaphore>,
+    /// Temporary files of uploads that failed with the connection: removed at the next upload,
+    /// so a flaky link does not pile up partial snapshots on the server.
+    orphans: std::sync::Mutex<Vec<String>>,
+}
+
+/// The replica's one connection, shared with download tasks so they can reconnect mid-stream.
+type Slot = Arc<Mutex<Option<Arc<Conn>>>>;
+
+/// A download that loses its connection reconnects and continues where it stopped, this many
+/// times in a row before it gives up.
+const READ_RESUMES: u32 = 5;
+
+/// The live connection in `slot`, or a new one.
+async fn connect_slot(
+    slot: &Slot,
+    cfg: &SftpConfig,
+    key: Option<&Arc<PrivateKey>>,
+) -> Result<Arc<Conn>> {
+    let mut slot = slot.lock().await;
+    if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+        return Ok(c.clone());
+    }
+    *slot = None;
+    let c = Arc::new(
+        conn::connect(cfg, key)
+            .await
+            .map_err(|e| e.context(format_args!("{}", cfg.target())))?,
+    );
+    *slot = Some(c.clone());
+    Ok(c)
 }
 
 impl std::fmt::Debug for SftpReplica {
@@ -67,8 +97,9 @@ impl SftpReplica {
         Ok(SftpReplica {
             cfg: Arc::new(cfg),
             key,
-            conn: Mutex::new(None),
+            conn: Arc::new(Mutex::new(None)),
             handles: Arc::new(Semaphore::new(MAX_HANDLES)),
+            orphans: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -78,18 +109,7 @@ impl SftpReplica {
 
     /// The live connection, or a new one.
     async fn conn(&self) -> Result<Arc<Conn>> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
-        }
-        *slot = None;
-        let c = Arc::new(
-            conn::connect(&self.cfg, self.key.as_ref())
-                .await
-                .map_err(|e| e.context(format_args!("{}", self.cfg.target())))?,
-        );
-        *slot = Some(c.clone());
-        Ok(c)
+        connect_slot(&self.conn, &self.cfg, self.key.as_ref()).await
     }
 
     /// Maps a request failure and forgets the connection when it is no longer usable.
@@ -399,6 +419,7 @@ impl SftpReplica {
     }
 
     async fn put_inner(&self, c: &Arc<Conn>, key: &str, source: PutSource) -> Result<u64> {
+        self.remove_orphans(c).await;
         let path = self.cfg.remote_path(key);
         let tmp = temp_name(&path);
         let _permit = self.handles.acquire().await.expect("semaphore open");
@@ -429,10 +450,35 @@ impl SftpReplica {
             Ok(n) => self.rename_over(c, &tmp, &path).await.map(|()| n),
             Err(e) => Err(e),
         };
-        if res.is_err() && !c.is_closed() {
-            let _ = c.sftp.remove(tmp.as_str()).await;
+        if res.is_err() {
+            if c.is_closed() {
+                self.orphans
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(tmp);
+            } else {
+                let _ = c.sftp.remove(tmp.as_str()).await;
+            }
         }
         res
+    }
+
+    /// Removes the temporary files of uploads that failed with an earlier connection.
+    async fn remove_orphans(&self, c: &Arc<Conn>) {
+        let orphans = std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()));
+        for tmp in orphans {
+            match c.sftp.remove(tmp.as_str()).await {
+                Ok(_) => {
+                    tracing::debug!(path = %tmp, "removed the temporary file of a failed upload")
+                }
+                Err(SftpError::Status(s)) if s.status_code == StatusCode::NoSuchFile => {}
+                Err(_) => self
+                    .orphans
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(tmp),
+            }
+        }
     }
 
     async fn get_inner(&self, c: &Arc<Conn>, key: &str) -> Result<ByteReader> {
@@ -465,42 +511,84 @@ impl SftpReplica {
             }
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-        let conn = c.clone();
+        let mut conn = c.clone();
         let what = format!("sftp {}: read {path}", self.cfg.addr());
+        let (slot, cfg, key) = (self.conn.clone(), self.cfg.clone(), self.key.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let mut next = 0u64;
-            let mut reads = FuturesOrdered::new();
+            let mut handle = handle;
+            // Bytes handed to the reader so far: where a resumed download continues.
+            let mut delivered = 0u64;
+            let mut resumes = 0u32;
             let end = size.unwrap_or(u64::MAX);
-            loop {
-                while reads.len() < READ_WINDOW && next < end {
-                    let len = (end - next).min(READ_CHUNK as u64) as u32;
-                    reads.push_back(read_range(conn.sftp.clone(), handle.clone(), next, len));
-                    next += len as u64;
-                }
-                let Some(r) = reads.next().await else { break };
-                match r {
-                    Ok(data) => {
-                        let short = (data.len() as u32) < READ_CHUNK;
-                        let eof = data.is_empty();
-                        if !eof && tx.send(Ok(Bytes::from(data))).await.is_err() {
-                            break; // reader dropped
-                        }
-                        if size.is_none() && short {
-                            break;
-                        }
-                        if eof {
-                            if size.is_some() {
-                                let e = Error::transient(format!("{what}: file ended early"));
-                                let _ = tx.send(Err(io_err(&e))).await;
-                            }
-                            break;
-                        }
+            'download: loop {
+                let mut next = delivered;
+                let mut reads = FuturesOrdered::new();
+                loop {
+                    while reads.len() < READ_WINDOW && next < end {
+                        let len = (end - next).min(READ_CHUNK as u64) as u32;
+                        reads.push_back(read_range(conn.sftp.clone(), handle.clone(), next, len));
+                        next += len as u64;
                     }
-                    Err(e) => {
-                        let (e, _) = map_sftp(&what, e);
-                        let _ = tx.send(Err(io_err(&e))).await;
-                        break;
+                    let Some(r) = reads.next().await else {
+                        break 'download;
+                    };
+                    match r {
+                        Ok(data) => {
+                            resumes = 0;
+                            let short = (data.len() as u32) < READ_CHUNK;
+                            let eof = data.is_empty();
+                            delivered += data.len() as u64;
+                            if !eof && tx.send(Ok(Bytes::from(data))).await.is_err() {
+                                break 'download; // reader dropped
+                            }
+                            if size.is_none() && short {
+                                break 'download;
+                            }
+                            if eof {
+                                if size.is_some() {
+                                    let e = Error::transient(format!("{what}: file ended early"));
+                                    let _ = tx.send(Err(io_err(&e))).await;
+                                }
+                                break 'download;
+                            }
+                        }
+                        Err(e) => {
+                            let (e, lost) = map_sftp(&what, e);
+                            if !lost || resumes >= READ_RESUMES {
+                                let _ = tx.send(Err(io_err(&e))).await;
+                                break 'download;
+                            }
+                            drop(reads);
+                            resumes += 1;
+                            tracing::warn!(offset = delivered, attempt = resumes, error = %e, "sftp download broke, reconnecting to resume");
+                            tokio::time::sleep(Duration::from_millis(200 << resumes.min(4))).await;
+                            let reopened = match connect_slot(&slot, &cfg, key.as_ref()).await {
+                                Ok(c) => c
+                                    .sftp
+                                    .open(path.as_str(), OpenFlags::READ, FileAttributes::empty())
+                                    .await
+                                    .map(|h| (c, h.handle))
+                                    .map_err(|e| map_sftp(&what, e).0),
+                                Err(e) => Err(e),
+                            };
+                            match reopened {
+                                Ok((c, h)) => {
+                                    conn = c;
+                                    handle = h;
+                                    continue 'download;
+                                }
+                                // Keep trying while attempts remain: the server may be back soon.
+                                Err(e) if resumes < READ_RESUMES && e.is_retryable() => {
+                                    tracing::warn!(error = %e, "sftp download: reconnect failed");
+                                    continue 'download;
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(io_err(&e))).await;
+                                    break 'download;
+                                }
+                            }
+                        }
                     }
                 }
             }
