@@ -671,12 +671,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 fn metrics_are_served_and_move_during_replication() {
     let d = tempfile::tempdir().unwrap();
     let db = seeded_db(d.path(), 20);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", walship_integration::sftp::free_port());
     let cfg = d.path().join("m.yml");
     std::fs::write(
         &cfg,
@@ -759,12 +754,7 @@ fn metrics_are_served_and_move_during_replication() {
 fn metrics_count_errors_by_replica_and_operation() {
     let d = tempfile::tempdir().unwrap();
     let db = seeded_db(d.path(), 5);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", walship_integration::sftp::free_port());
     let cfg = d.path().join("e.yml");
     std::fs::write(
         &cfg,

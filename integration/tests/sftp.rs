@@ -586,6 +586,27 @@ fn replication_resumes_after_sshd_restart() {
     restore_exact(&cfg, &db, &out, &want, &log);
 }
 
+/// A replica (through the registry) on a private sshd of the test's own, which it may stop.
+fn private_replica(
+    t: &SftpTarget,
+    tag: &str,
+) -> (
+    PrivateSshd,
+    tempfile::TempDir,
+    PathBuf,
+    walship_core::replica::DynReplica,
+) {
+    let sshd = PrivateSshd::start(&PathBuf::from(format!("{}.pub", t.key.display())), false);
+    let d = tempfile::tempdir().unwrap();
+    let kh = d.path().join("known_hosts");
+    std::fs::write(&kh, sshd.known_hosts_line()).unwrap();
+    let dir = t.new_dir(tag);
+    let mut pairs = base_pairs(t, sshd.port, &dir);
+    pairs.push(("known-hosts-path", kh.display().to_string()));
+    let r = registry::open(&settings(&pairs)).expect("open sftp replica");
+    (sshd, d, dir, r)
+}
+
 /// A download whose connection drops midway (sshd stopped and started again while the object
 /// is being read) reconnects and continues where it stopped: the bytes read equal the object.
 #[test]
@@ -593,14 +614,7 @@ fn download_resumes_after_the_connection_drops() {
     let Some(t) = SftpTarget::from_env() else {
         return;
     };
-    let mut sshd = PrivateSshd::start(&PathBuf::from(format!("{}.pub", t.key.display())), false);
-    let d = tempfile::tempdir().unwrap();
-    let kh = d.path().join("known_hosts");
-    std::fs::write(&kh, sshd.known_hosts_line()).unwrap();
-    let dir = t.new_dir("resume-get");
-    let mut pairs = base_pairs(&t, sshd.port, &dir);
-    pairs.push(("known-hosts-path", kh.display().to_string()));
-    let r = registry::open(&settings(&pairs)).expect("open sftp replica");
+    let (mut sshd, _d, _dir, r) = private_replica(&t, "resume-get");
     // 24 MiB of varied bytes, far more than the reader's window of pipelined reads.
     let body: Vec<u8> = (0..24u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -635,14 +649,7 @@ fn temporary_file_of_a_broken_upload_is_removed() {
     let Some(t) = SftpTarget::from_env() else {
         return;
     };
-    let mut sshd = PrivateSshd::start(&PathBuf::from(format!("{}.pub", t.key.display())), false);
-    let d = tempfile::tempdir().unwrap();
-    let kh = d.path().join("known_hosts");
-    std::fs::write(&kh, sshd.known_hosts_line()).unwrap();
-    let dir = t.new_dir("orphans");
-    let mut pairs = base_pairs(&t, sshd.port, &dir);
-    pairs.push(("known-hosts-path", kh.display().to_string()));
-    let r = registry::open(&settings(&pairs)).expect("open sftp replica");
+    let (mut sshd, _d, dir, r) = private_replica(&t, "orphans");
     let tmp_files = || -> Vec<String> {
         files(&dir)
             .into_iter()
