@@ -96,6 +96,13 @@ struct State {
     started: Instant,
     /// (index, size) at the last complete checkpoint: nothing new to checkpoint since.
     checkpointed_at: Option<(u32, u64)>,
+    /// Set while `R` reads the database file itself (it began on a fully backfilled WAL, so
+    /// SQLite gave it read-mark 0), with the index it began in. That still blocks every backfill,
+    /// as it must, but each application commit beyond its autocheckpoint threshold then sorts the
+    /// whole WAL index for a checkpoint that cannot proceed; measured, that was half of a
+    /// saturating writer's time. Once the WAL has restarted, `R` moves onto it (read-mark >= 1:
+    /// the application backfills up to it once, then its attempts stop early).
+    reader_on_db_file: Option<u32>,
 }
 
 /// What a sync did, for logs and metrics.
@@ -170,6 +177,7 @@ impl Db {
                 last_checkpoint: None,
                 started: Instant::now(),
                 checkpointed_at: None,
+                reader_on_db_file: None,
             }),
             pos_tx,
             gate: Arc::new(RwLock::new(())),
@@ -258,6 +266,14 @@ impl Db {
             report.new_generation = Some(st.generation.clone());
         }
         report.copied_bytes += self.copy_frames(&mut st, Some(self.opts.max_copy_bytes))?;
+        if st.reader_on_db_file.is_some_and(|i| i < st.index) {
+            match self.with_write_lock(&mut st, |_, _| Ok(())) {
+                Ok(()) => {}
+                // Busy: the next sync tries again.
+                Err(e) if e.kind() == crate::ErrorKind::Transient => {}
+                Err(e) => return Err(e),
+            }
+        }
         if let Some(mode) = self.checkpoint_due(&st) {
             report.checkpoint = self.checkpoint(&mut st, mode)?;
         }
@@ -503,6 +519,8 @@ impl Db {
                 f(self, st)?;
                 self.copy_frames(st, None)?;
                 begin_read(&conns.r, &self.path)?;
+                st.reader_on_db_file = (st.checkpointed_at == Some((st.index, st.size)))
+                    .then_some(st.index);
                 st.proof = Some(Proof {
                     index: st.index,
                     header: st.header.expect("header"),
@@ -613,6 +631,7 @@ impl Db {
         st.last_checkpoint = Some(Instant::now());
         if complete {
             st.checkpointed_at = Some((st.index, st.size));
+            st.reader_on_db_file = Some(st.index);
         }
         tracing::debug!(db = %self.path.display(), mode, complete, ?lock_wait, ?lock_held, "checkpoint");
         Ok(Some(CheckpointOutcome {
