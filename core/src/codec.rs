@@ -9,12 +9,12 @@ use std::io::{self, Read, Write};
 
 fn frame_info() -> FrameInfo {
     FrameInfo::new()
-        .block_size(BlockSize::Max4MB)
+        .block_size(BlockSize::Max256KB)
         .block_mode(BlockMode::Independent)
         .content_checksum(true)
 }
 
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// Compresses everything read from `inner` into one LZ4 frame, on demand.
 pub struct Lz4Encoder<R> {

@@ -467,11 +467,11 @@ impl Db {
         let io = |e| Error::io(format!("write {}", sp.display()), e);
         let mut shadow = OpenOptions::new().write(true).open(&sp).map_err(io)?;
         shadow.seek(SeekFrom::Start(st.size)).map_err(io)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, shadow);
+        let mut out = std::io::BufWriter::with_capacity(COPY_BUF, shadow);
         // Read no further than the WAL's size now: a writer that keeps appending cannot make one
         // sync copy forever.
         let mut fr = FrameReader::new(
-            BufReader::with_capacity(1 << 20, real.take(end - st.size)),
+            BufReader::with_capacity(COPY_BUF, real.take(end - st.size)),
             h,
             st.seed,
         );
@@ -594,6 +594,7 @@ impl Db {
         // checkpoint's own WAL sync has only the last moments to write.
         if st.size > HEADER_SIZE as u64 {
             let frame = st.header.expect("header").frame_size();
+            let mut busy = false;
             for round in 0..2 {
                 let before = wal_len(&self.wal_path);
                 // Copied first without the lock: a locked copy of megabytes holds writers up.
@@ -611,12 +612,15 @@ impl Db {
                     Err(e) => return Err(e),
                 }
                 let appended = wal_len(&self.wal_path).saturating_sub(before) / frame;
-                if appended < self.opts.min_checkpoint_page_count.max(1) {
+                busy = appended >= self.opts.min_checkpoint_page_count.max(1);
+                if !busy {
                     break;
                 }
             }
-            if let Ok(f) = File::open(&self.wal_path) {
-                let _ = f.sync_data();
+            if busy {
+                if let Ok(f) = File::open(&self.wal_path) {
+                    let _ = f.sync_data();
+                }
             }
             self.copy_frames(st, None)?;
         }
@@ -778,6 +782,10 @@ fn passive_checkpoint(
     }
     res
 }
+
+/// Buffer size of each side of a shadow copy: large enough that a saturating writer's megabytes
+/// take few system calls, small enough that a steady one does not keep megabytes resident.
+const COPY_BUF: usize = 256 * 1024;
 
 fn wal_len(p: &Path) -> u64 {
     fs::metadata(p).map(|m| m.len()).unwrap_or(0)
