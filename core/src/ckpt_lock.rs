@@ -113,10 +113,16 @@ mod tests {
         let mut l = CheckpointLock::open(&p).expect("shm exists");
         assert!(l.hold());
         c.execute_batch("INSERT INTO t VALUES (2)").unwrap();
-        assert_eq!(passive(&c).0, 1, "checkpoint must be busy while the lock is held");
+        assert_eq!(
+            passive(&c).0,
+            1,
+            "checkpoint must be busy while the lock is held"
+        );
         // Writes and reads are not affected.
         c.execute_batch("INSERT INTO t VALUES (3)").unwrap();
-        let n: i64 = c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 3);
         l.release();
         let (busy, log, done) = passive(&c);

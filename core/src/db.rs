@@ -537,8 +537,8 @@ impl Db {
                 f(self, st)?;
                 self.copy_frames(st, None)?;
                 begin_read(&conns.r, &self.path)?;
-                st.reader_on_db_file = (st.checkpointed_at == Some((st.index, st.size)))
-                    .then_some(st.index);
+                st.reader_on_db_file =
+                    (st.checkpointed_at == Some((st.index, st.size))).then_some(st.index);
                 st.proof = Some(Proof {
                     index: st.index,
                     header: st.header.expect("header"),

@@ -120,7 +120,11 @@ fn read_transaction_moves_onto_the_restarted_wal_and_checkpoint_lock_is_held() {
         }
         false
     });
-    assert!(settled, "no complete checkpoint by walship: {:?}", locks_on(ino));
+    assert!(
+        settled,
+        "no complete checkpoint by walship: {:?}",
+        locks_on(ino)
+    );
     let before = wal_header(&db);
 
     // The application's next commit restarts the WAL; walship's next sync moves onto it. Before
@@ -155,7 +159,11 @@ fn read_transaction_moves_onto_the_restarted_wal_and_checkpoint_lock_is_held() {
     for _ in 0..20 {
         w.tx_small();
     }
-    assert_eq!(passive(&w.conn).0, 1, "the application's checkpoint was not refused");
+    assert_eq!(
+        passive(&w.conn).0,
+        1,
+        "the application's checkpoint was not refused"
+    );
     // Its writes and reads are not affected.
     let n: i64 = w
         .conn

@@ -133,7 +133,10 @@ pub struct Poller {
 
 fn parse_segment(name: &str) -> Option<(u32, u64)> {
     let (i, o) = name.strip_suffix(".wal.lz4")?.split_once('_')?;
-    Some((u32::from_str_radix(i, 16).ok()?, u64::from_str_radix(o, 16).ok()?))
+    Some((
+        u32::from_str_radix(i, 16).ok()?,
+        u64::from_str_radix(o, 16).ok()?,
+    ))
 }
 
 /// Decoded length and, when it starts with one, the WAL header's salts.
@@ -174,7 +177,11 @@ impl Watcher {
     fn new(replica: &Path) -> Watcher {
         // SAFETY: plain syscall; the descriptor is closed on drop.
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        assert!(fd >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
         Watcher {
             fd,
             root: replica.join("generations"),
@@ -315,7 +322,15 @@ impl Poller {
             .unwrap()
             .appeared
             .iter()
-            .map(|s| (s.generation.clone(), s.index, s.offset, s.path.clone(), s.at))
+            .map(|s| {
+                (
+                    s.generation.clone(),
+                    s.index,
+                    s.offset,
+                    s.path.clone(),
+                    s.at,
+                )
+            })
             .collect();
         appeared.sort_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
         let mut r = self.resolved.lock().unwrap();

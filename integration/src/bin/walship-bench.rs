@@ -562,9 +562,7 @@ fn saturating(tool: Option<&Tool>, secs: f64) -> Sat {
     };
     if let Some(last) = commits.last() {
         match poller.wait_held(last, Duration::from_secs(180)) {
-            Some(t) => {
-                out.catch_up_s = Some(t.saturating_duration_since(stopped).as_secs_f64())
-            }
+            Some(t) => out.catch_up_s = Some(t.saturating_duration_since(stopped).as_secs_f64()),
             None => warn(format!(
                 "{name}: not caught up 180 s after the writer stopped"
             )),
