@@ -56,11 +56,14 @@ impl CheckpointLock {
         self.held
     }
 
-    pub fn release(&mut self) {
-        if self.held {
+    /// Returns whether it was held.
+    pub fn release(&mut self) -> bool {
+        let was = self.held;
+        if was {
             self.set(false);
             self.held = false;
         }
+        was
     }
 
     #[cfg(target_os = "linux")]
