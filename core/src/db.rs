@@ -11,7 +11,6 @@
 //! checkpoint sequence continues the generation in the next index. Every other change of the WAL
 //! starts a new generation with a logged reason, never a gap.
 
-use crate::ckpt_lock::CheckpointLock;
 use crate::error::{Error, Result};
 use crate::layout::{new_generation, Pos, MAX_INDEX};
 use crate::meta::{default_meta_dir, InstanceLock, MetaDir};
@@ -85,8 +84,6 @@ struct Conns {
 
 struct State {
     conns: Option<Conns>,
-    /// Declared after `conns`: its descriptor must close after theirs (see [`CheckpointLock`]).
-    ckpt_lock: Option<CheckpointLock>,
     generation: String,
     index: u32,
     header: Option<WalHeader>,
@@ -171,7 +168,6 @@ impl Db {
             opts,
             state: Mutex::new(State {
                 conns: None,
-                ckpt_lock: None,
                 generation: String::new(),
                 index: 0,
                 header: None,
@@ -231,25 +227,7 @@ impl Db {
     /// One monitor step: copy committed frames, roll indexes, checkpoint when due. Blocking.
     pub fn sync(&self) -> Result<SyncReport> {
         let mut st = self.lock_state();
-        let res = self.sync_locked(&mut st);
-        // Hold SQLite's checkpoint lock after a successful sync, never after an error. The
-        // monitor lets go of it once the database has been quiet for 100 ms or a sync found
-        // nothing to copy (`release_checkpoint_lock`), so an application that needs the lock to
-        // rebuild a damaged WAL index (it stops writing meanwhile) waits that long. Holding it
-        // less was measured worse under a saturating writer: only past
-        // min-checkpoint-page-count frames, or only while the WAL is not fully backfilled, or
-        // only while the monitor is on its short cadence, each let the application's own
-        // checkpoints in between walship's: 0.72-0.84 of the writer's rate, WAL peaks of
-        // 25-48k pages, against 0.92-0.95 and 16-18k.
-        let hold = res.is_ok() && st.header.is_some();
-        if let Some(l) = st.ckpt_lock.as_mut() {
-            if hold {
-                l.hold();
-            } else {
-                l.release();
-            }
-        }
-        let report = res?;
+        let report = self.sync_locked(&mut st)?;
         if st.conns.is_none() {
             return Ok(report);
         }
@@ -257,11 +235,6 @@ impl Db {
         drop(st);
         self.clean_shadows();
         Ok(report)
-    }
-
-    /// Lets go of SQLite's checkpoint lock until the next sync; see [`CheckpointLock`].
-    pub fn release_checkpoint_lock(&self) {
-        release_ckpt_lock(&mut self.lock_state());
     }
 
     fn sync_locked(&self, st: &mut State) -> Result<SyncReport> {
@@ -319,7 +292,6 @@ impl Db {
     }
 
     fn init(&self, st: &mut State, report: &mut SyncReport) -> Result<()> {
-        release_ckpt_lock(st);
         if self.db_file.get().is_none() {
             let f = File::open(&self.path)
                 .map_err(|e| Error::io(format!("open {}", self.path.display()), e))?;
@@ -352,9 +324,6 @@ impl Db {
         .map_err(|e| sq("create _litestream tables", e))?;
         st.conns = Some(Conns { r, w });
         self.ensure_wal_exists(st)?;
-        if st.ckpt_lock.is_none() {
-            st.ckpt_lock = CheckpointLock::open(&self.path);
-        }
         let res = self.with_write_lock(st, |db, st| {
             let hdr = WalHeader::parse(&read_header_bytes(&db.wal_path)?)
                 .map_err(|e| Error::corrupt(format!("{}: {e}", db.wal_path.display())))?;
@@ -536,7 +505,6 @@ impl Db {
         if len >= HEADER_SIZE as u64 {
             return Ok(());
         }
-        release_ckpt_lock(st);
         let c = &st.conns.as_ref().expect("conns").w;
         c.execute_batch(
             "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
@@ -551,7 +519,6 @@ impl Db {
         st: &mut State,
         f: impl FnOnce(&Db, &mut State) -> Result<()>,
     ) -> Result<()> {
-        let was_held = release_ckpt_lock(st);
         let conns = st.conns.take().expect("conns");
         let res = (|| {
             conns.w.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
@@ -580,7 +547,6 @@ impl Db {
             inner
         })();
         st.conns = Some(conns);
-        rehold_ckpt_lock(st, was_held && res.is_ok());
         res
     }
 
@@ -633,8 +599,7 @@ impl Db {
                 self.copy_frames(st, None)?;
                 match self.with_write_lock(st, |_, _| Ok(())) {
                     Ok(()) => {
-                        let w = &st.conns.as_ref().expect("conns").w;
-                        let _ = passive_checkpoint(&mut st.ckpt_lock, w);
+                        let _ = checkpoint(&st.conns.as_ref().expect("conns").w, "PASSIVE");
                     }
                     Err(e) if e.kind() == crate::ErrorKind::Transient && round == 0 => {
                         tracing::debug!(db = %self.path.display(), "checkpoint skipped: write lock busy");
@@ -673,12 +638,12 @@ impl Db {
             st.proof = None;
             // An application's own checkpoint may hold the checkpointer lock for a moment (busy,
             // log = -1): retry briefly rather than give up the whole cycle.
-            let mut ck = passive_checkpoint(&mut st.ckpt_lock, &conns.r);
+            let mut ck = checkpoint(&conns.r, "PASSIVE");
             for _ in 0..50 {
                 match &ck {
                     Ok(c) if c.busy && c.log < 0 => {
                         std::thread::sleep(Duration::from_micros(200));
-                        ck = passive_checkpoint(&mut st.ckpt_lock, &conns.r);
+                        ck = checkpoint(&conns.r, "PASSIVE");
                     }
                     _ => break,
                 }
@@ -797,38 +762,6 @@ impl Db {
             let _ = c.r.execute_batch("ROLLBACK");
         }
     }
-}
-
-/// Lifts walship's hold on the checkpoint lock before its own connections use SQLite: they see
-/// the hold as somebody else's, so their checkpoints would fail, and a connection that finds the
-/// WAL index damaged (an application killed mid-commit) needs that lock to rebuild it. The end of
-/// `Db::sync` takes it again when it is worth it.
-fn release_ckpt_lock(st: &mut State) -> bool {
-    st.ckpt_lock.as_mut().is_some_and(|l| l.release())
-}
-
-/// Takes the checkpoint lock again after walship's own use of SQLite, if it was held before: a
-/// moment without it lets an application's checkpoint start, which then holds up walship's.
-fn rehold_ckpt_lock(st: &mut State, was_held: bool) {
-    if was_held {
-        if let Some(l) = st.ckpt_lock.as_mut() {
-            l.hold();
-        }
-    }
-}
-
-fn passive_checkpoint(
-    lock: &mut Option<CheckpointLock>,
-    conn: &Connection,
-) -> rusqlite::Result<sqlite::CheckpointResult> {
-    let was = lock.as_mut().is_some_and(|l| l.release());
-    let res = checkpoint(conn, "PASSIVE");
-    if was {
-        if let Some(l) = lock.as_mut() {
-            l.hold();
-        }
-    }
-    res
 }
 
 /// Buffer size of each side of a shadow copy: large enough that a saturating writer's megabytes

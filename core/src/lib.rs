@@ -8,7 +8,6 @@
 //! - [`shipper::Shipper`]: uploads segments and snapshots and enforces retention, per replica.
 //! - [`plan`] and [`restore`]: point-in-time restore.
 
-mod ckpt_lock;
 pub mod codec;
 pub mod crypt;
 pub mod db;

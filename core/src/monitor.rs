@@ -101,11 +101,6 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             match res {
                 Ok(r) => {
                     errors = 0;
-                    if r.copied_bytes == 0 {
-                        // Nothing written since the last sync: the application may be waiting
-                        // for SQLite's checkpoint lock to rebuild its WAL index.
-                        mdb.release_checkpoint_lock();
-                    }
                     tracing::trace!(db = %mdb.path().display(), copied = r.copied_bytes, elapsed = ?started.elapsed(), ?since, "sync");
                     // A writer producing more than BUSY_RATE keeps the monitor on a short cadence
                     // so the WAL stays near max-checkpoint-page-count; otherwise one sync per
@@ -124,7 +119,6 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             } else {
                 Duration::ZERO
             };
-
             if !wait.is_zero() || !armed {
                 let wait = if wait.is_zero() { interval } else { wait };
                 tokio::select! {
@@ -133,20 +127,10 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 }
                 continue;
             }
-            let woke = tokio::select! {
-                _ = watch.notify.notified() => true,
-                _ = tokio::time::sleep(IDLE_AFTER) => false,
+            tokio::select! {
+                _ = watch.notify.notified() => {}
+                _ = tokio::time::sleep(idle_poll) => {}
                 _ = mrx.changed() => return,
-            };
-            if !woke {
-                // The writer has gone quiet, or is waiting for SQLite's checkpoint lock to rebuild
-                // its WAL index: let go of it until the next sync.
-                mdb.release_checkpoint_lock();
-                tokio::select! {
-                    _ = watch.notify.notified() => {}
-                    _ = tokio::time::sleep(idle_poll.saturating_sub(IDLE_AFTER)) => {}
-                    _ = mrx.changed() => return,
-                }
             }
             // Coalesce a burst of commits into one sync per monitor-interval, unless the WAL
             // grows fast enough that waiting would let it balloon (a writer going flat out).
@@ -223,9 +207,6 @@ const GROWTH_POLL: Duration = Duration::from_millis(100);
 fn wal_len(p: &std::path::Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
-
-/// How long without a change before the monitor counts the database as idle.
-const IDLE_AFTER: Duration = Duration::from_millis(100);
 
 /// Gap between syncs while a writer is busy.
 const FAST_GAP: Duration = Duration::from_millis(20);

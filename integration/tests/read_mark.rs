@@ -1,14 +1,10 @@
 //! The SQLite locks walship holds while it replicates, seen from outside through `/proc/locks`
 //! (issue 3): they decide how much an application's commits pay for being replicated.
 //!
-//! Two regressions are pinned here. Both cost a saturating writer about half its rate before they
-//! were fixed, and neither is visible in a restore:
-//! - after walship's complete checkpoint its long read transaction sat on read-mark 0 (reading the
-//!   database file) until the next checkpoint, and every application commit past 1000 WAL frames
-//!   then sorted the whole WAL index for a checkpoint that could not run;
-//! - an application's autocheckpoint, which cannot finish while walship reads, cost 3-5 `fcntl`
-//!   calls per commit; walship now holds the checkpoint lock while that is so, and it fails at
-//!   the first (`ckpt_lock.rs` shows SQLite's side of it).
+//! The regression pinned here cost a saturating writer half its rate and is not visible in a
+//! restore: after walship's complete checkpoint its long read transaction sat on read-mark 0
+//! (reading the database file) until the next checkpoint, and every application commit past 1000
+//! WAL frames then sorted the whole WAL index for a checkpoint that could not run.
 
 use rusqlite::Connection;
 use std::os::unix::fs::MetadataExt;
@@ -16,9 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use walship_integration::*;
 
-/// The unix VFS's shm lock bytes: 120 + slot. Slot 1 is the checkpoint lock, 3 + i is read-mark i
-/// (i < 5); 128 is the dead-man switch every connection holds.
-const CKPT: u64 = 121;
+/// The unix VFS's shm lock bytes: 120 + slot; 3 + i is read-mark i (i < 5), 128 is the dead-man
+/// switch every connection holds.
 const READ_MARK_0: u64 = 123;
 const READ_MARKS: u64 = 5;
 
@@ -73,7 +68,7 @@ fn shm_ino(db: &Path) -> u64 {
 }
 
 #[test]
-fn read_transaction_moves_onto_the_restarted_wal_and_checkpoint_lock_is_held() {
+fn read_transaction_moves_onto_the_restarted_wal() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("app.db");
     let mut w = Writer::new(&db, 31);
@@ -148,61 +143,10 @@ fn read_transaction_moves_onto_the_restarted_wal_and_checkpoint_lock_is_held() {
         },
     );
 
-    // The checkpoint lock (an open-file-description lock, listed as OFDLCK) is held while a busy
-    // writer keeps walship on its short cadence, and let go when the writer is idle (so an
-    // application that needs it to rebuild a damaged WAL index is not kept waiting).
-    let ckpt_held = || {
-        locks_on(ino)
-            .iter()
-            .any(|(kind, mode, _, start)| kind == "OFDLCK" && mode == "WRITE" && *start == CKPT)
-    };
-    wait_until(
-        Duration::from_secs(5),
-        "no checkpoint lock with an idle writer",
-        || !ckpt_held(),
-    );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let busy = {
-        let (db, stop) = (db.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut w = Writer::new(&db, 32);
-            let t0 = Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                && t0.elapsed() < Duration::from_secs(20)
-            {
-                w.tx_small();
-            }
-        })
-    };
-    let seen = (0..1000).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        ckpt_held()
-    });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    busy.join().unwrap();
-    assert!(seen, "checkpoint lock never held under a busy writer");
-    // The application's writes and reads are not affected.
-    w.tx_small();
-    let n: i64 = w
-        .conn
-        .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-        .unwrap();
-    assert!(n > 0);
-    wait_until(
-        Duration::from_secs(10),
-        "the checkpoint lock released",
-        || !ckpt_held(),
-    );
-
-    // walship still replicates everything, and when it stops, the lock goes with it.
+    // walship still replicates everything; once it stops, the application's checkpoint runs.
     let scratch = d.path().join("check.db");
     wait_caught_up(&file_url(&replica), &db, &scratch, Duration::from_secs(30));
     assert_eq!(p.stop(), 0, "{}", p.log_text());
-    assert!(
-        !locks_on(ino).iter().any(|l| l.0 == "OFDLCK"),
-        "{:?}",
-        locks_on(ino)
-    );
     let (busy, log, done) = passive(&w.conn);
     assert_eq!((busy, log), (0, done), "checkpoint after walship stopped");
 }
