@@ -111,12 +111,36 @@ impl Proc {
         self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
     }
 
-    /// SIGTERM and wait; returns the exit code.
+    /// SIGTERM and wait; returns the exit code. A process still running 180 s later is killed
+    /// and the test fails saying so, instead of hanging the suite.
     pub fn stop(&mut self) -> i32 {
+        match self.stop_within(Duration::from_secs(180)) {
+            Some(code) => code,
+            None => panic!(
+                "{} did not exit within 180 s of SIGTERM (killed); log:\n{}",
+                self.log.display(),
+                self.log_text()
+            ),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `timeout`: the exit code, or None when
+    /// it had to be killed.
+    pub fn stop_within(&mut self, timeout: Duration) -> Option<i32> {
         let mut c = self.child.take().expect("running");
         unsafe { libc_kill(c.id() as i32, 15) };
-        let st = c.wait().expect("wait");
-        st.code().unwrap_or(-1)
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return Some(st.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                unsafe { libc_kill(c.id() as i32, 9) };
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, as a crash.
