@@ -768,7 +768,7 @@ impl Db {
 /// take few system calls, small enough that a steady one does not keep megabytes resident.
 const COPY_BUF: usize = 256 * 1024;
 
-fn wal_len(p: &Path) -> u64 {
+pub(crate) fn wal_len(p: &Path) -> u64 {
     fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 

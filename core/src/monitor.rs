@@ -1,6 +1,6 @@
 //! Runs one database and its shippers: the monitor loop, shutdown, and the final sync.
 
-use crate::db::Db;
+use crate::db::{wal_len, Db};
 use crate::error::Result;
 use crate::shipper::Shipper;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,10 +203,6 @@ const BUSY_RATE: f64 = 4.0 * 1024.0 * 1024.0;
 const FAST_BYTES: u64 = 4 * 1024 * 1024;
 /// How often the WAL's size is looked at while coalescing (a `stat`, nothing more).
 const GROWTH_POLL: Duration = Duration::from_millis(100);
-
-fn wal_len(p: &std::path::Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
 
 /// Gap between syncs while a writer is busy.
 const FAST_GAP: Duration = Duration::from_millis(20);
