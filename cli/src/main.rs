@@ -214,6 +214,7 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    walship_core::sqlite::lean_memory();
     let raw: Vec<String> = std::env::args().collect();
     let args = if raw.len() > 1 {
         let mut v = vec![raw[0].clone(), raw[1].clone()];

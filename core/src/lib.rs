@@ -17,6 +17,7 @@ pub mod listing;
 pub mod local;
 pub mod meta;
 pub mod monitor;
+pub mod pace;
 pub mod plan;
 pub mod registry;
 pub mod replica;

@@ -1,7 +1,8 @@
 //! Runs one database and its shippers: the monitor loop, shutdown, and the final sync.
 
-use crate::db::{wal_len, Db};
+use crate::db::Db;
 use crate::error::Result;
+use crate::pace::{grown, wal_mark, RateWindow};
 use crate::shipper::Shipper;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -87,6 +88,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         } else {
             interval
         };
+        let mut recent = RateWindow::new(RATE_WINDOW);
         let mut errors = 0u32;
         let mut last = tokio::time::Instant::now();
         loop {
@@ -105,7 +107,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                     // A writer producing more than BUSY_RATE keeps the monitor on a short cadence
                     // so the WAL stays near max-checkpoint-page-count; otherwise one sync per
                     // monitor-interval, and only after a change.
-                    fast = r.copied_bytes as f64 >= BUSY_RATE * since.as_secs_f64().max(0.001);
+                    fast = recent.push(std::time::Instant::now(), r.copied_bytes, BUSY_RATE);
                 }
                 Err(e) => {
                     errors += 1;
@@ -135,10 +137,12 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             // Coalesce a burst of commits into one sync per monitor-interval, unless the WAL
             // grows fast enough that waiting would let it balloon (a writer going flat out).
             let next = started + interval;
-            let base = wal_len(mdb.wal_path());
+            let base = wal_mark(mdb.wal_path(), mdb.shm_file());
             loop {
                 let now = tokio::time::Instant::now();
-                if now >= next || wal_len(mdb.wal_path()).saturating_sub(base) >= FAST_BYTES {
+                if now >= next
+                    || grown(base, wal_mark(mdb.wal_path(), mdb.shm_file())) >= FAST_BYTES
+                {
                     break;
                 }
                 tokio::select! {
@@ -199,9 +203,11 @@ impl Running {
 
 /// Copy rate (bytes/s) above which the monitor syncs on the short cadence.
 const BUSY_RATE: f64 = 4.0 * 1024.0 * 1024.0;
+/// How far back that rate looks: long enough to span a WAL restart.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// WAL growth that ends the coalescing wait early.
 const FAST_BYTES: u64 = 4 * 1024 * 1024;
-/// How often the WAL's size is looked at while coalescing (a `stat`, nothing more).
+/// How often the writer's position is looked at while coalescing (one 48-byte read).
 const GROWTH_POLL: Duration = Duration::from_millis(100);
 
 /// Gap between syncs while a writer is busy.

@@ -1,6 +1,8 @@
 //! A saturating writer for 20 s against a directory replica, three runs with different seeds:
-//! every run restores exactly, replication catches up after the writer stops, and the WAL stays
-//! bounded (sampled) while walship checkpoints behind the writer.
+//! every run restores exactly, replication catches up after the writer stops, the WAL stays
+//! bounded (sampled) while walship checkpoints behind the writer, and the whole run is one
+//! generation (walship never lost its hold on the WAL: a restore from any moment of the run
+//! replays one unbroken chain, not a string of fresh snapshots).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -70,6 +72,13 @@ fn run(seed: u64) {
         "WAL reached {max_pages} pages (> 10 x {MAX_PAGES})"
     );
     let out = d.path().join("out.db");
+    let gens = generations(&replica);
+    assert_eq!(
+        gens.len(),
+        1,
+        "seed {seed}: the run split into generations {gens:?}:\n{}",
+        p.log_text()
+    );
     let segments = block_on(oracle::assert_no_wal_gap(&oracle::file_replica(&replica)));
     eprintln!("seed {seed}: no WAL gap over {segments} segments");
     restore_walship(&[&url], &out);

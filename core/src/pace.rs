@@ -1,0 +1,235 @@
+//! How the monitor tells a busy writer from a quiet one: pure measurements, no I/O policy.
+//!
+//! Two measurements had to change after a saturating writer showed the WAL at 40-100k pages
+//! (10 x max-checkpoint-page-count) for a second at a time:
+//! - progress between syncs was read from the `-wal` file's length, which does not change after
+//!   SQLite restarts the WAL (it writes from the start again), so the monitor waited out its whole
+//!   monitor-interval while the writer refilled the old file; SQLite's WAL-index header in `-shm`
+//!   says how many frames the current WAL holds, and its salts say whether it restarted;
+//! - "busy" was judged from the one sync before, and the sync right after a restart copies next to
+//!   nothing; a window of the last second of syncs does not forget a writer that fast.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Where the writer is: from the WAL-index header when it can be read, else the file length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalMark {
+    Index {
+        salts: [u32; 2],
+        frames: u32,
+        frame_size: u64,
+    },
+    Len(u64),
+}
+
+/// Size of one copy of the WAL-index header (`WalIndexHdr` in SQLite's wal.c).
+const INDEX_HEADER: usize = 48;
+/// `WALINDEX_MAX_VERSION`, the only version SQLite writes.
+const INDEX_VERSION: u32 = 3007000;
+
+/// Parses the first copy of the WAL-index header. SQLite keeps it in shared memory in the host's
+/// byte order; it is read here without SQLite's locks, so a torn read is possible and the result
+/// only ever decides when to sync next, never what is copied.
+pub fn parse_index_header(b: &[u8]) -> Option<WalMark> {
+    let b = b.get(..INDEX_HEADER)?;
+    let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+    let is_init = b[12] != 0;
+    if u32_at(0) != INDEX_VERSION || !is_init {
+        return None;
+    }
+    let page = match u16::from_ne_bytes([b[14], b[15]]) {
+        0 => return None,
+        1 => 65536u64,
+        p => u64::from(p),
+    };
+    Some(WalMark::Index {
+        salts: [u32_at(32), u32_at(36)],
+        frames: u32_at(16),
+        frame_size: page + 24,
+    })
+}
+
+/// Reads the writer's position: `-shm` header first, `-wal` length when there is no index.
+///
+/// `shm` must be a descriptor that stays open (`Db::shm_file`): closing a descriptor of `-shm`
+/// would drop every POSIX lock this process holds on it, SQLite's included.
+pub fn wal_mark(wal: &Path, shm: Option<&File>) -> WalMark {
+    let mut buf = [0u8; INDEX_HEADER];
+    if let Some(m) = shm
+        .and_then(|f| f.read_exact_at(&mut buf, 0).ok())
+        .and_then(|()| parse_index_header(&buf))
+    {
+        return m;
+    }
+    WalMark::Len(crate::db::wal_len(wal))
+}
+
+/// WAL bytes written between two marks. A restart in between counts the new WAL whole; a change
+/// of kind (the index appeared or vanished) counts as "a lot", so the caller syncs.
+pub fn grown(base: WalMark, now: WalMark) -> u64 {
+    match (base, now) {
+        (
+            WalMark::Index {
+                salts: s0,
+                frames: f0,
+                ..
+            },
+            WalMark::Index {
+                salts: s1,
+                frames: f1,
+                frame_size,
+            },
+        ) => {
+            let frames = if s0 == s1 { f1.saturating_sub(f0) } else { f1 };
+            u64::from(frames) * frame_size
+        }
+        (WalMark::Len(a), WalMark::Len(b)) => b.saturating_sub(a),
+        _ => u64::MAX,
+    }
+}
+
+/// Bytes copied by the syncs of the last `window`.
+#[derive(Debug)]
+pub struct RateWindow {
+    window: Duration,
+    syncs: VecDeque<(Instant, u64)>,
+}
+
+impl RateWindow {
+    pub fn new(window: Duration) -> Self {
+        RateWindow {
+            window,
+            syncs: VecDeque::new(),
+        }
+    }
+
+    /// Records a sync that copied `bytes`, and says whether the window's copy rate reached
+    /// `rate` bytes per second.
+    pub fn push(&mut self, now: Instant, bytes: u64, rate: f64) -> bool {
+        self.syncs.push_back((now, bytes));
+        while self
+            .syncs
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > self.window)
+        {
+            self.syncs.pop_front();
+        }
+        let total: u64 = self.syncs.iter().map(|(_, b)| b).sum();
+        total as f64 >= rate * self.window.as_secs_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(version: u32, init: u8, page: u16, frames: u32, salts: [u32; 2]) -> [u8; 48] {
+        let mut b = [0u8; 48];
+        b[0..4].copy_from_slice(&version.to_ne_bytes());
+        b[12] = init;
+        b[14..16].copy_from_slice(&page.to_ne_bytes());
+        b[16..20].copy_from_slice(&frames.to_ne_bytes());
+        b[32..36].copy_from_slice(&salts[0].to_ne_bytes());
+        b[36..40].copy_from_slice(&salts[1].to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn index_header_fields() {
+        let m = parse_index_header(&header(3007000, 1, 4096, 17, [5, 6])).unwrap();
+        assert_eq!(
+            m,
+            WalMark::Index {
+                salts: [5, 6],
+                frames: 17,
+                frame_size: 4120
+            }
+        );
+        let big = parse_index_header(&header(3007000, 1, 1, 2, [5, 6])).unwrap();
+        assert!(matches!(
+            big,
+            WalMark::Index {
+                frame_size: 65560,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_index_header(&header(3007000, 0, 4096, 17, [5, 6])),
+            None
+        );
+        assert_eq!(parse_index_header(&header(1, 1, 4096, 17, [5, 6])), None);
+        assert_eq!(parse_index_header(&header(3007000, 1, 0, 17, [5, 6])), None);
+        assert_eq!(parse_index_header(&[0u8; 10]), None);
+    }
+
+    /// The bug this module exists for: after a restart the file length stands still while the
+    /// new WAL fills; the index header shows the new frames.
+    #[test]
+    fn restart_counts_the_new_wal() {
+        let m = |frames, salt| WalMark::Index {
+            salts: [salt, 9],
+            frames,
+            frame_size: 4120,
+        };
+        assert_eq!(grown(m(1000, 1), m(1500, 1)), 500 * 4120);
+        assert_eq!(grown(m(40_000, 1), m(1500, 2)), 1500 * 4120);
+        assert_eq!(grown(m(1500, 1), m(1000, 1)), 0);
+        assert_eq!(grown(WalMark::Len(10), WalMark::Len(30)), 20);
+        assert_eq!(grown(WalMark::Len(30), WalMark::Len(10)), 0);
+        assert_eq!(grown(WalMark::Len(30), m(1, 1)), u64::MAX);
+    }
+
+    #[test]
+    fn real_sqlite_index_header_tracks_frames_and_restarts() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("a.db");
+        let (wal, shm) = (d.path().join("a.db-wal"), d.path().join("a.db-shm"));
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);")
+            .unwrap();
+        let shm_file = File::open(&shm).unwrap();
+        let shm = Some(&shm_file);
+        let a = wal_mark(&wal, shm);
+        assert!(
+            matches!(
+                a,
+                WalMark::Index {
+                    frame_size: 4120,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        for i in 0..10 {
+            c.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        let b = wal_mark(&wal, shm);
+        assert_eq!(grown(a, b), 10 * 4120);
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); INSERT INTO t VALUES (99);")
+            .unwrap();
+        let after = wal_mark(&wal, shm);
+        assert_eq!(grown(b, after), 4120, "{b:?} -> {after:?}");
+        assert!(matches!(wal_mark(&wal, None), WalMark::Len(_)));
+    }
+
+    #[test]
+    fn window_remembers_a_busy_second() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut w = RateWindow::new(Duration::from_secs(1));
+        let rate = 4.0 * 1024.0 * 1024.0;
+        assert!(w.push(ms(0), 30 << 20, rate));
+        // The near-empty sync right after a WAL restart: still busy.
+        assert!(w.push(ms(150), 4120, rate));
+        assert!(w.push(ms(900), 0, rate));
+        // A second later the busy sync has left the window.
+        assert!(!w.push(ms(1200), 0, rate));
+        // A steady 200 tx/s (about 800 KiB/s) is never busy.
+        let mut s = RateWindow::new(Duration::from_secs(1));
+        assert!((0..10).all(|i| !s.push(ms(i * 1000), 800 << 10, rate)));
+    }
+}
