@@ -1,0 +1,81 @@
+//! Regression: the monitor noticed a busy writer by the `-wal` file's length, which does not grow
+//! after SQLite restarts the WAL (it writes from the start of the same file again). A burst into a
+//! restarted WAL then waited out the whole monitor-interval, and under a saturating writer the WAL
+//! reached 30-100k pages. With a 10 s monitor-interval the lag after such a burst was ~8 s; now the
+//! monitor sees the frames in SQLite's WAL index and syncs within a poll (100 ms).
+
+use std::time::{Duration, Instant};
+use walship_integration::*;
+
+/// Commits `n` transactions that each add one ~3 KiB row (a new leaf page, its parent and the
+/// first page: about three WAL frames each).
+fn burst(conn: &rusqlite::Connection, n: usize) {
+    for _ in 0..n {
+        conn.execute("INSERT INTO t (k, v) VALUES (1, randomblob(3000))", [])
+            .unwrap();
+    }
+}
+
+fn wal_pages(db: &std::path::Path) -> u64 {
+    let wal = db.with_file_name("app.db-wal");
+    std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0) / (4096 + 24)
+}
+
+#[test]
+fn burst_into_a_restarted_wal_is_synced_before_the_monitor_interval() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("app.db");
+    let replica = d.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let cfg = write_config(
+        d.path(),
+        &db,
+        &replica,
+        "    monitor-interval: 10s\n    max-checkpoint-page-count: 2000\n",
+        "",
+    );
+    // Debug lines (syncs' checkpoints) make a failure here readable.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("logging:\n  level: debug\n{text}")).unwrap();
+    let conn = app_conn(&db);
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("w.log"),
+    );
+    wait_until(Duration::from_secs(30), "initial snapshot", || {
+        files(&replica).iter().any(|f| f.contains("snapshots"))
+    });
+    // One transaction of ~3000 pages: a WAL file that big, which walship copies and checkpoints;
+    // the next commit restarts the WAL inside the same file.
+    conn.execute_batch(
+        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO t (k, v) SELECT i, randomblob(3000) FROM n; COMMIT;",
+    )
+    .unwrap();
+    let scratch = d.path().join("scratch.db");
+    wait_caught_up(&url, &db, &scratch, Duration::from_secs(30));
+    let big = wal_pages(&db);
+    assert!(big >= 2500, "WAL file only {big} pages");
+    // Let the monitor's one-second memory of the busy burst run out, so it is back to coalescing.
+    std::thread::sleep(Duration::from_millis(1500));
+    // ~1800 frames (7 MB, over the 4 MiB that ends the coalescing wait) into the restarted WAL:
+    // the file does not grow.
+    burst(&conn, 600);
+    assert!(
+        wal_pages(&db) <= big,
+        "the WAL did not restart (file grew from {big} to {} pages); the test needs a restart:\n{}",
+        wal_pages(&db),
+        p.log_text()
+    );
+    let t = Instant::now();
+    wait_caught_up(&url, &db, &scratch, Duration::from_secs(15));
+    let lag = t.elapsed();
+    eprintln!("caught up {lag:?} after a burst into a restarted WAL of {big} pages");
+    assert!(
+        lag < Duration::from_secs(4),
+        "replica caught up only after {lag:?} (monitor-interval is 10 s):\n{}",
+        p.log_text()
+    );
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+}
