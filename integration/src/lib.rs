@@ -202,6 +202,52 @@ pub fn write_config(
     p
 }
 
+/// One database `app.db` and a `file://` replica in a temp directory, replicated by walship.
+pub struct FileSetup {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub replica: PathBuf,
+    pub url: String,
+    pub cfg: PathBuf,
+}
+
+impl FileSetup {
+    /// Writes the config (`extra_db`: lines under the database, `logging`: a top-level
+    /// `logging:` block or "") and creates the database in WAL mode.
+    pub fn new(extra_db: &str, logging: &str) -> FileSetup {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let replica = dir.path().join("replica");
+        let url = format!("file://{}", replica.display());
+        let cfg = write_config(dir.path(), &db, &replica, extra_db, "");
+        if !logging.is_empty() {
+            let text = std::fs::read_to_string(&cfg).unwrap();
+            std::fs::write(&cfg, format!("{logging}{text}")).unwrap();
+        }
+        drop(app_conn(&db));
+        FileSetup {
+            dir,
+            db,
+            replica,
+            url,
+            cfg,
+        }
+    }
+
+    /// Starts `walship replicate` and waits for its first snapshot in the replica.
+    pub fn replicate(&self) -> Proc {
+        let p = Proc::spawn(
+            &walship_bin(),
+            &["replicate", "-config", self.cfg.to_str().unwrap()],
+            &self.dir.path().join("w.log"),
+        );
+        wait_until(Duration::from_secs(30), "initial snapshot", || {
+            files(&self.replica).iter().any(|f| f.contains("snapshots"))
+        });
+        p
+    }
+}
+
 /// Application-like connection: WAL mode, busy timeout, autocheckpoint off unless asked.
 pub fn app_conn(db: &Path) -> Connection {
     let c = Connection::open(db).unwrap();

@@ -23,29 +23,14 @@ fn wal_pages(db: &std::path::Path) -> u64 {
 
 #[test]
 fn burst_into_a_restarted_wal_is_synced_before_the_monitor_interval() {
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("app.db");
-    let replica = d.path().join("replica");
-    let url = format!("file://{}", replica.display());
-    let cfg = write_config(
-        d.path(),
-        &db,
-        &replica,
-        "    monitor-interval: 10s\n    max-checkpoint-page-count: 2000\n",
-        "",
-    );
     // Debug lines (syncs' checkpoints) make a failure here readable.
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("logging:\n  level: debug\n{text}")).unwrap();
-    let conn = app_conn(&db);
-    let mut p = Proc::spawn(
-        &walship_bin(),
-        &["replicate", "-config", cfg.to_str().unwrap()],
-        &d.path().join("w.log"),
+    let s = FileSetup::new(
+        "    monitor-interval: 10s\n    max-checkpoint-page-count: 2000\n",
+        "logging:\n  level: debug\n",
     );
-    wait_until(Duration::from_secs(30), "initial snapshot", || {
-        files(&replica).iter().any(|f| f.contains("snapshots"))
-    });
+    let (db, url) = (&s.db, &s.url);
+    let conn = app_conn(db);
+    let mut p = s.replicate();
     // One transaction of ~3000 pages: a WAL file that big, which walship copies and checkpoints;
     // the next commit restarts the WAL inside the same file.
     conn.execute_batch(
@@ -53,9 +38,9 @@ fn burst_into_a_restarted_wal_is_synced_before_the_monitor_interval() {
          INSERT INTO t (k, v) SELECT i, randomblob(3000) FROM n; COMMIT;",
     )
     .unwrap();
-    let scratch = d.path().join("scratch.db");
-    wait_caught_up(&url, &db, &scratch, Duration::from_secs(30));
-    let big = wal_pages(&db);
+    let scratch = s.dir.path().join("scratch.db");
+    wait_caught_up(url, db, &scratch, Duration::from_secs(30));
+    let big = wal_pages(db);
     assert!(big >= 2500, "WAL file only {big} pages");
     // Let the monitor's one-second memory of the busy burst run out, so it is back to coalescing.
     std::thread::sleep(Duration::from_millis(1500));
@@ -63,13 +48,13 @@ fn burst_into_a_restarted_wal_is_synced_before_the_monitor_interval() {
     // the file does not grow.
     burst(&conn, 600);
     assert!(
-        wal_pages(&db) <= big,
+        wal_pages(db) <= big,
         "the WAL did not restart (file grew from {big} to {} pages); the test needs a restart:\n{}",
-        wal_pages(&db),
+        wal_pages(db),
         p.log_text()
     );
     let t = Instant::now();
-    wait_caught_up(&url, &db, &scratch, Duration::from_secs(15));
+    wait_caught_up(url, db, &scratch, Duration::from_secs(15));
     let lag = t.elapsed();
     eprintln!("caught up {lag:?} after a burst into a restarted WAL of {big} pages");
     assert!(

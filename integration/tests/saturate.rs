@@ -12,26 +12,9 @@ use walship_integration::*;
 const MAX_PAGES: u64 = 10_000;
 
 fn run(seed: u64) {
-    let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("app.db");
-    let replica = d.path().join("replica");
-    let url = format!("file://{}", replica.display());
-    let cfg = write_config(
-        d.path(),
-        &db,
-        &replica,
-        &format!("    max-checkpoint-page-count: {MAX_PAGES}\n"),
-        "",
-    );
-    drop(app_conn(&db));
-    let mut p = Proc::spawn(
-        &walship_bin(),
-        &["replicate", "-config", cfg.to_str().unwrap()],
-        &d.path().join("w.log"),
-    );
-    wait_until(Duration::from_secs(30), "initial snapshot", || {
-        files(&replica).iter().any(|f| f.contains("snapshots"))
-    });
+    let s = FileSetup::new(&format!("    max-checkpoint-page-count: {MAX_PAGES}\n"), "");
+    let (d, db, replica, url) = (&s.dir, &s.db, &s.replica, &s.url);
+    let mut p = s.replicate();
     let stop = Arc::new(AtomicBool::new(false));
     let max_wal = Arc::new(AtomicU64::new(0));
     let sampler = {
@@ -45,18 +28,18 @@ fn run(seed: u64) {
             }
         })
     };
-    let mut w = Writer::new(&db, seed);
+    let mut w = Writer::new(db, seed);
     w.conn.execute_batch("PRAGMA synchronous = NORMAL").unwrap();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(20) {
         w.tx_small();
     }
     let txs = w.txs;
-    let want = digest(&db);
+    let want = digest(db);
     let caught = Instant::now();
     wait_caught_up(
-        &url,
-        &db,
+        url,
+        db,
         &d.path().join("scratch.db"),
         Duration::from_secs(60),
     );
@@ -72,16 +55,16 @@ fn run(seed: u64) {
         "WAL reached {max_pages} pages (> 10 x {MAX_PAGES})"
     );
     let out = d.path().join("out.db");
-    let gens = generations(&replica);
+    let gens = generations(replica);
     assert_eq!(
         gens.len(),
         1,
         "seed {seed}: the run split into generations {gens:?}:\n{}",
         p.log_text()
     );
-    let segments = block_on(oracle::assert_no_wal_gap(&oracle::file_replica(&replica)));
+    let segments = block_on(oracle::assert_no_wal_gap(&oracle::file_replica(replica)));
     eprintln!("seed {seed}: no WAL gap over {segments} segments");
-    restore_walship(&[&url], &out);
+    restore_walship(&[url], &out);
     assert_eq!(integrity(&out), "ok", "seed {seed}");
     assert_eq!(digest(&out), want, "seed {seed}");
     let log = p.log_text();
