@@ -116,6 +116,9 @@ impl Replica for Metered {
     async fn check(&self) -> walship_core::Result<()> {
         self.inner.check().await
     }
+    async fn remove_stale_temporaries(&self) -> walship_core::Result<usize> {
+        self.inner.remove_stale_temporaries().await
+    }
 }
 
 fn file_len(p: &std::path::Path) -> u64 {

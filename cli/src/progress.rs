@@ -66,6 +66,9 @@ impl Replica for Counting {
     async fn check(&self) -> Result<()> {
         self.inner.check().await
     }
+    async fn remove_stale_temporaries(&self) -> Result<usize> {
+        self.inner.remove_stale_temporaries().await
+    }
 }
 
 struct CountingReader {

@@ -7,9 +7,17 @@
 //! the WAL was fully backfilled *before* `R` began. `R` is therefore only ever ended and re-begun
 //! while connection `W` holds the write lock (`BEGIN IMMEDIATE`), right after copying every
 //! committed frame: no frame can appear between the copy and the moment a restart becomes
-//! possible. That moment is recorded ([`Proof`]); a later WAL header with exactly one more
-//! checkpoint sequence continues the generation in the next index. Every other change of the WAL
-//! starts a new generation with a logged reason, never a gap.
+//! possible. That moment is recorded ([`Proof`]); a later WAL header whose salt-1 is exactly one
+//! more (SQLite adds 1 at each restart) continues the generation in the next index. The header's
+//! checkpoint sequence is no evidence: SQLite counts it per connection, so an application that
+//! reconnected writes 1 at its first restart. Every other change of the WAL starts a new
+//! generation with a logged reason, never a gap.
+//!
+//! # What else starts a new generation
+//! Damage to walship's own meta directory (generation file or current shadow WAL missing or
+//! short), checked at every sync, and a database file replaced under walship's descriptors
+//! (another device/inode at the path): the next snapshot must come from the file the
+//! application now uses, never from a descriptor of the old one.
 
 use crate::error::{Error, Result};
 use crate::layout::{new_generation, Pos, MAX_INDEX};
@@ -103,6 +111,12 @@ struct State {
     /// saturating writer's time. Once the WAL has restarted, `R` moves onto it (read-mark >= 1:
     /// the application backfills up to it once, then its attempts stop early).
     reader_on_db_file: Option<u32>,
+    /// Device and inode of the database file walship's connections and descriptor refer to.
+    file_id: Option<(u64, u64)>,
+    /// The database path had no file at the last sync (logged once, then quiet).
+    file_missing: bool,
+    /// Set when the next (re)initialisation must start a new generation, with the reason.
+    force_new_generation: Option<&'static str>,
 }
 
 /// What a sync did, for logs and metrics.
@@ -132,13 +146,16 @@ pub struct Db {
     gate: Arc<RwLock<()>>,
     replica_positions: Mutex<BTreeMap<String, Pos>>,
     /// The one descriptor walship itself opens on the database file (see [`crate::snapshot`]).
-    db_file: std::sync::OnceLock<Arc<File>>,
-    /// The one descriptor walship itself opens on `-shm`, kept open for as long as `Db` lives:
-    /// closing any descriptor of a file drops every POSIX lock the process holds on it, so a
-    /// read of `-shm` through a fresh `File` released `R`'s read-mark lock (and the deadman
-    /// switch SQLite keeps on the file), and the application restarted the WAL under walship.
-    shm_file: std::sync::OnceLock<File>,
-    _lock: InstanceLock,
+    /// Replaced only when the file at the path is replaced.
+    db_file: Mutex<Option<Arc<File>>>,
+    /// The one descriptor walship itself opens on `-shm`, kept open for as long as walship's
+    /// connections are: closing any descriptor of a file drops every POSIX lock the process holds
+    /// on it, so a read of `-shm` through a fresh `File` released `R`'s read-mark lock (and the
+    /// deadman switch SQLite keeps on the file), and the application restarted the WAL under
+    /// walship. It is only closed after those connections are, when the database is replaced.
+    shm_file: Mutex<Option<Arc<File>>>,
+    /// Re-taken when the meta directory (and the lock file in it) was removed under walship.
+    lock: Mutex<InstanceLock>,
 }
 
 impl std::fmt::Debug for Db {
@@ -183,19 +200,25 @@ impl Db {
                 started: Instant::now(),
                 checkpointed_at: None,
                 reader_on_db_file: None,
+                file_id: None,
+                file_missing: false,
+                force_new_generation: None,
             }),
             pos_tx,
             gate: Arc::new(RwLock::new(())),
             replica_positions: Mutex::new(BTreeMap::new()),
-            db_file: std::sync::OnceLock::new(),
-            shm_file: std::sync::OnceLock::new(),
-            _lock: lock,
+            db_file: Mutex::new(None),
+            shm_file: Mutex::new(None),
+            lock: Mutex::new(lock),
         }))
     }
 
     /// `-shm` (see the field); None until the first sync has opened the database.
-    pub fn shm_file(&self) -> Option<&File> {
-        self.shm_file.get()
+    pub fn shm_file(&self) -> Option<Arc<File>> {
+        self.shm_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn path(&self) -> &Path {
@@ -250,35 +273,58 @@ impl Db {
 
     fn sync_locked(&self, st: &mut State) -> Result<SyncReport> {
         let mut report = SyncReport::default();
+        if st.conns.is_some() {
+            match self.file_state(st)? {
+                FileState::Same => {}
+                FileState::Missing => return Ok(report),
+                FileState::Replaced => {
+                    if !self.detach(st, "database file replaced") {
+                        // A snapshot is reading the old file: the next sync tries again.
+                        return Ok(report);
+                    }
+                }
+            }
+        }
         if st.conns.is_none() {
             if !self.path.exists() {
                 return Ok(report);
             }
             self.init(st, &mut report)?;
         }
-        self.ensure_wal_exists(st)?;
-        let hdr_bytes = read_header_bytes(&self.wal_path)?;
-        let real = WalHeader::parse(&hdr_bytes)
-            .map_err(|e| Error::corrupt(format!("{}: {e}", self.wal_path.display())))?;
-        let cur = st.header.expect("initialised state has a header");
-        if real.raw != cur.raw {
+        // An empty WAL (an application's TRUNCATE checkpoint) is a normal state: nothing to copy
+        // until the next commit writes a header. walship must not write one itself: its own
+        // connection may never have restarted the WAL, and SQLite then gives the new header
+        // random salts, which no proof can follow.
+        let Some(real) = read_wal_header(&self.wal_path)? else {
+            return Ok(report);
+        };
+        let Some(cur) = st.header else {
+            return Err(Error::new(
+                crate::ErrorKind::Other,
+                format!("{}: monitor state has no WAL header", self.path.display()),
+            ));
+        };
+        if let Some(reason) = self.meta_damage(st) {
+            self.with_write_lock(st, |db, st| db.new_generation(st, reason))?;
+            report.new_generation = Some(st.generation.clone());
+            self.relock();
+        } else if real.raw != cur.raw {
             match st.proof {
-                Some(p)
-                    if p.index == st.index
-                        && real.checkpoint_seq == p.header.checkpoint_seq.wrapping_add(1)
-                        && real.salt1 == p.header.salt1.wrapping_add(1)
-                        && st.index < MAX_INDEX =>
-                {
-                    let next = st.index + 1;
-                    self.start_index(st, next, real)?;
-                    st.proof = None;
+                Some(p) if p.index == st.index && proves_one_restart(&p.header, &real) => {
+                    if st.index < MAX_INDEX {
+                        let next = st.index + 1;
+                        self.start_index(st, next, real)?;
+                        st.proof = None;
+                    } else {
+                        self.with_write_lock(st, |db, st| {
+                            db.new_generation(st, "max index exceeded")
+                        })?;
+                        report.new_generation = Some(st.generation.clone());
+                    }
                 }
                 _ => {
-                    let reason = if st.index >= MAX_INDEX {
-                        "max index exceeded"
-                    } else {
-                        "wal restarted while walship could not prove it had copied every frame"
-                    };
+                    let reason =
+                        "wal restarted while walship could not prove it had copied every frame";
                     self.with_write_lock(st, |db, st| db.new_generation(st, reason))?;
                     report.new_generation = Some(st.generation.clone());
                 }
@@ -302,11 +348,110 @@ impl Db {
         Ok(report)
     }
 
+    /// Whether the database path still names the file walship's descriptors refer to.
+    fn file_state(&self, st: &mut State) -> Result<FileState> {
+        use std::os::unix::fs::MetadataExt;
+        match fs::metadata(&self.path) {
+            Ok(m) => {
+                if st.file_missing {
+                    st.file_missing = false;
+                    tracing::info!(db = %self.path.display(), "database file is back");
+                }
+                Ok(if st.file_id.is_some_and(|id| id != (m.dev(), m.ino())) {
+                    FileState::Replaced
+                } else {
+                    FileState::Same
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !st.file_missing {
+                    st.file_missing = true;
+                    tracing::warn!(db = %self.path.display(), "database file is gone: replication paused until it returns (the replica is kept as it is)");
+                }
+                Ok(FileState::Missing)
+            }
+            Err(e) => Err(Error::io(format!("stat {}", self.path.display()), e)),
+        }
+    }
+
+    /// Closes walship's connections and descriptors of a replaced database file, so the next
+    /// initialisation opens the new one and starts a new generation. False when a snapshot is
+    /// reading the old file right now.
+    fn detach(&self, st: &mut State, reason: &'static str) -> bool {
+        let Ok(_gate) = self.gate.try_write() else {
+            return false;
+        };
+        tracing::warn!(db = %self.path.display(), generation = %st.generation, reason, "reopening the database");
+        // walship's connections keep the WAL on close (see `sqlite::open`), so closing the old
+        // file's connections never deletes the `-wal` a new file now uses at the same path.
+        if let Some(c) = st.conns.take() {
+            let _ = c.r.execute_batch("ROLLBACK");
+            drop(c);
+        }
+        // Only after the connections: closing it earlier would drop their POSIX locks on -shm.
+        *self.shm_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.db_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        st.header = None;
+        st.proof = None;
+        st.file_id = None;
+        st.checkpointed_at = None;
+        st.reader_on_db_file = None;
+        st.force_new_generation = Some(reason);
+        true
+    }
+
+    /// Damage to the meta directory that would make walship copy into nothing or ship a gap.
+    fn meta_damage(&self, st: &State) -> Option<&'static str> {
+        match self.meta.read_generation() {
+            Ok(Some(g)) if g == st.generation => {}
+            Ok(Some(_)) => return Some("generation file changed by another process"),
+            Ok(None) => return Some("no generation exists"),
+            Err(_) => return Some("generation file unreadable"),
+        }
+        match fs::metadata(self.meta.shadow_path(&st.generation, st.index)) {
+            Ok(m) if m.len() >= st.size => None,
+            Ok(_) => Some("short shadow wal"),
+            Err(_) => Some("no shadow wal"),
+        }
+    }
+
+    /// Takes the instance lock again when its file was removed with the meta directory, so a
+    /// second `replicate` on this database is still refused.
+    fn relock(&self) {
+        let mut lock = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.meta.lock_file();
+        if lock.is_current(&path) {
+            return;
+        }
+        match InstanceLock::acquire(&path, &self.path) {
+            Ok(l) => *lock = l,
+            Err(e) => {
+                tracing::error!(db = %self.path.display(), error = %e, "cannot take the instance lock again")
+            }
+        }
+    }
+
     fn init(&self, st: &mut State, report: &mut SyncReport) -> Result<()> {
-        if self.db_file.get().is_none() {
-            let f = File::open(&self.path)
-                .map_err(|e| Error::io(format!("open {}", self.path.display()), e))?;
-            let _ = self.db_file.set(Arc::new(f));
+        use std::os::unix::fs::MetadataExt;
+        let id = |f: &File| f.metadata().map(|m| (m.dev(), m.ino()));
+        let stat = |e| Error::io(format!("stat {}", self.path.display()), e);
+        {
+            // A descriptor of the same file is kept, never replaced: snapshots may hold clones,
+            // and closing any descriptor of the file would drop our connections' locks on it.
+            let mut cur = self.db_file.lock().unwrap_or_else(|p| p.into_inner());
+            let at_path = fs::metadata(&self.path).map_err(stat)?;
+            let f = match cur.as_ref() {
+                Some(f) if id(f).is_ok_and(|i| i == (at_path.dev(), at_path.ino())) => f.clone(),
+                _ => {
+                    let f = Arc::new(
+                        File::open(&self.path)
+                            .map_err(|e| Error::io(format!("open {}", self.path.display()), e))?,
+                    );
+                    *cur = Some(f.clone());
+                    f
+                }
+            };
+            st.file_id = Some(id(&f).map_err(stat)?);
         }
         let busy = Some(self.opts.busy_timeout);
         let mut w = sqlite::open(&self.path, busy)?;
@@ -334,29 +479,57 @@ impl Db {
         )
         .map_err(|e| sq("create _litestream tables", e))?;
         st.conns = Some(Conns { r, w });
-        if self.shm_file.get().is_none() {
-            // After our connections exist, so SQLite created the file, not us.
-            let mut p = self.path.as_os_str().to_owned();
-            p.push("-shm");
-            if let Ok(f) = File::open(PathBuf::from(p)) {
-                let _ = self.shm_file.set(f);
+        {
+            let mut shm = self.shm_file.lock().unwrap_or_else(|p| p.into_inner());
+            if shm.is_none() {
+                // After our connections exist, so SQLite created the file, not us.
+                let mut p = self.path.as_os_str().to_owned();
+                p.push("-shm");
+                *shm = File::open(PathBuf::from(p)).ok().map(Arc::new);
             }
         }
-        self.ensure_wal_exists(st)?;
-        let res = self.with_write_lock(st, |db, st| {
-            let hdr = WalHeader::parse(&read_header_bytes(&db.wal_path)?)
-                .map_err(|e| Error::corrupt(format!("{}: {e}", db.wal_path.display())))?;
-            match db.resume(st, &hdr)? {
-                Ok(()) => {
-                    tracing::info!(db = %db.path.display(), position = %st_pos(st), "initialized db, continuing generation");
-                }
-                Err(reason) => {
-                    db.new_generation(st, reason)?;
-                    report.new_generation = Some(st.generation.clone());
-                }
+        // The application may empty the WAL (TRUNCATE) between our write and our write lock.
+        let mut attempts = 0;
+        let res = loop {
+            attempts += 1;
+            if let Err(e) = self.ensure_wal_exists(st) {
+                break Err(e);
             }
-            Ok(())
-        });
+            let mut empty = false;
+            let res = self.with_write_lock(st, |db, st| {
+                let Some(hdr) = read_wal_header(&db.wal_path)? else {
+                    empty = true;
+                    return Err(Error::transient(format!(
+                        "{}: the WAL was emptied while walship started",
+                        db.wal_path.display()
+                    )));
+                };
+                let decision = match st.force_new_generation.take() {
+                    Some(reason) => Err(reason),
+                    None => db.resume(st, &hdr)?,
+                };
+                match decision {
+                    Ok(()) => {
+                        tracing::info!(db = %db.path.display(), position = %st_pos(st), "initialized db, continuing generation");
+                    }
+                    Err(reason) => {
+                        db.new_generation(st, reason)?;
+                        report.new_generation = Some(st.generation.clone());
+                    }
+                }
+                Ok(())
+            });
+            if empty && attempts < 5 {
+                continue;
+            }
+            if empty {
+                // An application emptying the WAL this often: not an error, start at the next sync.
+                tracing::debug!(db = %self.path.display(), "WAL emptied during start-up; trying again at the next sync");
+                st.conns = None;
+                return Ok(());
+            }
+            break res;
+        };
         if let Err(e) = res {
             st.conns = None;
             return Err(e);
@@ -428,8 +601,20 @@ impl Db {
 
     fn new_generation(&self, st: &mut State, reason: &str) -> Result<()> {
         let generation = new_generation();
-        let real = WalHeader::parse(&read_header_bytes(&self.wal_path)?)
-            .map_err(|e| Error::corrupt(format!("{}: {e}", self.wal_path.display())))?;
+        let real = read_wal_header(&self.wal_path)?.ok_or_else(|| {
+            Error::transient(format!("{}: the WAL is empty", self.wal_path.display()))
+        })?;
+        // The WAL just read must belong to the file the snapshot will be read from.
+        if matches!(
+            self.file_state(st)?,
+            FileState::Replaced | FileState::Missing
+        ) {
+            return Err(Error::transient(format!(
+                "{}: the database file changed while a new generation began",
+                self.path.display()
+            )));
+        }
+        create_dir_like(&self.meta.root, self.path.parent())?;
         st.generation = generation.clone();
         st.checkpointed_at = None;
         self.start_index(st, 0, real)?;
@@ -615,7 +800,7 @@ impl Db {
             let frame = st.header.expect("header").frame_size();
             let mut busy = false;
             for (round, lock_wait) in round_lock_waits.iter_mut().enumerate() {
-                let before = crate::pace::wal_mark(&self.wal_path, self.shm_file());
+                let before = crate::pace::wal_mark(&self.wal_path, self.shm_file().as_deref());
                 // Copied first without the lock: a locked copy of megabytes holds writers up.
                 self.copy_frames(st, None)?;
                 let t = Instant::now();
@@ -632,7 +817,7 @@ impl Db {
                     Err(e) if e.kind() == crate::ErrorKind::Transient => break,
                     Err(e) => return Err(e),
                 }
-                let after = crate::pace::wal_mark(&self.wal_path, self.shm_file());
+                let after = crate::pace::wal_mark(&self.wal_path, self.shm_file().as_deref());
                 let appended = crate::pace::grown(before, after) / frame;
                 busy = appended >= self.opts.min_checkpoint_page_count.max(1);
                 if !busy {
@@ -756,8 +941,10 @@ impl Db {
     /// The snapshot source; `None` until the database has been opened by a first sync.
     pub fn snapshotter(&self) -> Option<crate::snapshot::FileSnapshotter> {
         self.db_file
-            .get()
-            .map(|f| crate::snapshot::FileSnapshotter::new(f.clone()))
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .map(crate::snapshot::FileSnapshotter::new)
     }
 
     /// Opens shadow bytes `[from, to)` of one index for shipping.
@@ -837,10 +1024,40 @@ fn begin_read(r: &Connection, path: &Path) -> Result<()> {
         .map_err(|e| Error::sqlite(format!("{}: begin read transaction", path.display()), e))
 }
 
-fn read_header_bytes(p: &Path) -> Result<[u8; HEADER_SIZE]> {
+/// The WAL's header, or None while the WAL is absent or shorter than a header (after a TRUNCATE
+/// checkpoint, before the next commit).
+fn read_wal_header(p: &Path) -> Result<Option<WalHeader>> {
+    use std::os::unix::fs::FileExt;
+    let f = match File::open(p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("open {}", p.display()), e)),
+    };
     let mut b = [0u8; HEADER_SIZE];
-    read_at(p, 0, &mut b)?;
-    Ok(b)
+    match f.read_exact_at(&mut b, 0) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(Error::io(format!("read {}", p.display()), e)),
+    }
+    WalHeader::parse(&b)
+        .map(Some)
+        .map_err(|e| Error::corrupt(format!("{}: {e}", p.display())))
+}
+
+/// Whether `next` is the header SQLite writes after exactly one restart of the WAL whose header
+/// was `proven`: salt-1 one more, wrapping. The checkpoint sequence is not evidence (SQLite keeps
+/// it per connection, and a reconnected application starts again from 0).
+pub(crate) fn proves_one_restart(proven: &WalHeader, next: &WalHeader) -> bool {
+    next.salt1 == proven.salt1.wrapping_add(1) && next.page_size == proven.page_size
+}
+
+/// The database path compared with the file walship has open.
+enum FileState {
+    Same,
+    /// Nothing at the path: paused until a file appears.
+    Missing,
+    /// Another file (device/inode) at the path.
+    Replaced,
 }
 
 fn read_at(p: &Path, off: u64, buf: &mut [u8]) -> Result<()> {
@@ -880,5 +1097,51 @@ fn copy_owner_mode(like: &Path, target: &Path) {
     if let Ok(m) = fs::metadata(like) {
         let _ = fs::set_permissions(target, fs::Permissions::from_mode(m.mode() & 0o7777));
         let _ = std::os::unix::fs::chown(target, Some(m.uid()), Some(m.gid()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::tests::build_wal;
+
+    fn header(salt1: u32, salt2: u32, ckpt: u32) -> WalHeader {
+        WalHeader::parse(&build_wal(4096, (salt1, salt2), ckpt, &[])).unwrap()
+    }
+
+    #[test]
+    fn one_restart_is_salt1_plus_one_whatever_the_checkpoint_sequence() {
+        let proven = header(41, 7, 9);
+        // A reconnected application restarts with its own counter (1), not 10.
+        assert!(proves_one_restart(&proven, &header(42, 12345, 1)));
+        assert!(proves_one_restart(&proven, &header(42, 0, 10)));
+        // Two restarts, none, or fresh random salts prove nothing.
+        assert!(!proves_one_restart(&proven, &header(43, 1, 10)));
+        assert!(!proves_one_restart(&proven, &header(41, 1, 10)));
+        assert!(!proves_one_restart(&proven, &header(0x9e3779b9, 1, 0)));
+        // Salt-1 wraps.
+        assert!(proves_one_restart(
+            &header(u32::MAX, 1, 3),
+            &header(0, 2, 4)
+        ));
+        // Another page size is another database.
+        let other = WalHeader::parse(&build_wal(1024, (42, 1), 10, &[])).unwrap();
+        assert!(!proves_one_restart(&proven, &other));
+    }
+
+    #[test]
+    fn empty_or_missing_wal_has_no_header() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.db-wal");
+        assert!(read_wal_header(&p).unwrap().is_none());
+        fs::write(&p, b"").unwrap();
+        assert!(read_wal_header(&p).unwrap().is_none());
+        fs::write(&p, &build_wal(4096, (1, 2), 0, &[])[..20]).unwrap();
+        assert!(read_wal_header(&p).unwrap().is_none());
+        fs::write(&p, build_wal(4096, (1, 2), 0, &[1])).unwrap();
+        assert_eq!(read_wal_header(&p).unwrap().unwrap().salt1, 1);
+        fs::write(&p, [0xffu8; 32]).unwrap();
+        let e = read_wal_header(&p).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "{e}");
     }
 }

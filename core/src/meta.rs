@@ -155,7 +155,7 @@ pub fn sync_dir(dir: &Path) {
 /// An exclusive advisory lock that the kernel releases when the process dies.
 #[derive(Debug)]
 pub struct InstanceLock {
-    _file: fs::File,
+    file: fs::File,
 }
 
 impl InstanceLock {
@@ -187,7 +187,16 @@ impl InstanceLock {
         }
         let _ = file.set_len(0);
         let _ = (&file).write_all(format!("{}\n", std::process::id()).as_bytes());
-        Ok(InstanceLock { _file: file })
+        Ok(InstanceLock { file })
+    }
+
+    /// Whether `path` still names the locked file (it is gone once its directory was removed).
+    pub fn is_current(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(path), self.file.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
     }
 }
 

@@ -99,6 +99,13 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             // Armed before the sync: a commit made while syncing wakes the next cycle.
             let armed = watch.arm();
             let res = sync_db(&mdb).await;
+            // After the sync, which writes there itself: damage to walship's own files wakes the
+            // monitor even while the database is idle.
+            watch.arm_also(&mdb.meta().root);
+            let generation = mdb.pos().generation;
+            if !generation.is_empty() {
+                watch.arm_also(&mdb.meta().shadow_dir(&generation));
+            }
             mstats.record(started.elapsed(), &res);
             match res {
                 Ok(r) => {
@@ -137,11 +144,12 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             // Coalesce a burst of commits into one sync per monitor-interval, unless the WAL
             // grows fast enough that waiting would let it balloon (a writer going flat out).
             let next = started + interval;
-            let base = wal_mark(mdb.wal_path(), mdb.shm_file());
+            let base = wal_mark(mdb.wal_path(), mdb.shm_file().as_deref());
             loop {
                 let now = tokio::time::Instant::now();
                 if now >= next
-                    || grown(base, wal_mark(mdb.wal_path(), mdb.shm_file())) >= FAST_BYTES
+                    || grown(base, wal_mark(mdb.wal_path(), mdb.shm_file().as_deref()))
+                        >= FAST_BYTES
                 {
                     break;
                 }

@@ -87,6 +87,14 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// Deletes the keys; missing keys are not an error.
     async fn delete(&self, keys: &[String]) -> Result<()>;
 
+    /// Removes the temporary files that uploads of an earlier process left under `generations/`
+    /// when it was killed mid-upload (`<object>.<pid>-<n>.tmp`), and returns how many. Called once
+    /// when replication starts. Never follows a symbolic link and never leaves the replica root.
+    /// Stores whose uploads are atomic (S3) have nothing to remove.
+    async fn remove_stale_temporaries(&self) -> Result<usize> {
+        Ok(0)
+    }
+
     /// A cheap round trip proving the replica is usable (write, list, read, delete a probe).
     ///
     /// The probe lives at the replica root, outside `generations/`, so Litestream and walship's
@@ -122,9 +130,51 @@ pub trait Replica: Send + Sync + fmt::Debug {
     }
 }
 
+/// Whether `name` (a file name, no directory) is the temporary name of an upload by a walship
+/// process other than `own_pid`: `<object>.<pid>-<n>.tmp` with decimal pid and n.
+pub fn is_stale_temporary(name: &str, own_pid: u32) -> bool {
+    let Some(rest) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    let Some((object, tag)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    let Some((pid, n)) = tag.split_once('-') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    !object.is_empty()
+        && digits(pid)
+        && digits(n)
+        && pid.parse::<u32>() != Ok(own_pid)
+}
+
 /// The self-check's probe key: at the root, outside `generations/`, unique per call.
 pub fn probe_key() -> String {
     format!(".walship-probe-{:016x}", rand::random::<u64>())
 }
 
 pub type DynReplica = Arc<dyn Replica>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temporary_names() {
+        assert!(is_stale_temporary(
+            "00000001_00000000.wal.lz4.4242-7.tmp",
+            1
+        ));
+        assert!(is_stale_temporary("00000000.snapshot.lz4.1-0.tmp", 2));
+        // This process's own uploads may be in flight.
+        assert!(!is_stale_temporary("00000000.snapshot.lz4.2-0.tmp", 2));
+        // Not walship's shape: v0.3.13's own `.tmp` names, objects, empty parts.
+        assert!(!is_stale_temporary("00000000.snapshot.lz4.tmp", 2));
+        assert!(!is_stale_temporary("00000000.snapshot.lz4", 2));
+        assert!(!is_stale_temporary(".12-3.tmp", 2));
+        assert!(!is_stale_temporary("x.12-.tmp", 2));
+        assert!(!is_stale_temporary("x.a2-3.tmp", 2));
+        assert!(!is_stale_temporary("x.12_3.tmp", 2));
+    }
+}

@@ -125,6 +125,17 @@ impl Replica for RetryLayer {
     async fn check(&self) -> Result<()> {
         self.inner.check().instrument(self.span()).await
     }
+    async fn remove_stale_temporaries(&self) -> Result<usize> {
+        (|| {
+            self.inner
+                .remove_stale_temporaries()
+                .instrument(self.span())
+        })
+        .retry(self.policy.backoff())
+        .when(|e| e.is_retryable())
+        .notify(self.log_retry("CLEANUP", "generations/"))
+        .await
+    }
 }
 
 #[cfg(test)]

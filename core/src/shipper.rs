@@ -358,13 +358,22 @@ impl Shipper {
         let ri = self.opts.retention_check_interval.min(self.opts.retention);
         let mut next_retention = (!self.opts.retention.is_zero() && !ri.is_zero())
             .then(|| tokio::time::Instant::now() + ri);
+        match self.replica.remove_stale_temporaries().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, removed = n, "removed temporary files of interrupted uploads")
+            }
+            Err(e) => {
+                tracing::warn!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "cannot remove temporary files of interrupted uploads")
+            }
+        }
         let mut backoff = Duration::ZERO;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             if let Err(e) = self.sync().await {
-                backoff = (backoff * 2).clamp(self.opts.sync_interval, Duration::from_secs(60));
+                backoff = next_backoff(backoff, self.opts.sync_interval);
                 tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, retry_in = ?backoff, "monitor error");
             } else {
                 backoff = Duration::ZERO;
@@ -416,5 +425,49 @@ impl Shipper {
             tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "final sync failed");
             e
         })
+    }
+}
+
+/// Longest wait between failed syncs once sync-interval is shorter: a store that comes back
+/// after an outage of any length is tried again within this, so the replica catches up in
+/// seconds (a 60 s cap left a replica 53 s behind after a 70 s outage). Each failed sync already
+/// spent several attempts inside the retry layer, so this does not hammer a store that is down.
+const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(4);
+
+/// The wait after a failed sync, given the previous one (zero after a success): doubles from
+/// sync-interval up to max(sync-interval, [`MAX_FAILURE_BACKOFF`]).
+pub(crate) fn next_backoff(prev: Duration, sync_interval: Duration) -> Duration {
+    let cap = sync_interval.max(MAX_FAILURE_BACKOFF);
+    let floor = sync_interval.max(Duration::from_millis(100)).min(cap);
+    (prev * 2).clamp(floor, cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_near_the_sync_interval() {
+        let s = Duration::from_secs(1);
+        let mut b = Duration::ZERO;
+        let mut seen = vec![];
+        for _ in 0..40 {
+            b = next_backoff(b, s);
+            seen.push(b.as_secs_f64());
+        }
+        assert_eq!(&seen[..4], &[1.0, 2.0, 4.0, 4.0]);
+        assert!(seen.iter().all(|&x| x <= 4.0), "{seen:?}");
+        // A long sync-interval is its own cap; a short one still starts at it.
+        let ten = Duration::from_secs(10);
+        assert_eq!(next_backoff(Duration::from_secs(60), ten), ten);
+        assert_eq!(next_backoff(Duration::ZERO, ten), ten);
+        let fast = Duration::from_millis(100);
+        assert_eq!(next_backoff(Duration::ZERO, fast), fast);
+        assert_eq!(
+            next_backoff(Duration::from_secs(3), fast),
+            MAX_FAILURE_BACKOFF
+        );
+        // A zero sync-interval never makes a failing shipper spin.
+        assert_eq!(next_backoff(Duration::ZERO, Duration::ZERO), fast);
     }
 }

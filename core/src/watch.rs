@@ -96,16 +96,38 @@ impl WalWatch {
     /// syncing, so a commit made during the sync is not missed. Returns false when the watch
     /// cannot be set (then poll).
     pub fn arm(&self) -> bool {
-        let Some(inst) = instance() else { return false };
         let mask = libc::IN_MODIFY
             | libc::IN_CREATE
             | libc::IN_DELETE
             | libc::IN_MOVED_TO
             | libc::IN_MOVED_FROM
             | libc::IN_ONESHOT;
+        self.arm_dir(&self.dir, mask)
+    }
+
+    /// Also wakes at the next change inside `dir` or of `dir` itself: the meta directory and the
+    /// current shadow WAL's directory, so damage to them is seen at once even when the database
+    /// is idle. Call it after a sync, since walship writes there itself while syncing.
+    pub fn arm_also(&self, dir: &Path) -> bool {
+        let Ok(dir) = CString::new(dir.as_os_str().as_bytes()) else {
+            return false;
+        };
+        let mask = libc::IN_MODIFY
+            | libc::IN_CREATE
+            | libc::IN_DELETE
+            | libc::IN_MOVED_TO
+            | libc::IN_MOVED_FROM
+            | libc::IN_DELETE_SELF
+            | libc::IN_MOVE_SELF
+            | libc::IN_ONESHOT;
+        self.arm_dir(&dir, mask)
+    }
+
+    fn arm_dir(&self, dir: &CString, mask: u32) -> bool {
+        let Some(inst) = instance() else { return false };
         let mut armed = inst.armed();
         // SAFETY: valid descriptor and NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(inst.fd, self.dir.as_ptr(), mask) };
+        let wd = unsafe { libc::inotify_add_watch(inst.fd, dir.as_ptr(), mask) };
         if wd < 0 {
             return false;
         }

@@ -154,6 +154,47 @@ impl FileReplica {
         }
         Ok(out)
     }
+
+    /// See [`Replica::remove_stale_temporaries`]. `DirEntry::file_type` does not follow links, so
+    /// a link (to a directory or a file) under `generations/` is neither entered nor removed.
+    fn remove_stale_temporaries_blocking(&self) -> Result<usize> {
+        let own = std::process::id();
+        let top = self.root.join("generations");
+        match fs::symlink_metadata(&top) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(format!("stat {}", top.display()), e)),
+        }
+        let mut removed = 0;
+        let mut stack = vec![top];
+        while let Some(dir) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+            };
+            for ent in rd.flatten() {
+                let Ok(ft) = ent.file_type() else { continue };
+                let p = ent.path();
+                if ft.is_dir() {
+                    stack.push(p);
+                } else if ft.is_file()
+                    && walship_core::replica::is_stale_temporary(
+                        &ent.file_name().to_string_lossy(),
+                        own,
+                    )
+                {
+                    match fs::remove_file(&p) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(format!("delete {}", p.display()), e)),
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -229,6 +270,14 @@ impl Replica for FileReplica {
         })
         .await
     }
+
+    async fn remove_stale_temporaries(&self) -> Result<usize> {
+        let me = FileReplica {
+            root: self.root.clone(),
+            db_path: None,
+        };
+        blocking(move || me.remove_stale_temporaries_blocking()).await
+    }
 }
 
 #[cfg(test)]
@@ -274,6 +323,34 @@ mod tests {
             "empty dirs are removed"
         );
         r.check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn removes_stale_temporaries_without_following_links() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("r");
+        let wal = root.join("generations/0123456789abcdef/wal");
+        fs::create_dir_all(&wal).unwrap();
+        let stale = wal.join("00000000_00000000.wal.lz4.999999-3.tmp");
+        let object = wal.join("00000000_00000000.wal.lz4");
+        let foreign = wal.join("notes.tmp");
+        for p in [&stale, &object, &foreign] {
+            fs::write(p, b"x").unwrap();
+        }
+        // Outside the replica: a link to it must not lead the sweep there.
+        let outside = d.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        let victim = outside.join("x.lz4.999999-1.tmp");
+        fs::write(&victim, b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, wal.join("link")).unwrap();
+        std::os::unix::fs::symlink(&victim, wal.join("y.lz4.999999-2.tmp")).unwrap();
+        // A loop of links does not hang it.
+        std::os::unix::fs::symlink(".", wal.join("loop")).unwrap();
+        let r = FileReplica::new(root, None).unwrap();
+        assert_eq!(r.remove_stale_temporaries().await.unwrap(), 1);
+        assert!(!stale.exists());
+        assert!(object.exists() && foreign.exists() && victim.exists());
+        assert!(fs::symlink_metadata(wal.join("y.lz4.999999-2.tmp")).is_ok());
     }
 
     #[tokio::test]

@@ -372,6 +372,41 @@ impl SftpReplica {
         res.map(|()| Some(out))
     }
 
+    /// See [`Replica::remove_stale_temporaries`]: walks `generations/` without following links
+    /// (entries are classified by the attributes `readdir` returns, which are `lstat`'s).
+    async fn remove_stale_temporaries_inner(&self, c: &Arc<Conn>) -> Result<usize> {
+        let own = std::process::id();
+        let mut removed = 0;
+        let mut pending = vec!["generations".to_string()];
+        while let Some(rel) = pending.pop() {
+            let remote = self.cfg.remote_path(&rel);
+            let Some(entries) = self.read_dir(c, &remote).await? else {
+                continue;
+            };
+            for f in entries {
+                if f.filename == "." || f.filename == ".." {
+                    continue;
+                }
+                match f.attrs.file_type() {
+                    FileType::Dir => pending.push(rel_join(&rel, &f.filename)),
+                    FileType::File
+                        if walship_core::replica::is_stale_temporary(&f.filename, own) =>
+                    {
+                        let path = rel_join(&remote, &f.filename);
+                        match c.sftp.remove(path.as_str()).await {
+                            Ok(_) => removed += 1,
+                            Err(SftpError::Status(s))
+                                if s.status_code == StatusCode::NoSuchFile => {}
+                            Err(e) => return Err(self.fail(c, &format!("delete {path}"), e).await),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     async fn list_inner(&self, c: &Arc<Conn>, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let start = match prefix.rfind('/') {
             Some(i) => prefix[..i].to_string(),
@@ -685,6 +720,11 @@ impl Replica for SftpReplica {
         }
         let c = self.conn().await?;
         self.delete_inner(&c, keys).await
+    }
+
+    async fn remove_stale_temporaries(&self) -> Result<usize> {
+        let c = self.conn().await?;
+        self.remove_stale_temporaries_inner(&c).await
     }
 }
 

@@ -1,0 +1,483 @@
+//! One generation across what applications and operators do to a database while walship runs,
+//! and a new generation (with the reason logged) exactly where continuity cannot be proven:
+//! reconnecting applications, checkpoints of every mode, an emptied WAL, damage to walship's own
+//! meta directory, a database file replaced or removed, leftovers of killed uploads, and a replica
+//! that comes back after an outage.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use walship_integration::*;
+
+/// Lines of a log that announce a new generation.
+fn new_generation_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("new generation"))
+        .collect()
+}
+
+/// salt-1 of the database's WAL header (0 when there is no header).
+fn salt1(db: &Path) -> u32 {
+    let h = wal_header(db);
+    u32::from_be_bytes([h[16], h[17], h[18], h[19]])
+}
+
+fn meta_dir(db: &Path) -> PathBuf {
+    db.parent().unwrap().join(format!(
+        ".{}-litestream",
+        db.file_name().unwrap().to_string_lossy()
+    ))
+}
+
+/// The current generation's newest shadow WAL file.
+fn current_shadow(db: &Path) -> PathBuf {
+    let meta = meta_dir(db);
+    let g = std::fs::read_to_string(meta.join("generation")).unwrap();
+    let dir = meta.join("generations").join(g.trim()).join("wal");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v.pop().expect("a shadow wal")
+}
+
+fn assert_restores_exactly(s: &FileSetup, how: &str) {
+    let out = s.dir.path().join("restored.db");
+    restore_walship(&[&s.url], &out);
+    assert_eq!(integrity(&out), "ok", "{how}");
+    assert_eq!(digest(&out), digest(&s.db), "{how}: restored content");
+}
+
+/// Issue 14.1: an application that reconnects restarts the WAL with its own checkpoint sequence
+/// (1 at its first restart). Before the fix, walship required the previous header's sequence
+/// plus one and started a new generation after almost every reconnect.
+#[test]
+fn reconnecting_application_keeps_one_generation() {
+    let s = FileSetup::new(
+        "    monitor-interval: 100ms\n    min-checkpoint-page-count: 50\n",
+        "",
+    );
+    let mut p = s.replicate();
+    let scratch = s.dir.path().join("scratch.db");
+    let mut restarts = 0;
+    for round in 0..5u64 {
+        // A new connection each round, as an application that was restarted.
+        let mut w = Writer::new(&s.db, 100 + round);
+        let start = salt1(&s.db);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Two restarts per connection: the second one's sequence number is the connection's own.
+        while salt1(&s.db).wrapping_sub(start) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the WAL did not restart twice; log:\n{}",
+                p.log_text()
+            );
+            for _ in 0..60 {
+                w.tx();
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        restarts += salt1(&s.db).wrapping_sub(start);
+        drop(w);
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_eq!(p.stop(), 0);
+    let log = p.log_text();
+    assert_eq!(
+        new_generation_lines(&log).len(),
+        1,
+        "only the first start may begin a generation ({restarts} WAL restarts):\n{log}"
+    );
+    assert_eq!(generations(&s.replica).len(), 1);
+    assert_restores_exactly(&s, "after reconnects");
+}
+
+/// Issue 14.2 and 14.5 on walship alone: the application checkpoints in every mode, including a
+/// TRUNCATE that leaves the WAL empty while the application is idle. Before the fix walship wrote
+/// into the empty WAL itself (random salts: its connection never restarted the WAL) and started
+/// a new generation; now the application's next commit continues the generation.
+#[test]
+fn application_checkpoints_of_every_mode_keep_one_generation() {
+    let s = FileSetup::new(
+        "    monitor-interval: 100ms\n    min-checkpoint-page-count: 50\n",
+        "",
+    );
+    let mut p = s.replicate();
+    let scratch = s.dir.path().join("scratch.db");
+    let mut w = Writer::new(&s.db, 7);
+    let mut completed = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        for mode in ["PASSIVE", "FULL", "RESTART", "TRUNCATE"] {
+            // Reconnect now and then: the new connection's first restart has sequence 1.
+            if round == 1 && mode == "FULL" {
+                w = Writer::new(&s.db, 8);
+            }
+            for _ in 0..200 {
+                w.tx();
+            }
+            // Retry until walship's read transaction lets the checkpoint finish. FULL, RESTART and
+            // TRUNCATE hold the write lock while they wait for readers (walship's included, as
+            // v0.3.13's), so each attempt waits briefly and leaves walship the lock in between.
+            w.conn.busy_timeout(Duration::from_millis(100)).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (busy, log, ckpt) = w.checkpoint(mode);
+                if busy == 0 && log == ckpt {
+                    *completed.entry(mode).or_insert(0) += 1;
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{mode} checkpoint never completed; log:\n{}",
+                    p.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            w.conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            if mode == "TRUNCATE" {
+                assert!(
+                    std::fs::metadata(wal_path(&s.db))
+                        .map(|m| m.len())
+                        .unwrap_or(0)
+                        < 32,
+                    "TRUNCATE left the WAL empty"
+                );
+            }
+            // Idle: walship sees the checkpoint (an emptied WAL after TRUNCATE) on its own.
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+    }
+    for _ in 0..100 {
+        w.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_eq!(p.stop(), 0);
+    let log = p.log_text();
+    assert_eq!(completed.len(), 4, "every mode completed: {completed:?}");
+    assert_eq!(
+        new_generation_lines(&log).len(),
+        1,
+        "checkpoints must not start generations:\n{log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_restores_exactly(&s, "after checkpoints of every mode");
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+/// Issue 14.5: an application that empties the WAL (TRUNCATE) as fast as it can while walship
+/// starts. Before the fix, walship's header read found the WAL emptied after its own existence
+/// check and logged `ERROR sync error ... failed to fill whole buffer`.
+#[test]
+fn start_while_the_application_empties_the_wal_logs_no_error() {
+    let s = FileSetup::new("", "");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let truncator = {
+        let db = s.db.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut w = Writer::new(&db, 3);
+            let mut truncated = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                w.tx();
+                for _ in 0..20 {
+                    if w.checkpoint("TRUNCATE").0 == 0 {
+                        truncated += 1;
+                    }
+                }
+            }
+            truncated
+        })
+    };
+    let mut logs = Vec::new();
+    for i in 0..8 {
+        let mut p = Proc::spawn(
+            &walship_bin(),
+            &["replicate", "-config", s.cfg.to_str().unwrap()],
+            &s.dir.path().join(format!("w{i}.log")),
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        p.kill9();
+        logs.push(p.log_text());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let truncated = truncator.join().unwrap();
+    assert!(
+        truncated > 100,
+        "the application emptied the WAL {truncated} times"
+    );
+    for (i, log) in logs.iter().enumerate() {
+        assert!(
+            !log.contains("ERROR") && !log.contains("failed to fill"),
+            "start {i}: an emptied WAL is not an error:\n{log}"
+        );
+    }
+    // Once the application is calmer, walship starts and replicates exactly.
+    let mut p = s.replicate();
+    let mut w = Writer::new(&s.db, 4);
+    for _ in 0..50 {
+        w.tx();
+    }
+    let scratch = s.dir.path().join("scratch.db");
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_eq!(p.stop(), 0);
+    assert_restores_exactly(&s, "after a start under TRUNCATE");
+}
+
+/// Issue 14.3: damage to walship's own meta directory while the database is idle starts a new
+/// generation (with the reason) within a monitor interval, and replication goes on exactly.
+/// Before the fix, a removed `generations/` gave `sync error ... No such file or directory`
+/// every second forever and nothing was shipped again.
+#[test]
+fn damaged_meta_directory_starts_a_new_generation() {
+    let s = FileSetup::new("", "");
+    let mut p = s.replicate();
+    let scratch = s.dir.path().join("scratch.db");
+    let mut w = Writer::new(&s.db, 5);
+    let meta = meta_dir(&s.db);
+    type Damage = Box<dyn Fn(&Path)>;
+    let damages: Vec<(&str, &str, Damage)> = vec![
+        (
+            "generations/ removed",
+            "no shadow wal",
+            Box::new(|m: &Path| std::fs::remove_dir_all(m.join("generations")).unwrap()),
+        ),
+        (
+            "shadow wal truncated",
+            "short shadow wal",
+            Box::new(|m: &Path| {
+                let db = m.parent().unwrap().join("app.db");
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(current_shadow(&db))
+                    .unwrap();
+                f.set_len(32).unwrap();
+            }),
+        ),
+        (
+            "generation file garbled",
+            "no generation exists",
+            Box::new(|m: &Path| std::fs::write(m.join("generation"), "garbage\n").unwrap()),
+        ),
+        (
+            "whole meta directory removed",
+            "no generation exists",
+            Box::new(|m: &Path| std::fs::remove_dir_all(m).unwrap()),
+        ),
+    ];
+    for (i, (what, reason, damage)) in damages.iter().enumerate() {
+        for _ in 0..300 {
+            w.tx();
+        }
+        wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+        let before = new_generation_lines(&p.log_text()).len();
+        let t = Instant::now();
+        damage(&meta);
+        // Idle database: only the watch on the meta directory can notice in time.
+        wait_until(Duration::from_secs(5), what, || {
+            new_generation_lines(&p.log_text()).len() > before
+        });
+        let took = t.elapsed();
+        let log = p.log_text();
+        let line = new_generation_lines(&log)[before];
+        assert!(
+            line.contains(reason),
+            "{what}: reason {reason:?} expected in {line}"
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "{what}: noticed after {took:?} (monitor-interval 1 s)"
+        );
+        for _ in 0..100 {
+            w.tx();
+        }
+        wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+        assert_eq!(generations(&s.replica).len(), i + 2, "{what}");
+        eprintln!("{what}: new generation after {took:?}");
+    }
+    // The instance lock was taken again after the meta directory was removed with it.
+    let o = walship(&["replicate", "-config", s.cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already being replicated"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    let log = p.log_text();
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_restores_exactly(&s, "after meta damage");
+}
+
+/// Issue 14.4: the database file replaced under walship (renamed over, then deleted and
+/// recreated). Before the fix the next snapshot was read from walship's descriptor of the old
+/// file and combined with the new file's WAL: the newest generation restored to "database disk
+/// image is malformed", with nothing logged.
+#[test]
+fn replaced_database_file_starts_a_new_generation_from_the_new_file() {
+    let s = FileSetup::new("", "");
+    let mut p = s.replicate();
+    let scratch = s.dir.path().join("scratch.db");
+    let mut w = Writer::new(&s.db, 6);
+    for _ in 0..500 {
+        w.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    drop(w);
+
+    // 1. Renamed over: the operator puts another database in place and removes the old WAL and
+    //    index, as a restore by hand does; the application opens the new file and writes.
+    let other = s.dir.path().join("other.db");
+    {
+        let mut o = Writer::new(&other, 60);
+        for _ in 0..200 {
+            o.tx();
+        }
+        o.checkpoint("TRUNCATE");
+    }
+    std::fs::rename(&other, &s.db).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let mut x = s.db.as_os_str().to_owned();
+        x.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(x));
+    }
+    let mut w = Writer::new(&s.db, 61);
+    for _ in 0..200 {
+        w.tx();
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "new generation after rename",
+        || p.log_text().contains("database file replaced"),
+    );
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_restores_exactly(&s, "after the file was renamed over");
+    drop(w);
+
+    // 2. Deleted and recreated.
+    for suffix in ["", "-wal", "-shm"] {
+        let mut x = s.db.as_os_str().to_owned();
+        x.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(x));
+    }
+    let mut w = Writer::new(&s.db, 62);
+    for _ in 0..300 {
+        w.tx();
+    }
+    wait_until(Duration::from_secs(10), "second replacement", || {
+        p.log_text().matches("database file replaced").count() >= 2
+    });
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_restores_exactly(&s, "after the file was deleted and recreated");
+    assert_eq!(generations(&s.replica).len(), 3);
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+}
+
+/// Issue 14.4: a database file that disappears without a replacement pauses replication (one
+/// log line, the replica untouched), and the same file coming back continues the generation.
+#[test]
+fn removed_database_file_pauses_and_resumes() {
+    let s = FileSetup::new("", "");
+    let mut p = s.replicate();
+    let scratch = s.dir.path().join("scratch.db");
+    let mut w = Writer::new(&s.db, 9);
+    for _ in 0..300 {
+        w.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    let objects = files(&s.replica);
+    let away = s.dir.path().join("app.db.away");
+    std::fs::rename(&s.db, &away).unwrap();
+    wait_until(Duration::from_secs(10), "gone logged", || {
+        p.log_text().contains("database file is gone")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        p.log_text().matches("database file is gone").count(),
+        1,
+        "logged once"
+    );
+    assert_eq!(files(&s.replica), objects, "replica untouched while paused");
+    std::fs::rename(&away, &s.db).unwrap();
+    for _ in 0..300 {
+        w.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    let log = p.log_text();
+    assert_eq!(new_generation_lines(&log).len(), 1, "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_restores_exactly(&s, "after the file came back");
+}
+
+/// Issue 14.6: temporary files of uploads interrupted by `kill -9` are removed when replication
+/// starts, and nothing outside the replica is touched, even through symbolic links.
+#[test]
+fn stale_upload_temporaries_are_removed_at_start() {
+    let s = FileSetup::new("", "");
+    let mut p = s.replicate();
+    p.kill9();
+    let g = generations(&s.replica).pop().unwrap();
+    let wal = s.replica.join("generations").join(&g).join("wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    let stale: Vec<PathBuf> = (0..3)
+        .map(|i| wal.join(format!("00000000_{i:08x}.wal.lz4.4194000-{i}.tmp")))
+        .collect();
+    for f in &stale {
+        std::fs::write(f, b"partial").unwrap();
+    }
+    let outside = s.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let victim = outside.join("00000000_00000000.wal.lz4.4194000-9.tmp");
+    std::fs::write(&victim, b"not walship's").unwrap();
+    std::os::unix::fs::symlink(&outside, wal.join("link")).unwrap();
+    let mut p = s.replicate();
+    wait_until(Duration::from_secs(10), "temporaries removed", || {
+        stale.iter().all(|f| !f.exists())
+    });
+    assert!(victim.exists(), "a file outside the replica was removed");
+    assert!(p.log_text().contains("removed temporary files"));
+    assert_eq!(p.stop(), 0);
+}
+
+/// Issue 14.7: after an outage of the replica, the shipper tries again within a few seconds, so
+/// the replica is caught up within 5 s of coming back. Before the fix the wait between failed
+/// syncs doubled up to 60 s (12.8 s after a 14 s outage at a 100 ms sync-interval).
+#[test]
+fn replica_catches_up_within_seconds_after_an_outage() {
+    let s = FileSetup::new("", "");
+    let mut p = s.replicate();
+    let scratch = s.dir.path().join("scratch.db");
+    let mut w = Writer::new(&s.db, 10);
+    for _ in 0..100 {
+        w.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    // The outage: the replica directory is replaced by a plain file, so every write fails.
+    let away = s.dir.path().join("replica.away");
+    std::fs::rename(&s.replica, &away).unwrap();
+    std::fs::write(&s.replica, b"not a directory").unwrap();
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(14) {
+        w.tx();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_file(&s.replica).unwrap();
+    std::fs::rename(&away, &s.replica).unwrap();
+    let back = Instant::now();
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(60));
+    let took = back.elapsed();
+    eprintln!("caught up {took:?} after a 14 s outage");
+    assert!(
+        took <= Duration::from_secs(5),
+        "caught up only {took:?} after the replica came back"
+    );
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    assert_eq!(generations(&s.replica).len(), 1);
+}
