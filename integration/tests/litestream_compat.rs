@@ -387,3 +387,281 @@ fn handover_walship_to_litestream() {
         t0.elapsed()
     );
 }
+
+/// Litestream's own settings for a phase where it checkpoints: 250 ms intervals, default
+/// checkpoint thresholds, and a snapshot every 2 s so the replica holds a Litestream snapshot
+/// past WAL index 0.
+fn checkpointing_config(s: &Setup, name: &str) -> PathBuf {
+    let dir = s.dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("litestream.yml");
+    std::fs::write(
+        &p,
+        format!(
+            "dbs:\n  - path: {}\n    monitor-interval: 250ms\n    replicas:\n      - type: file\n        path: {}\n        sync-interval: 250ms\n        snapshot-interval: 2s\n",
+            s.db.display(),
+            s.replica.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// About 400 small and 40 blob (60-200 KB) transactions: enough WAL for a replicator with default
+/// thresholds (1000 pages) to checkpoint.
+fn blob_workload(w: &mut Writer, seed: u64) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for i in 0..440 {
+        if i % 11 == 10 {
+            let len = rng.random_range(60_000..200_000);
+            let v: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            w.conn
+                .execute("INSERT INTO t (k, v) VALUES (-2, ?1)", [v])
+                .unwrap();
+        } else {
+            w.tx();
+        }
+        if i % 20 == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs an application checkpoint of `mode` until it completes (the replicator's read
+/// transaction may hold it back for a while); each attempt waits briefly, since FULL, RESTART and
+/// TRUNCATE hold the write lock while they wait for readers.
+///
+/// A checkpoint can only complete once the replicator has backfilled the WAL up to its own read
+/// transaction, which it does past its threshold (1000 pages by default): between attempts the
+/// application writes more, then pauses so the replicator's checkpoint is the newest thing.
+fn app_checkpoint(w: &mut Writer, mode: &str, who: &str, p: &Proc) {
+    w.conn.busy_timeout(Duration::from_millis(100)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut blob = vec![7u8; 150_000];
+    loop {
+        for _ in 0..5 {
+            let (busy, log, ckpt) = w.checkpoint(mode);
+            if busy == 0 && log == ckpt {
+                w.conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{mode} checkpoint never completed under {who}; log:\n{}",
+            p.log_text()
+        );
+        for i in 0..10u8 {
+            blob[0] = i;
+            w.conn
+                .execute("INSERT INTO t (k, v) VALUES (-3, ?1)", [&blob])
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+}
+
+/// Highest shadow WAL index in the database's meta directory.
+fn shadow_index(s: &Setup) -> u32 {
+    let meta = s.dir.join(".app.db-litestream");
+    let Ok(g) = std::fs::read_to_string(meta.join("generation")) else {
+        return 0;
+    };
+    std::fs::read_dir(meta.join("generations").join(g.trim()).join("wal"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    u32::from_str_radix(n.strip_suffix(".wal")?, 16).ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// The header of the current generation's newest shadow WAL.
+fn shadow_header(s: &Setup) -> [u8; 32] {
+    let meta = s.dir.join(".app.db-litestream");
+    let g = std::fs::read_to_string(meta.join("generation")).unwrap();
+    let p = meta
+        .join("generations")
+        .join(g.trim())
+        .join("wal")
+        .join(format!("{:08x}.wal", shadow_index(s)));
+    let b = std::fs::read(&p).unwrap();
+    b[..32].try_into().unwrap()
+}
+
+/// Writes, then checkpoints in each mode (each followed by more writes), all under one
+/// replicator that must keep its generation.
+///
+/// Under walship every checkpoint must complete. Under v0.3.13 they are issued but may stay
+/// incomplete: v0.3.13 writes to `_litestream_seq` right after each of its own checkpoints, so
+/// its read transaction always sits behind the newest frame.
+fn checkpoints_of_every_mode(w: &mut Writer, seed: u64, who: &str, p: &Proc) {
+    for (i, mode) in ["PASSIVE", "FULL", "RESTART", "TRUNCATE"].iter().enumerate() {
+        blob_workload(w, seed + i as u64);
+        std::thread::sleep(Duration::from_millis(1500));
+        if who == "walship" {
+            app_checkpoint(w, mode, who, p);
+        } else {
+            w.conn.busy_timeout(Duration::from_millis(100)).unwrap();
+            for _ in 0..10 {
+                w.checkpoint(mode);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            w.conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        }
+        writes(w, 50);
+    }
+}
+
+/// (e) Issue 14.2: Litestream v0.3.13 with its default checkpointing restarts the WAL (its shadow
+/// index reaches 1 and its replica holds a snapshot past index 0); walship takes over on the same
+/// config, and a new application connection writes and checkpoints in every mode, TRUNCATE
+/// included. walship continues the one generation throughout (before the fix: a new generation,
+/// "could not prove", at the application's first restart), and both tools restore it exactly.
+#[test]
+fn handover_after_litestream_checkpoints_continues_through_application_checkpoints() {
+    let Some(ls) = litestream_bin() else { return };
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let s = setup();
+    let cfg = checkpointing_config(&s, "cfg-ls-default");
+    let mut w = Writer::new(&s.db, 21);
+    writes(&mut w, 20);
+    let mut lsp = spawn_litestream(&ls, &s, &cfg, "litestream.log");
+    wait_first_snapshot(&s, &mut lsp);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0;
+    while !(shadow_index(&s) >= 1
+        && max_wal_index(&s.replica) >= 1
+        && replica_objects(&s.replica)
+            .iter()
+            .any(|o| o.offset.is_none() && o.index >= 1))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Litestream never checkpointed and snapshotted past index 0; files: {:#?}\nlog:\n{}",
+            files(&s.replica),
+            lsp.log_text()
+        );
+        blob_workload(&mut w, 300 + round);
+        round += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    stop_clean(&mut lsp, "litestream");
+    let gens = generations(&s.replica);
+    assert_eq!(gens.len(), 1, "{gens:?}");
+    // The application keeps its connection until walship runs: the last connection to close
+    // deletes the WAL, which would rightly start a new generation.
+    let mut wsp = spawn_walship(&s, &cfg, "walship.log");
+    wait_until(Duration::from_secs(30), "walship to start", || {
+        wsp.log_text().contains("continuing generation")
+            || wsp.log_text().contains("new generation")
+    });
+    let start = wsp.log_text();
+    assert!(
+        start.contains("continuing generation")
+            && !start.contains(&format!("position={}/00000000", gens[0])),
+        "walship must continue Litestream's generation past index 0:\n{start}"
+    );
+    // A new connection, as an application restarted meanwhile.
+    drop(w);
+    let mut w = Writer::new(&s.db, 22);
+    checkpoints_of_every_mode(&mut w, 400, "walship", &wsp);
+    let want = digest(&s.db);
+    let scratch = s.dir.join("scratch.db");
+    wait_caught_up(
+        &file_url(&s.replica),
+        &s.db,
+        &scratch,
+        Duration::from_secs(30),
+    );
+    stop_clean(&mut wsp, "walship");
+    assert_same_generation(&s, &gens, "walship", &wsp);
+    drop(w);
+    restore_with_walship(&s, &want);
+    restore_litestream(&ls, &s, &want);
+    eprintln!(
+        "handover_after_litestream_checkpoints: {want}, walship reached index {}, in {:?}",
+        max_wal_index(&s.replica),
+        t0.elapsed()
+    );
+}
+
+/// (f) The other direction with checkpoints on both sides: walship replicates while the
+/// application checkpoints in every mode; Litestream v0.3.13 (default checkpointing) takes over
+/// the same generation and the application checkpoints in every mode again.
+#[test]
+fn handover_walship_to_litestream_through_application_checkpoints() {
+    let Some(ls) = litestream_bin() else { return };
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let s = setup();
+    let cfg = checkpointing_config(&s, "cfg-ls-default");
+    let mut w = Writer::new(&s.db, 31);
+    writes(&mut w, 20);
+    let mut wsp = spawn_walship(&s, &cfg, "walship.log");
+    wait_first_snapshot(&s, &mut wsp);
+    checkpoints_of_every_mode(&mut w, 500, "walship", &wsp);
+    let scratch = s.dir.join("scratch.db");
+    wait_caught_up(
+        &file_url(&s.replica),
+        &s.db,
+        &scratch,
+        Duration::from_secs(30),
+    );
+    stop_clean(&mut wsp, "walship");
+    let gens = generations(&s.replica);
+    assert_eq!(gens.len(), 1, "{gens:?}");
+    assert_eq!(
+        wsp.log_text().matches("new generation").count(),
+        1,
+        "only walship's first start begins a generation:\n{}",
+        wsp.log_text()
+    );
+    assert!(max_wal_index(&s.replica) >= 2, "{:#?}", files(&s.replica));
+    // What v0.3.13 checks before it continues: the current shadow WAL describes the real WAL.
+    assert_eq!(
+        shadow_header(&s),
+        wal_header(&s.db),
+        "walship stopped with a shadow WAL that does not describe the real WAL; log:\n{}",
+        wsp.log_text()
+    );
+
+    let mut lsp = spawn_litestream(&ls, &s, &cfg, "litestream.log");
+    wait_caught_up(
+        &file_url(&s.replica),
+        &s.db,
+        &scratch,
+        Duration::from_secs(30),
+    );
+    assert_same_generation(&s, &gens, "litestream", &lsp);
+    // A new application connection; the old one closes only after it exists, since the last
+    // connection to close deletes the WAL (v0.3.13 opens its own connection lazily).
+    let w2 = Writer::new(&s.db, 32);
+    drop(w);
+    let mut w = w2;
+    checkpoints_of_every_mode(&mut w, 600, "litestream", &lsp);
+    let want = digest(&s.db);
+    wait_caught_up(
+        &file_url(&s.replica),
+        &s.db,
+        &scratch,
+        Duration::from_secs(30),
+    );
+    stop_clean(&mut lsp, "litestream");
+    assert_same_generation(&s, &gens, "litestream", &lsp);
+    drop(w);
+    restore_litestream(&ls, &s, &want);
+    restore_with_walship(&s, &want);
+    eprintln!(
+        "handover_walship_to_litestream_through_checkpoints: {want}, index {}, in {:?}",
+        max_wal_index(&s.replica),
+        t0.elapsed()
+    );
+}
