@@ -137,7 +137,39 @@ impl<'a> Decoder<'a> {
                 cfg.dbs.push(db);
             }
         }
+        self.refuse_shared_targets(&cfg)?;
         Ok(cfg)
+    }
+
+    /// Two replicas writing to one place: their generations would mix, and restoring one
+    /// database could return the other's data. Named by both entries' lines.
+    fn refuse_shared_targets(&self, cfg: &Config) -> Result<()> {
+        let mut seen: Vec<(String, &DbConfig, &ReplicaConfig)> = Vec::new();
+        for db in &cfg.dbs {
+            for r in &db.replicas {
+                let t = r.target();
+                if let Some((_, other_db, other)) = seen.iter().find(|(s, _, _)| *s == t) {
+                    let whose = if other_db.path == db.path {
+                        "another replica of the same database".to_owned()
+                    } else {
+                        format!(
+                            "the replica of db {:?}",
+                            other_db.path.display().to_string()
+                        )
+                    };
+                    let at = other
+                        .line
+                        .map_or_else(String::new, |l| format!(" (line {l})"));
+                    return Err(self.invalid(
+                        r.line,
+                        "replicas",
+                        format!("replica target {t} is also {whose}{at}: each database needs a replica path of its own"),
+                    ));
+                }
+                seen.push((t, db, r));
+            }
+        }
+        Ok(())
     }
 
     fn logging(&mut self, e: &Entry<'_>) -> Result<LoggingConfig> {

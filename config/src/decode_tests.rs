@@ -739,3 +739,28 @@ fn bom_crlf_and_directives() {
         assert!(w.is_empty(), "{text:?}: {w:?}");
     }
 }
+
+/// Issue 15.3: two databases replicating to one place restored each other's data.
+#[test]
+fn shared_replica_targets_are_refused_naming_both_entries() {
+    // The same S3 place spelled as a URL and as keys, with credentials in neither message.
+    let e = err("dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://KEY:SECRET@bkt/app/\n  - path: /b.db\n    replicas:\n      - type: s3\n        bucket: bkt\n        path: /app\n");
+    assert!(
+        e.contains("line 7: replicas: replica target s3://|bkt/app is also the replica of db \"/a.db\" (line 4)"),
+        "{e}"
+    );
+    assert!(!e.contains("SECRET") && !e.contains("KEY"), "{e}");
+    // Directories: one place whatever the spelling.
+    let e = err("dbs:\n  - path: /a.db\n    replicas: [{path: /backup/x}]\n  - path: /b.db\n    replicas: [{url: \"file:///backup/y/../x/\"}]\n");
+    assert!(e.contains("replica target file:/backup/x is also"), "{e}");
+    // SFTP: the default port is the same host.
+    let e = err("dbs:\n  - path: /a.db\n    replicas: [{url: \"sftp://u@h/p\"}]\n  - path: /b.db\n    replicas: [{type: sftp, host: \"h:22\", path: p}]\n");
+    assert!(e.contains("replica target sftp://h:22/p is also"), "{e}");
+    // Two replicas of one database in one place.
+    let e = err("dbs:\n  - path: /a.db\n    replicas:\n      - {url: s3://b/1, name: one}\n      - {url: s3://b/1/, name: two}\n");
+    assert!(e.contains("another replica of the same database"), "{e}");
+    // Different paths, buckets or endpoints are different places.
+    parse("dbs:\n  - path: /a.db\n    replicas: [{url: s3://b/1}]\n  - path: /b.db\n    replicas: [{url: s3://b/2}]\n");
+    parse("dbs:\n  - path: /a.db\n    replicas: [{url: s3://b/1}]\n  - path: /b.db\n    replicas: [{url: s3://c/1}]\n");
+    parse("dbs:\n  - path: /a.db\n    replicas: [{url: s3://b/1, endpoint: \"https://nyc3.digitaloceanspaces.com\"}]\n  - path: /b.db\n    replicas: [{url: s3://b/1, endpoint: \"https://sfo3.digitaloceanspaces.com\"}]\n");
+}

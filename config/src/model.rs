@@ -147,6 +147,45 @@ impl ReplicaConfig {
         })
     }
 
+    /// Where this replica's objects live, spelled one way for every spelling of the same place:
+    /// the type, the store (S3: endpoint and bucket; SFTP: host and port), and the path without
+    /// surrounding slashes (file: absolute and cleaned). Credentials never enter it, so it can be
+    /// printed. Two databases with one target would restore each other's data.
+    pub fn target(&self) -> String {
+        let url = self.url.as_deref().map(split_url);
+        let (host, url_path) = url.clone().unwrap_or_default();
+        let path = self.path.clone().unwrap_or(url_path);
+        match self.kind.as_str() {
+            "file" => {
+                let raw = if self.url.is_some() && self.path.is_none() {
+                    format!("/{}", path.trim_start_matches('/'))
+                } else {
+                    path
+                };
+                let p = std::path::Path::new(&raw);
+                let abs = crate::paths::absolutize(p).unwrap_or_else(|_| crate::paths::clean(p));
+                format!("file:{}", abs.display())
+            }
+            "sftp" => {
+                let host = self.option("host").map(str::to_owned).unwrap_or(host);
+                let host = if host.contains(':') {
+                    host
+                } else {
+                    format!("{host}:22")
+                };
+                format!("sftp://{host}/{}", path.trim_matches('/'))
+            }
+            kind => {
+                let bucket = self.option("bucket").map(str::to_owned).unwrap_or(host);
+                let endpoint = self
+                    .option("endpoint")
+                    .map(|e| e.trim_end_matches('/').to_ascii_lowercase())
+                    .unwrap_or_default();
+                format!("{kind}://{endpoint}|{bucket}/{}", path.trim_matches('/'))
+            }
+        }
+    }
+
     /// The raw value of an option, if set.
     pub fn option(&self, key: &str) -> Option<&str> {
         self.options.get(key).map(String::as_str)
@@ -185,6 +224,15 @@ impl ReplicaConfig {
             message,
         }
     }
+}
+
+/// (host without user info, path) of `scheme://[user[:pass]@]host[:port]/path[?query]`.
+fn split_url(url: &str) -> (String, String) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    (host.to_ascii_lowercase(), path.to_owned())
 }
 
 /// YAML 1.1 booleans, case-insensitive.

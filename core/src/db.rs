@@ -142,6 +142,9 @@ pub struct Db {
     opts: DbOptions,
     state: Mutex<State>,
     pos_tx: watch::Sender<DbPos>,
+    /// Salts of the WAL the shadow follows (salt-1 << 32 | salt-2; 0 before the first sync), for
+    /// the monitor to see a restart without taking the state lock.
+    shadow_salts: std::sync::atomic::AtomicU64,
     /// Held (read) by snapshots; the monitor only refreshes `R` when it can take it (write).
     gate: Arc<RwLock<()>>,
     replica_positions: Mutex<BTreeMap<String, Pos>>,
@@ -205,6 +208,7 @@ impl Db {
                 force_new_generation: None,
             }),
             pos_tx,
+            shadow_salts: std::sync::atomic::AtomicU64::new(0),
             gate: Arc::new(RwLock::new(())),
             replica_positions: Mutex::new(BTreeMap::new()),
             db_file: Mutex::new(None),
@@ -239,6 +243,14 @@ impl Db {
     pub fn pos(&self) -> DbPos {
         self.pos_tx.borrow().clone()
     }
+    /// Salts of the WAL the shadow WAL follows, as of the last sync.
+    pub fn shadow_salts(&self) -> Option<[u32; 2]> {
+        match self.shadow_salts.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            v => Some([(v >> 32) as u32, v as u32]),
+        }
+    }
+
     pub fn gate(&self) -> Arc<RwLock<()>> {
         self.gate.clone()
     }
@@ -893,6 +905,12 @@ impl Db {
     }
 
     fn publish(&self, st: &State) {
+        if let Some(h) = st.header {
+            self.shadow_salts.store(
+                (h.salt1 as u64) << 32 | h.salt2 as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         let pos = DbPos {
             generation: st.generation.clone(),
             index: st.index,

@@ -2,7 +2,7 @@
 
 use crate::db::Db;
 use crate::error::Result;
-use crate::pace::{grown, wal_mark, RateWindow};
+use crate::pace::{grown, restarted, wal_mark, RateWindow};
 use crate::shipper::Shipper;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -142,14 +142,18 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 _ = mrx.changed() => return,
             }
             // Coalesce a burst of commits into one sync per monitor-interval, unless the WAL
-            // grows fast enough that waiting would let it balloon (a writer going flat out).
+            // grows fast enough that waiting would let it balloon (a writer going flat out), or
+            // the WAL restarted: the proof that the restart continues the generation lives in
+            // this process until the next sync records the new index, so that sync comes at
+            // once (a crash in between costs a new generation and a full snapshot).
             let next = started + interval;
             let base = wal_mark(mdb.wal_path(), mdb.shm_file().as_deref());
             loop {
                 let now = tokio::time::Instant::now();
+                let mark = wal_mark(mdb.wal_path(), mdb.shm_file().as_deref());
                 if now >= next
-                    || grown(base, wal_mark(mdb.wal_path(), mdb.shm_file().as_deref()))
-                        >= FAST_BYTES
+                    || grown(base, mark) >= FAST_BYTES
+                    || restarted(mdb.shadow_salts(), mark)
                 {
                     break;
                 }

@@ -68,6 +68,16 @@ pub fn wal_mark(wal: &Path, shm: Option<&File>) -> WalMark {
     WalMark::Len(crate::db::wal_len(wal))
 }
 
+/// The WAL-index shows salts other than those of the WAL the shadow follows: the WAL restarted
+/// since the last sync (or was emptied and written again).
+/// SQLite copies the salts into the index verbatim from the WAL header (big-endian bytes), unlike
+/// the index's other fields.
+pub fn restarted(shadow: Option<[u32; 2]>, now: WalMark) -> bool {
+    let be = |x: u32| u32::from_be_bytes(x.to_ne_bytes());
+    matches!((shadow, now), (Some(s), WalMark::Index { salts, frames, .. })
+        if frames > 0 && [be(salts[0]), be(salts[1])] != s)
+}
+
 /// WAL bytes written between two marks. A restart in between counts the new WAL whole; a change
 /// of kind (the index appeared or vanished) counts as "a lot", so the caller syncs.
 pub fn grown(base: WalMark, now: WalMark) -> u64 {
@@ -126,6 +136,27 @@ impl RateWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_seen_from_index_salts_in_file_byte_order() {
+        let index = |s1: u32, s2: u32, frames| WalMark::Index {
+            salts: [
+                u32::from_ne_bytes(s1.to_be_bytes()),
+                u32::from_ne_bytes(s2.to_be_bytes()),
+            ],
+            frames,
+            frame_size: 4120,
+        };
+        let shadow = Some([0x0102_0304, 0x0a0b_0c0d]);
+        assert!(!restarted(shadow, index(0x0102_0304, 0x0a0b_0c0d, 7)));
+        assert!(restarted(shadow, index(0x0102_0305, 0x1111_2222, 1)));
+        assert!(
+            !restarted(shadow, index(0x0102_0305, 0x1111_2222, 0)),
+            "not written yet"
+        );
+        assert!(!restarted(None, index(1, 2, 3)));
+        assert!(!restarted(shadow, WalMark::Len(100)));
+    }
 
     fn header(version: u32, init: u8, page: u16, frames: u32, salts: [u32; 2]) -> [u8; 48] {
         let mut b = [0u8; 48];

@@ -143,10 +143,7 @@ pub fn is_stale_temporary(name: &str, own_pid: u32) -> bool {
         return false;
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    !object.is_empty()
-        && digits(pid)
-        && digits(n)
-        && pid.parse::<u32>() != Ok(own_pid)
+    !object.is_empty() && digits(pid) && digits(n) && pid.parse::<u32>() != Ok(own_pid)
 }
 
 /// The self-check's probe key: at the root, outside `generations/`, unique per call.

@@ -4,6 +4,7 @@
 //! logical content of every user table (rows, `_litestream_*` excluded) equals the source's.
 
 pub mod behaviour;
+pub mod crash;
 pub mod faults;
 pub mod minio;
 pub mod oracle;
@@ -473,9 +474,10 @@ pub fn wal_header(db: &Path) -> [u8; 32] {
     let mut p = db.as_os_str().to_owned();
     p.push("-wal");
     let mut h = [0u8; 32];
-    if let Ok(b) = std::fs::read(PathBuf::from(p)) {
-        if b.len() >= 32 {
-            h.copy_from_slice(&b[..32]);
+    if let Ok(mut f) = std::fs::File::open(PathBuf::from(p)) {
+        use std::io::Read;
+        if f.read_exact(&mut h).is_err() {
+            h = [0u8; 32];
         }
     }
     h

@@ -481,3 +481,73 @@ fn replica_catches_up_within_seconds_after_an_outage() {
     assert_eq!(p.stop(), 0, "{}", p.log_text());
     assert_eq!(generations(&s.replica).len(), 1);
 }
+
+/// The crash campaign's finding: after walship's complete checkpoint the application's next
+/// commit restarts the WAL, and the proof that this continues the generation lives only in
+/// walship's memory until its next sync records the new index. With commits coalesced into one
+/// sync per monitor-interval, that was up to a second (here five) in which a `kill -9` left a
+/// restart the next start could not tell from one made while walship was down: a new generation
+/// and a full snapshot. The monitor now syncs as soon as the WAL-index shows new salts.
+#[test]
+fn a_wal_restart_is_recorded_at_once_so_a_kill_keeps_the_generation() {
+    let s = FileSetup::new(
+        "    monitor-interval: 5s\n    min-checkpoint-page-count: 20\n",
+        "",
+    );
+    let p = s.replicate();
+    let mut w = Writer::new(&s.db, 31);
+    let first = salt1(&s.db);
+    for _ in 0..100 {
+        w.tx();
+    }
+    // walship copies and checkpoints at its next sync; the first commit after that restarts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while salt1(&s.db) == first {
+        assert!(
+            Instant::now() < deadline,
+            "no restart; log:\n{}",
+            p.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        w.tx();
+    }
+    let restarted = Instant::now();
+    wait_until(
+        Duration::from_secs(10),
+        "the shadow WAL to follow the restart",
+        || {
+            std::fs::read(current_shadow(&s.db))
+                .is_ok_and(|b| b.len() >= 32 && b[..32] == wal_header(&s.db))
+        },
+    );
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the restart was recorded {took:?} after it happened (monitor-interval 5 s)"
+    );
+    // A crash now; the application keeps writing (no restart: walship's shadow has this WAL).
+    let gens = generations(&s.replica);
+    let mut p = p;
+    p.kill9();
+    for _ in 0..10 {
+        w.tx();
+    }
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", s.cfg.to_str().unwrap()],
+        &s.dir.path().join("w2.log"),
+    );
+    wait_until(Duration::from_secs(20), "walship to start", || {
+        p.log_text().contains("generation")
+    });
+    let log = p.log_text();
+    assert!(
+        log.contains("continuing generation") && new_generation_lines(&log).is_empty(),
+        "the generation continues after the kill; log:\n{log}"
+    );
+    assert_eq!(generations(&s.replica), gens);
+    let scratch = s.dir.path().join("scratch.db");
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_eq!(p.stop(), 0);
+    assert_restores_exactly(&s, "after the kill");
+}

@@ -502,7 +502,10 @@ fn shadow_header(s: &Setup) -> [u8; 32] {
 /// incomplete: v0.3.13 writes to `_litestream_seq` right after each of its own checkpoints, so
 /// its read transaction always sits behind the newest frame.
 fn checkpoints_of_every_mode(w: &mut Writer, seed: u64, who: &str, p: &Proc) {
-    for (i, mode) in ["PASSIVE", "FULL", "RESTART", "TRUNCATE"].iter().enumerate() {
+    for (i, mode) in ["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
+        .iter()
+        .enumerate()
+    {
         blob_workload(w, seed + i as u64);
         std::thread::sleep(Duration::from_millis(1500));
         if who == "walship" {
