@@ -148,15 +148,16 @@ impl<'a> Decoder<'a> {
         for db in &cfg.dbs {
             for r in &db.replicas {
                 let t = r.target();
-                if let Some((_, other_db, other)) = seen.iter().find(|(s, _, _)| *s == t) {
-                    let whose = if other_db.path == db.path {
-                        "another replica of the same database".to_owned()
-                    } else {
-                        format!(
-                            "the replica of db {:?}",
-                            other_db.path.display().to_string()
-                        )
-                    };
+                // Replicas of one database may share a target (the same store reached with
+                // other credentials, as `-dry-run` comparisons do): they hold the same data.
+                if let Some((_, other_db, other)) = seen
+                    .iter()
+                    .find(|(s, other_db, _)| *s == t && other_db.path != db.path)
+                {
+                    let whose = format!(
+                        "the replica of db {:?}",
+                        other_db.path.display().to_string()
+                    );
                     let at = other
                         .line
                         .map_or_else(String::new, |l| format!(" (line {l})"));

@@ -218,6 +218,13 @@ fn litestream_restores_walship_replica() {
     let mut p = spawn_walship(&s, &s.cfg_walship, "walship.log");
     wait_first_snapshot(&s, &mut p);
     writes(&mut w, 3000);
+    // At least one WAL restart must be in the replica (under load, 3000 commits can end before
+    // walship's first complete checkpoint): keep writing until there is one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while max_wal_index(&s.replica) < 1 && Instant::now() < deadline {
+        writes(&mut w, 100);
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let want = digest(&s.db);
     stop_clean(&mut p, "walship");
     drop(w);
