@@ -277,11 +277,17 @@ fn restore(tool: &Tool, cfg: &Path, db: &Path, out: &Path, at: Option<&str>) -> 
 }
 
 /// `k` stored in a restored database, its row digest, and its integrity verdict.
+/// A database the harness cannot even read (v0.3.13 restored "malformed" ones in the comparison
+/// campaign) is reported as such, not a panic.
 fn inspect(out: &Path) -> (u64, String, String) {
-    let c = rusqlite::Connection::open_with_flags(out, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
-    let k = walship_integration::crash::progress(&c).unwrap_or(0);
-    (k, digest_conn(&c), integrity(out))
+    std::panic::catch_unwind(|| {
+        let c =
+            rusqlite::Connection::open_with_flags(out, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let k = walship_integration::crash::progress(&c).unwrap_or(0);
+        (k, digest_conn(&c), integrity(out))
+    })
+    .unwrap_or_else(|_| (0, "unreadable".into(), "unreadable (malformed)".into()))
 }
 
 fn campaign(tool: Tool, store: Store, kills: usize, dir: &Path) -> Report {
