@@ -216,6 +216,15 @@ fn salt1(h: &[u8; 32]) -> u32 {
     u32::from_be_bytes([h[16], h[17], h[18], h[19]])
 }
 
+/// Records the WAL header as soon as a start's log shows its decision (the header walship decided
+/// on, to within the polling interval).
+fn note_decision(r: &mut Run, db: &Path) {
+    let text = std::fs::read_to_string(&r.log).unwrap_or_default();
+    if decisions(&text).0.is_some() {
+        r.at_decision = Some(wal_header(db));
+    }
+}
+
 /// The first start-up decision in a walship log, and the new generations after it.
 fn decisions(log: &str) -> (Option<Result<(), String>>, Vec<String>) {
     let mut first = None;
@@ -353,10 +362,7 @@ fn campaign(tool: Tool, store: Store, kills: usize, dir: &Path) -> Report {
             let r = runs.last_mut().unwrap();
             let deciding = r.at_decision.is_none() && matches!(tool, Tool::Walship);
             if deciding {
-                let text = std::fs::read_to_string(&r.log).unwrap_or_default();
-                if decisions(&text).0.is_some() {
-                    r.at_decision = Some(wal_header(&db));
-                }
+                note_decision(r, &db);
             }
             if let Ok(Some(st)) = p.child.as_mut().expect("running").try_wait() {
                 panic!(
@@ -397,10 +403,7 @@ fn campaign(tool: Tool, store: Store, kills: usize, dir: &Path) -> Report {
         if r.at_decision.is_some() || !matches!(tool, Tool::Walship) {
             break;
         }
-        let text = std::fs::read_to_string(&r.log).unwrap_or_default();
-        if decisions(&text).0.is_some() {
-            r.at_decision = Some(wal_header(&db));
-        }
+        note_decision(r, &db);
         std::thread::sleep(Duration::from_millis(1));
     }
     // The end: the application stops (as a crash), the replicator ships the rest and exits.
