@@ -64,3 +64,57 @@ fn burst_into_a_restarted_wal_is_synced_before_the_monitor_interval() {
     );
     assert_eq!(p.stop(), 0, "{}", p.log_text());
 }
+
+/// Regression (failed in CI under load): the early sync that records a WAL restart at once also
+/// opened a new coalescing window, so a burst it cut in two was judged by its second half alone;
+/// a half under 4 MiB then waited out the whole monitor-interval (10 s here). Two commits of
+/// ~2.5 MB each make the cut deterministic: the first restarts the WAL and is synced at once, the
+/// second alone is under the threshold but the new WAL as a whole is over it.
+#[test]
+fn a_burst_cut_by_the_restart_sync_counts_whole() {
+    let s = FileSetup::new(
+        "    monitor-interval: 10s\n    max-checkpoint-page-count: 2000\n",
+        "logging:\n  level: debug\n",
+    );
+    let (db, url) = (&s.db, &s.url);
+    let conn = app_conn(db);
+    let mut p = s.replicate();
+    let big = |from: usize| {
+        conn.execute_batch(&format!(
+            "BEGIN; WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n
+             WHERE i < {from} + 599) INSERT INTO t (k, v) SELECT i, randomblob(3000) FROM n;
+             COMMIT;"
+        ))
+        .unwrap();
+    };
+    // A WAL of ~3000 pages, which walship copies and checkpoints (RESTART, complete).
+    conn.execute_batch(
+        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO t (k, v) SELECT i, randomblob(3000) FROM n; COMMIT;",
+    )
+    .unwrap();
+    let scratch = s.dir.path().join("scratch.db");
+    wait_caught_up(url, db, &scratch, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = wal_header(db);
+    let t = Instant::now();
+    big(10_000);
+    assert_ne!(
+        wal_header(db),
+        before,
+        "the first commit did not restart the WAL"
+    );
+    wait_caught_up(url, db, &scratch, Duration::from_secs(15));
+    let first = t.elapsed();
+    let t = Instant::now();
+    big(20_000);
+    wait_caught_up(url, db, &scratch, Duration::from_secs(15));
+    let second = t.elapsed();
+    eprintln!("restart synced after {first:?}, the rest of the burst after {second:?}");
+    assert!(
+        first < Duration::from_secs(4) && second < Duration::from_secs(4),
+        "caught up after {first:?} and {second:?} (monitor-interval is 10 s):\n{}",
+        p.log_text()
+    );
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+}
