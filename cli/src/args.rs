@@ -2,6 +2,10 @@
 
 /// Rewrites single-dash long flags (`-config`) to clap's `--config`, up to the first positional
 /// argument or `--`, as Go's flag package stops there too.
+///
+/// A flag that takes a value is joined to it (`--index=-1`): Go's flag package takes the next
+/// argument as the value whatever it looks like, while clap would read `-1` as a flag and say
+/// "unknown argument" instead of what is wrong with the value.
 pub fn go_style(args: Vec<String>, takes_value: &[&str]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
     let mut it = args.into_iter();
@@ -9,10 +13,13 @@ pub fn go_style(args: Vec<String>, takes_value: &[&str]) -> Vec<String> {
         out.push(first);
     }
     let mut flags_done = false;
-    let mut expect_value = false;
+    let mut pending: Option<String> = None;
     for a in it {
-        if flags_done || expect_value {
-            expect_value = false;
+        if let Some(flag) = pending.take() {
+            out.push(format!("{flag}={a}"));
+            continue;
+        }
+        if flags_done {
             out.push(a);
             continue;
         }
@@ -30,15 +37,19 @@ pub fn go_style(args: Vec<String>, takes_value: &[&str]) -> Vec<String> {
         };
         let body = body.strip_prefix('-').unwrap_or(body);
         let name = body.split('=').next().unwrap_or("");
-        if takes_value.contains(&name) && !body.contains('=') {
-            expect_value = true;
-        }
-        if name.chars().count() == 1 {
-            out.push(format!("-{body}"));
+        let flag = if name.chars().count() == 1 {
+            format!("-{body}")
         } else {
-            out.push(format!("--{body}"));
+            format!("--{body}")
+        };
+        if takes_value.contains(&name) && !body.contains('=') {
+            pending = Some(flag);
+        } else {
+            out.push(flag);
         }
     }
+    // A value flag at the end: clap says its value is missing.
+    out.extend(pending);
     out
 }
 
@@ -57,7 +68,7 @@ mod tests {
                 v(&["restore", "-config", "/x.yml", "-o", "/out", "/db"]),
                 &["config", "o"]
             ),
-            v(&["restore", "--config", "/x.yml", "-o", "/out", "--", "/db"])
+            v(&["restore", "--config=/x.yml", "-o=/out", "--", "/db"])
         );
         assert_eq!(
             go_style(
@@ -69,7 +80,17 @@ mod tests {
         // A value that looks like a flag stays a value.
         assert_eq!(
             go_style(v(&["replicate", "-exec", "-x"]), &["exec"]),
-            v(&["replicate", "--exec", "-x"])
+            v(&["replicate", "--exec=-x"])
+        );
+        // Negative numbers reach the value's own check.
+        assert_eq!(
+            go_style(v(&["restore", "-index", "-1", "/db"]), &["index"]),
+            v(&["restore", "--index=-1", "--", "/db"])
+        );
+        // A value flag without its value is left for clap to report.
+        assert_eq!(
+            go_style(v(&["restore", "-o"]), &["o"]),
+            v(&["restore", "-o"])
         );
     }
 }

@@ -215,7 +215,22 @@ fn main() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     walship_core::sqlite::lean_memory();
-    let raw: Vec<String> = std::env::args().collect();
+    // Arguments that are not UTF-8 (a path in another encoding) get one line and exit 1;
+    // `std::env::args` would panic on them.
+    let raw: Vec<String> = match std::env::args_os()
+        .enumerate()
+        .map(|(i, a)| a.into_string().map_err(|a| (i, a)))
+        .collect()
+    {
+        Ok(v) => v,
+        Err((i, a)) => {
+            eprintln!(
+                "error: argument {i} ({}) is not valid UTF-8; walship needs paths and values in UTF-8",
+                a.to_string_lossy()
+            );
+            std::process::exit(1);
+        }
+    };
     let args = if raw.len() > 1 {
         let mut v = vec![raw[0].clone(), raw[1].clone()];
         v.extend(
@@ -307,6 +322,9 @@ async fn run(cli: Cli) -> i32 {
                 })
                 .await
             }
+            Cmd::Restore { parallelism, .. } if parallelism < 0 => Err(anyhow::anyhow!(
+                "invalid -parallelism {parallelism}: must not be negative (it is how many WAL indexes download at once)"
+            )),
             Cmd::Restore {
                 c,
                 output,

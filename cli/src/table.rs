@@ -27,9 +27,7 @@ pub fn render(rows: &[Vec<String>]) -> String {
 
 /// RFC 3339 in UTC with whole seconds, as Go's `time.RFC3339` prints.
 pub fn rfc3339(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    dt.format(&fmt).unwrap_or_default()
+    walship_core::timefmt::rfc3339(t)
 }
 
 /// v0.3.13's `truncateDuration`, then Go's `Duration.String`.

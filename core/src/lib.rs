@@ -27,6 +27,7 @@ pub mod retry;
 pub mod shipper;
 pub mod snapshot;
 pub mod sqlite;
+pub mod timefmt;
 pub mod wal;
 pub mod watch;
 

@@ -7,7 +7,6 @@
 use crate::error::{Error, Result};
 use crate::listing::{Listing, SegmentInfo, SnapshotInfo};
 use std::time::SystemTime;
-use time::OffsetDateTime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -29,9 +28,7 @@ pub struct Plan {
 }
 
 pub fn fmt_time(t: SystemTime) -> String {
-    let dt = OffsetDateTime::from(t);
-    dt.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| format!("{t:?}"))
+    crate::timefmt::rfc3339_nano(t)
 }
 
 /// Chooses the generation to restore from (spec §4.1, with #564 fixed).

@@ -80,8 +80,18 @@ pub async fn execute(
             .push(with_suffix(output, &format!(".tmp-{i:08x}-wal")));
     }
     tracing::info!(generation = %plan.generation, index = plan.snapshot.index, key = %plan.snapshot.key, "restoring snapshot");
+    if plan.indexes.is_empty() {
+        // walship uploads the snapshot's index from offset 0 before the snapshot, so for its
+        // replicas this means lost objects; v0.3.13 uploads the snapshot first, and a generation
+        // it left right after one has no WAL at all. The snapshot alone is then all there is.
+        tracing::warn!(
+            generation = %plan.generation,
+            index = format!("{:08x}", plan.snapshot.index),
+            "no WAL segment at or after the snapshot's index: restoring the snapshot alone (a replica written by walship has lost objects)"
+        );
+    }
     let f = File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-    let (_, w) = download_decoded(
+    let (len, w) = download_decoded(
         replica.clone(),
         age,
         plan.snapshot.key.clone(),
@@ -89,6 +99,7 @@ pub async fn execute(
     )
     .await?;
     finish_file(w, &tmp)?;
+    check_snapshot(&tmp, len, &plan.snapshot.key)?;
 
     tracing::info!(indexes = plan.indexes.len(), "restoring wal files");
     let jobs = plan.indexes.iter().cloned().map(|(index, segs)| {
@@ -120,6 +131,17 @@ pub async fn execute(
     crate::meta::sync_dir(output.parent().unwrap_or(Path::new(".")));
     drop(temps);
     Ok(())
+}
+
+/// Refuses a decoded snapshot that is not a whole SQLite database, naming the object.
+fn check_snapshot(path: &Path, len: u64, key: &str) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut head = vec![0u8; crate::snapshot::HEADER_LEN.min(len as usize)];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut head, 0))
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    crate::snapshot::check_image(&head, len)
+        .map_err(|m| Error::corrupt(format!("object {key} is corrupt: {m}")))
 }
 
 fn finish_file(w: BufWriter<File>, path: &Path) -> Result<()> {

@@ -276,6 +276,65 @@ fn corrupted_segment_is_named_and_nothing_is_written() {
     assert!(left.is_empty(), "temp files left: {left:?}");
 }
 
+/// Regression (issue 15.1): SQLite opens a 0-byte file as an empty database whose quick_check
+/// is ok, and discards a `-wal` beside it, so an empty snapshot object restored as an empty
+/// database with exit 0. Every snapshot that is not a whole SQLite database is refused, naming
+/// the object, and nothing is written.
+#[test]
+fn snapshot_that_is_not_a_whole_database_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (replica, want) = replicated(d.path());
+    let url = format!("file://{}", replica.display());
+    let snaps: Vec<String> = files(&replica)
+        .into_iter()
+        .filter(|f| f.contains("/snapshots/"))
+        .collect();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let snap = replica.join(&snaps[0]);
+    let good = std::fs::read(&snap).unwrap();
+    let image = lz4_decode(&good);
+    let name = snaps[0].rsplit('/').next().unwrap().to_string();
+    let out = d.path().join("out.db");
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("0-byte object", Vec::new(), "empty"),
+        ("empty LZ4 frame", lz4_encode(&[]), "empty"),
+        (
+            "truncated image",
+            lz4_encode(&image[..image.len() / 2 / 4096 * 4096]),
+            "truncated",
+        ),
+        ("not SQLite", lz4_encode(&vec![7u8; 8192]), "header"),
+    ];
+    for (what, bytes, says) in cases {
+        std::fs::write(&snap, bytes).unwrap();
+        let o = walship(&["restore", "-o", out.to_str().unwrap(), &url]);
+        assert_fails(&o, &name);
+        assert_fails(&o, says);
+        assert!(!out.exists(), "{what}: something at the output path");
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("out.db"))
+            .collect();
+        assert!(left.is_empty(), "{what}: temp files left: {left:?}");
+    }
+    std::fs::write(&snap, good).unwrap();
+    restore_walship(&[&url], &out);
+    assert_eq!(digest(&out), want);
+}
+
+fn lz4_decode(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut lz4_flex::frame::FrameDecoder::new(b), &mut out).unwrap();
+    out
+}
+
+fn lz4_encode(b: &[u8]) -> Vec<u8> {
+    let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    std::io::Write::write_all(&mut e, b).unwrap();
+    e.finish().unwrap()
+}
+
 #[test]
 fn missing_wal_index_is_an_error() {
     let d = tempfile::tempdir().unwrap();
@@ -304,19 +363,28 @@ fn missing_wal_index_is_an_error() {
         indexes.len() >= 3,
         "need several WAL indexes after the snapshot, got {indexes:?}"
     );
-    let gone = &indexes[1];
-    for s in segs
-        .iter()
-        .filter(|s| s.rsplit('/').next().unwrap().starts_with(gone.as_str()))
-    {
-        std::fs::remove_file(replica.join(s)).unwrap();
-    }
     let out = d.path().join("out.db");
-    assert_fails(
-        &walship(&["restore", "-o", out.to_str().unwrap(), &url]),
-        "missing WAL index: ",
-    );
-    assert!(!out.exists());
+    // The snapshot's own index first (issue 15.2), then one in the middle.
+    for gone in [&indexes[0], &indexes[1]] {
+        let moved = d.path().join("moved");
+        std::fs::create_dir_all(&moved).unwrap();
+        let mut taken = Vec::new();
+        for s in segs
+            .iter()
+            .filter(|s| s.rsplit('/').next().unwrap().starts_with(gone.as_str()))
+        {
+            let to = moved.join(s.replace('/', "_"));
+            std::fs::rename(replica.join(s), &to).unwrap();
+            taken.push((to, replica.join(s)));
+        }
+        let o = walship(&["restore", "-o", out.to_str().unwrap(), &url]);
+        assert_fails(&o, "missing WAL index: ");
+        assert_fails(&o, gone);
+        assert!(!out.exists());
+        for (from, to) in taken {
+            std::fs::rename(from, to).unwrap();
+        }
+    }
 }
 
 /// Regression: walship must never open and close its own descriptor on the database file, which
@@ -465,4 +533,85 @@ fn listings_use_v03_columns() {
         dbs.starts_with("path") && dbs.contains("app.db") && dbs.contains("file"),
         "{dbs}"
     );
+}
+
+/// Regression (issue 15.12, 15.14): a non-UTF-8 argument panicked (exit 101) in
+/// `std::env::args`; an object time after year 9999 panicked in the `time` crate while being
+/// printed; a negative `-parallelism` or `-index` value was read by clap as an unknown flag.
+#[test]
+fn odd_arguments_and_far_future_times_are_handled_in_one_line() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let (replica, _) = replicated(d.path());
+    let url = format!("file://{}", replica.display());
+    let out = d.path().join("out.db");
+    let o = std::process::Command::new(walship_bin())
+        .args(["restore", "-o"])
+        .arg(std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9.db"))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert_fails(&o, "not valid UTF-8");
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+
+    let o = walship(&[
+        "restore",
+        "-parallelism",
+        "-1",
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
+    assert_fails(&o, "invalid -parallelism -1");
+    let o = walship(&[
+        "restore",
+        "-generation",
+        "0123456789abcdef",
+        "-index",
+        "-1",
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
+    assert_fails(&o, "must not be negative");
+
+    // Every object dated in year 10000: ext4 stops at 2446, tmpfs keeps 64-bit times.
+    let shm = tempfile::tempdir_in("/dev/shm").expect("a tmpfs at /dev/shm");
+    let moved = shm.path().join("replica");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&replica)
+        .arg(&moved)
+        .status()
+        .unwrap()
+        .success());
+    let replica = moved;
+    let url = format!("file://{}", replica.display());
+    let far = libc::timespec {
+        tv_sec: 253_402_300_800 + 3600,
+        tv_nsec: 0,
+    };
+    for f in files(&replica) {
+        let p = std::ffi::CString::new(replica.join(&f).as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path and two valid timespecs.
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), [far, far].as_ptr(), 0) };
+        assert_eq!(rc, 0, "utimensat {f}");
+    }
+    for cmd in ["snapshots", "generations", "wal"] {
+        let o = walship(&[cmd, &url]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
+        assert!(text.contains("10000-01-01T01:00:00Z"), "{cmd}: {text}");
+    }
+    let o = walship(&[
+        "restore",
+        "-timestamp",
+        "2020-01-01T00:00:00Z",
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
+    assert_fails(&o, "oldest retained snapshot is from 10000-01-01T01:00:00Z");
+    restore_walship(&[&url], &out);
+    assert_eq!(integrity(&out), "ok");
 }
