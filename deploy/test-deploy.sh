@@ -14,7 +14,7 @@
 # application can still write, and dpkg --purge removes every file the package installed.
 #
 # It changes the machine (dpkg -i, /etc/walship*, /etc/litestream.yml, user `app`, /var/lib/app,
-# /var/backups/walship, the runbook's files in /tmp) and undoes all of it on exit; it refuses to start when any of those already exists. Under CI=true a missing tool or
+# /var/backups/walship, the runbook's restores in /root/walship-restore) and undoes all of it on exit; it refuses to start when any of those already exists. Under CI=true a missing tool or
 # server is a failure; elsewhere it is a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +61,7 @@ BIN=${WALSHIP_BIN:-$ROOT/target/release/walship}
 [ -x "$BIN" ] || skip_or_fail "no release build at $BIN (cargo build --release -p walship)"
 
 # Refuse to touch a machine that already has any of this.
-for p in /etc/walship.yml /etc/litestream.yml /etc/walship /var/lib/app /var/backups/walship /etc/systemd/system/walship.service.d /lib/systemd/system/walship.service /usr/bin/walship; do
+for p in /etc/walship.yml /etc/litestream.yml /etc/walship /var/lib/app /var/backups/walship /root/walship-restore /etc/systemd/system/walship.service.d /lib/systemd/system/walship.service /usr/bin/walship; do
   [ ! -e "$p" ] || fail "$p already exists; this test installs and removes it (run it on a CI machine)"
 done
 ! dpkg -s walship >/dev/null 2>&1 || fail "package walship is already installed"
@@ -92,7 +92,7 @@ cleanup() {
   dpkg -s walship >/dev/null 2>&1 && dpkg --purge walship >/dev/null
   rm -rf /etc/walship.yml /etc/litestream.yml /etc/walship /etc/systemd/system/walship.service.d /var/lib/app /var/backups/walship
   [ -z "$created_user" ] || userdel app 2>/dev/null
-  rm -f /tmp/app-check.db /tmp/app-at.db
+  rm -rf /root/walship-restore
   rm -rf "$WORK"
   exit $rc
 }
@@ -263,10 +263,13 @@ check_ownership
 app_can_write /var/lib/app/app.db
 
 run_block restore-timestamp "s/2025-11-20T14:00:00Z/$TIMESTAMP/"
-at=$(digest_root /tmp/app-at.db) || fail "/tmp/app-at.db"
+at=$(digest_root /root/walship-restore/app-at.db) || fail "/root/walship-restore/app-at.db"
+# Restored files are private (issue 15.4): 0600 in a 0700 directory.
+[ "$(stat -c %a /root/walship-restore/app-at.db)" = 600 ] || fail "restored file is $(stat -c %a /root/walship-restore/app-at.db), want 600"
+[ "$(stat -c %a /root/walship-restore)" = 700 ] || fail "restore directory is $(stat -c %a /root/walship-restore), want 700"
 echo "  app.db at $TIMESTAMP: $at (latest: $after)"
 [ "${at##*items=}" -gt 0 ] && [ "${at##*items=}" -le "${after##*items=}" ] || fail "point-in-time restore has an impossible row count"
-rm -f /tmp/app-at.db
+rm -f /root/walship-restore/app-at.db
 
 # --- a third database in the same bucket
 as_app sqlite3 /var/lib/app/audit.db "PRAGMA journal_mode=wal; CREATE TABLE items(id INTEGER PRIMARY KEY, at REAL, body BLOB);" >/dev/null

@@ -177,13 +177,15 @@ impl Db {
     /// Prepares monitoring: takes the per-database instance lock. Nothing touches SQLite yet.
     pub fn open(path: &Path, opts: DbOptions) -> Result<Arc<Db>> {
         let path = path.to_path_buf();
-        let meta = MetaDir::new(
+        let meta = MetaDir::owned(
             opts.meta_path
                 .clone()
                 .unwrap_or_else(|| default_meta_dir(&path)),
+            crate::meta::Ownership::of_db(&path),
         );
-        create_dir_like(&meta.root, path.parent())?;
+        meta.create_dir(&meta.root)?;
         let lock = InstanceLock::acquire(&meta.lock_file(), &path)?;
+        meta.own_file(&meta.lock_file());
         meta.remove_tmp_files();
         let (pos_tx, _) = watch::channel(DbPos::default());
         Ok(Arc::new(Db {
@@ -436,7 +438,10 @@ impl Db {
             return;
         }
         match InstanceLock::acquire(&path, &self.path) {
-            Ok(l) => *lock = l,
+            Ok(l) => {
+                self.meta.own_file(&path);
+                *lock = l
+            }
             Err(e) => {
                 tracing::error!(db = %self.path.display(), error = %e, "cannot take the instance lock again")
             }
@@ -626,7 +631,7 @@ impl Db {
                 self.path.display()
             )));
         }
-        create_dir_like(&self.meta.root, self.path.parent())?;
+        self.meta.create_dir(&self.meta.root)?;
         st.generation = generation.clone();
         st.checkpointed_at = None;
         self.start_index(st, 0, real)?;
@@ -651,13 +656,13 @@ impl Db {
             File::open(&prev).and_then(|f| f.sync_data()).map_err(io)?;
         }
         let dir = self.meta.shadow_dir(&st.generation);
-        create_dir_like(&dir, self.path.parent())?;
+        self.meta.create_dir(&dir)?;
         let p = self.meta.shadow_path(&st.generation, index);
         let io = |e| Error::io(format!("write {}", p.display()), e);
         let mut f = File::create(&p).map_err(io)?;
+        self.meta.own_file(&p);
         f.write_all(&header.raw).map_err(io)?;
         f.sync_data().map_err(io)?;
-        copy_owner_mode(&self.path, &p);
         st.index = index;
         st.header = Some(header);
         st.size = HEADER_SIZE as u64;
@@ -1095,27 +1100,6 @@ fn truncate_file(p: &Path, len: u64) -> Result<()> {
             .map_err(|e| Error::io(format!("truncate {}", p.display()), e))?;
     }
     Ok(())
-}
-
-/// Creates a directory (and parents) with the mode and owner of `like` (the database's directory).
-pub(crate) fn create_dir_like(dir: &Path, like: Option<&Path>) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))?;
-    if let Some(like) = like {
-        copy_owner_mode(like, dir);
-    }
-    Ok(())
-}
-
-fn copy_owner_mode(like: &Path, target: &Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if let Ok(m) = fs::metadata(like) {
-        let _ = fs::set_permissions(target, fs::Permissions::from_mode(m.mode() & 0o7777));
-        let _ = std::os::unix::fs::chown(target, Some(m.uid()), Some(m.gid()));
-    }
 }
 
 #[cfg(test)]

@@ -27,11 +27,105 @@ pub fn default_meta_dir(db: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct MetaDir {
     pub root: PathBuf,
+    /// Whose files these are: walship run once as root on an application's database must not
+    /// leave files the application's user cannot later open (v0.3.13 gives them the database
+    /// file's owner too).
+    owner: Option<Ownership>,
+}
+
+/// The owner, group and group access of a database file, which walship's files follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: u32,
+    pub gid: u32,
+    /// The database's mode bits for its group (read 0o040, write 0o020); others get nothing.
+    pub group: u32,
+}
+
+impl Ownership {
+    /// The database file's owner and group; its directory's when the file does not exist yet
+    /// (then only the owner has access).
+    pub fn of_db(db: &Path) -> Option<Ownership> {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = fs::metadata(db) {
+            return Some(Ownership {
+                uid: m.uid(),
+                gid: m.gid(),
+                group: m.mode() & 0o060,
+            });
+        }
+        let m = fs::metadata(db.parent()?).ok()?;
+        Some(Ownership {
+            uid: m.uid(),
+            gid: m.gid(),
+            group: 0,
+        })
+    }
+
+    /// 0600, or 0640/0660 when the database's group may read/write it.
+    pub fn file_mode(&self) -> u32 {
+        0o600 | self.group
+    }
+
+    /// 0700, or 0750/0770 when the database's group may read/write it.
+    pub fn dir_mode(&self) -> u32 {
+        let g = self.group;
+        0o700 | g | if g & 0o040 != 0 { 0o010 } else { 0 }
+    }
+
+    /// Best effort: a process that is not root cannot give a file away, and then it is its own.
+    fn apply(&self, p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::os::unix::fs::chown(p, Some(self.uid), Some(self.gid));
+        let _ = fs::set_permissions(p, fs::Permissions::from_mode(mode));
+    }
 }
 
 impl MetaDir {
     pub fn new(root: PathBuf) -> Self {
-        MetaDir { root }
+        MetaDir { root, owner: None }
+    }
+
+    /// A meta directory whose files and directories follow `owner`.
+    pub fn owned(root: PathBuf, owner: Option<Ownership>) -> Self {
+        MetaDir { root, owner }
+    }
+
+    /// Creates `dir` and every missing parent, each with the owner and mode of walship's files.
+    pub fn create_dir(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while !d.as_os_str().is_empty() && !d.exists() {
+            missing.push(d.to_path_buf());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        for d in missing.iter().rev() {
+            match fs::create_dir(d) {
+                Ok(()) => {
+                    if let Some(o) = self.owner {
+                        o.apply(d, o.dir_mode());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Error::io(format!("create directory {}", d.display()), e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives a file walship created the owner and mode of walship's files.
+    pub fn own_file(&self, p: &Path) {
+        if let Some(o) = self.owner {
+            o.apply(p, o.file_mode());
+        }
     }
 
     pub fn generation_file(&self) -> PathBuf {
@@ -74,6 +168,7 @@ impl MetaDir {
         let path = self.generation_file();
         let io = |e| Error::io(format!("write {}", path.display()), e);
         let mut f = fs::File::create(&tmp).map_err(io)?;
+        self.own_file(&tmp);
         f.write_all(format!("{generation}\n").as_bytes())
             .map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -129,19 +224,28 @@ impl MetaDir {
     }
 
     /// Deletes leftover `*.tmp` files (v0.3 does this on open; both tools write through them).
+    ///
+    /// Symbolic links are never followed and the walk stays inside walship's own layout (at most
+    /// `generations/<id>/wal`): a link to another directory once made the sweep delete that
+    /// directory's `*.tmp` files, and two links to `.` made start-up loop forever.
     pub fn remove_tmp_files(&self) {
-        fn walk(dir: &Path) {
+        fn walk(dir: &Path, depth: u32) {
             let Ok(rd) = fs::read_dir(dir) else { return };
             for ent in rd.flatten() {
+                let Ok(kind) = ent.file_type() else { continue };
                 let p = ent.path();
-                if p.is_dir() {
-                    walk(&p);
-                } else if p.extension().is_some_and(|e| e == "tmp") {
+                if kind.is_dir() {
+                    if depth < MAX_DEPTH {
+                        walk(&p, depth + 1);
+                    }
+                } else if kind.is_file() && p.extension().is_some_and(|e| e == "tmp") {
                     let _ = fs::remove_file(&p);
                 }
             }
         }
-        walk(&self.root);
+        /// `generations/<id>/wal` and one level below for anything v0.3 may add.
+        const MAX_DEPTH: u32 = 4;
+        walk(&self.root, 0);
     }
 }
 
@@ -210,6 +314,75 @@ mod tests {
             default_meta_dir(Path::new("/data/app.db")),
             PathBuf::from("/data/.app.db-litestream")
         );
+    }
+
+    /// Regression (issue 15.11): the sweep followed symlinks out of the meta directory and
+    /// looped on links to `.`.
+    #[test]
+    fn tmp_sweep_never_follows_links() {
+        let d = tempfile::tempdir().unwrap();
+        let other = d.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("keep.tmp"), b"x").unwrap();
+        let root = d.path().join("meta");
+        let wal = root.join("generations/0123456789abcdef/wal");
+        fs::create_dir_all(&wal).unwrap();
+        fs::write(wal.join("00000001.wal.tmp"), b"x").unwrap();
+        fs::write(root.join("generation.tmp"), b"x").unwrap();
+        std::os::unix::fs::symlink(&other, root.join("out")).unwrap();
+        std::os::unix::fs::symlink(&other, wal.join("out")).unwrap();
+        std::os::unix::fs::symlink(".", root.join("a")).unwrap();
+        std::os::unix::fs::symlink(".", root.join("b")).unwrap();
+        std::os::unix::fs::symlink(other.join("keep.tmp"), root.join("link.tmp")).unwrap();
+        let started = std::time::Instant::now();
+        MetaDir::new(root.clone()).remove_tmp_files();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(other.join("keep.tmp").exists(), "followed a link out");
+        assert!(!wal.join("00000001.wal.tmp").exists());
+        assert!(!root.join("generation.tmp").exists());
+        assert!(fs::symlink_metadata(root.join("link.tmp")).is_ok());
+    }
+
+    /// Regression (issue 15.5): walship run as root left root-owned 0644 files that the
+    /// application's user could not open later; they now follow the database file.
+    #[test]
+    fn files_follow_the_database_owner_and_group_access() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("app.db");
+        fs::write(&db, b"").unwrap();
+        let root = unsafe { libc::geteuid() } == 0;
+        // Others never get access; the group gets what it has on the database.
+        for (db_mode, file_mode, dir_mode) in [
+            (0o600, 0o600, 0o700),
+            (0o644, 0o640, 0o750),
+            (0o660, 0o660, 0o770),
+        ] {
+            fs::set_permissions(&db, fs::Permissions::from_mode(db_mode)).unwrap();
+            if root {
+                std::os::unix::fs::chown(&db, Some(4321), Some(4322)).unwrap();
+            }
+            let meta_root = d.path().join(format!("meta-{db_mode:o}"));
+            let m = MetaDir::owned(meta_root.clone(), Ownership::of_db(&db));
+            let wal = m.shadow_dir("0123456789abcdef");
+            m.create_dir(&wal).unwrap();
+            m.write_generation("0123456789abcdef").unwrap();
+            let mut dirs = vec![meta_root.clone(), meta_root.join("generations")];
+            dirs.push(m.generation_dir("0123456789abcdef"));
+            dirs.push(wal);
+            for p in &dirs {
+                let md = fs::metadata(p).unwrap();
+                assert_eq!(md.mode() & 0o777, dir_mode, "{}", p.display());
+                if root {
+                    assert_eq!((md.uid(), md.gid()), (4321, 4322), "{}", p.display());
+                }
+            }
+            let md = fs::metadata(m.generation_file()).unwrap();
+            assert_eq!(md.mode() & 0o777, file_mode);
+            if root {
+                assert_eq!((md.uid(), md.gid()), (4321, 4322));
+            }
+        }
     }
 
     #[test]

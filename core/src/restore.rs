@@ -11,6 +11,7 @@ use crate::wal::{self, WalHeader, HEADER_SIZE};
 use futures::StreamExt;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_util::io::SyncIoBridge;
@@ -63,8 +64,13 @@ pub async fn execute(
     parallelism: usize,
 ) -> Result<()> {
     if let Some(dir) = output.parent() {
-        if !dir.as_os_str().is_empty() {
-            fs::create_dir_all(dir)
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            // A database holds the application's data: directories walship creates for it are
+            // private, as v0.3.13 makes them (0700), whatever the umask.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))?;
         }
     }
@@ -90,7 +96,7 @@ pub async fn execute(
             "no WAL segment at or after the snapshot's index: restoring the snapshot alone (a replica written by walship has lost objects)"
         );
     }
-    let f = File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+    let f = create_private(&tmp)?;
     let (len, w) = download_decoded(
         replica.clone(),
         age,
@@ -133,6 +139,19 @@ pub async fn execute(
     Ok(())
 }
 
+/// Creates a file only its owner can read (0600, as v0.3.13 restores): the umask's usual 0644
+/// would let every local user read a database restored into a shared directory. SQLite gives
+/// the `-wal` and `-shm` it creates beside it the same mode.
+fn create_private(path: &Path) -> Result<File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))
+}
+
 /// Refuses a decoded snapshot that is not a whole SQLite database, naming the object.
 fn check_snapshot(path: &Path, len: u64, key: &str) -> Result<()> {
     use std::os::unix::fs::FileExt;
@@ -161,7 +180,7 @@ async fn download_index(
     segs: Vec<SegmentInfo>,
     path: PathBuf,
 ) -> Result<()> {
-    let f = File::create(&path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    let f = create_private(&path)?;
     let mut w = BufWriter::new(f);
     let mut end = 0u64;
     for s in &segs {

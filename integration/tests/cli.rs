@@ -615,3 +615,104 @@ fn odd_arguments_and_far_future_times_are_handled_in_one_line() {
     restore_walship(&[&url], &out);
     assert_eq!(integrity(&out), "ok");
 }
+
+/// Regression (issue 15.4): restored databases were written 0644 and new directories 0755
+/// under the usual umask 022; v0.3.13 writes 0600 and 0700, and a restored database holds all
+/// of the application's data.
+#[test]
+fn restored_files_and_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let (replica, want) = replicated(d.path());
+    let url = format!("file://{}", replica.display());
+    let out = d.path().join("new/sub/out.db");
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"umask 022 && exec "$0" restore -o "$1" "$2""#)
+        .arg(walship_bin())
+        .arg(&out)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(digest(&out), want);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o600);
+    assert_eq!(mode(&d.path().join("new")), 0o700);
+    assert_eq!(mode(&d.path().join("new/sub")), 0o700);
+}
+
+/// Regression (issue 15.5): run once as root on an application's database, walship left its
+/// lock, generation and shadow files owned by root (0644), and the next run as the
+/// application's user failed with "Permission denied". They now belong to the database file's
+/// owner and group, and others get no access.
+#[test]
+fn a_run_as_root_leaves_files_the_application_user_can_use() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").is_err(),
+            "this test needs root (to run walship as another user); CI runs as root"
+        );
+        eprintln!("skipped: not root");
+        return;
+    }
+    let (uid, gid) = (4321u32, 4321u32);
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let app = d.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    let db = seeded_db(&app);
+    std::os::unix::fs::chown(&app, Some(uid), Some(gid)).unwrap();
+    for e in std::fs::read_dir(&app).unwrap().flatten() {
+        std::os::unix::fs::chown(e.path(), Some(uid), Some(gid)).unwrap();
+    }
+    // One replica per run: what the file backend writes as root is not this test's subject.
+    let urls: Vec<String> = ["replica-root", "replica-app"]
+        .iter()
+        .map(|n| {
+            let r = d.path().join(n);
+            std::fs::create_dir(&r).unwrap();
+            std::os::unix::fs::chown(&r, Some(uid), Some(gid)).unwrap();
+            format!("file://{}", r.display())
+        })
+        .collect();
+    let once = |as_app: bool| {
+        let mut c = if as_app {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+                .arg("--clear-groups")
+                .arg(walship_bin());
+            c
+        } else {
+            std::process::Command::new(walship_bin())
+        };
+        let url = &urls[usize::from(as_app)];
+        c.args(["replicate", "-once", db.to_str().unwrap(), url])
+            .output()
+            .unwrap()
+    };
+    let o = once(false);
+    assert_eq!(o.status.code(), Some(0), "as root: {}", stderr(&o));
+    let meta = app.join(".app.db-litestream");
+    let mut seen = 0;
+    let mut stack = vec![meta.clone()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", p.display());
+        assert_eq!(m.mode() & 0o007, 0, "{} is open to others", p.display());
+        seen += 1;
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        }
+    }
+    assert!(seen >= 6, "only {seen} entries under {}", meta.display());
+    let o = once(true);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "as the application's user: {}",
+        stderr(&o)
+    );
+}
