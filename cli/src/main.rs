@@ -179,9 +179,48 @@ const VALUE_FLAGS: &[&str] = &[
     "integrity-check",
 ];
 
+/// walship's own crates: the configured level applies to them. Libraries log at warnings and
+/// above, as v0.3.13's debug level shows no SDK internals: at debug the AWS SDK printed the
+/// access key id with the resolved identity, and its signer the canonical request.
+const OWN_CRATES: &[&str] = &[
+    "walship",
+    "walship_core",
+    "walship_config",
+    "walship_file",
+    "walship_s3",
+    "walship_sftp",
+];
+
+/// Capped even when `WALSHIP_LOG` asks for more: these targets print credentials or signatures.
+const SECRET_TARGETS: &[&str] = &[
+    "aws_smithy_runtime=info",
+    "aws_smithy_runtime_api=info",
+    "aws_sigv4=info",
+    "aws_runtime=info",
+    "aws_config=info",
+    "aws_credential_types=info",
+    "aws_sdk_s3=info",
+    "aws_sdk_sts=info",
+    "aws_sdk_sso=info",
+    "aws_sdk_ssooidc=info",
+];
+
+fn log_directives(level: &str) -> String {
+    let mut d = String::from("warn");
+    for c in OWN_CRATES {
+        d.push_str(&format!(",{c}={level}"));
+    }
+    d
+}
+
 fn init_logging(level: &str, json: bool, stderr: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WALSHIP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("WALSHIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_directives(level)));
+    for d in SECRET_TARGETS {
+        if let Ok(d) = d.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let b = tracing_subscriber::fmt()

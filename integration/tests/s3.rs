@@ -542,3 +542,42 @@ fn skip_verify_accepts_a_self_signed_certificate() {
     );
     check_restored(&out, &want, "restore through TLS with skip-verify");
 }
+
+/// Regression (issue 15.7): with `logging.level: debug` the AWS SDK's own debug lines printed
+/// the access key id (`Credentials{access_key_id: "..."}`) and signing details. The configured
+/// level applies to walship; the SDK's crates stay at warnings.
+#[test]
+fn debug_logging_never_shows_credentials() {
+    let Some(t) = S3Target::from_env() else {
+        return;
+    };
+    let _g = serial();
+    let c = case();
+    let bucket = block_on(t.new_bucket("debug-log"));
+    let cfg = t.write_config(&c.dir, &c.db, &bucket, "dbs/app.db", "", "");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("logging:\n  level: debug\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mut w = Writer::new(&c.db, 5);
+    for _ in 0..20 {
+        w.tx();
+    }
+    let mut p = replicate(&walship_bin(), &cfg, &c.dir.join("walship.log"));
+    wait_snapshot(&t, &bucket, "dbs/app.db", &mut p, Duration::from_secs(30));
+    for _ in 0..200 {
+        w.tx();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    let log = p.log_text();
+    assert!(
+        log.contains("DEBUG"),
+        "no debug lines: the test shows nothing:\n{log}"
+    );
+    for secret in [&t.access_key, &t.secret_key] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a credential is in the debug log:\n{log}"
+        );
+    }
+}

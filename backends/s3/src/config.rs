@@ -202,6 +202,16 @@ fn split_url(url: &str) -> Result<(&str, &str)> {
         ))
     })?;
     let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        // Never echoed: the part before '@' is usually KEY:SECRET, and a bucket name built from
+        // it went into every log line and the dry run.
+        return Err(Error::config(
+            "invalid s3 replica url: it carries credentials before '@', which walship does not \
+             read from URLs (and does not print); set access-key-id and secret-access-key, or \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
+        ));
+    }
     Ok(match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_start_matches('/')),
         None => (rest, ""),
@@ -632,6 +642,20 @@ mod tests {
         assert_eq!(c.endpoint.as_deref(), Some("https://minio.lan"));
         let e = err(&[("bucket", "b"), ("access-key-id", "AKID")], None, None);
         assert!(e.contains("secret-access-key is not"), "{e}");
+        // Regression (issue 15.6): user info became part of the bucket name, secret and all.
+        for url in [
+            "s3://KEYID:SeCrEt@bucket.localhost:29999/x",
+            "s3://SeCrEt@bucket/x",
+            "s3://KEYID:SeCrEt@bucket",
+        ] {
+            let e = err(&[], Some(url), None);
+            assert!(e.contains("credentials"), "{e}");
+            assert!(!e.contains("SeCrEt") && !e.contains("KEYID"), "{e}");
+        }
+        let c = cfg_with(&[], Some("s3://bucket.localhost:29999/x"), None);
+        assert_eq!(c.bucket, "bucket");
+        assert_eq!(c.endpoint.as_deref(), Some("http://localhost:29999"));
+        assert_eq!(c.prefix, "x");
     }
 
     #[test]
