@@ -244,6 +244,24 @@ fn init_logging(level: &str, json: bool, stderr: bool) {
     };
 }
 
+/// Raises the soft limit on open files to the hard limit, as Go's runtime does for v0.3.13.
+/// Each database costs about 9 descriptors (its connections, `-wal`, `-shm`, the shadow WAL,
+/// the lock, the change watch) plus one per replica connection in use: 150 databases under
+/// systemd's default soft limit of 1024 failed their syncs with "Too many open files".
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn main() {
     // glibc gives every thread that allocates an arena of its own and keeps what each one freed;
     // with tokio's workers and blocking threads that was megabytes resident for buffers used once.
@@ -254,6 +272,7 @@ fn main() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     walship_core::sqlite::lean_memory();
+    raise_nofile_limit();
     // Arguments that are not UTF-8 (a path in another encoding) get one line and exit 1;
     // `std::env::args` would panic on them.
     let raw: Vec<String> = match std::env::args_os()

@@ -716,3 +716,46 @@ fn a_run_as_root_leaves_files_the_application_user_can_use() {
         stderr(&o)
     );
 }
+
+/// Regression (issue 15.9): walship kept the soft limit on open files it was started with
+/// (1024 under systemd), where v0.3.13 (Go) raises it to the hard limit; 150 databases then
+/// failed their syncs with "Too many open files".
+#[test]
+fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path());
+    let url = format!("file://{}", d.path().join("replica").display());
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 200 && exec "$0" replicate "$1" "$2""#)
+        .arg(walship_bin())
+        .arg(&db)
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let limits = |pid: u32| -> Option<(String, String)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+        let f: Vec<&str> = line.split_whitespace().collect();
+        Some((f[3].to_string(), f[4].to_string()))
+    };
+    let pid = child.id();
+    let mut seen = None;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(50));
+        // After exec the process's name is walship's: the limit is the one walship set.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "walship" {
+            std::thread::sleep(Duration::from_millis(200));
+            seen = limits(pid);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (soft, hard) = seen.expect("walship did not start");
+    assert_ne!(soft, "200", "soft limit not raised");
+    assert_eq!(soft, hard, "soft limit {soft}, hard {hard}");
+}
