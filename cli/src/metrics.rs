@@ -410,9 +410,22 @@ pub async fn listen(addr: &str) -> Result<tokio::net::TcpListener> {
     Ok(l)
 }
 
+/// Connections served at once. Descriptors are what replication runs on: 1,100 idle
+/// connections to `addr` once took them all for as long as they were held. Past this many the
+/// listener stops accepting and the kernel's backlog holds the rest, at no cost to walship.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a connection may take to send its request (a scraper sends it at once).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a response may take to be read.
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `/metrics` until the task is dropped.
 pub async fn serve(l: tokio::net::TcpListener, h: Arc<Health>, ops: Arc<Ops>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let mut conn = match l.accept().await {
             Ok((conn, _)) => conn,
             Err(e) => {
@@ -424,6 +437,7 @@ pub async fn serve(l: tokio::net::TcpListener, h: Arc<Health>, ops: Arc<Ops>) {
         };
         let (h, ops) = (h.clone(), ops.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf = Vec::with_capacity(1024);
             let mut chunk = [0u8; 1024];
             let read = async {
@@ -436,10 +450,7 @@ pub async fn serve(l: tokio::net::TcpListener, h: Arc<Health>, ops: Arc<Ops>) {
                 }
                 Ok::<_, std::io::Error>(())
             };
-            if tokio::time::timeout(std::time::Duration::from_secs(10), read)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(REQUEST_TIMEOUT, read).await.is_err() {
                 return;
             }
             let head = String::from_utf8_lossy(&buf);
@@ -469,8 +480,11 @@ pub async fn serve(l: tokio::net::TcpListener, h: Arc<Health>, ops: Arc<Ops>) {
             if method != "HEAD" {
                 resp.extend_from_slice(body.as_bytes());
             }
-            let _ = conn.write_all(&resp).await;
-            let _ = conn.shutdown().await;
+            let _ = tokio::time::timeout(RESPONSE_TIMEOUT, async {
+                let _ = conn.write_all(&resp).await;
+                let _ = conn.shutdown().await;
+            })
+            .await;
         });
     }
 }

@@ -871,3 +871,72 @@ fn dry_run_sftp_names_the_host_key_cause() {
     // Nothing left behind by the probes (the directory may not even exist).
     assert!(files(&dir).is_empty(), "{:?}", files(&dir));
 }
+
+/// Regression (issue 15.10): the metrics listener accepted every connection and kept an idle
+/// one for 10 s, so 1,100 idle connections to `addr` held 1,100 descriptors that replication
+/// needed. Now at most 32 are served at once (the rest wait in the kernel's backlog), an idle one
+/// is closed after 2 s, and scrapes work again as soon as the flood ends.
+#[test]
+fn idle_connections_to_the_metrics_listener_are_bounded() {
+    use std::io::Read;
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path(), 5);
+    let addr = format!("127.0.0.1:{}", walship_integration::sftp::free_port());
+    let cfg = d.path().join("m.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "addr: {addr}\ndbs:\n  - path: {}\n    replicas:\n{}",
+            db.display(),
+            file_section(&d.path().join("replica"))
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("m.log"),
+    );
+    wait_until(Duration::from_secs(10), "the metrics listener", || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+            })
+            .count()
+    };
+    let before = sockets();
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let during = sockets();
+    assert!(
+        during <= before + 32,
+        "{during} sockets with 300 idle connections (before: {before})"
+    );
+    // The first ones accepted are closed by walship within its request timeout.
+    let mut first = idle[0].try_clone().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut b = [0u8; 16];
+    assert_eq!(first.read(&mut b).unwrap_or(1), 0, "not closed by walship");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        t.elapsed()
+    );
+    drop(first);
+    drop(idle);
+    wait_until(Duration::from_secs(10), "a scrape after the flood", || {
+        scrape(&addr, "/metrics").contains("litestream_db_size")
+    });
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+}
