@@ -43,6 +43,7 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     } else {
         setup::load_config(a.config, a.no_expand_env)?.0
     };
+    setup::refuse_same_file_twice(&cfg)?;
     let exec = a
         .exec
         .clone()

@@ -28,6 +28,30 @@ pub fn load_config(flag: Option<&Path>, no_expand_env: bool) -> Result<(Config, 
     Ok((cfg, path))
 }
 
+/// Two entries that name one database file (through a symlink, a bind mount or a hard link)
+/// would run two monitors on it with two meta directories, each checkpointing and each
+/// believing it holds the WAL. The config's own check compares paths as written; this one
+/// compares the files.
+pub fn refuse_same_file_twice(cfg: &Config) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: Vec<((u64, u64), &Path)> = Vec::new();
+    for db in &cfg.dbs {
+        let Ok(m) = std::fs::metadata(&db.path) else {
+            continue;
+        };
+        let id = (m.dev(), m.ino());
+        if let Some((_, first)) = seen.iter().find(|(i, _)| *i == id) {
+            bail!(
+                "database {} is configured twice: it is the same file as database {} (through a symlink or another path); keep one entry",
+                db.path.display(),
+                first.display()
+            );
+        }
+        seen.push((id, &db.path));
+    }
+    Ok(())
+}
+
 pub fn db_options(db: &DbConfig) -> DbOptions {
     let d = DbOptions::default();
     DbOptions {

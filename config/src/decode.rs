@@ -47,16 +47,24 @@ impl Config {
         source: &Path,
         expand_env: bool,
     ) -> std::result::Result<(Config, Vec<Warning>), ConfigError> {
-        let text = if expand_env {
-            env::expand_env(text)
+        let (text, empty) = if expand_env {
+            env::expand_env_reporting(text)
         } else {
-            text.to_owned()
+            (text.to_owned(), Vec::new())
         };
         let mut d = Decoder {
             src: &text,
             path: source,
             warnings: Vec::new(),
         };
+        for (line, name) in empty {
+            d.warnings.push(Warning {
+                line: Some(line),
+                message: format!(
+                    "${{{name}}} is unset or empty, so it expanded to nothing (use -no-expand-env to read $ literally)"
+                ),
+            });
+        }
         let config = d.config()?;
         Ok((config, d.warnings))
     }

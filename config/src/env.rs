@@ -9,8 +9,46 @@ pub fn expand_env(text: &str) -> String {
     expand_with(text, lookup)
 }
 
+/// Expands like [`expand_env`] and also names every variable that expanded to nothing, with
+/// its 1-based line, outside comment lines: an unset `DIGITALOCEAN_SPACES_ENDPOINT` silently
+/// turned a Spaces replica into an AWS one.
+pub fn expand_env_reporting(text: &str) -> (String, Vec<(usize, String)>) {
+    expand_reporting_with(text, lookup)
+}
+
+pub(crate) fn expand_reporting_with(
+    text: &str,
+    mut lookup: impl FnMut(&str) -> String,
+) -> (String, Vec<(usize, String)>) {
+    let mut empty = Vec::new();
+    let out = expand_with_positions(text, |name, at| {
+        let v = lookup(name);
+        if v.is_empty() {
+            empty.push((at, name.to_string()));
+        }
+        v
+    });
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for (at, name) in empty {
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        if text[start..].trim_start().starts_with('#') {
+            continue;
+        }
+        let line = text[..at].bytes().filter(|&b| b == b'\n').count() + 1;
+        if !found.iter().any(|(l, n)| *l == line && *n == name) {
+            found.push((line, name));
+        }
+    }
+    (out, found)
+}
+
 /// The expansion itself, with the lookup injected so tests don't touch the process environment.
 pub(crate) fn expand_with(text: &str, mut lookup: impl FnMut(&str) -> String) -> String {
+    expand_with_positions(text, |name, _| lookup(name))
+}
+
+/// [`expand_with`] whose lookup also gets the byte offset of the `$`.
+fn expand_with_positions(text: &str, mut lookup: impl FnMut(&str, usize) -> String) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     // `i` is the start of the not-yet-copied run; every index we cut at is an ASCII byte
@@ -26,7 +64,7 @@ pub(crate) fn expand_with(text: &str, mut lookup: impl FnMut(&str) -> String) ->
                 None if width > 0 => {}
                 // `$` not followed by a name: kept as is.
                 None => out.push('$'),
-                Some(name) => out.push_str(&lookup(name)),
+                Some(name) => out.push_str(&lookup(name, j)),
             }
             j += width;
             i = j + 1;
@@ -108,6 +146,25 @@ mod tests {
         assert_eq!(exp("$A_B2-"), "ab-");
         assert_eq!(exp("$Ax"), "");
         assert_eq!(exp("${A}x"), "1x");
+    }
+
+    /// Regression (issue 15.13): a variable that expanded to nothing was silent.
+    #[test]
+    fn empty_expansions_are_named_with_their_line() {
+        let text = "a: ${A}\nb: ${NOPE}\n# c: ${IN_COMMENT}\nd: $NOPE and ${NOPE} and $EMPTY\n";
+        let (out, empty) = expand_reporting_with(text, |n| match n {
+            "A" => "1".into(),
+            _ => String::new(),
+        });
+        assert_eq!(out, "a: 1\nb: \n# c: \nd:  and  and \n");
+        assert_eq!(
+            empty,
+            vec![
+                (2, "NOPE".to_string()),
+                (4, "NOPE".to_string()),
+                (4, "EMPTY".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -91,9 +91,16 @@ struct DecodeErrors<R>(R);
 
 impl<R: Read> Read for DecodeErrors<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).map_err(|e| match e.kind() {
-            io::ErrorKind::Other => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-            _ => e,
+        self.0.read(buf).map_err(|e| {
+            // Only the decoder's own errors: a transfer error passing through keeps its kind.
+            let from_decoder = e
+                .get_ref()
+                .is_some_and(|i| i.is::<lz4_flex::frame::Error>());
+            if e.kind() == io::ErrorKind::Other && from_decoder {
+                io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+            } else {
+                e
+            }
         })
     }
 }

@@ -278,6 +278,15 @@ impl InstanceLock {
         if rc != 0 {
             let holder = fs::read_to_string(path).unwrap_or_default();
             let holder = holder.trim();
+            if holder == std::process::id().to_string() {
+                // This process holds it: another entry of the same config names the same file
+                // (through a symlink, a bind mount or a hard link).
+                return Err(Error::invalid(format!(
+                    "database {} is configured twice: another entry of the config names the same file (through a symlink or another path); lock file {}",
+                    db.display(),
+                    path.display()
+                )));
+            }
             return Err(Error::invalid(format!(
                 "database {} is already being replicated by another process ({}); lock file {}",
                 db.display(),
@@ -405,12 +414,8 @@ mod tests {
         let p = d.path().join("walship.lock");
         let l = InstanceLock::acquire(&p, Path::new("/x.db")).unwrap();
         let e = InstanceLock::acquire(&p, Path::new("/x.db")).unwrap_err();
-        assert!(e.to_string().contains("already being replicated"), "{e}");
-        assert!(
-            e.to_string()
-                .contains(&format!("pid {}", std::process::id())),
-            "{e}"
-        );
+        // Regression (issue 15.13): the holder is this process, so it is not "another process".
+        assert!(e.to_string().contains("configured twice"), "{e}");
         drop(l);
         InstanceLock::acquire(&p, Path::new("/x.db")).unwrap();
     }

@@ -23,26 +23,82 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Streams the decoded payload of `key` (age-decrypted when encrypted, then LZ4-decoded) into
-/// `out`; returns the decoded length.
+/// `out`, named `dest` in messages; returns the decoded length.
+///
+/// A failure says which side failed, in the user's words: the local file that could not be
+/// written (a full disk), the object that is corrupt, or the object that could not be read.
 pub async fn download_decoded<W: Write + Send + 'static>(
     replica: Arc<dyn Replica>,
     age: &Age,
     key: String,
-    mut out: W,
+    dest: &str,
+    out: W,
 ) -> Result<(u64, W)> {
     let reader = replica.get(&key).await?;
     let handle = tokio::runtime::Handle::current();
     let age = age.clone();
+    let dest = dest.to_string();
     tokio::task::spawn_blocking(move || {
         let _guard = handle.enter();
         let bridge = SyncIoBridge::new(reader);
         let mut dec = codec::decoder(age.decrypt(&key, bridge)?);
-        let n = std::io::copy(&mut dec, &mut out)
-            .map_err(|e| Error::io(format!("object {key}: cannot read or decode"), e))?;
-        Ok((n, out))
+        let mut out = Tracked {
+            inner: out,
+            failed: false,
+        };
+        match std::io::copy(&mut dec, &mut out) {
+            Ok(n) => Ok((n, out.inner)),
+            Err(e) if out.failed => Err(Error::io(format!("cannot write {dest}"), e)),
+            Err(e) => Err(read_error(&key, e)),
+        }
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Other, format!("decode task failed: {e}")))?
+}
+
+/// A writer that remembers whether a write failed, so a copy's error can be told apart from a
+/// read's.
+struct Tracked<W> {
+    inner: W,
+    failed: bool,
+}
+
+impl<W: Write> Write for Tracked<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|_| self.failed = true)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|_| self.failed = true)
+    }
+}
+
+/// Names what went wrong reading an object: bytes that do not decode are corruption (with the
+/// decoder's jargon translated), anything else is the transfer.
+fn read_error(key: &str, e: std::io::Error) -> Error {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::UnexpectedEof => Error::corrupt(format!(
+            "object {key} is corrupt: it ends before its LZ4 frame does (truncated)"
+        )),
+        K::InvalidData | K::InvalidInput => {
+            let what = e.to_string();
+            let plain = if what.contains("WrongMagicNumber") {
+                "it is not an LZ4 frame (wrong magic number)".to_string()
+            } else if what.contains("ContentChecksumError") {
+                "its content checksum does not match".to_string()
+            } else if what.contains("BlockChecksumError") {
+                "a block checksum does not match".to_string()
+            } else if what.contains("BlockTooBig") {
+                "an LZ4 block is larger than its frame allows".to_string()
+            } else if what.contains("HeaderChecksumError") {
+                "its LZ4 frame header checksum does not match".to_string()
+            } else {
+                format!("it does not decode ({what})")
+            };
+            Error::corrupt(format!("object {key} is corrupt: {plain}"))
+        }
+        _ => Error::io(format!("cannot read object {key}"), e),
+    }
 }
 
 /// Removes the named temp files when dropped, unless disarmed.
@@ -101,6 +157,7 @@ pub async fn execute(
         replica.clone(),
         age,
         plan.snapshot.key.clone(),
+        &tmp.display().to_string(),
         BufWriter::new(f),
     )
     .await?;
@@ -191,7 +248,8 @@ async fn download_index(
             )));
         }
         tracing::debug!(key = %s.key, "downloaded wal");
-        let (n, back) = download_decoded(replica.clone(), age, s.key.clone(), w).await?;
+        let dest = path.display().to_string();
+        let (n, back) = download_decoded(replica.clone(), age, s.key.clone(), &dest, w).await?;
         w = back;
         if n == 0 {
             return Err(Error::corrupt(format!(
@@ -252,12 +310,13 @@ fn apply_wal(db: &Path, wal_file: &Path, index: u32) -> Result<()> {
 
 /// Reads a whole decoded object into memory (small objects only: the last segment, probes).
 pub async fn read_decoded(replica: Arc<dyn Replica>, age: &Age, key: &str) -> Result<Vec<u8>> {
-    let (_, v) = download_decoded(replica, age, key.to_string(), Vec::new()).await?;
+    let (_, v) = download_decoded(replica, age, key.to_string(), "memory", Vec::new()).await?;
     Ok(v)
 }
 
 /// Decoded length of an object, streaming (v0.3 resumes from the end of the last segment).
 pub async fn decoded_len(replica: Arc<dyn Replica>, age: &Age, key: &str) -> Result<u64> {
-    let (n, _) = download_decoded(replica, age, key.to_string(), std::io::sink()).await?;
+    let (n, _) =
+        download_decoded(replica, age, key.to_string(), "nowhere", std::io::sink()).await?;
     Ok(n)
 }

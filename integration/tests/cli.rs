@@ -267,6 +267,15 @@ fn corrupted_segment_is_named_and_nothing_is_written() {
     std::fs::write(&victim, bytes).unwrap();
     let o = walship(&["restore", "-o", out.to_str().unwrap(), &url]);
     assert_fails(&o, segs.last().unwrap().rsplit('/').next().unwrap());
+    // In the user's words (issue 15.13), not the decoder's.
+    assert_fails(&o, "is corrupt: ");
+    for jargon in [
+        "ContentChecksumError",
+        "failed to fill whole buffer",
+        "WrongMagicNumber",
+    ] {
+        assert!(!stderr(&o).contains(jargon), "{}", stderr(&o));
+    }
     assert!(!out.exists(), "nothing at the output path");
     let left: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()
@@ -758,4 +767,72 @@ fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
     let (soft, hard) = seen.expect("walship did not start");
     assert_ne!(soft, "200", "soft limit not raised");
     assert_eq!(soft, hard, "soft limit {soft}, hard {hard}");
+}
+
+/// Regression (issue 15.13): a truncated object surfaced as "failed to fill whole buffer", and a
+/// full disk during restore as "cannot read or decode: No space left on device" without saying
+/// which file could not be written.
+#[test]
+fn restore_failures_say_what_failed_in_plain_words() {
+    let d = tempfile::tempdir().unwrap();
+    let (replica, _) = replicated(d.path());
+    let url = format!("file://{}", replica.display());
+    let out = d.path().join("out.db");
+    // A file size limit stands in for a full disk: writes fail the same way (EFBIG, not ENOSPC),
+    // and SIGXFSZ is ignored so the write returns the error.
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -f 4 && exec "$0" restore -o "$1" "$2""#)
+        .arg(walship_bin())
+        .arg(&out)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert_fails(&o, "cannot write ");
+    assert_fails(&o, &format!("{}.walship-restore-", out.display()));
+    assert!(!out.exists());
+    // A segment cut short.
+    let mut segs: Vec<String> = files(&replica)
+        .into_iter()
+        .filter(|f| f.contains("/wal/"))
+        .collect();
+    segs.sort();
+    let victim = replica.join(segs.last().unwrap());
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let o = walship(&["restore", "-o", out.to_str().unwrap(), &url]);
+    assert_fails(&o, segs.last().unwrap().rsplit('/').next().unwrap());
+    assert_fails(&o, "is corrupt: it ends before its LZ4 frame does");
+    assert!(!stderr(&o).contains("failed to fill"), "{}", stderr(&o));
+}
+
+/// Regression (issue 15.13): one database configured twice, once through a symlink, was
+/// refused as "already being replicated by another process" naming walship's own pid.
+#[test]
+fn one_database_configured_twice_through_a_symlink_is_named_as_such() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path());
+    let link = d.path().join("link.db");
+    std::os::unix::fs::symlink(&db, &link).unwrap();
+    let cfg = d.path().join("twice.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - url: file://{}/r1\n  - path: {}\n    replicas:\n      - url: file://{}/r2\n",
+            db.display(),
+            d.path().display(),
+            link.display(),
+            d.path().display()
+        ),
+    )
+    .unwrap();
+    let o = std::process::Command::new(walship_bin())
+        .args(["replicate", "-config", cfg.to_str().unwrap()])
+        .env_remove("WALSHIP_CONFIG")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("configured twice"), "{text}");
+    assert!(!text.contains("another process"), "{text}");
 }
