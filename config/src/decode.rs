@@ -317,13 +317,16 @@ impl<'a> Decoder<'a> {
             }
         }
         r.kind = match &r.url {
-            Some(u) => url::scheme(u).ok_or_else(|| {
-                self.invalid(
-                    url_line,
-                    "url",
-                    format!("replica url scheme required: {}", url::redact(u)),
-                )
-            })?,
+            // Go's url.Parse takes `file:/abs` and `file:rel` too (v0.3.13 reads them).
+            Some(u) => url::scheme(u)
+                .or_else(|| url::file_url_path(u).map(|_| "file".to_string()))
+                .ok_or_else(|| {
+                    self.invalid(
+                        url_line,
+                        "url",
+                        format!("replica url scheme required: {}", url::redact(u)),
+                    )
+                })?,
             None => kind.unwrap_or_else(|| "file".into()),
         };
         r.name = name.unwrap_or_else(|| r.kind.clone());

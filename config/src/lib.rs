@@ -23,3 +23,4 @@ pub use env::expand_env;
 pub use error::{ConfigError, Warning};
 pub use model::{AgeConfig, Config, DbConfig, LogLevel, LoggingConfig, ReplicaConfig};
 pub use paths::resolve_config_path;
+pub use url::file_url_path;

@@ -157,13 +157,14 @@ impl ReplicaConfig {
         let path = self.path.clone().unwrap_or(url_path);
         match self.kind.as_str() {
             "file" => {
-                let raw = if self.url.is_some() && self.path.is_none() {
-                    format!("/{}", path.trim_start_matches('/'))
-                } else {
-                    path
+                let from_url = match (&self.url, &self.path) {
+                    (Some(u), None) => crate::url::file_url_path(u).and_then(Result::ok),
+                    _ => None,
                 };
-                let p = std::path::Path::new(&raw);
-                let abs = crate::paths::absolutize(p).unwrap_or_else(|_| crate::paths::clean(p));
+                let abs = from_url.unwrap_or_else(|| {
+                    let p = std::path::Path::new(&path);
+                    crate::paths::absolutize(p).unwrap_or_else(|_| crate::paths::clean(p))
+                });
                 format!("file:{}", abs.display())
             }
             "sftp" => {

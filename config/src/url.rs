@@ -20,6 +20,34 @@ pub(crate) fn scheme(s: &str) -> Option<String> {
     Some(head.to_ascii_lowercase())
 }
 
+/// The directory a `file:` replica URL names, read as v0.3.13 reads it (Go's `url.Parse`, the
+/// scheme dropped, the rest re-serialised, then `path.Clean`) and made absolute (`~` expanded,
+/// relative to the working directory) as v0.3.13 then does: `file:///abs` and `file:/abs` are
+/// `/abs`, `file://host/p` is `/host/p`, `file:rel` is `<cwd>/rel`. `None` when `url` is not a
+/// file URL; `Some(Err)` when it names no directory (`file://`).
+pub fn file_url_path(url: &str) -> Option<Result<std::path::PathBuf, String>> {
+    let (scheme, rest) = url.split_once(':')?;
+    if !scheme.eq_ignore_ascii_case("file") {
+        return None;
+    }
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let raw = match rest.strip_prefix("//") {
+        Some(after) => {
+            let (authority, path) = after.split_at(after.find('/').unwrap_or(after.len()));
+            if authority.is_empty() {
+                path.to_string()
+            } else {
+                format!("/{authority}{path}")
+            }
+        }
+        None => rest.to_string(),
+    };
+    if raw.is_empty() {
+        return Some(Err("file replica path required".into()));
+    }
+    Some(crate::paths::absolutize(std::path::Path::new(&raw)))
+}
+
 /// `s` with the password of its userinfo replaced, like Go's `URL.Redacted`.
 pub(crate) fn redact(s: &str) -> String {
     let Some(start) = s.find("://").map(|i| i + 3) else {
@@ -45,6 +73,29 @@ pub(crate) fn redact(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 15.14): `file://host/p` was read as the relative path `host/p`, and
+    /// `file:/abs` and `file:rel` (which v0.3.13 reads) were refused.
+    #[test]
+    fn file_url_forms_as_v0_3_13_reads_them() {
+        let cwd = std::env::current_dir().unwrap();
+        let p = |u: &str| file_url_path(u).map(|r| r.map(|p| p.display().to_string()));
+        let ok = |s: &str| Some(Ok(s.to_string()));
+        assert_eq!(p("file:///var/backups/x"), ok("/var/backups/x"));
+        assert_eq!(p("file:///var/backups/x/"), ok("/var/backups/x"));
+        assert_eq!(p("FILE:///a/../b"), ok("/b"));
+        assert_eq!(p("file://host/p"), ok("/host/p"));
+        assert_eq!(p("file:/abs/p"), ok("/abs/p"));
+        assert_eq!(
+            p("file:rel/p"),
+            Some(Ok(cwd.join("rel/p").display().to_string()))
+        );
+        assert_eq!(p("file:///x?q=1"), ok("/x"));
+        assert!(matches!(p("file://"), Some(Err(_))));
+        assert!(matches!(p("file:"), Some(Err(_))));
+        assert_eq!(p("s3://b/p"), None);
+        assert_eq!(p("/plain/path"), None);
+    }
 
     #[test]
     fn schemes() {

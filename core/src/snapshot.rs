@@ -134,7 +134,7 @@ pub fn check_image(head: &[u8], len: u64) -> Result<(), String> {
             u16::from_be_bytes([head[16], head[17]])
         )
     })?;
-    if len % page != 0 {
+    if !len.is_multiple_of(page) {
         return Err(format!(
             "the snapshot is {len} bytes, not a whole number of {page}-byte pages"
         ));

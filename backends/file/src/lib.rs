@@ -16,14 +16,19 @@ pub fn open(settings: &ReplicaSettings) -> Result<DynReplica> {
         (Some(_), Some(_)) => {
             return Err(Error::config("replica url cannot be combined with path"))
         }
-        (Some(url), None) => url
-            .strip_prefix("file://")
-            .ok_or_else(|| {
-                Error::config(format!(
-                    "invalid file replica url {url:?}: expected file:///path"
-                ))
-            })?
-            .to_string(),
+        (Some(url), None) => {
+            let dir = walship_config::file_url_path(url)
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "invalid file replica url {url:?}: expected file:///path"
+                    ))
+                })?
+                .map_err(Error::config)?;
+            return Ok(std::sync::Arc::new(FileReplica::new(
+                dir,
+                settings.db_path.clone(),
+            )?));
+        }
         (None, Some(p)) => p.clone(),
         (None, None) => return Err(Error::config("file replica path required")),
     };
