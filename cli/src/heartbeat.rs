@@ -57,10 +57,22 @@ pub fn validate(url: &str) -> anyhow::Result<()> {
 
 /// Pings `url` every `every` while healthy; runs until dropped.
 pub async fn run(url: String, every: Duration, health: Arc<Health>) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-    {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    // A private CA for the S3 store is usually the one for the monitoring endpoint too.
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|v| !v.is_empty()) {
+        match std::fs::read(&bundle)
+            .map_err(|e| e.to_string())
+            .and_then(|b| reqwest::Certificate::from_pem_bundle(&b).map_err(|e| e.to_string()))
+        {
+            Ok(certs) => builder = builder.tls_certs_merge(certs),
+            Err(e) => tracing::warn!(
+                bundle = %std::path::Path::new(&bundle).display(),
+                error = %e,
+                "heartbeat: AWS_CA_BUNDLE not used"
+            ),
+        }
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "heartbeat disabled: cannot build an HTTP client");

@@ -940,3 +940,57 @@ fn idle_connections_to_the_metrics_listener_are_bounded() {
     });
     assert_eq!(p.stop(), 0, "{}", p.log_text());
 }
+
+/// Regression (issue 15.8): the heartbeat to an endpoint behind a private CA fails unless
+/// `AWS_CA_BUNDLE` (the variable S3 users already set for that CA) is honoured.
+#[test]
+fn heartbeat_trusts_a_private_ca_from_aws_ca_bundle() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path(), 5);
+    let (plain, hits) = ping_server();
+    let upstream: std::net::SocketAddr = plain
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let front = walship_integration::tls::TlsFront::start_with_private_ca(upstream, d.path());
+    let url = format!(
+        "https://localhost:{}/ping/0123456789abcdef",
+        front.addr.port()
+    );
+    let cfg = d.path().join("h.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "heartbeat-url: {url}\nheartbeat-interval: 1s\ndbs:\n  - path: {}\n    replicas:\n{}",
+            db.display(),
+            file_section(&d.path().join("replica"))
+        ),
+    )
+    .unwrap();
+    let ca = d.path().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    for (env, want_hits) in [(None, false), (Some(ca), true)] {
+        let before = hits.lock().unwrap().len();
+        let mut vars = vec![("WALSHIP_HEARTBEAT_MIN_INTERVAL", "1s")];
+        if let Some(ca) = env {
+            vars.push(("AWS_CA_BUNDLE", ca));
+        }
+        let mut p = spawn_env(
+            &["replicate", "-config", cfg.to_str().unwrap()],
+            &vars,
+            &d.path().join("h.log"),
+        );
+        std::thread::sleep(Duration::from_millis(3500));
+        assert_eq!(p.stop(), 0, "{}", p.log_text());
+        let got = hits.lock().unwrap().len() - before;
+        assert_eq!(
+            got > 0,
+            want_hits,
+            "{got} pings with AWS_CA_BUNDLE={env:?}:\n{}",
+            p.log_text()
+        );
+    }
+}

@@ -581,3 +581,65 @@ fn debug_logging_never_shows_credentials() {
         );
     }
 }
+
+/// Regression (issue 15.8): `AWS_CA_BUNDLE` was ignored, so an S3-compatible store behind a
+/// private CA (v0.3.13 honours the variable) failed every request with a certificate error.
+/// `SSL_CERT_FILE` replaces the system roots and works too.
+#[test]
+fn a_private_ca_is_trusted_through_aws_ca_bundle_or_ssl_cert_file() {
+    let Some(t) = S3Target::from_env() else {
+        return;
+    };
+    let _g = serial();
+    let c = case();
+    let upstream =
+        std::net::ToSocketAddrs::to_socket_addrs(t.endpoint.trim_start_matches("http://"))
+            .ok()
+            .and_then(|mut a| a.next())
+            .expect("the S3 endpoint is http://HOST:PORT");
+    let front = walship_integration::tls::TlsFront::start_with_private_ca(upstream, &c.dir);
+    let ca = c.dir.join("ca.pem");
+    let tls = S3Target {
+        endpoint: front.endpoint(),
+        ..t.clone()
+    };
+    let bucket = block_on(t.new_bucket("private-ca"));
+    let cfg = tls.write_config(&c.dir, &c.db, &bucket, "app.db", "", "");
+    let mut w = Writer::new(&c.db, 43);
+    for _ in 0..50 {
+        w.tx();
+    }
+    let once = |env: &[(&str, &std::path::Path)]| {
+        let mut cmd = std::process::Command::new(walship_bin());
+        cmd.args(["replicate", "-once", "-config", cfg.to_str().unwrap()])
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let o = once(&[]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "without the CA: {err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    for var in ["AWS_CA_BUNDLE", "SSL_CERT_FILE"] {
+        let o = once(&[(var, &ca)]);
+        let text =
+            String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "with {var}: {text}");
+        w.tx();
+    }
+    assert!(!snapshot_keys(&t, &bucket, "app.db").is_empty());
+    // A bundle that holds no certificate is a clear error, not a panic.
+    let junk = c.dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let o = once(&[("AWS_CA_BUNDLE", &junk)]);
+    let text = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("AWS_CA_BUNDLE") && !text.contains("panicked"),
+        "{text}"
+    );
+}

@@ -9,6 +9,7 @@ use aws_sdk_s3::config::{
     RequestChecksumCalculation, ResponseChecksumValidation, SharedCredentialsProvider,
 };
 use aws_sdk_s3::Client;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use walship_core::Result;
 
 /// Region used when none is configured and it cannot (or need not) be looked up.
@@ -18,6 +19,7 @@ fn base_config(
     cfg: &S3Config,
     region: &str,
     creds: SharedCredentialsProvider,
+    http: Option<&SharedHttpClient>,
 ) -> aws_sdk_s3::config::Builder {
     let mut b = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -36,10 +38,21 @@ fn base_config(
     if let Some(e) = &cfg.endpoint {
         b = b.endpoint_url(e);
     }
-    if cfg.skip_verify {
-        b = b.http_client(crate::insecure::client(CONNECT_TIMEOUT));
+    if let Some(h) = http {
+        b = b.http_client(h.clone());
     }
     b
+}
+
+/// The HTTP client when the SDK's default will not do: `skip-verify`, or `AWS_CA_BUNDLE`.
+fn http_client(cfg: &S3Config) -> Result<Option<SharedHttpClient>> {
+    if cfg.skip_verify {
+        return Ok(Some(crate::insecure::client(CONNECT_TIMEOUT)));
+    }
+    cfg.ca_bundle
+        .as_deref()
+        .map(crate::trust::client_with_bundle)
+        .transpose()
 }
 
 async fn credentials(cfg: &S3Config) -> SharedCredentialsProvider {
@@ -72,11 +85,14 @@ async fn credentials(cfg: &S3Config) -> SharedCredentialsProvider {
 /// bucket's location on AWS, `us-east-1` for a custom endpoint).
 pub(crate) async fn build(cfg: &S3Config) -> Result<Client> {
     let creds = credentials(cfg).await;
+    let http = http_client(cfg)?;
     let region = match (&cfg.region, &cfg.endpoint) {
         (Some(r), _) => r.clone(),
         (None, Some(_)) => DEFAULT_REGION.to_string(),
         (None, None) => {
-            let probe = Client::from_conf(base_config(cfg, DEFAULT_REGION, creds.clone()).build());
+            let probe = Client::from_conf(
+                base_config(cfg, DEFAULT_REGION, creds.clone(), http.as_ref()).build(),
+            );
             let out = probe
                 .get_bucket_location()
                 .bucket(&cfg.bucket)
@@ -90,7 +106,9 @@ pub(crate) async fn build(cfg: &S3Config) -> Result<Client> {
         }
     };
     tracing::debug!(bucket = %cfg.bucket, region = %region, endpoint = ?cfg.endpoint, "s3 client");
-    Ok(Client::from_conf(base_config(cfg, &region, creds).build()))
+    Ok(Client::from_conf(
+        base_config(cfg, &region, creds, http.as_ref()).build(),
+    ))
 }
 
 /// DeleteObjects: send `Content-MD5` (MinIO before 2025, OVH, s3proxy... require it) and drop

@@ -25,6 +25,10 @@ pub struct S3Config {
     pub region: Option<String>,
     pub force_path_style: bool,
     pub skip_verify: bool,
+    /// `AWS_CA_BUNDLE`: a PEM file of extra trust anchors (MinIO or Ceph behind a private CA),
+    /// as v0.3.13's SDK honours it. `SSL_CERT_FILE`/`SSL_CERT_DIR` replace the system store
+    /// (rustls-native-certs reads them) for this client as for every other.
+    pub ca_bundle: Option<std::path::PathBuf>,
     pub operation_timeout: Duration,
     pub credentials: CredentialSource,
 }
@@ -80,6 +84,7 @@ impl fmt::Debug for S3Config {
             .field("region", &self.region)
             .field("force_path_style", &self.force_path_style)
             .field("skip_verify", &self.skip_verify)
+            .field("ca_bundle", &self.ca_bundle)
             .field("operation_timeout", &self.operation_timeout)
             .field("credentials", &self.credentials)
             .finish()
@@ -188,6 +193,9 @@ impl S3Config {
             region: (!region.is_empty()).then_some(region),
             force_path_style,
             skip_verify,
+            ca_bundle: env("AWS_CA_BUNDLE")
+                .filter(|p| !p.trim().is_empty())
+                .map(std::path::PathBuf::from),
             operation_timeout,
             credentials,
         })

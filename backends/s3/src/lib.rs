@@ -16,6 +16,7 @@ mod download;
 mod errors;
 mod insecure;
 mod store;
+mod trust;
 mod upload;
 
 pub use config::{parse_host, CredentialSource, HostInfo, S3Config};
