@@ -147,6 +147,14 @@ else
   cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
 fi
 
+# Fuzzing (issue 15): every cargo fuzz target in fuzz/ for FUZZ_SECS seconds each, when set
+# (CI sets a short time; scripts/fuzz.sh alone runs longer campaigns). A crash fails the run.
+if [ -n "${FUZZ_SECS:-}" ]; then
+  fuzz_start=$(date +%s)
+  scripts/fuzz.sh
+  echo "test.sh: fuzz $(( $(date +%s) - fuzz_start ))s"
+fi
+
 # Deployment (issue 8): build the .deb from the release binary above (cargo deb --no-build),
 # install it, walk deploy/README.md against the S3 server above as the app's user, purge it.
 # Needs root (CI); deploy/test-deploy.sh skips elsewhere unless CI=true.

@@ -19,6 +19,22 @@ mod store;
 pub use config::SftpConfig;
 pub use hostkey::{default_known_hosts, HostKeyPolicy};
 pub use store::SftpReplica;
+
+/// Entry points for the fuzz targets in `fuzz/` (not an API): the parsers that read text a
+/// user or an attacker controls.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Looks up every spelling of a host in a known_hosts text, and reads it as pins.
+    pub fn known_hosts(text: &str, host: &str, port: u16) {
+        let key = russh::keys::PublicKey::from_openssh(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILIG2T/B0l0gaqj3puu510tu9N1OkQ4znY3LYuEm5zCF",
+        )
+        .expect("a valid fixed key");
+        let _ = crate::hostkey::lookup(text, host, port, &key);
+        let _ = crate::hostkey::host_pattern_name(host, port);
+        let _ = crate::hostkey::parse_pins(text);
+    }
+}
 use walship_core::registry::{Backend, ReplicaSettings};
 use walship_core::replica::DynReplica;
 use walship_core::Result;
