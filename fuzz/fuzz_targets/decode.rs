@@ -27,5 +27,5 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let _ = walship_core::snapshot::check_image(&head, len);
+    let _ = walship_core::snapshot::check_image(&head, len, len % 2 == 0);
 });
