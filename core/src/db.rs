@@ -7,11 +7,20 @@
 //! the WAL was fully backfilled *before* `R` began. `R` is therefore only ever ended and re-begun
 //! while connection `W` holds the write lock (`BEGIN IMMEDIATE`), right after copying every
 //! committed frame: no frame can appear between the copy and the moment a restart becomes
-//! possible. That moment is recorded ([`Proof`]); a later WAL header whose salt-1 is exactly one
-//! more (SQLite adds 1 at each restart) continues the generation in the next index. The header's
-//! checkpoint sequence is no evidence: SQLite counts it per connection, so an application that
-//! reconnected writes 1 at its first restart. Every other change of the WAL starts a new
-//! generation with a logged reason, never a gap.
+//! possible. That moment is recorded ([`Proof`]); while it holds, any later WAL header continues
+//! the generation in the next index. Why any: with `R` reading at a read mark of 1 or more, no
+//! restart can happen at all; with `R` on read mark 0 (it began on a fully backfilled WAL), no
+//! checkpoint can backfill a frame, so the old life can restart only if nothing was appended to it,
+//! and the life after it can never be restarted while it holds a frame. The new salts are no
+//! evidence either way: SQLite adds 1 to salt-1 at each restart, but a connection that never
+//! restarted the WAL itself writes random salts after another connection's TRUNCATE.
+//!
+//! # Restarts while no walship ran
+//! At start-up nothing pinned the WAL. A restart continues the generation only when it was
+//! exactly one (salt-1 + 1; the checkpoint sequence is no evidence: SQLite counts it per
+//! connection) and the WAL file still shows that nothing was committed after the frames walship
+//! had copied ([`wal::life_ended_at`]); otherwise a new generation with the reason logged, never a
+//! gap.
 //!
 //! # What else starts a new generation
 //! Damage to walship's own meta directory (generation file or current shadow WAL missing or
@@ -324,7 +333,15 @@ impl Db {
             self.relock();
         } else if real.raw != cur.raw {
             match st.proof {
-                Some(p) if p.index == st.index && proves_one_restart(&p.header, &real) => {
+                // `R` pinned the WAL since every frame of this life was copied: whatever the
+                // new salts (a connection that never restarted the WAL writes random ones after
+                // a TRUNCATE), nothing was appended to the old life and no life in between held
+                // a frame (see the module doc).
+                Some(p)
+                    if p.index == st.index
+                        && p.header == cur
+                        && p.header.page_size == real.page_size =>
+                {
                     if st.index < MAX_INDEX {
                         let next = st.index + 1;
                         self.start_index(st, next, real)?;
@@ -575,9 +592,32 @@ impl Db {
             Err(_) => return Ok(Err("short shadow wal")),
         };
         if scan.header.raw != real.raw {
-            return Ok(Err(
-                "wal header mismatch: the wal was restarted while walship was not running",
-            ));
+            if !proves_one_restart(&scan.header, real) || index + 1 >= MAX_INDEX {
+                return Ok(Err(
+                    "wal header mismatch: the wal was restarted while walship was not running",
+                ));
+            }
+            // Called under the write lock: the slot read below cannot change while it is judged.
+            let slot = read_slot(&self.wal_path, scan.committed_len, real.frame_size())?;
+            match wal::life_ended_at(&scan.header, scan.committed_seed, real, slot.as_deref()) {
+                wal::LifeEnd::Ended => {}
+                wal::LifeEnd::Continued => {
+                    return Ok(Err("wal restarted while walship was not running, after commits walship had not copied"));
+                }
+                wal::LifeEnd::Unknown(why) => {
+                    tracing::debug!(db = %self.path.display(), why, "cannot tell whether commits followed walship's copy before the wal restarted");
+                    return Ok(Err("wal restarted while walship was not running, and the wal no longer shows whether commits followed walship's copy"));
+                }
+            }
+            truncate_file(&shadow_path, scan.committed_len)?;
+            st.generation = generation;
+            st.index = index;
+            st.header = Some(scan.header);
+            st.size = scan.committed_len;
+            st.seed = scan.committed_seed;
+            self.start_index(st, index + 1, *real)?;
+            tracing::info!(db = %self.path.display(), generation = %st.generation, index = st.index, "the wal restarted once while walship was not running, after walship had copied all of it: continuing in the next index");
+            return Ok(Ok(()));
         }
         let real_len = fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0);
         if real_len < scan.committed_len {
@@ -1081,6 +1121,18 @@ enum FileState {
     Missing,
     /// Another file (device/inode) at the path.
     Replaced,
+}
+
+/// The `len` bytes of `p` at `off`, or None when the file ends before them.
+fn read_slot(p: &Path, off: u64, len: u64) -> Result<Option<Vec<u8>>> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+    let mut buf = vec![0u8; len as usize];
+    match f.read_exact_at(&mut buf, off) {
+        Ok(()) => Ok(Some(buf)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(Error::io(format!("read {}", p.display()), e)),
+    }
 }
 
 fn read_at(p: &Path, off: u64, buf: &mut [u8]) -> Result<()> {

@@ -121,12 +121,27 @@ fn read_local(wal_file: &Path, meta: &MetaDir, replicating: bool) -> Result<Loca
     };
     let sh = shadow_scan.header;
     if real_header.raw != sh.raw {
-        // A running walship continues a restart it proved it had fully copied in the next index
-        // (exactly one restart); it notices within a monitor interval.
-        if replicating
-            && real_header.checkpoint_seq == sh.checkpoint_seq.wrapping_add(1)
-            && real_header.salt1 == sh.salt1.wrapping_add(1)
-        {
+        // A running walship continues any restart in the next index (its read transaction
+        // proves it copied every frame; it notices within a monitor interval); a stopped one
+        // will at its next start after exactly one restart with nothing committed after the
+        // frames it copied.
+        let continues = replicating
+            || crate::db::proves_one_restart(&sh, &real_header) && {
+                let fsz = sh.frame_size();
+                let mut slot = vec![0u8; fsz as usize];
+                let have = real_len >= shadow_scan.committed_len + fsz
+                    && real
+                        .seek(SeekFrom::Start(shadow_scan.committed_len))
+                        .is_ok()
+                    && real.read_exact(&mut slot).is_ok();
+                wal::life_ended_at(
+                    &sh,
+                    shadow_scan.committed_seed,
+                    &real_header,
+                    have.then_some(&slot[..]),
+                ) == wal::LifeEnd::Ended
+            };
+        if continues {
             let end = committed_end(
                 &mut real,
                 real_header,
@@ -410,6 +425,27 @@ mod tests {
         ));
         assert_eq!(
             read_local(&wal, &meta, true).unwrap(),
+            Local::At {
+                pos: p(4, restarted.len() as u64),
+                index_lens: [(3, shadow.len() as u64)].into_iter().collect()
+            }
+        );
+        // Restarted over the old file while walship was stopped: a frame committed after the
+        // copied ones survives past the new life, so frames were lost; without one, the next
+        // start continues in the next index.
+        let mut lost = full.clone();
+        lost[..restarted.len()].copy_from_slice(&restarted);
+        let (_d, meta, wal) = setup(shadow, Some(&lost));
+        assert!(matches!(
+            read_local(&wal, &meta, false).unwrap(),
+            Local::NewGenerationPending { .. }
+        ));
+        let mut ended = shadow.to_vec();
+        ended.extend_from_slice(&[0u8; 536]);
+        ended[..restarted.len()].copy_from_slice(&restarted);
+        let (_d, meta, wal) = setup(shadow, Some(&ended));
+        assert_eq!(
+            read_local(&wal, &meta, false).unwrap(),
             Local::At {
                 pos: p(4, restarted.len() as u64),
                 index_lens: [(3, shadow.len() as u64)].into_iter().collect()

@@ -246,6 +246,60 @@ pub fn scan<R: Read>(mut r: R) -> io::Result<Result<WalScan, WalError>> {
     }))
 }
 
+/// Whether a WAL life (header `old`) whose committed frames were all copied up to `end` ended
+/// there, judged once the file holds the next life (`new`, exactly one restart later) from the
+/// frame-sized `slot` of the file at offset `end` (`None`: the file is shorter than that).
+///
+/// This is what lets a start-up continue a generation across a restart that happened while no
+/// walship ran. Every frame committed into the old life after `end` starts at `end`: committed
+/// frames are never rewritten within a life, and SQLite appends after the last one. So if one
+/// was committed there, the slot holds a frame with the old salts whose checksum continues from
+/// `seed` (the running checksum after the frame ending at `end`), unless something wrote over
+/// it since. Only two things could: the new life, which writes its slots in order from the start
+/// and stamps each with its own salts (so any new-life frame in the slot shows), and a truncation
+/// (a TRUNCATE checkpoint or `journal_size_limit`), after which the file can be shorter than
+/// `end` + one frame, which is refused rather than trusted. A second restart is excluded by the
+/// caller (salt-1 + 1 exactly). Anything else in the slot (an older life's frame, a torn frame of
+/// a transaction that never committed, zeros) means nothing was committed after `end`.
+pub fn life_ended_at(
+    old: &WalHeader,
+    seed: (u32, u32),
+    new: &WalHeader,
+    slot: Option<&[u8]>,
+) -> LifeEnd {
+    if old.page_size != new.page_size {
+        return LifeEnd::Unknown("the page size changed");
+    }
+    let Some(slot) = slot.filter(|s| s.len() as u64 == old.frame_size()) else {
+        return LifeEnd::Unknown("the wal file ends where walship's copy ended");
+    };
+    let fh = FrameHeader::parse(&slot[..FRAME_HEADER_SIZE]);
+    if (fh.salt1, fh.salt2) == (new.salt1, new.salt2) {
+        return LifeEnd::Unknown("the new wal already overwrote the frames after walship's copy");
+    }
+    if (fh.salt1, fh.salt2) != (old.salt1, old.salt2) {
+        return LifeEnd::Ended;
+    }
+    let c = checksum(old.big_endian, &slot[..8], seed);
+    let c = checksum(old.big_endian, &slot[FRAME_HEADER_SIZE..], c);
+    if c == fh.checksum {
+        LifeEnd::Continued
+    } else {
+        LifeEnd::Ended
+    }
+}
+
+/// What [`life_ended_at`] can tell of a WAL life after one restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifeEnd {
+    /// Nothing was committed after the copied frames: the generation continues.
+    Ended,
+    /// A frame was committed after them, and it is gone from the WAL.
+    Continued,
+    /// The file no longer shows it (why).
+    Unknown(&'static str),
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -343,5 +397,58 @@ pub(crate) mod tests {
         assert_eq!(h.align(31), 0);
         assert_eq!(h.align(32), 32);
         assert_eq!(h.align(32 + 4120 + 5), 32 + 4120);
+    }
+
+    /// The slot after a copied life, for `life_ended_at`: the frames of `wal` from `end`.
+    fn slot_at(wal: &[u8], end: usize, page_size: u32) -> Option<&[u8]> {
+        wal.get(end..end + FRAME_HEADER_SIZE + page_size as usize)
+    }
+
+    #[test]
+    fn a_life_ended_where_nothing_valid_follows_the_copied_frames() {
+        let old_full = build_wal(512, (5, 77), 0, &[2, 1, 3]);
+        let old = WalHeader::parse(&old_full).unwrap();
+        let new = WalHeader::parse(&build_wal(512, (6, 31), 1, &[])).unwrap();
+        // Walship copied the first two transactions; the third was committed after it.
+        let copied = scan(&old_full[..old.frame_offset(3) as usize])
+            .unwrap()
+            .unwrap();
+        let end = copied.committed_len as usize;
+        let seed = copied.committed_seed;
+        assert_eq!(
+            life_ended_at(&old, seed, &new, slot_at(&old_full, end, 512)),
+            LifeEnd::Continued,
+            "a committed frame follows: frames would be lost"
+        );
+        // The whole life was copied; the file goes on with a frame of an older life.
+        let all = scan(&old_full[..]).unwrap().unwrap();
+        let older = build_wal(512, (4, 12), 0, &[7]);
+        let mut file = old_full.clone();
+        let older_frame = &older[older.len() - 536..];
+        file.extend_from_slice(older_frame);
+        let slot = slot_at(&file, all.committed_len as usize, 512);
+        assert_eq!(
+            life_ended_at(&old, all.committed_seed, &new, slot),
+            LifeEnd::Ended
+        );
+        // Zeros, or a torn frame of the old salts that never committed.
+        let zeros = vec![0u8; 536];
+        let ended = |slot| life_ended_at(&old, all.committed_seed, &new, slot);
+        assert_eq!(ended(Some(&zeros)), LifeEnd::Ended);
+        let mut torn = old_full[end..end + 536].to_vec();
+        torn[400] ^= 1;
+        assert_eq!(life_ended_at(&old, seed, &new, Some(&torn)), LifeEnd::Ended);
+        // The file ends at the copied end (truncated, or never longer): no proof.
+        assert!(matches!(ended(None), LifeEnd::Unknown(_)));
+        // The new life already reached the slot: what was there is gone, no proof.
+        let new_full = build_wal(512, (6, 31), 1, &[8]);
+        let new_slot = &new_full[32 + 536 * 6..32 + 536 * 7];
+        assert!(matches!(ended(Some(new_slot)), LifeEnd::Unknown(_)));
+        // Another page size is another database, whatever the salts say.
+        let other = WalHeader::parse(&build_wal(1024, (6, 31), 1, &[])).unwrap();
+        assert!(matches!(
+            life_ended_at(&old, all.committed_seed, &other, Some(&zeros)),
+            LifeEnd::Unknown(_)
+        ));
     }
 }

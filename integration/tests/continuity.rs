@@ -551,3 +551,164 @@ fn a_wal_restart_is_recorded_at_once_so_a_kill_keeps_the_generation() {
     assert_eq!(p.stop(), 0);
     assert_restores_exactly(&s, "after the kill");
 }
+
+/// Starts `replicate` on `s`'s config with its own log, and waits for its start-up decision.
+fn start_again(s: &FileSetup, log: &str) -> Proc {
+    let p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", s.cfg.to_str().unwrap()],
+        &s.dir.path().join(log),
+    );
+    wait_until(Duration::from_secs(20), "walship to start", || {
+        let t = p.log_text();
+        t.contains("continuing generation") || t.contains("new generation")
+    });
+    p
+}
+
+/// Issue 14 (unexplained generations): a WAL restarted while walship was not running used to
+/// cost a new generation every time, even when walship had copied the whole old WAL before it
+/// stopped, which is the usual case (walship's own checkpoint backfills everything, and the
+/// application's next commit restarts). The start now continues in the next index when the slot
+/// after the copied frames shows that nothing was committed there; when something was, a new
+/// generation, as before.
+#[test]
+fn a_restart_while_walship_was_stopped_continues_only_when_nothing_followed() {
+    let s = FileSetup::new("    monitor-interval: 100ms\n", "");
+    let mut p = s.replicate();
+    let scratch = s.dir.path().join("scratch.db");
+    let mut w = Writer::new(&s.db, 77);
+    // A long first life, so that the file is longer than the lives after it.
+    for _ in 0..400 {
+        w.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    let before = salt1(&s.db);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while salt1(&s.db) == before {
+        assert!(
+            Instant::now() < deadline,
+            "no restart; log:\n{}",
+            p.log_text()
+        );
+        w.checkpoint("PASSIVE");
+        w.tx();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..20 {
+        w.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_eq!(p.stop(), 0);
+    let gens = generations(&s.replica);
+    assert_eq!(
+        gens.len(),
+        1,
+        "one generation so far; log:\n{}",
+        p.log_text()
+    );
+
+    // Stopped with every frame copied: the application backfills and restarts the WAL.
+    let stopped_at = salt1(&s.db);
+    let copied = std::fs::metadata(current_shadow(&s.db)).unwrap().len();
+    let ck = w.checkpoint("PASSIVE");
+    assert!(ck.0 == 0 && ck.1 == ck.2, "a complete checkpoint: {ck:?}");
+    w.tx();
+    assert_eq!(salt1(&s.db), stopped_at.wrapping_add(1), "one restart");
+    let file = std::fs::metadata(wal_path(&s.db)).unwrap().len();
+    assert!(
+        file > copied + 4096,
+        "the file ({file}) goes on past the copied frames ({copied})"
+    );
+    let mut p = start_again(&s, "w2.log");
+    let log = p.log_text();
+    assert!(
+        log.contains("continuing in the next index") && new_generation_lines(&log).is_empty(),
+        "the generation continues across a restart walship did not see; log:\n{log}"
+    );
+    for _ in 0..20 {
+        w.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_eq!(generations(&s.replica), gens);
+    assert_eq!(p.stop(), 0);
+    assert_restores_exactly(&s, "after a restart while walship was stopped");
+
+    // Stopped, then commits walship never saw before the restart: those frames are gone from
+    // the WAL, so only a new generation is safe.
+    for _ in 0..5 {
+        w.tx();
+    }
+    let stopped_at = salt1(&s.db);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while salt1(&s.db) == stopped_at {
+        assert!(Instant::now() < deadline, "the WAL did not restart");
+        w.checkpoint("PASSIVE");
+        w.tx();
+    }
+    assert_eq!(salt1(&s.db), stopped_at.wrapping_add(1), "one restart");
+    let mut p = start_again(&s, "w3.log");
+    let log = p.log_text();
+    assert!(
+        new_generation_lines(&log)
+            .iter()
+            .any(|l| l.contains("restarted while walship was not running")),
+        "frames committed after walship stopped: a new generation; log:\n{log}"
+    );
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_eq!(generations(&s.replica).len(), 2);
+    assert_eq!(p.stop(), 0);
+    assert_restores_exactly(&s, "after a restart that lost frames");
+}
+
+/// A TRUNCATE checkpoint by one connection, then the first commit by a connection that never
+/// restarted the WAL itself: SQLite writes that header with random salts (`nCkpt == 0`), not
+/// salt-1 + 1. walship's read transaction pinned the WAL since it copied every frame, so this is
+/// a continuation; it used to start a new generation ("could not prove"), seen in the crash
+/// campaign when the writer was restarted right after its TRUNCATE.
+#[test]
+fn random_salts_after_another_connections_truncate_keep_the_generation() {
+    let s = FileSetup::new(
+        "    monitor-interval: 100ms\n    min-checkpoint-page-count: 10\n",
+        "",
+    );
+    let mut p = s.replicate();
+    let scratch = s.dir.path().join("scratch.db");
+    let mut a = Writer::new(&s.db, 5);
+    for _ in 0..100 {
+        a.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    let before = salt1(&s.db);
+    // Succeeds once walship's read transaction reads the database file (after its checkpoint).
+    // Without a busy timeout, so that walship's checkpoint (which moves its read transaction
+    // onto the database file) gets the write lock between attempts.
+    a.conn.busy_timeout(Duration::ZERO).unwrap();
+    wait_until(Duration::from_secs(30), "a TRUNCATE checkpoint", || {
+        std::thread::sleep(Duration::from_millis(50));
+        a.checkpoint("TRUNCATE").0 == 0
+            && std::fs::metadata(wal_path(&s.db)).is_ok_and(|m| m.len() == 0)
+    });
+    drop(a);
+    let mut b = Writer::new(&s.db, 6);
+    b.tx();
+    let after = salt1(&s.db);
+    assert_ne!(
+        after,
+        before.wrapping_add(1),
+        "a fresh connection writes random salts after another's TRUNCATE"
+    );
+    for _ in 0..50 {
+        b.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    let log = p.log_text();
+    assert_eq!(
+        new_generation_lines(&log).len(),
+        1,
+        "one generation through random salts; log:\n{log}"
+    );
+    assert_eq!(generations(&s.replica).len(), 1);
+    assert_eq!(p.stop(), 0);
+    assert_restores_exactly(&s, "after random salts");
+}
