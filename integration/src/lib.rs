@@ -711,3 +711,27 @@ pub fn run_with_max_rss(bin: &Path, args: &[&str]) -> (Output, u64) {
         ru.ru_maxrss as u64,
     )
 }
+
+/// The generations `walship generations -config CFG DB` lists, whatever the replica type: tests
+/// of faults and outages assert that those did not start one (issue 23.6).
+pub fn generations_listed(cfg: &Path, db: &Path) -> Vec<String> {
+    let o = walship(&[
+        "generations",
+        "-config",
+        cfg.to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "walship generations: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}

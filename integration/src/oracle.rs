@@ -19,10 +19,14 @@ pub async fn assert_no_wal_gap(replica: &DynReplica) -> usize {
             .filter(|s| s.generation == g)
             .map(|s| s.index)
             .min();
+        // WAL before the generation's first snapshot serves no restore: a generation whose first
+        // snapshot upload was interrupted by a kill keeps the index-0 segment uploaded before it,
+        // and the next run snapshots at its current index (the database file is no longer at 0).
+        // Contiguity matters from the first snapshot on.
         let mut segs: Vec<_> = listing
             .segments
             .iter()
-            .filter(|s| s.generation == g)
+            .filter(|s| s.generation == g && first_snapshot.is_none_or(|si| s.index >= si))
             .collect();
         segs.sort_by_key(|s| (s.index, s.offset));
         let Some(first) = segs.first() else { continue };

@@ -859,3 +859,80 @@ fn one_database_configured_twice_through_a_symlink_is_named_as_such() {
     assert!(text.contains("configured twice"), "{text}");
     assert!(!text.contains("another process"), "{text}");
 }
+
+/// Issue 23.5: the two restore failures no test reached. A segment missing from the middle of
+/// an index (the gap check in `core/src/restore.rs`), and a segment whose LZ4 frame is sound but
+/// whose WAL frame checksum is not (flipping a compressed byte, as the corruption test does, is
+/// caught by LZ4 first). Each exits 1 naming the generation and index or the object, and writes
+/// nothing.
+#[test]
+fn a_gap_inside_an_index_and_a_bad_frame_checksum_are_refused() {
+    let s = FileSetup::new("    monitor-interval: 100ms\n", "");
+    let mut p = s.replicate();
+    let mut w = Writer::new(&s.db, 19);
+    // Many syncs within WAL index 0: one segment each.
+    for _ in 0..12 {
+        for _ in 0..5 {
+            w.tx();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let scratch = s.dir.path().join("scratch.db");
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    let mut by_index: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in files(&s.replica)
+        .into_iter()
+        .filter(|f| f.contains("/wal/"))
+    {
+        let (dir, _) = f.rsplit_once('/').unwrap();
+        by_index.entry(dir.to_string()).or_default().push(f.clone());
+    }
+    let (index_dir, mut segs) = by_index
+        .into_iter()
+        .max_by_key(|(_, v)| v.len())
+        .expect("WAL segments");
+    segs.sort();
+    assert!(segs.len() >= 3, "an index with 3 segments: {segs:?}");
+    let index = index_dir.rsplit('/').next().unwrap().to_string();
+    let out = s.dir.path().join("out.db");
+    let restore = || walship(&["restore", "-o", out.to_str().unwrap(), &s.url]);
+    let nothing_written = |what: &str| {
+        let left: Vec<_> = std::fs::read_dir(s.dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("out.db"))
+            .collect();
+        assert!(left.is_empty(), "{what}: files left {left:?}");
+    };
+
+    // A middle segment gone.
+    let middle = s.replica.join(&segs[segs.len() / 2]);
+    let kept = std::fs::read(&middle).unwrap();
+    std::fs::remove_file(&middle).unwrap();
+    let o = restore();
+    assert_fails(&o, "gap in WAL index");
+    assert_fails(&o, &index);
+    nothing_written("gap");
+    std::fs::write(&middle, &kept).unwrap();
+
+    // A sound LZ4 frame around a WAL frame whose page no longer matches its checksum.
+    let last = s.replica.join(segs.last().unwrap());
+    let good = std::fs::read(&last).unwrap();
+    let mut wal = lz4_decode(&good);
+    // Not the index's first segment, so it starts with a frame header, then the page.
+    wal[24 + 100] ^= 0x01;
+    std::fs::write(&last, lz4_encode(&wal)).unwrap();
+    let o = restore();
+    assert_fails(&o, segs.last().unwrap().rsplit('/').next().unwrap());
+    assert_fails(&o, "bad checksum");
+    nothing_written("bad checksum");
+
+    std::fs::write(&last, &good).unwrap();
+    restore_walship(&[&s.url], &out);
+    assert_eq!(
+        digest(&out),
+        digest(&s.db),
+        "the replica put back restores exactly"
+    );
+}

@@ -129,6 +129,8 @@ struct Report {
     seconds: f64,
     /// Starts where the test saw the WAL header change while no replicator ran.
     wal_restarted_in_gap: usize,
+    /// Of those, starts that continued the generation (walship proved nothing was lost).
+    continued_across_restart: usize,
     generations: usize,
     reasons: BTreeMap<String, usize>,
     unexplained: Vec<String>,
@@ -149,7 +151,7 @@ impl Report {
     fn print(&self) {
         eprintln!(
             "CRASH CAMPAIGN {} on {} (seed {}): {} kills, {} writer restarts, {} transactions at {:.0} tx/s in {:.0} s; \
-             WAL restarted during {} gaps; {} generations, reasons {:?}; unexplained {}; \
+             WAL restarted during {} gaps, continued across {} of them; {} generations, reasons {:?}; unexplained {}; \
              latest restore ok by {:?}, wrong {:?}; {} point-in-time restores checked, {} wrong, {} failed; {} segments, gap: {}; \
              application checkpoints (attempts, completed) {:?}; vacuums {}",
             self.tool,
@@ -161,6 +163,7 @@ impl Report {
             self.rate,
             self.seconds,
             self.wal_restarted_in_gap,
+            self.continued_across_restart,
             self.generations,
             self.reasons,
             self.unexplained.len(),
@@ -497,6 +500,10 @@ fn campaign(tool: Tool, store: Store, kills: usize, dir: &Path) -> Report {
                         changed_since_kill = false;
                     }
                     Some(Ok(())) => {
+                        let seen = r.at_decision.unwrap_or(r.at_spawn);
+                        if i > 0 && (changed_since_kill || last_kill.is_some_and(|h| h != seen)) {
+                            rep.continued_across_restart += 1;
+                        }
                         last_kill = r.at_kill;
                         changed_since_kill = false;
                     }
@@ -607,13 +614,13 @@ fn assert_clean(rep: &Report, dir: tempfile::TempDir) {
         }
         panic!("{what}");
     };
-    // Open (issue 14): a WAL restarted while walship ran but before its next sync recorded the
-    // new index still costs a new generation if walship is killed in that window (the monitor
-    // now syncs as soon as the WAL-index shows new salts, which narrowed it from about half of all
-    // kills to a few per cent), and one run showed a restart without a proof 22 ms after a
-    // start that continued the generation. Bounded here so the window cannot quietly widen again;
-    // restores stay exact either way (asserted below).
-    let allowed = (rep.kills / 10).max(2);
+    // A restart while walship ran but before its next sync recorded it now continues at the next
+    // start when the WAL file shows nothing was committed after walship's copy; when the new WAL
+    // has already overwritten that slot, or the file ends there, it cannot tell and starts a new
+    // generation. Runs of 60 kills show 0-1 such starts, and one in about 120 kills a restart
+    // while running without a proof (not yet explained). Bounded so that neither can quietly
+    // widen again; restores stay exact either way (asserted below).
+    let allowed = (rep.kills / 30).max(2);
     if rep.unexplained.len() > allowed {
         fail(format!(
             "{} unexplained generations in {} kills (at most {allowed}): {:#?}",

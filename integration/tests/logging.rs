@@ -25,10 +25,19 @@ fn spawn(cfg: &Path, out: &Path, err: &Path) -> Child {
         .expect("spawn walship")
 }
 
+/// SIGTERM, then the exit code: 1 here, since the unreachable replica's final sync fails (a
+/// stop that leaves a replica behind must say so to systemd), and never a signal death.
 fn stop(mut c: Child) {
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let _ = c.wait();
+    let status = c.wait().expect("wait for walship");
+    assert_eq!(
+        status.code(),
+        Some(FINAL_SYNC_FAILED),
+        "exit status after SIGTERM with an unreachable replica: {status:?}"
+    );
 }
+
+const FINAL_SYNC_FAILED: i32 = 1;
 
 /// A database with an unreachable S3 replica (connection refused: transient, so retried) and a
 /// file replica.

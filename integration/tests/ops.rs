@@ -196,8 +196,18 @@ fn once_syncs_then_exits() {
         &["replicate", "-config", cfg.to_str().unwrap()],
         &d.path().join("r.log"),
     );
-    std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    // Taking the lock is what it must show (issue 23.10: a sleep showed nothing).
+    wait_until(
+        Duration::from_secs(10),
+        "replicate to take the lock and sync",
+        || {
+            let t = p.log_text();
+            t.contains("continuing generation") || t.contains("sync: new generation")
+        },
+    );
+    let log = p.log_text();
+    assert!(!log.contains("ERROR"), "an error at start:\n{log}");
+    assert_eq!(p.stop(), 0, "{log}");
 }
 
 #[test]

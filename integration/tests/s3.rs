@@ -333,6 +333,13 @@ fn replication_survives_network_faults() {
         "walship restore",
     );
     check_restored(&out, &want, "restore after network faults");
+    let gens = generations_listed(&direct, &c.db);
+    assert_eq!(
+        gens.len(),
+        1,
+        "faults started generations {gens:?}; log:\n{}",
+        p.log_text()
+    );
     eprintln!("no WAL gap over {segs} segments; restore exact: {want}");
     drop(proxy);
 }
@@ -392,6 +399,13 @@ fn replication_resumes_after_server_outage() {
         "walship restore",
     );
     check_restored(&out, &want, "restore after a server outage");
+    let gens = generations_listed(&cfg, &c.db);
+    assert_eq!(
+        gens.len(),
+        1,
+        "the outage started generations {gens:?}; log:\n{}",
+        p.log_text()
+    );
     eprintln!("no WAL gap over {segs} segments; restore exact: {want}");
 }
 

@@ -584,6 +584,12 @@ fn replication_resumes_after_sshd_restart() {
     );
     let _ = std::fs::remove_file(&out);
     restore_exact(&cfg, &db, &out, &want, &log);
+    let gens = generations_listed(&cfg, &db);
+    assert_eq!(
+        gens.len(),
+        1,
+        "the outage started generations {gens:?}; log:\n{log}"
+    );
 }
 
 /// A replica (through the registry) on a private sshd of the test's own, which it may stop.
