@@ -121,12 +121,11 @@ fn read_local(wal_file: &Path, meta: &MetaDir, replicating: bool) -> Result<Loca
     };
     let sh = shadow_scan.header;
     if real_header.raw != sh.raw {
-        // A running walship continues any restart in the next index (its read transaction
-        // proves it copied every frame; it notices within a monitor interval); a stopped one
-        // will at its next start after exactly one restart with nothing committed after the
-        // frames it copied.
-        let continues = replicating
-            || crate::db::proves_one_restart(&sh, &real_header) && {
+        // Exactly one restart continues in the next index: a running walship proved it had
+        // copied every frame (it notices within a monitor interval), and a stopped one will at
+        // its next start when nothing was committed after the frames it copied.
+        let continues = crate::db::proves_one_restart(&sh, &real_header)
+            && (replicating || {
                 let fsz = sh.frame_size();
                 let mut slot = vec![0u8; fsz as usize];
                 let have = real_len >= shadow_scan.committed_len + fsz
@@ -140,7 +139,7 @@ fn read_local(wal_file: &Path, meta: &MetaDir, replicating: bool) -> Result<Loca
                     &real_header,
                     have.then_some(&slot[..]),
                 ) == wal::LifeEnd::Ended
-            };
+            });
         if continues {
             let end = committed_end(
                 &mut real,

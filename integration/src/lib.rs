@@ -315,6 +315,31 @@ impl Writer {
                 )
                 .unwrap();
             }
+            85..=86 => {
+                // Schema churn (issue 23.9): a table with an index comes and goes, so restores
+                // are checked on DDL too, and a dropped table frees pages for VACUUM to return.
+                // A write first: a deferred transaction that has read gets SQLITE_BUSY at once
+                // (SQLite runs no busy handler for a read-to-write upgrade) while walship holds
+                // the write lock, and IF [NOT] EXISTS statements only read when nothing changes.
+                tx.execute(
+                    "INSERT INTO u (name, n) VALUES ('ddl', 1) ON CONFLICT(name) DO UPDATE SET n = n + 1",
+                    [],
+                )
+                .unwrap();
+                let name = format!("scratch_{}", self.rng.random_range(0..2));
+                if self.rng.random_bool(0.5) {
+                    tx.execute_batch(&format!("DROP TABLE IF EXISTS {name}"))
+                        .unwrap();
+                } else {
+                    tx.execute_batch(&format!(
+                        "CREATE TABLE IF NOT EXISTS {name} (id INTEGER PRIMARY KEY, v BLOB);
+                         CREATE INDEX IF NOT EXISTS {name}_v ON {name} (length(v));
+                         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
+                         INSERT INTO {name} (v) SELECT randomblob(2000) FROM n;"
+                    ))
+                    .unwrap();
+                }
+            }
             _ => {
                 let k: i64 = self.rng.random_range(0..1000);
                 tx.execute(
@@ -326,6 +351,10 @@ impl Writer {
         }
         tx.commit().unwrap();
         self.txs += 1;
+        // Now and then the database shrinks (the freed pages of dropped tables go back).
+        if self.txs.is_multiple_of(5000) {
+            self.conn.execute_batch("VACUUM").unwrap();
+        }
     }
 
     /// Issues a checkpoint the way an application might; busy results are expected.
@@ -345,8 +374,17 @@ pub fn digest(db: &Path) -> String {
 }
 
 pub fn digest_conn(c: &Connection) -> String {
+    // The schema too (issue 23.9): a restore that lost a DROP TABLE, an index or a trigger is
+    // wrong even when every remaining row matches. `sqlite_sequence` holds AUTOINCREMENT state.
+    let schema: Vec<(String, String, Option<String>)> = c
+        .prepare("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_autoindex_%' AND name NOT LIKE '_litestream_%' ORDER BY type, name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
     let mut tables: Vec<String> = c
-        .prepare("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_litestream_%' ORDER BY name")
+        .prepare("SELECT name FROM sqlite_master WHERE type='table' AND (name NOT LIKE 'sqlite_%' OR name = 'sqlite_sequence') AND name NOT LIKE '_litestream_%' ORDER BY name")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
@@ -360,6 +398,12 @@ pub fn digest_conn(c: &Connection) -> String {
             h = h.wrapping_mul(0x100000001b3);
         }
     };
+    for (ty, name, sql) in &schema {
+        for part in [ty.as_str(), name.as_str(), sql.as_deref().unwrap_or("")] {
+            feed(&(part.len() as u64).to_le_bytes());
+            feed(part.as_bytes());
+        }
+    }
     let mut rows = 0u64;
     for t in &tables {
         feed(t.as_bytes());

@@ -2,11 +2,31 @@
 
 use walship_core::listing::Listing;
 use walship_core::replica::DynReplica;
-use walship_core::restore::decoded_len;
+use walship_core::restore::download_decoded;
+
+/// Keeps the first 32 bytes written (a WAL header) and counts the rest.
+struct Head(Vec<u8>);
+
+impl std::io::Write for Head {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let room = 32usize.saturating_sub(self.0.len());
+        self.0.extend_from_slice(&b[..room.min(b.len())]);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn salt1(head: &[u8]) -> u32 {
+    u32::from_be_bytes([head[16], head[17], head[18], head[19]])
+}
 
 /// Checks every generation of the replica: within a WAL index, each segment starts where the
 /// previous one ended (decoded lengths), the first starts at offset 0, and WAL indexes follow
-/// each other from the oldest snapshot's index on. Returns the number of segments checked.
+/// each other from the oldest snapshot's index on, each index's WAL header exactly one restart
+/// after the previous one's (salt-1 + 1: a WAL life in between, whose frames the replica cannot
+/// hold, is a gap no offset shows). Returns the number of segments checked.
 pub async fn assert_no_wal_gap(replica: &DynReplica) -> usize {
     let listing = Listing::fetch(replica.as_ref(), None)
         .await
@@ -38,10 +58,29 @@ pub async fn assert_no_wal_gap(replica: &DynReplica) -> usize {
             );
         }
         let mut expect: Option<(u32, u64)> = None;
+        let mut prev_salt1: Option<u32> = None;
         for s in segs {
-            let len = decoded_len(replica.clone(), &Default::default(), &s.key)
-                .await
-                .unwrap_or_else(|e| panic!("{}: decode {}: {e}", replica.target(), s.key));
+            let (len, head) = download_decoded(
+                replica.clone(),
+                &Default::default(),
+                s.key.clone(),
+                "nowhere",
+                Head(Vec::new()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: decode {}: {e}", replica.target(), s.key));
+            if s.offset == 0 && head.0.len() == 32 {
+                let salt = salt1(&head.0);
+                if let Some(p) = prev_salt1 {
+                    assert_eq!(
+                        salt,
+                        p.wrapping_add(1),
+                        "generation {g}: {} is not exactly one WAL restart after the previous index",
+                        s.key
+                    );
+                }
+                prev_salt1 = Some(salt);
+            }
             match expect {
                 Some((i, off)) if s.index == i => assert_eq!(
                     s.offset, off,
