@@ -355,6 +355,18 @@ impl Db {
                     }
                 }
                 _ => {
+                    // Details for the open question of how a restart can come without a proof
+                    // right after a start (ARCHITECTURE.md, monitor invariant 3).
+                    tracing::info!(
+                        db = %self.path.display(),
+                        index = st.index,
+                        proof_index = st.proof.map(|p| p.index),
+                        proof_salt1 = st.proof.map(|p| format!("{:08x}", p.header.salt1)),
+                        shadow_salt1 = format!("{:08x}", cur.salt1),
+                        wal_salt1 = format!("{:08x}", real.salt1),
+                        reader_on_db_file = ?st.reader_on_db_file,
+                        "wal restarted without a proof"
+                    );
                     let reason =
                         "wal restarted while walship could not prove it had copied every frame";
                     self.with_write_lock(st, |db, st| db.new_generation(st, reason))?;
