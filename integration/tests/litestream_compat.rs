@@ -107,7 +107,9 @@ fn stop_clean(p: &mut Proc, who: &str) {
         && log.contains("error closing db")
         && log.contains(".wal.lz4.tmp: no such file or directory")
     {
-        eprintln!("litestream v0.3.13 hit its shutdown race (exit 1); the replica is checked below");
+        eprintln!(
+            "litestream v0.3.13 hit its shutdown race (exit 1); the replica is checked below"
+        );
         return;
     }
     assert_eq!(
