@@ -622,12 +622,7 @@ impl Db {
                     return Ok(Err("wal restarted while walship was not running, and the wal no longer shows whether commits followed walship's copy"));
                 }
             }
-            truncate_file(&shadow_path, scan.committed_len)?;
-            st.generation = generation;
-            st.index = index;
-            st.header = Some(scan.header);
-            st.size = scan.committed_len;
-            st.seed = scan.committed_seed;
+            adopt_shadow(st, generation, index, &scan, &shadow_path)?;
             self.start_index(st, index + 1, *real)?;
             tracing::info!(db = %self.path.display(), generation = %st.generation, index = st.index, "the wal restarted once while walship was not running, after walship had copied all of it: continuing in the next index");
             return Ok(Ok(()));
@@ -637,12 +632,7 @@ impl Db {
             return Ok(Err("wal truncated by another process"));
         }
         // The shadow may hold an uncommitted tail after a crash: cut it, then compare the last frame.
-        truncate_file(&shadow_path, scan.committed_len)?;
-        st.generation = generation;
-        st.index = index;
-        st.header = Some(scan.header);
-        st.size = scan.committed_len;
-        st.seed = scan.committed_seed;
+        adopt_shadow(st, generation, index, &scan, &shadow_path)?;
         if let Some(reason) = self.overwritten(st)? {
             return Ok(Err(reason));
         }
@@ -1134,6 +1124,24 @@ enum FileState {
     Missing,
     /// Another file (device/inode) at the path.
     Replaced,
+}
+
+/// Takes up the last shadow WAL as the monitor's position, cut to its last commit (a crash may
+/// have left an uncommitted tail).
+fn adopt_shadow(
+    st: &mut State,
+    generation: String,
+    index: u32,
+    scan: &wal::WalScan,
+    shadow_path: &Path,
+) -> Result<()> {
+    truncate_file(shadow_path, scan.committed_len)?;
+    st.generation = generation;
+    st.index = index;
+    st.header = Some(scan.header);
+    st.size = scan.committed_len;
+    st.seed = scan.committed_seed;
+    Ok(())
 }
 
 /// The `len` bytes of `p` at `off`, or None when the file ends before them.
