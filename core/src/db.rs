@@ -11,9 +11,17 @@
 //! more (SQLite adds 1 at each restart) continues the generation in the next index. The header's
 //! checkpoint sequence is no evidence: SQLite counts it per connection, so an application that
 //! reconnected writes 1 at its first restart. Every other change of the WAL starts a new
-//! generation with a logged reason, never a gap. (In theory `R` on read mark 0 lets no life with
-//! a frame be restarted, so any new header would do; in the crash campaign two restarts did
-//! happen under a proof, and accepting them lost a WAL life. Exactly one restart is required.)
+//! generation with a logged reason, never a gap.
+//!
+//! Every step that ends and re-begins `R` first checks, under the write lock, that the WAL still
+//! has the header the last sync saw (`wal_unchanged`): an application may restart the WAL once
+//! under a standing proof at any moment, and a checkpoint that missed that restart would backfill
+//! a life walship never copied and re-pin with a proof naming the old header, so the next commit
+//! restarts the WAL a second time (seen in the crash campaign as "two restarts under a proof",
+//! fixed 2026-12-04; regression test `a_restart_just_before_a_checkpoint_is_left_to_the_next_sync`).
+//! With `R` pinned, a second restart can only follow a life without a frame (two TRUNCATE
+//! checkpoints in a row); exactly one restart is still required, so that rare case costs a new
+//! generation rather than trust in a reading of SQLite's locking.
 //!
 //! # Restarts while no walship ran
 //! At start-up nothing pinned the WAL. A restart continues the generation only when it was
@@ -333,11 +341,10 @@ impl Db {
             self.relock();
         } else if real.raw != cur.raw {
             match st.proof {
-                // Exactly one restart (salt-1 + 1) since the proof, and no other test: a relaxed
-                // rule that took any new header let a second life through whose frames were never
-                // copied (crash campaign on S3, 2026-12-04: index 4 one salt-1 too far restored
-                // malformed). `R` does not pin as tightly as the module doc's reasoning says, so
-                // this check stays the last line of defence.
+                // Exactly one restart (salt-1 + 1) since the proof: a relaxed rule that took any
+                // new header let a life through whose frames were never copied (crash campaign on
+                // S3, 2026-12-04, before `wal_unchanged` guarded every re-pin). It stays the last
+                // line of defence.
                 Some(p)
                     if p.index == st.index
                         && p.header == cur
@@ -355,8 +362,8 @@ impl Db {
                     }
                 }
                 _ => {
-                    // Details for the open question of how a restart can come without a proof
-                    // right after a start (ARCHITECTURE.md, monitor invariant 3).
+                    // Details for a post-mortem: with every re-pin guarded this should only
+                    // follow two TRUNCATE checkpoints in a row (ARCHITECTURE.md, monitor invariant 3).
                     tracing::info!(
                         db = %self.path.display(),
                         index = st.index,
@@ -379,7 +386,7 @@ impl Db {
         }
         report.copied_bytes += self.copy_frames(st, Some(self.opts.max_copy_bytes))?;
         if st.reader_on_db_file.is_some_and(|i| i < st.index) {
-            match self.with_write_lock(st, |_, _| Ok(())) {
+            match self.with_write_lock(st, |db, st| db.wal_unchanged(st)) {
                 Ok(()) => {}
                 // Busy: the next sync tries again.
                 Err(e) if e.kind() == crate::ErrorKind::Transient => {}
@@ -793,10 +800,12 @@ impl Db {
                 }
             })?;
             let inner = (|| {
+                // Before `R` ends: an `f` that refuses (see `wal_unchanged`) leaves `R` and its
+                // proof as they were.
+                f(self, st)?;
                 let _ = conns.r.execute_batch("ROLLBACK");
                 // `R` no longer pins the WAL: an old proof must not vouch for a later restart.
                 st.proof = None;
-                f(self, st)?;
                 self.copy_frames(st, None)?;
                 begin_read(&conns.r, &self.path)?;
                 st.reader_on_db_file =
@@ -812,6 +821,26 @@ impl Db {
         })();
         st.conns = Some(conns);
         res
+    }
+
+    /// Refuses (transient) when the WAL restarted since the sync compared headers; called under
+    /// `W`'s write lock, where no restart can happen.
+    ///
+    /// Every step that ends `R` and begins it again would otherwise copy up to the old life's end
+    /// only (the copy stops at the first frame with the new salts), backfill or unpin the new life
+    /// without having copied it, and record a proof naming the old header: the application's next
+    /// commit then restarts the WAL a second time and the frames of the life between are gone
+    /// (the crash campaign's "two restarts under a proof"). Left alone, `R` still pins: the next
+    /// sync sees exactly one restart under the standing proof and continues in the next index.
+    fn wal_unchanged(&self, st: &State) -> Result<()> {
+        let real = read_wal_header(&self.wal_path)?;
+        if real.map(|h| h.raw) == st.header.map(|h| h.raw) {
+            return Ok(());
+        }
+        Err(Error::transient(format!(
+            "{}: the WAL restarted since the last look; the next sync continues from it",
+            self.wal_path.display()
+        )))
     }
 
     /// The v0.3 checkpoint policy (spec §2.5); returns the v0.3 mode name it would have used.
@@ -864,14 +893,14 @@ impl Db {
                 // Copied first without the lock: a locked copy of megabytes holds writers up.
                 self.copy_frames(st, None)?;
                 let t = Instant::now();
-                let locked = self.with_write_lock(st, |_, _| Ok(()));
+                let locked = self.with_write_lock(st, |db, st| db.wal_unchanged(st));
                 *lock_wait = t.elapsed();
                 match locked {
                     Ok(()) => {
                         let _ = checkpoint(&st.conns.as_ref().expect("conns").w, "PASSIVE");
                     }
                     Err(e) if e.kind() == crate::ErrorKind::Transient && round == 0 => {
-                        tracing::debug!(db = %self.path.display(), "checkpoint skipped: write lock busy");
+                        tracing::debug!(db = %self.path.display(), error = %e, "checkpoint skipped");
                         return Ok(None);
                     }
                     Err(e) if e.kind() == crate::ErrorKind::Transient => break,
@@ -899,10 +928,14 @@ impl Db {
         }
         let held = Instant::now();
         let lock_wait = held - waited;
-        let res = (|| -> Result<bool> {
+        let res = (|| -> Result<Option<bool>> {
             let t = Instant::now();
             let copied = self.copy_frames(st, None)?;
             let copy_took = t.elapsed();
+            if let Err(e) = self.wal_unchanged(st) {
+                tracing::debug!(db = %self.path.display(), error = %e, "checkpoint skipped");
+                return Ok(None);
+            }
             let conns = st.conns.as_ref().expect("conns");
             let _ = conns.r.execute_batch("ROLLBACK");
             st.proof = None;
@@ -928,7 +961,7 @@ impl Db {
             let h = st.header.expect("header");
             let frames = ((st.size - HEADER_SIZE as u64) / h.frame_size()) as i64;
             tracing::debug!(db = %self.path.display(), busy = ck.busy, log = ck.log, checkpointed = ck.checkpointed, frames, copied, ?copy_took, backfill_took = ?t.elapsed() - copy_took, "passive checkpoint");
-            Ok(!ck.busy && ck.log == ck.checkpointed && ck.log == frames)
+            Ok(Some(!ck.busy && ck.log == ck.checkpointed && ck.log == frames))
         })();
         let _ = st
             .conns
@@ -937,7 +970,9 @@ impl Db {
             .w
             .execute_batch("ROLLBACK");
         let lock_held = held.elapsed();
-        let complete = res?;
+        let Some(complete) = res? else {
+            return Ok(None);
+        };
         st.last_checkpoint = Some(Instant::now());
         if complete {
             st.checkpointed_at = Some((st.index, st.size));
@@ -1202,6 +1237,57 @@ mod tests {
         // Another page size is another database.
         let other = WalHeader::parse(&build_wal(1024, (42, 1), 10, &[])).unwrap();
         assert!(!proves_one_restart(&proven, &other));
+    }
+
+    /// The crash campaign's "two restarts under a proof" (2026-12-04): the application restarted
+    /// the WAL (allowed once under the proof) after the sync had compared headers but before its
+    /// checkpoint. The checkpoint's copy stopped at the new life's first frame, its backfill took
+    /// the whole new life (never copied), and `R` re-began with a proof still naming the old
+    /// header: the application's next commit restarted the WAL a second time, and the next sync
+    /// had to start a new generation (the relaxed rule tried that day lost the life instead).
+    #[test]
+    fn a_restart_just_before_a_checkpoint_is_left_to_the_next_sync() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.db");
+        let app = Connection::open(&path).unwrap();
+        app.execute_batch(
+            "PRAGMA journal_mode = wal; PRAGMA wal_autocheckpoint = 0;
+             CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('before');",
+        )
+        .unwrap();
+        let db = Db::open(&path, DbOptions::default()).unwrap();
+        db.sync().unwrap();
+        let generation = db.pos().generation;
+        let salt1 = || read_wal_header(&d.path().join("a.db-wal")).unwrap().unwrap().salt1;
+        {
+            // walship's own complete checkpoint: `R` now reads the database file only.
+            let mut st = db.lock_state();
+            let out = db.checkpoint(&mut st, "PASSIVE").unwrap().unwrap();
+            assert!(out.complete);
+        }
+        let s0 = salt1();
+        app.execute("INSERT INTO t VALUES ('first life after the restart')", [])
+            .unwrap();
+        assert_eq!(salt1(), s0.wrapping_add(1), "the application restarted the WAL");
+        {
+            // The race, made deterministic: a checkpoint that has not seen the restart.
+            let mut st = db.lock_state();
+            db.checkpoint(&mut st, "PASSIVE").unwrap();
+        }
+        app.execute("INSERT INTO t VALUES ('second')", []).unwrap();
+        assert_eq!(
+            salt1(),
+            s0.wrapping_add(1),
+            "the checkpoint backfilled a life walship had not copied: the WAL restarted again"
+        );
+        db.sync().unwrap();
+        assert_eq!(db.pos().generation, generation, "no new generation");
+        let shadow = db.meta.shadow_path(&generation, db.pos().index);
+        let scan = wal::scan(BufReader::new(File::open(shadow).unwrap()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(scan.header.salt1, s0.wrapping_add(1));
+        assert!(scan.committed_len > HEADER_SIZE as u64, "the new life was copied");
     }
 
     #[test]
