@@ -1020,18 +1020,7 @@ impl Db {
         if positions.is_empty() {
             return;
         }
-        let min = positions
-            .values()
-            .map(|p| {
-                if p.generation == cur.generation {
-                    p.index
-                } else {
-                    0
-                }
-            })
-            .min()
-            .unwrap_or(0)
-            .min(cur.index);
+        let min = first_shadow_needed(positions.values(), &cur.generation, cur.index);
         if let Ok(idx) = self.meta.shadow_indexes(&cur.generation) {
             for i in idx.into_iter().filter(|&i| i < min) {
                 let _ = fs::remove_file(self.meta.shadow_path(&cur.generation, i));
@@ -1161,6 +1150,31 @@ enum FileState {
     Replaced,
 }
 
+/// The lowest shadow index that must stay for the replicas at `positions` (shadow files below it
+/// may go).
+///
+/// A replica that moved on to the start of an index (offset 0) has nothing of it yet: its
+/// listing still ends in the index before, and that is where a restarted walship finds it. The
+/// shadow of that index stays until a segment of the next one is written, or the restart sees
+/// "shadow wal needed by the replica is gone", takes a snapshot past the next index, and that
+/// index is never shipped (a hole in the generation's WAL chain; crash campaign, 2026-12-04).
+fn first_shadow_needed<'a>(
+    positions: impl IntoIterator<Item = &'a Pos>,
+    generation: &str,
+    cur_index: u32,
+) -> u32 {
+    positions
+        .into_iter()
+        .map(|p| match p {
+            p if p.generation != generation => 0,
+            p if p.offset == 0 => p.index.saturating_sub(1),
+            p => p.index,
+        })
+        .min()
+        .unwrap_or(0)
+        .min(cur_index)
+}
+
 /// Takes up the last shadow WAL as the monitor's position, cut to its last commit (a crash may
 /// have left an uncommitted tail).
 fn adopt_shadow(
@@ -1288,6 +1302,23 @@ mod tests {
             .unwrap();
         assert_eq!(scan.header.salt1, s0.wrapping_add(1));
         assert!(scan.committed_len > HEADER_SIZE as u64, "the new life was copied");
+    }
+
+    #[test]
+    fn the_shadow_a_restarted_replica_resumes_from_stays() {
+        let p = |g: &str, index, offset| Pos::new(g.to_string(), index, offset);
+        // Moved on to index 13 with nothing shipped there yet: 12 is what its listing shows.
+        assert_eq!(first_shadow_needed(&[p("g", 13, 0)], "g", 14), 12);
+        assert_eq!(first_shadow_needed(&[p("g", 13, 4152)], "g", 14), 13);
+        assert_eq!(first_shadow_needed(&[p("g", 0, 0)], "g", 3), 0);
+        // The slowest replica decides; one in another generation (about to snapshot) keeps all.
+        assert_eq!(
+            first_shadow_needed(&[p("g", 13, 4152), p("g", 9, 100)], "g", 14),
+            9
+        );
+        assert_eq!(first_shadow_needed(&[p("old", 40, 9)], "g", 14), 0);
+        // Never past the monitor's own index.
+        assert_eq!(first_shadow_needed(&[p("g", 20, 9)], "g", 14), 14);
     }
 
     #[test]
