@@ -147,6 +147,13 @@ else
   cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
 fi
 
+# Performance (issue 23.12): the README's promises against Litestream v0.3.13 in the same run, at
+# the quick size (about 3 minutes): ratios and bounds that follow from the settings, not absolute
+# times. `walship-bench` without --quick gives the README's full-size table.
+bench_start=$(date +%s)
+target/release/walship-bench --quick --check
+echo "test.sh: bench $(( $(date +%s) - bench_start ))s"
+
 # Fuzzing (issue 15): every cargo fuzz target in fuzz/ for FUZZ_SECS seconds each, when set
 # (CI sets a short time; scripts/fuzz.sh alone runs longer campaigns). A crash fails the run.
 if [ -n "${FUZZ_SECS:-}" ]; then

@@ -961,7 +961,9 @@ impl Db {
             let h = st.header.expect("header");
             let frames = ((st.size - HEADER_SIZE as u64) / h.frame_size()) as i64;
             tracing::debug!(db = %self.path.display(), busy = ck.busy, log = ck.log, checkpointed = ck.checkpointed, frames, copied, ?copy_took, backfill_took = ?t.elapsed() - copy_took, "passive checkpoint");
-            Ok(Some(!ck.busy && ck.log == ck.checkpointed && ck.log == frames))
+            Ok(Some(
+                !ck.busy && ck.log == ck.checkpointed && ck.log == frames,
+            ))
         })();
         let _ = st
             .conns
@@ -1272,7 +1274,12 @@ mod tests {
         let db = Db::open(&path, DbOptions::default()).unwrap();
         db.sync().unwrap();
         let generation = db.pos().generation;
-        let salt1 = || read_wal_header(&d.path().join("a.db-wal")).unwrap().unwrap().salt1;
+        let salt1 = || {
+            read_wal_header(&d.path().join("a.db-wal"))
+                .unwrap()
+                .unwrap()
+                .salt1
+        };
         {
             // walship's own complete checkpoint: `R` now reads the database file only.
             let mut st = db.lock_state();
@@ -1282,7 +1289,11 @@ mod tests {
         let s0 = salt1();
         app.execute("INSERT INTO t VALUES ('first life after the restart')", [])
             .unwrap();
-        assert_eq!(salt1(), s0.wrapping_add(1), "the application restarted the WAL");
+        assert_eq!(
+            salt1(),
+            s0.wrapping_add(1),
+            "the application restarted the WAL"
+        );
         {
             // The race, made deterministic: a checkpoint that has not seen the restart.
             let mut st = db.lock_state();
@@ -1301,7 +1312,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(scan.header.salt1, s0.wrapping_add(1));
-        assert!(scan.committed_len > HEADER_SIZE as u64, "the new life was copied");
+        assert!(
+            scan.committed_len > HEADER_SIZE as u64,
+            "the new life was copied"
+        );
     }
 
     #[test]

@@ -540,6 +540,54 @@ pub fn generations(replica: &Path) -> Vec<String> {
     v
 }
 
+/// Whether a file replica's newest WAL index holds every committed frame of the database's
+/// `-wal` as it is now: its segments, decoded and joined, equal the WAL up to its last commit
+/// (same header, same frames). Cheap enough to poll (one index, no restore), so a test can time
+/// the catch-up itself rather than a restore of the whole database.
+pub fn replica_holds_wal(replica: &Path, db: &Path) -> bool {
+    use std::io::Read;
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    let Ok(real) = std::fs::read(PathBuf::from(p)) else {
+        return false;
+    };
+    let Ok(Ok(scan)) = walship_core::wal::scan(&real[..]) else {
+        return false;
+    };
+    let want = &real[..scan.committed_len as usize];
+    let Some(g) = generations(replica).into_iter().max_by_key(|g| {
+        std::fs::metadata(replica.join("generations").join(g))
+            .and_then(|m| m.modified())
+            .ok()
+    }) else {
+        return false;
+    };
+    let dir = replica.join("generations").join(&g).join("wal");
+    // Names are <index>_<offset>.wal.lz4 in hex: sorting them sorts by index, then offset.
+    let mut names: Vec<String> = files(&dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".wal.lz4"))
+        .collect();
+    names.sort();
+    let Some(last) = names.last() else {
+        return false;
+    };
+    let index = last.split('_').next().unwrap_or_default().to_string();
+    let mut got = Vec::new();
+    for n in names.iter().filter(|n| n.starts_with(&format!("{index}_"))) {
+        let Ok(f) = std::fs::File::open(dir.join(n)) else {
+            return false;
+        };
+        if walship_core::codec::decoder(f)
+            .read_to_end(&mut got)
+            .is_err()
+        {
+            return false;
+        }
+    }
+    got == want
+}
+
 /// Files under a directory, recursively (relative paths).
 pub fn files(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {

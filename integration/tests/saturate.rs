@@ -17,31 +17,36 @@ fn run(seed: u64) {
     let mut p = s.replicate();
     let stop = Arc::new(AtomicBool::new(false));
     let max_wal = Arc::new(AtomicU64::new(0));
+    let max_at = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let t0 = Instant::now();
     let sampler = {
-        let (stop, max_wal) = (stop.clone(), max_wal.clone());
+        let (stop, max_wal, max_at) = (stop.clone(), max_wal.clone(), max_at.clone());
         let wal = d.path().join("app.db-wal");
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-                max_wal.fetch_max(len, Ordering::Relaxed);
+                if max_wal.fetch_max(len, Ordering::Relaxed) < len {
+                    *max_at.lock().unwrap() = t0.elapsed();
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         })
     };
     let mut w = Writer::new(db, seed);
     w.conn.execute_batch("PRAGMA synchronous = NORMAL").unwrap();
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(20) {
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_secs(20) {
         w.tx_small();
     }
     let txs = w.txs;
     let want = digest(db);
+    // Timed on the replica's files themselves (its newest index equals the WAL up to the last
+    // commit), not on a restore of the whole database, which took longer than the catch-up.
     let caught = Instant::now();
-    wait_caught_up(
-        url,
-        db,
-        &d.path().join("scratch.db"),
+    wait_until(
         Duration::from_secs(60),
+        "replica to hold the whole WAL",
+        || replica_holds_wal(replica, db),
     );
     let catch_up = caught.elapsed();
     stop.store(true, Ordering::Relaxed);
@@ -50,9 +55,18 @@ fn run(seed: u64) {
     let page_bytes = 4096 + 24;
     let max_pages = max_wal.load(Ordering::Relaxed) / page_bytes;
     eprintln!("seed {seed}: {txs} tx in 20 s ({:.0} tx/s), max WAL {max_pages} pages, caught up in {catch_up:?}", txs as f64 / 20.0);
+    // Not yet the 2.5 x the issue asks for: at this test's ~60k tx/s of one-row transactions
+    // on 2 cores the WAL reaches 30-98k pages (checkpoints every 250-300 ms, each resetting the
+    // WAL; copying and shipping ~250 MB/s of WAL is the limit), walship-bench's 51k tx/s writer
+    // 16-19k. Issue 23 item 1 stays open for it.
     assert!(
         max_pages <= 10 * MAX_PAGES,
-        "WAL reached {max_pages} pages (> 10 x {MAX_PAGES})"
+        "seed {seed}: WAL reached {max_pages} pages (> 10 x max-checkpoint-page-count {MAX_PAGES}) at {:?} into the run",
+        max_at.lock().unwrap()
+    );
+    assert!(
+        catch_up <= Duration::from_secs(2),
+        "seed {seed}: the replica caught up {catch_up:?} after the writer stopped (> 2 s)"
     );
     let out = d.path().join("out.db");
     let gens = generations(replica);
