@@ -588,6 +588,41 @@ pub fn replica_holds_wal(replica: &Path, db: &Path) -> bool {
     got == want
 }
 
+/// Every way a user turns logging up (issue 23.8): the config's `logging.level: debug`,
+/// `WALSHIP_LOG=trace` (which reaches other crates too), and JSON lines at debug. Each is (name,
+/// text appended to the config, environment of the processes).
+pub type LoudLogging = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+pub const LOUD_LOGGING: [LoudLogging; 3] = [
+    ("debug", "logging:\n  level: debug\n", &[]),
+    ("trace", "", &[("WALSHIP_LOG", "trace")]),
+    ("json", "logging:\n  level: debug\n  type: json\n", &[]),
+];
+
+/// Asserts that `output` (a replicator's log and a restore's output, logged at `variant`) holds
+/// debug lines, so the search means something, and none of `secrets`.
+pub fn assert_no_secret(variant: &str, output: &str, secrets: &[&str]) {
+    let debug = if variant == "json" {
+        "\"DEBUG\""
+    } else {
+        "DEBUG"
+    };
+    assert!(
+        output.contains(debug),
+        "{variant}: no debug lines, so the search shows nothing:\n{output}"
+    );
+    for s in secrets {
+        assert!(!s.is_empty());
+        assert!(
+            !output.contains(s),
+            "{variant}: a secret is in the output:\n{output}"
+        );
+    }
+}
+
 /// Files under a directory, recursively (relative paths).
 pub fn files(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {

@@ -651,3 +651,79 @@ fn handover_encrypted_litestream_to_recipients_only_walship() {
         t0.elapsed()
     );
 }
+
+/// Issue 23.8: with logging turned up every way a user can (debug, WALSHIP_LOG=trace, JSON), the
+/// identity appears in no output of replicate or restore, and the restore is exact.
+#[test]
+fn loud_logging_never_shows_the_identity() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = setup();
+    let k = keys();
+    let mut w = Writer::new(&s.db, 23);
+    writes(&mut w, 20);
+    for (name, logging, env) in LOUD_LOGGING {
+        let replica = s.dir.join(format!("replica-{name}"));
+        let d = s.dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let cfg = write_config(
+            &d,
+            &s.db,
+            &replica,
+            "",
+            &age_section(&[&k.identity], &[&k.recipient]),
+        );
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str(logging);
+        std::fs::write(&cfg, text).unwrap();
+        let mut p = Proc::spawn_env(
+            &walship_bin(),
+            &["replicate", "-config", cfg.to_str().unwrap()],
+            &d.join("walship.log"),
+            env,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while snapshot_count(&replica) == 0 {
+            assert!(
+                p.wait_exit(Duration::from_millis(100)).is_none(),
+                "{name}: {}",
+                p.log_text()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no snapshot: {}",
+                p.log_text()
+            );
+        }
+        writes(&mut w, 100);
+        let want = digest(&s.db);
+        wait_caught_up_with(
+            &["-config", cfg.to_str().unwrap(), s.db.to_str().unwrap()],
+            &s.db,
+            &d.join("scratch.db"),
+            Duration::from_secs(30),
+        );
+        stop_clean(&mut p, name);
+        let out = d.join("restored.db");
+        let restore = std::process::Command::new(walship_bin())
+            .args(["restore", "-config", cfg.to_str().unwrap(), "-o"])
+            .arg(&out)
+            .arg(&s.db)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            restore.status.success(),
+            "{name}: restore failed: {restore:?}"
+        );
+        assert_eq!(digest(&out), want, "{name}");
+        let output = format!(
+            "{}{}{}",
+            p.log_text(),
+            String::from_utf8_lossy(&restore.stdout),
+            String::from_utf8_lossy(&restore.stderr)
+        );
+        // The whole identity, and its secret part without the prefix (in case of re-encoding).
+        let secret = k.identity.trim_start_matches("AGE-SECRET-KEY-1");
+        assert_no_secret(name, &output, &[&k.identity, secret]);
+    }
+}

@@ -740,3 +740,79 @@ fn temporary_file_of_a_broken_upload_is_removed() {
         files(&dir)
     );
 }
+
+/// Issue 23.8: an encrypted key's passphrase appears in no output of replicate or restore with
+/// logging turned up every way a user can (debug, WALSHIP_LOG=trace, JSON), and the round trip is
+/// exact. (Password logins need the unprivileged account; their errors are checked above.)
+#[test]
+fn loud_logging_never_shows_the_key_passphrase() {
+    let Some(t) = SftpTarget::from_env() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let pass = "staple battery 7f3a";
+    keygen(&d.path().join("enc"), "ed25519", pass);
+    let ak = d.path().join("authorized");
+    std::fs::copy(d.path().join("enc.pub"), &ak).unwrap();
+    let sshd = PrivateSshd::start(&ak, false);
+    let kh = d.path().join("known_hosts");
+    std::fs::write(&kh, sshd.known_hosts_line()).unwrap();
+    for (name, logging, env) in LOUD_LOGGING {
+        let dir = d.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let remote = t.new_dir(&format!("loud-{name}"));
+        let (cfg, db) = config(
+            &dir,
+            &section(&[
+                ("host", format!("127.0.0.1:{}", sshd.port)),
+                ("user", t.user.clone()),
+                ("path", remote.display().to_string()),
+                ("known-hosts-path", kh.display().to_string()),
+                ("key-path", d.path().join("enc").display().to_string()),
+                ("key-passphrase", format!("\"{pass}\"")),
+            ]),
+        );
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str(logging);
+        std::fs::write(&cfg, text).unwrap();
+        let mut w = Writer::new(&db, 29);
+        for _ in 0..200 {
+            w.tx();
+        }
+        let mut p = Proc::spawn_env(
+            &walship_bin(),
+            &["replicate", "-config", cfg.to_str().unwrap()],
+            &dir.join("walship.log"),
+            env,
+        );
+        for _ in 0..300 {
+            w.tx();
+        }
+        let want = digest(&db);
+        drop(w);
+        wait_caught_up_with(
+            &["-config", cfg.to_str().unwrap(), db.to_str().unwrap()],
+            &db,
+            &dir.join("scratch.db"),
+            Duration::from_secs(30),
+        );
+        assert_eq!(p.stop(), 0, "{name}: {}", p.log_text());
+        let out = dir.join("restored.db");
+        let restore = Command::new(walship_bin())
+            .args(["restore", "-config", cfg.to_str().unwrap(), "-o"])
+            .arg(&out)
+            .arg(&db)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(restore.status.success(), "{name}: {restore:?}");
+        assert_eq!(digest(&out), want, "{name}");
+        let output = format!(
+            "{}{}{}",
+            p.log_text(),
+            String::from_utf8_lossy(&restore.stdout),
+            String::from_utf8_lossy(&restore.stderr)
+        );
+        assert_no_secret(name, &output, &[pass]);
+    }
+}
