@@ -21,7 +21,7 @@ fn lookaside_hiwtr(conn: &rusqlite::Connection) -> i32 {
 }
 
 #[test]
-fn connections_get_no_preallocated_lookaside() {
+fn connections_get_no_preallocated_lookaside_or_page_cache_block() {
     assert!(walship_core::sqlite::lean_memory(), "settings refused");
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("a.db");
@@ -36,6 +36,21 @@ fn connections_get_no_preallocated_lookaside() {
     assert_eq!(n, 2);
     // With SQLite's default (1200-byte slots, 100 of them) statements use lookaside at once.
     assert_eq!(lookaside_hiwtr(&conn), 0);
+    // SQLite's default page cache takes a block of 20 pages when a connection reads its first
+    // page; without it, pages come one at a time as they are read.
+    // SAFETY: see below.
+    let before = unsafe { ffi::sqlite3_memory_used() };
+    let conn2 = walship_core::sqlite::open(&path, None).unwrap();
+    let _: i64 = conn2
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    // SAFETY (both calls): a plain read of SQLite's global counter.
+    let grew = unsafe { ffi::sqlite3_memory_used() } - before;
+    // Measured: 24 KB with the setting, 102 KB without it (the 20-page block).
+    assert!(
+        grew < 60_000,
+        "a second connection's first read took {grew} bytes: the page-cache setting is off"
+    );
     // Calling again after SQLite is initialised is harmless and reports the first outcome.
     assert!(walship_core::sqlite::lean_memory());
 }
