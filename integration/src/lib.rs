@@ -602,6 +602,39 @@ pub const LOUD_LOGGING: [LoudLogging; 3] = [
     ("json", "logging:\n  level: debug\n  type: json\n", &[]),
 ];
 
+/// Appends the variant's logging section to `cfg` and starts `walship replicate` on it with the
+/// variant's environment.
+pub fn replicate_loud(cfg: &Path, logging: &str, env: &[(&str, &str)], log: &Path) -> Proc {
+    let mut text = std::fs::read_to_string(cfg).expect("read config");
+    text.push_str(logging);
+    std::fs::write(cfg, text).expect("write config");
+    Proc::spawn_env(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        log,
+        env,
+    )
+}
+
+/// `walship restore -config CFG -o OUT DB` with `env`, which must succeed; returns its stdout and
+/// stderr (for the loud-logging checks, which search them).
+pub fn restore_with_env(cfg: &Path, db: &Path, out: &Path, env: &[(&str, &str)]) -> String {
+    let o = Command::new(walship_bin())
+        .args(["restore", "-config", cfg.to_str().unwrap(), "-o"])
+        .arg(out)
+        .arg(db)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run walship restore");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "restore failed: {text}");
+    text
+}
+
 /// Asserts that `output` (a replicator's log and a restore's output, logged at `variant`) holds
 /// debug lines, so the search means something, and none of `secrets`.
 pub fn assert_no_secret(variant: &str, output: &str, secrets: &[&str]) {

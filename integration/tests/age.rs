@@ -91,8 +91,12 @@ fn replicate(bin: &Path, s: &Setup, cfg: &Path, log: &str) -> Proc {
 }
 
 fn wait_first_snapshot(s: &Setup, p: &mut Proc) {
+    wait_snapshot_in(&s.replica, p)
+}
+
+fn wait_snapshot_in(replica: &Path, p: &mut Proc) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while snapshot_count(&s.replica) == 0 {
+    while snapshot_count(replica) == 0 {
         if let Some(code) = p.wait_exit(Duration::from_millis(100)) {
             panic!(
                 "replicator exited early with code {code}:\n{}",
@@ -672,28 +676,8 @@ fn loud_logging_never_shows_the_identity() {
             "",
             &age_section(&[&k.identity], &[&k.recipient]),
         );
-        let mut text = std::fs::read_to_string(&cfg).unwrap();
-        text.push_str(logging);
-        std::fs::write(&cfg, text).unwrap();
-        let mut p = Proc::spawn_env(
-            &walship_bin(),
-            &["replicate", "-config", cfg.to_str().unwrap()],
-            &d.join("walship.log"),
-            env,
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while snapshot_count(&replica) == 0 {
-            assert!(
-                p.wait_exit(Duration::from_millis(100)).is_none(),
-                "{name}: {}",
-                p.log_text()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "{name}: no snapshot: {}",
-                p.log_text()
-            );
-        }
+        let mut p = replicate_loud(&cfg, logging, env, &d.join("walship.log"));
+        wait_snapshot_in(&replica, &mut p);
         writes(&mut w, 100);
         let want = digest(&s.db);
         wait_caught_up_with(
@@ -704,24 +688,9 @@ fn loud_logging_never_shows_the_identity() {
         );
         stop_clean(&mut p, name);
         let out = d.join("restored.db");
-        let restore = std::process::Command::new(walship_bin())
-            .args(["restore", "-config", cfg.to_str().unwrap(), "-o"])
-            .arg(&out)
-            .arg(&s.db)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert!(
-            restore.status.success(),
-            "{name}: restore failed: {restore:?}"
-        );
+        let restored = restore_with_env(&cfg, &s.db, &out, env);
         assert_eq!(digest(&out), want, "{name}");
-        let output = format!(
-            "{}{}{}",
-            p.log_text(),
-            String::from_utf8_lossy(&restore.stdout),
-            String::from_utf8_lossy(&restore.stderr)
-        );
+        let output = format!("{}{restored}", p.log_text());
         // The whole identity, and its secret part without the prefix (in case of re-encoding).
         let secret = k.identity.trim_start_matches("AGE-SECRET-KEY-1");
         assert_no_secret(name, &output, &[&k.identity, secret]);

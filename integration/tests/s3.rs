@@ -572,28 +572,13 @@ fn debug_logging_never_shows_credentials() {
     for _ in 0..20 {
         w.tx();
     }
-    // Every way to turn logging up (issue 23.8): the config's level, WALSHIP_LOG=trace (which
-    // reaches other crates too), and JSON lines; replicate and restore alike.
-    type Variant<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
-    let variants: [Variant; 3] = [
-        ("debug", "logging:\n  level: debug\n", &[]),
-        ("trace", "", &[("WALSHIP_LOG", "trace")]),
-        ("json", "logging:\n  level: debug\n  type: json\n", &[]),
-    ];
-    for (name, logging, env) in variants {
+    // Every way to turn logging up (issue 23.8), replicate and restore alike.
+    for (name, logging, env) in LOUD_LOGGING {
         let dir = c.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let path = format!("dbs/{name}/app.db");
         let cfg = t.write_config(&dir, &c.db, &bucket, &path, "", "");
-        let mut text = std::fs::read_to_string(&cfg).unwrap();
-        text.push_str(logging);
-        std::fs::write(&cfg, text).unwrap();
-        let mut p = Proc::spawn_env(
-            &walship_bin(),
-            &["replicate", "-config", cfg.to_str().unwrap()],
-            &dir.join("walship.log"),
-            env,
-        );
+        let mut p = replicate_loud(&cfg, logging, env, &dir.join("walship.log"));
         wait_snapshot(&t, &bucket, &path, &mut p, Duration::from_secs(30));
         for _ in 0..100 {
             w.tx();
@@ -601,31 +586,9 @@ fn debug_logging_never_shows_credentials() {
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(p.stop(), 0, "{name}: {}", p.log_text());
         let out = dir.join("restored.db");
-        let restore = std::process::Command::new(walship_bin())
-            .args(["restore", "-config", cfg.to_str().unwrap(), "-o"])
-            .arg(&out)
-            .arg(&c.db)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert!(restore.status.success(), "{name}: restore failed");
-        let log = format!(
-            "{}{}{}",
-            p.log_text(),
-            String::from_utf8_lossy(&restore.stdout),
-            String::from_utf8_lossy(&restore.stderr)
-        );
-        let debug = if name == "json" { "\"DEBUG\"" } else { "DEBUG" };
-        assert!(
-            log.contains(debug),
-            "{name}: no debug lines, so the test shows nothing:\n{log}"
-        );
-        for secret in [&t.access_key, &t.secret_key] {
-            assert!(
-                !log.contains(secret.as_str()),
-                "{name}: a credential is in the log:\n{log}"
-            );
-        }
+        let restored = restore_with_env(&cfg, &c.db, &out, env);
+        let log = format!("{}{restored}", p.log_text());
+        assert_no_secret(name, &log, &[&t.access_key, &t.secret_key]);
     }
 }
 

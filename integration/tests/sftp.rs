@@ -803,19 +803,11 @@ fn loud_logging_never_shows_the_key_passphrase_or_password() {
             ];
             pairs.extend(settings.iter().cloned());
             let (cfg, db) = config(&dir, &section(&pairs));
-            let mut text = std::fs::read_to_string(&cfg).unwrap();
-            text.push_str(logging);
-            std::fs::write(&cfg, text).unwrap();
             let mut w = Writer::new(&db, 29);
             for _ in 0..200 {
                 w.tx();
             }
-            let mut p = Proc::spawn_env(
-                &walship_bin(),
-                &["replicate", "-config", cfg.to_str().unwrap()],
-                &dir.join("walship.log"),
-                env,
-            );
+            let mut p = replicate_loud(&cfg, logging, env, &dir.join("walship.log"));
             for _ in 0..300 {
                 w.tx();
             }
@@ -829,21 +821,9 @@ fn loud_logging_never_shows_the_key_passphrase_or_password() {
             );
             assert_eq!(p.stop(), 0, "{name}: {}", p.log_text());
             let out = dir.join("restored.db");
-            let restore = Command::new(walship_bin())
-                .args(["restore", "-config", cfg.to_str().unwrap(), "-o"])
-                .arg(&out)
-                .arg(&db)
-                .envs(env.iter().copied())
-                .output()
-                .unwrap();
-            assert!(restore.status.success(), "{name}: {restore:?}");
+            let restored = restore_with_env(&cfg, &db, &out, env);
             assert_eq!(digest(&out), want, "{name}");
-            let output = format!(
-                "{}{}{}",
-                p.log_text(),
-                String::from_utf8_lossy(&restore.stdout),
-                String::from_utf8_lossy(&restore.stderr)
-            );
+            let output = format!("{}{restored}", p.log_text());
             assert_no_secret(&name, &output, &[secret]);
         }
     }
