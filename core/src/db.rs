@@ -162,9 +162,6 @@ pub struct Db {
     /// Salts of the WAL the shadow follows (salt-1 << 32 | salt-2; 0 before the first sync), for
     /// the monitor to see a restart without taking the state lock.
     shadow_salts: std::sync::atomic::AtomicU64,
-    /// Whether the WAL is fully backfilled and `R` reads the database file, as of the last sync:
-    /// the application's next commit then restarts the WAL (see [`Db::restart_due`]).
-    restart_due: std::sync::atomic::AtomicBool,
     /// Held (read) by snapshots; the monitor only refreshes `R` when it can take it (write).
     gate: Arc<RwLock<()>>,
     replica_positions: Mutex<BTreeMap<String, Pos>>,
@@ -231,7 +228,6 @@ impl Db {
             }),
             pos_tx,
             shadow_salts: std::sync::atomic::AtomicU64::new(0),
-            restart_due: std::sync::atomic::AtomicBool::new(false),
             gate: Arc::new(RwLock::new(())),
             replica_positions: Mutex::new(BTreeMap::new()),
             db_file: Mutex::new(None),
@@ -265,16 +261,6 @@ impl Db {
     }
     pub fn pos(&self) -> DbPos {
         self.pos_tx.borrow().clone()
-    }
-    /// True after a complete checkpoint that nothing has followed yet: the application's next
-    /// commit restarts the WAL, and the monitor syncs on it at once rather than coalescing. Until
-    /// that sync records the new index, the proof that the restart lost nothing lives only in this
-    /// process; a `kill -9` in between costs a new generation at the next start when the new WAL
-    /// has overwritten (or a TRUNCATE has cut) the place the start-up proof reads. (The crash
-    /// campaign saw that 3 times in 200 kills before this and after it: the window that matters
-    /// is not yet found; README, reliability.)
-    pub fn restart_due(&self) -> bool {
-        self.restart_due.load(std::sync::atomic::Ordering::Relaxed)
     }
     /// Salts of the WAL the shadow WAL follows, as of the last sync.
     pub fn shadow_salts(&self) -> Option<[u32; 2]> {
@@ -1004,11 +990,6 @@ impl Db {
     }
 
     fn publish(&self, st: &State) {
-        self.restart_due.store(
-            st.reader_on_db_file == Some(st.index)
-                && st.checkpointed_at == Some((st.index, st.size)),
-            std::sync::atomic::Ordering::Relaxed,
-        );
         if let Some(h) = st.header {
             self.shadow_salts.store(
                 (h.salt1 as u64) << 32 | h.salt2 as u64,

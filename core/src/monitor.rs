@@ -152,11 +152,6 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             // That early sync does not open a new coalescing window: a burst it cut in two
             // still counts whole against FAST_BYTES (each half alone may stay under it and
             // wait out the interval, as a 10 s monitor-interval showed under CI load).
-            // Right after a complete checkpoint this change is, most likely, the restart itself.
-            if mdb.restart_due() {
-                window = None;
-                continue;
-            }
             let (next, base) = window.take().unwrap_or_else(|| {
                 (
                     started + interval,
