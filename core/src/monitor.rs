@@ -161,7 +161,11 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             loop {
                 let now = tokio::time::Instant::now();
                 let mark = wal_mark(mdb.wal_path(), mdb.shm_file().as_deref());
-                if now >= next || grown(base, mark) >= FAST_BYTES {
+                if now >= next {
+                    break;
+                }
+                if grown(base, mark) >= FAST_BYTES {
+                    recent.outgrown(std::time::Instant::now());
                     break;
                 }
                 if restarted(mdb.shadow_salts(), mark) {

@@ -107,6 +107,8 @@ pub fn grown(base: WalMark, now: WalMark) -> u64 {
 pub struct RateWindow {
     window: Duration,
     syncs: VecDeque<(Instant, u64)>,
+    /// Set when the WAL outgrew the coalescing threshold before the interval ended.
+    busy_until: Option<Instant>,
 }
 
 impl RateWindow {
@@ -114,7 +116,17 @@ impl RateWindow {
         RateWindow {
             window,
             syncs: VecDeque::new(),
+            busy_until: None,
         }
+    }
+
+    /// Records that the writer outgrew the coalescing threshold within one wait: busy for the
+    /// next `window`, whatever the syncs copy. Without it the copy rate decided alone, and a burst
+    /// that the early sync cut in two could copy a little under `rate` in a second (two syncs of
+    /// 0.3 and 3.8 MB: 3.9 MiB of a 35 MB/s writer), so its second half, under the threshold,
+    /// waited out the whole monitor-interval (CI, pacing.rs, 10.4 s with a 10 s interval).
+    pub fn outgrown(&mut self, now: Instant) {
+        self.busy_until = Some(now + self.window);
     }
 
     /// Records a sync that copied `bytes`, and says whether the window's copy rate reached
@@ -129,7 +141,7 @@ impl RateWindow {
             self.syncs.pop_front();
         }
         let total: u64 = self.syncs.iter().map(|(_, b)| b).sum();
-        total as f64 >= rate * self.window.as_secs_f64()
+        self.busy_until.is_some_and(|t| now < t) || total as f64 >= rate * self.window.as_secs_f64()
     }
 }
 
@@ -262,5 +274,26 @@ mod tests {
         // A steady 200 tx/s (about 800 KiB/s) is never busy.
         let mut s = RateWindow::new(Duration::from_secs(1));
         assert!((0..10).all(|i| !s.push(ms(i * 1000), 800 << 10, rate)));
+    }
+
+    /// Regression (CI, pacing.rs): a burst cut by the early sync into 0.3 MB and 3.8 MB copied
+    /// less than the busy rate (4 MiB/s) in the window, so the monitor went back to coalescing and the
+    /// burst's remaining 3.3 MB waited out a 10 s monitor-interval.
+    #[test]
+    fn a_wait_cut_short_by_growth_keeps_the_fast_cadence() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let rate = 4.0 * 1024.0 * 1024.0;
+        let mut w = RateWindow::new(Duration::from_secs(1));
+        assert!(!w.push(ms(0), 300_000, rate));
+        w.outgrown(ms(100));
+        assert!(
+            w.push(ms(110), 3_918_120, rate),
+            "the sync right after the growth"
+        );
+        assert!(w.push(ms(130), 0, rate), "the burst's rest follows at once");
+        assert!(w.push(ms(1050), 0, rate));
+        // A second after the growth, an idle writer is quiet again.
+        assert!(!w.push(ms(1200), 0, rate));
     }
 }
