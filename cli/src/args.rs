@@ -53,9 +53,50 @@ pub fn go_style(args: Vec<String>, takes_value: &[&str]) -> Vec<String> {
     out
 }
 
+/// clap's help and errors in the single-dash form users type and the README uses (`-config`,
+/// `-dry-run`): a `--` before a lowercase letter, at the start of a word, loses one dash.
+pub fn single_dash(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut prev: Option<char> = None;
+    let mut it = text.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '-' && prev.is_none_or(|p| !(p.is_alphanumeric() || p == '-')) {
+            let mut ahead = it.clone();
+            if ahead.next() == Some('-') && ahead.next().is_some_and(|n| n.is_ascii_lowercase()) {
+                // Keep one dash: skip the second. After a space (a help table's flag column) a
+                // space takes its place, so the descriptions stay aligned.
+                it.next();
+                if prev.is_some_and(char::is_whitespace) {
+                    out.push(' ');
+                }
+            }
+        }
+        out.push(c);
+        prev = Some(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_shows_single_dash_flags() {
+        assert_eq!(
+            single_dash("  --config <PATH>  Configuration\n      --dry-run   x\n  -o <PATH>"),
+            "   -config <PATH>  Configuration\n       -dry-run   x\n  -o <PATH>"
+        );
+        assert_eq!(
+            single_dash("unexpected argument '--foo' found; [--no-expand-env]"),
+            "unexpected argument '-foo' found; [-no-expand-env]"
+        );
+        // Not a flag: a lone `--`, and dashes inside words.
+        assert_eq!(
+            single_dash("walship restore -- DB a--b --"),
+            "walship restore -- DB a--b --"
+        );
+    }
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()

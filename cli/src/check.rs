@@ -91,7 +91,7 @@ pub async fn run(cfg: &Config) -> Result<i32> {
             Err(why) => {
                 failed += 1;
                 tracing::debug!(db = %db, replica = %name, error = %why, "replica check failed");
-                format!("FAILED {}", one_line(&why))
+                format!("FAILED {}", short(&why))
             }
         };
         rows.push(vec![db, name, kind, target, verdict]);
@@ -103,6 +103,36 @@ pub async fn run(cfg: &Config) -> Result<i32> {
 /// Keeps a verdict on one line: SDK error chains may contain newlines.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Longest verdict text; the whole error goes to the debug log (`WALSHIP_LOG=walship=debug`).
+const VERDICT_MAX: usize = 200;
+
+/// One short line a user acts on: the cause and the library's own words, without the Debug dump
+/// of its error types that SDK messages end with (a DNS failure was 490 characters).
+fn short(why: &str) -> String {
+    let line = one_line(why);
+    let cut = debug_dump_start(&line).unwrap_or(line.len());
+    let kept = line[..cut].trim_end();
+    if kept.chars().count() <= VERDICT_MAX {
+        return kept.to_string();
+    }
+    let mut s: String = kept.chars().take(VERDICT_MAX - 1).collect();
+    s.push('…');
+    s
+}
+
+/// Where ` (SomeType {` or ` (SomeType(` begins: Rust `Debug` output of a library's error.
+fn debug_dump_start(line: &str) -> Option<usize> {
+    line.match_indices(" (").map(|(i, _)| i).find(|&i| {
+        let rest = &line[i + 2..];
+        let ident: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        ident.starts_with(|c: char| c.is_ascii_uppercase())
+            && (rest[ident.len()..].starts_with(" {") || rest[ident.len()..].starts_with('('))
+    })
 }
 
 /// The cause a user acts on, from the backend error's kind and message: DNS, TLS, auth, bucket
@@ -263,5 +293,29 @@ mod tests {
     #[test]
     fn verdicts_stay_on_one_line() {
         assert_eq!(one_line("a\n  b\tc"), "a b c");
+    }
+
+    /// Issue 16.13: a DNS failure's verdict was the SDK's whole error, Debug dump included (490
+    /// characters); it keeps the cause and the library's words.
+    #[test]
+    fn verdicts_drop_library_debug_dumps() {
+        let dns =
+            "DNS: s3 PutObject s3://bkt/db/.walship-probe-5f1e2d: dispatch failure: io error: \
+            error trying to connect: dns error: failed to lookup address information: Name or \
+            service not known (DispatchFailure(DispatchFailure { source: ConnectorError { kind: \
+            Io, source: hyper_util::client::legacy::Error(Connect, ConnectError(\"dns error\", \
+            Custom { kind: Uncategorized, error: \"failed to lookup address information: Name or \
+            service not known\" })), connection: Unknown } }))";
+        let v = short(dns);
+        assert!(v.len() <= VERDICT_MAX, "{} chars: {v}", v.len());
+        assert!(v.starts_with("DNS: s3 PutObject s3://bkt/db/"), "{v}");
+        assert!(v.ends_with("Name or service not known"), "{v}");
+        // Parentheses that are words stay.
+        let refused = "unreachable: tcp connect error: Connection refused (os error 111)";
+        assert_eq!(short(refused), refused);
+        let s3 = "bucket missing: NoSuchBucket: The specified bucket does not exist (HTTP 404)";
+        assert_eq!(short(s3), s3);
+        let long = "x".repeat(500);
+        assert_eq!(short(&long).chars().count(), VERDICT_MAX);
     }
 }

@@ -33,6 +33,25 @@ pub struct Health {
     pub replicas: Vec<ReplicaView>,
 }
 
+/// The current [`Health`], replaced whole when a reload (SIGHUP) adds, removes or restarts
+/// databases; readers (metrics, heartbeat, `STATUS=`) take the current one for each look.
+#[derive(Default)]
+pub struct Shared(std::sync::RwLock<Arc<Health>>);
+
+impl Shared {
+    pub fn new(h: Health) -> Shared {
+        Shared(std::sync::RwLock::new(Arc::new(h)))
+    }
+
+    pub fn get(&self) -> Arc<Health> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, h: Health) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(h);
+    }
+}
+
 /// A replica's state at one moment, computed by [`judge`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {

@@ -2,7 +2,7 @@
 //! replica of every database is healthy (see [`crate::health`]), for a dead-man's-switch service
 //! that alerts when the pings stop. A failed ping is logged, never fatal.
 
-use crate::health::Health;
+use crate::health::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ pub fn validate(url: &str) -> anyhow::Result<()> {
 }
 
 /// Pings `url` every `every` while healthy; runs until dropped.
-pub async fn run(url: String, every: Duration, health: Arc<Health>) {
+pub async fn run(url: String, every: Duration, health: Arc<Shared>) {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
     // A private CA for the S3 store is usually the one for the monitoring endpoint too.
     if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|v| !v.is_empty()) {
@@ -84,6 +84,7 @@ pub async fn run(url: String, every: Duration, health: Arc<Health>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let health = health.get();
         if !health.all_healthy() {
             tracing::warn!(url = %target, status = %health.summary(), "heartbeat skipped: not every replica is healthy");
             continue;

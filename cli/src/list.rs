@@ -12,6 +12,61 @@ pub struct Common<'a> {
     pub no_expand_env: bool,
     pub replica: Option<&'a str>,
     pub target: &'a str,
+    /// `-json`: one JSON array of objects (field names in the README) instead of the table.
+    pub json: bool,
+}
+
+/// Prints the rows as v0.3.13's table, or as a JSON array for `-json`.
+fn print_rows<T: serde::Serialize>(
+    json: bool,
+    header: &[&str],
+    rows: &[T],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    let mut table = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    table.extend(rows.iter().map(cells));
+    print!("{}", render(&table));
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct SnapshotRow {
+    replica: String,
+    generation: String,
+    index: u32,
+    size: u64,
+    created: String,
+}
+
+#[derive(serde::Serialize)]
+struct SegmentRow {
+    replica: String,
+    generation: String,
+    index: u32,
+    offset: u64,
+    size: u64,
+    created: String,
+}
+
+#[derive(serde::Serialize)]
+struct GenerationRow {
+    replica: String,
+    generation: String,
+    /// v0.3.13's lag column (a Go duration) and the same in seconds for scripts.
+    lag: String,
+    lag_seconds: f64,
+    start: String,
+    end: String,
+}
+
+#[derive(serde::Serialize)]
+struct DatabaseRow {
+    path: String,
+    replicas: Vec<String>,
 }
 
 async fn listings(
@@ -49,51 +104,72 @@ impl Unlisted {
 
 pub async fn snapshots(c: Common<'_>) -> Result<()> {
     let (_, ls, unlisted) = listings(&c, None).await?;
-    let mut rows = vec![vec!["replica", "generation", "index", "size", "created"]
-        .into_iter()
-        .map(String::from)
-        .collect()];
+    let mut rows = Vec::new();
     for (name, l) in ls {
         for s in l.snapshots {
-            rows.push(vec![
-                name.clone(),
-                s.generation,
-                s.index.to_string(),
-                s.size.to_string(),
-                rfc3339(s.created),
-            ]);
+            rows.push(SnapshotRow {
+                replica: name.clone(),
+                generation: s.generation,
+                index: s.index,
+                size: s.size,
+                created: rfc3339(s.created),
+            });
         }
     }
-    print!("{}", render(&rows));
+    print_rows(
+        c.json,
+        &["replica", "generation", "index", "size", "created"],
+        &rows,
+        |r| {
+            vec![
+                r.replica.clone(),
+                r.generation.clone(),
+                r.index.to_string(),
+                r.size.to_string(),
+                r.created.clone(),
+            ]
+        },
+    )?;
     unlisted.result()
 }
 
 pub async fn wal(c: Common<'_>, generation: Option<&str>) -> Result<()> {
     let (_, ls, unlisted) = listings(&c, generation).await?;
-    let mut rows = vec![vec![
-        "replica",
-        "generation",
-        "index",
-        "offset",
-        "size",
-        "created",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect()];
+    let mut rows = Vec::new();
     for (name, l) in ls {
         for s in l.segments {
-            rows.push(vec![
-                name.clone(),
-                s.generation,
-                s.index.to_string(),
-                s.offset.to_string(),
-                s.size.to_string(),
-                rfc3339(s.created),
-            ]);
+            rows.push(SegmentRow {
+                replica: name.clone(),
+                generation: s.generation,
+                index: s.index,
+                offset: s.offset,
+                size: s.size,
+                created: rfc3339(s.created),
+            });
         }
     }
-    print!("{}", render(&rows));
+    print_rows(
+        c.json,
+        &[
+            "replica",
+            "generation",
+            "index",
+            "offset",
+            "size",
+            "created",
+        ],
+        &rows,
+        |r| {
+            vec![
+                r.replica.clone(),
+                r.generation.clone(),
+                r.index.to_string(),
+                r.offset.to_string(),
+                r.size.to_string(),
+                r.created.clone(),
+            ]
+        },
+    )?;
     unlisted.result()
 }
 
@@ -113,34 +189,50 @@ pub async fn generations(c: Common<'_>) -> Result<()> {
         }
         None => SystemTime::now(),
     };
-    let mut rows = vec![vec!["name", "generation", "lag", "start", "end"]
-        .into_iter()
-        .map(String::from)
-        .collect()];
+    let mut rows = Vec::new();
     for (name, l) in ls {
         for g in l.generations() {
             if let Some((start, end)) = l.bounds(&g) {
-                rows.push(vec![
-                    name.clone(),
-                    g,
-                    go_duration(signed_between(reference, end)),
-                    rfc3339(start),
-                    rfc3339(end),
-                ]);
+                let lag = signed_between(reference, end);
+                rows.push(GenerationRow {
+                    replica: name.clone(),
+                    generation: g,
+                    lag: go_duration(lag),
+                    lag_seconds: lag as f64 / 1e9,
+                    start: rfc3339(start),
+                    end: rfc3339(end),
+                });
             }
         }
     }
-    print!("{}", render(&rows));
+    print_rows(
+        c.json,
+        &["name", "generation", "lag", "start", "end"],
+        &rows,
+        |r| {
+            vec![
+                r.replica.clone(),
+                r.generation.clone(),
+                r.lag.clone(),
+                r.start.clone(),
+                r.end.clone(),
+            ]
+        },
+    )?;
     unlisted.result()
 }
 
-pub fn databases(config: Option<&Path>, no_expand_env: bool) -> Result<()> {
+pub fn databases(config: Option<&Path>, no_expand_env: bool, json: bool) -> Result<()> {
     let (cfg, _) = setup::load_config(config, no_expand_env)?;
-    let mut rows = vec![vec!["path".to_string(), "replicas".to_string()]];
-    for db in &cfg.dbs {
-        let names: Vec<&str> = db.replicas.iter().map(|r| r.name.as_str()).collect();
-        rows.push(vec![db.path.display().to_string(), names.join(",")]);
-    }
-    print!("{}", render(&rows));
-    Ok(())
+    let rows: Vec<DatabaseRow> = cfg
+        .dbs
+        .iter()
+        .map(|db| DatabaseRow {
+            path: db.path.display().to_string(),
+            replicas: db.replicas.iter().map(|r| r.name.clone()).collect(),
+        })
+        .collect();
+    print_rows(json, &["path", "replicas"], &rows, |r| {
+        vec![r.path.clone(), r.replicas.join(",")]
+    })
 }

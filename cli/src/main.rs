@@ -41,8 +41,8 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct ConfigFlags {
-    /// Path to the configuration file.
-    #[arg(long)]
+    /// Configuration file (default: ./litestream.yml if present, else /etc/litestream.yml).
+    #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Use the configuration file verbatim, without expanding $VARIABLES.
     #[arg(long = "no-expand-env")]
@@ -51,12 +51,18 @@ struct ConfigFlags {
 
 impl ConfigFlags {
     /// The arguments every listing command shares.
-    fn listing<'a>(&'a self, replica: &'a Option<String>, target: &'a str) -> list::Common<'a> {
+    fn listing<'a>(
+        &'a self,
+        replica: &'a Option<String>,
+        target: &'a str,
+        json: bool,
+    ) -> list::Common<'a> {
         list::Common {
             config: self.config.as_deref(),
             no_expand_env: self.no_expand_env,
             replica: replica.as_deref(),
             target,
+            json,
         }
     }
 }
@@ -64,11 +70,22 @@ impl ConfigFlags {
 #[derive(Subcommand)]
 enum Cmd {
     /// Replicate databases continuously.
+    #[command(after_help = "Examples:
+  # Replicate every database of /etc/litestream.yml until SIGINT/SIGTERM.
+  $ walship replicate
+  # Replicate one database to a bucket without a config file.
+  $ walship replicate /var/lib/app/db.sqlite s3://mybkt/db
+  # Check the config and every replica, then exit.
+  $ walship replicate -dry-run -config /etc/litestream.yml
+  # Run the application; stop replicating when it exits.
+  $ walship replicate -exec 'myapp -serve'
+  # Before maintenance: ship everything and take a snapshot of every database now.
+  $ walship replicate -once -force-snapshot")]
     Replicate {
         #[command(flatten)]
         c: ConfigFlags,
         /// Run this command as a subprocess; stop replicating when it exits.
-        #[arg(long)]
+        #[arg(long, value_name = "CMD")]
         exec: Option<String>,
         /// Check the configuration and every replica (probe put/list/get/delete), then exit.
         #[arg(long = "dry-run")]
@@ -77,89 +94,195 @@ enum Cmd {
         /// then exit; exit code 1 if anything failed.
         #[arg(long)]
         once: bool,
-        /// DB_PATH REPLICA_URL...
+        /// With -once: also take a new snapshot on every replica (before maintenance or an
+        /// upgrade).
+        #[arg(long = "force-snapshot")]
+        force_snapshot: bool,
+        /// A database path and its replica URLs, instead of a config file.
+        #[arg(value_name = "DB_PATH REPLICA_URL")]
         positional: Vec<String>,
     },
     /// Check the configuration and every replica, like `replicate -dry-run`.
+    #[command(after_help = "Examples:
+  # Check every database and replica of /etc/litestream.yml.
+  $ walship check
+  # Check one replica URL.
+  $ walship check /var/lib/app/db.sqlite s3://mybkt/db")]
     Check {
         #[command(flatten)]
         c: ConfigFlags,
-        /// DB_PATH REPLICA_URL...
+        /// A database path and its replica URLs, instead of a config file.
+        #[arg(value_name = "DB_PATH REPLICA_URL")]
         positional: Vec<String>,
     },
     /// Restore a database from a replica.
+    #[command(after_help = "Examples:
+  # Restore the latest state to the database's own path (refused if it exists).
+  $ walship restore /var/lib/app/db.sqlite
+  # Restore to a point in time, into a new file.
+  $ walship restore -timestamp 2026-01-01T00:00:00Z -o /tmp/db /var/lib/app/db.sqlite
+  # Restore from one replica and generation.
+  $ walship restore -replica s3 -generation 0123456789abcdef -o /tmp/db /var/lib/app/db.sqlite
+  # Restore from a URL, no config needed; on boot, only when the database is missing.
+  $ walship restore -if-db-not-exists -if-replica-exists -o /var/lib/app/db.sqlite s3://mybkt/db")]
     Restore {
         #[command(flatten)]
         c: ConfigFlags,
-        #[arg(short = 'o')]
+        /// Where to write the restored database (default: the database's own path).
+        #[arg(short = 'o', value_name = "PATH")]
         output: Option<PathBuf>,
-        #[arg(long)]
+        /// Restore from this replica (default: the replica with the latest data).
+        #[arg(long, value_name = "NAME")]
         replica: Option<String>,
-        #[arg(long)]
+        /// Restore from this generation (default: the generation with the latest data).
+        #[arg(long, value_name = "NAME")]
         generation: Option<String>,
         /// Restore up to this WAL index (hexadecimal, inclusive).
-        #[arg(long)]
+        #[arg(long, value_name = "NUM")]
         index: Option<String>,
         /// Restore the state at this moment (RFC 3339).
-        #[arg(long)]
+        #[arg(long, value_name = "TIMESTAMP")]
         timestamp: Option<String>,
-        #[arg(long, default_value_t = 8)]
+        /// How many WAL indexes download at once.
+        #[arg(long, default_value_t = 8, value_name = "NUM")]
         parallelism: i64,
+        /// Exit 0 without restoring when the output database already exists.
         #[arg(long = "if-db-not-exists")]
         if_db_not_exists: bool,
+        /// Exit 0 without restoring when the replica holds no backup.
         #[arg(long = "if-replica-exists")]
         if_replica_exists: bool,
         /// Check the restored database before it reaches the output path: none, quick or full
         /// (v0.3.13 checks nothing).
-        #[arg(long = "integrity-check", default_value = "quick")]
+        #[arg(
+            long = "integrity-check",
+            default_value = "quick",
+            value_name = "LEVEL"
+        )]
         integrity_check: verify::IntegrityCheck,
-        /// DB_PATH or REPLICA_URL
+        /// The configured database to restore, or a replica URL.
+        #[arg(value_name = "DB_PATH|REPLICA_URL")]
+        target: String,
+    },
+    /// Take a snapshot of one configured database on every replica now.
+    #[command(after_help = "Examples:
+  # Before maintenance: everything shipped, and a fresh snapshot to restore from.
+  $ walship snapshot /var/lib/app/db.sqlite
+  (A database that a running replicate holds is refused: stop the service, or let it snapshot on
+  its snapshot-interval. `replicate -once -force-snapshot` does every database.)")]
+    Snapshot {
+        #[command(flatten)]
+        c: ConfigFlags,
+        /// The configured database.
+        #[arg(value_name = "DB_PATH")]
         target: String,
     },
     /// List snapshots.
+    #[command(after_help = "Examples:
+  $ walship snapshots /var/lib/app/db.sqlite
+  $ walship snapshots -replica s3 /var/lib/app/db.sqlite
+  $ walship snapshots s3://mybkt/db")]
     Snapshots {
         #[command(flatten)]
         c: ConfigFlags,
+        /// Print a JSON array instead of the table (field names in the README).
         #[arg(long)]
+        json: bool,
+        /// Only this replica (default: every replica of the database).
+        #[arg(long, value_name = "NAME")]
         replica: Option<String>,
+        /// The configured database, or a replica URL.
+        #[arg(value_name = "DB_PATH|REPLICA_URL")]
         target: String,
     },
     /// List generations.
+    #[command(after_help = "Examples:
+  $ walship generations /var/lib/app/db.sqlite
+  $ walship generations s3://mybkt/db")]
     Generations {
         #[command(flatten)]
         c: ConfigFlags,
+        /// Print a JSON array instead of the table (field names in the README).
         #[arg(long)]
+        json: bool,
+        /// Only this replica (default: every replica of the database).
+        #[arg(long, value_name = "NAME")]
         replica: Option<String>,
+        /// The configured database, or a replica URL.
+        #[arg(value_name = "DB_PATH|REPLICA_URL")]
         target: String,
     },
     /// List WAL segments.
+    #[command(after_help = "Examples:
+  $ walship wal /var/lib/app/db.sqlite
+  $ walship wal -replica s3 -generation 0123456789abcdef /var/lib/app/db.sqlite")]
     Wal {
         #[command(flatten)]
         c: ConfigFlags,
+        /// Print a JSON array instead of the table (field names in the README).
         #[arg(long)]
+        json: bool,
+        /// Only this replica (default: every replica of the database).
+        #[arg(long, value_name = "NAME")]
         replica: Option<String>,
-        #[arg(long)]
+        /// Only this generation (default: every generation).
+        #[arg(long, value_name = "NAME")]
         generation: Option<String>,
+        /// The configured database, or a replica URL.
+        #[arg(value_name = "DB_PATH|REPLICA_URL")]
         target: String,
     },
     /// Show every replica's position, the database's own position and the lag between them.
+    #[command(after_help = "Examples:
+  $ walship replicas
+  $ walship replicas -json /var/lib/app/db.sqlite")]
     Replicas {
         #[command(flatten)]
         c: ConfigFlags,
-        #[arg(long)]
+        /// Only this replica (default: every replica).
+        #[arg(long, value_name = "NAME")]
         replica: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
         /// Only this database (default: every configured database).
+        #[arg(value_name = "DB_PATH")]
         target: Option<String>,
     },
     /// List configured databases.
+    #[command(after_help = "Examples:
+  $ walship databases
+  $ walship databases -config /etc/litestream.yml")]
     Databases {
         #[command(flatten)]
         c: ConfigFlags,
+        /// Print a JSON array instead of the table (field names in the README).
+        #[arg(long)]
+        json: bool,
     },
-    /// Print the version.
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  $ walship completion bash > /etc/bash_completion.d/walship
+  $ walship completion fish > ~/.config/fish/completions/walship.fish
+  (the release package installs them for bash, zsh and fish)")]
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (walship.1 and one per command) into a directory.
+    #[command(after_help = "Examples:
+  $ walship man /usr/local/share/man/man1
+  (the release package installs them)")]
+    Man {
+        /// The directory to write them into (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the version and the commit it was built from.
+    #[command(after_help = "Examples:
+  $ walship version
+  $ walship -version")]
     Version {
         /// Also list the linked backend types.
         #[arg(short = 'v')]
@@ -221,8 +344,7 @@ fn init_logging(level: &str, json: bool, stderr: bool) {
             filter = filter.add_directive(d);
         }
     }
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ansi = colour_ok();
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -244,6 +366,20 @@ fn init_logging(level: &str, json: bool, stderr: bool) {
     };
 }
 
+/// Colours only on a terminal (both streams: either may be the log) and never with `NO_COLOR`
+/// set to anything but the empty string (no-color.org).
+fn colour_ok() -> bool {
+    colour_wanted(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )
+}
+
+fn colour_wanted(no_color: Option<&std::ffi::OsStr>, stdout_tty: bool, stderr_tty: bool) -> bool {
+    no_color.is_none_or(|v| v.is_empty()) && stdout_tty && stderr_tty
+}
+
 /// Raises the soft limit on open files to the hard limit, as Go's runtime does for v0.3.13.
 /// Each database costs about 9 descriptors (its connections, `-wal`, `-shm`, the shadow WAL,
 /// the lock, the change watch) plus one per replica connection in use: 150 databases under
@@ -260,6 +396,15 @@ fn raise_nofile_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// `walship version`: the version and the commit it was built from.
+pub fn version_line() -> String {
+    format!(
+        "walship {} (commit {}, litestream v0.3.13 compatible)",
+        env!("CARGO_PKG_VERSION"),
+        env!("WALSHIP_COMMIT")
+    )
 }
 
 fn main() {
@@ -289,6 +434,11 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // `-version` and `--version` are `version`, as users try all three.
+    let mut raw = raw;
+    if raw.len() > 1 && matches!(raw[1].as_str(), "-version" | "--version") {
+        raw[1] = "version".into();
+    }
     let args = if raw.len() > 1 {
         let mut v = vec![raw[0].clone(), raw[1].clone()];
         v.extend(
@@ -303,9 +453,21 @@ fn main() {
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
-            let _ = e.print();
-            std::process::exit(code);
+            // Usage errors (an unknown flag, a missing argument) exit 2 as Unix tools do, so a
+            // script tells "called wrongly" from "failed" (v0.3.13 exits 1 for both); help
+            // exits 0. Printed plain, in the single-dash form.
+            // A bad value of a known flag is bad input (exit 1, like `-parallelism -1`).
+            let text = args::single_dash(&e.render().to_string());
+            if e.use_stderr() {
+                eprint!("{text}");
+                let bad_value = matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::InvalidValue | clap::error::ErrorKind::ValueValidation
+                );
+                std::process::exit(if bad_value { 1 } else { 2 });
+            }
+            print!("{text}");
+            std::process::exit(0);
         }
     };
     // Logging: the config's `logging` section applies to replicate; others log to stderr.
@@ -357,6 +519,7 @@ async fn run(cli: Cli) -> i32 {
                 exec,
                 dry_run,
                 once,
+                force_snapshot,
                 positional,
             } => {
                 replicate::run(replicate::ReplicateArgs {
@@ -365,9 +528,13 @@ async fn run(cli: Cli) -> i32 {
                     exec,
                     dry_run,
                     once,
+                    force_snapshot,
                     positional: &positional,
                 })
                 .await
+            }
+            Cmd::Snapshot { c, target } => {
+                replicate::snapshot_one(c.config.as_deref(), c.no_expand_env, &target).await
             }
             Cmd::Check { c, positional } => {
                 replicate::run(replicate::ReplicateArgs {
@@ -376,6 +543,7 @@ async fn run(cli: Cli) -> i32 {
                     exec: None,
                     dry_run: true,
                     once: false,
+                    force_snapshot: false,
                     positional: &positional,
                 })
                 .await
@@ -411,20 +579,29 @@ async fn run(cli: Cli) -> i32 {
             })
             .await
             .map(|_| 0),
-            Cmd::Snapshots { c, replica, target } => list::snapshots(c.listing(&replica, &target))
+            Cmd::Snapshots {
+                c,
+                replica,
+                json,
+                target,
+            } => list::snapshots(c.listing(&replica, &target, json))
                 .await
                 .map(|_| 0),
-            Cmd::Generations { c, replica, target } => {
-                list::generations(c.listing(&replica, &target))
-                    .await
-                    .map(|_| 0)
-            }
+            Cmd::Generations {
+                c,
+                replica,
+                json,
+                target,
+            } => list::generations(c.listing(&replica, &target, json))
+                .await
+                .map(|_| 0),
             Cmd::Wal {
                 c,
                 replica,
+                json,
                 generation,
                 target,
-            } => list::wal(c.listing(&replica, &target), generation.as_deref())
+            } => list::wal(c.listing(&replica, &target, json), generation.as_deref())
                 .await
                 .map(|_| 0),
             Cmd::Replicas {
@@ -442,14 +619,23 @@ async fn run(cli: Cli) -> i32 {
                 })
                 .await
             }
-            Cmd::Databases { c } => {
-                list::databases(c.config.as_deref(), c.no_expand_env).map(|_| 0)
+            Cmd::Databases { c, json } => {
+                list::databases(c.config.as_deref(), c.no_expand_env, json).map(|_| 0)
+            }
+            Cmd::Completion { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(shell, &mut Cli::command(), "walship", &mut std::io::stdout());
+                Ok(0)
+            }
+            Cmd::Man { dir } => {
+                use clap::CommandFactory;
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+                    .map_err(|e| anyhow::anyhow!("cannot write man pages into {}: {e}", dir.display()))?;
+                Ok(0)
             }
             Cmd::Version { verbose } => {
-                println!(
-                    "walship {} (litestream v0.3.13 compatible)",
-                    env!("CARGO_PKG_VERSION")
-                );
+                println!("{}", version_line());
                 if verbose {
                     println!("backends: {}", walship_core::registry::kinds().join(", "));
                 }
@@ -468,5 +654,23 @@ async fn run(cli: Cli) -> i32 {
             eprintln!("error: {e:#}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_wanted;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colour_wanted(None, true, true));
+        assert!(
+            colour_wanted(Some(OsStr::new("")), true, true),
+            "empty NO_COLOR is unset"
+        );
+        assert!(!colour_wanted(Some(OsStr::new("1")), true, true));
+        assert!(!colour_wanted(None, false, true), "stdout piped");
+        assert!(!colour_wanted(None, true, false), "stderr piped");
     }
 }

@@ -420,7 +420,7 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves `/metrics` until the task is dropped.
-pub async fn serve(l: tokio::net::TcpListener, h: Arc<Health>, ops: Arc<Ops>) {
+pub async fn serve(l: tokio::net::TcpListener, h: Arc<crate::health::Shared>, ops: Arc<Ops>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -461,7 +461,7 @@ pub async fn serve(l: tokio::net::TcpListener, h: Arc<Health>, ops: Arc<Ops>) {
                 ("GET" | "HEAD", "/metrics") => (
                     "200 OK",
                     "text/plain; version=0.0.4; charset=utf-8",
-                    render(&h, &ops),
+                    render(&h.get(), &ops),
                 ),
                 ("GET" | "HEAD", _) => {
                     ("404 Not Found", "text/plain", "404 page not found\n".into())

@@ -82,7 +82,7 @@ pub fn status_line(s: &str) -> String {
 }
 
 /// Keeps `STATUS=` current (every 2 s, sent only when it changes) and pings the watchdog.
-pub async fn run(n: std::sync::Arc<Notifier>, health: std::sync::Arc<crate::health::Health>) {
+pub async fn run(n: std::sync::Arc<Notifier>, health: std::sync::Arc<crate::health::Shared>) {
     let watchdog = watchdog_period();
     let step = watchdog
         .map(|w| w.min(Duration::from_secs(2)))
@@ -91,7 +91,7 @@ pub async fn run(n: std::sync::Arc<Notifier>, health: std::sync::Arc<crate::heal
     let mut last_ping = std::time::Instant::now();
     loop {
         tokio::time::sleep(step).await;
-        let status = status_line(&health.summary());
+        let status = status_line(&health.get().summary());
         let mut msg = Vec::new();
         if status != last_status {
             msg.push(status.clone());

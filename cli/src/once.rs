@@ -15,10 +15,12 @@ use walship_core::shipper::{ReplicaOptions, Shipper};
 pub type Prepared<'a> = Vec<(&'a DbConfig, Vec<(DynReplica, ReplicaOptions)>)>;
 
 /// Returns the exit code.
-pub async fn run(prepared: Prepared<'_>) -> Result<i32> {
+/// `force_snapshot` (`-force-snapshot`, `walship snapshot`): every replica also gets a new
+/// snapshot now, after its WAL is shipped (before maintenance, before an upgrade).
+pub async fn run(prepared: Prepared<'_>, force_snapshot: bool) -> Result<i32> {
     let mut failed = 0usize;
     for (dbc, shippers) in prepared {
-        if !one_db(dbc, shippers).await? {
+        if !one_db(dbc, shippers, force_snapshot).await? {
             failed += 1;
         }
     }
@@ -34,7 +36,11 @@ pub async fn run(prepared: Prepared<'_>) -> Result<i32> {
 }
 
 /// Syncs one database to its replicas; Ok(false) when any step failed.
-async fn one_db(dbc: &DbConfig, shippers: Vec<(DynReplica, ReplicaOptions)>) -> Result<bool> {
+async fn one_db(
+    dbc: &DbConfig,
+    shippers: Vec<(DynReplica, ReplicaOptions)>,
+    force_snapshot: bool,
+) -> Result<bool> {
     let db_name = dbc.path.display().to_string();
     if !dbc.path.exists() {
         tracing::error!(db = %db_name, "database does not exist: nothing to replicate");
@@ -67,6 +73,13 @@ async fn one_db(dbc: &DbConfig, shippers: Vec<(DynReplica, ReplicaOptions)>) -> 
                 }
                 Err(e) => {
                     tracing::error!(db = %db_name, replica = %name, error = %e, "sync failed");
+                    ok = false;
+                    continue;
+                }
+            }
+            if force_snapshot {
+                if let Err(e) = s.snapshot().await {
+                    tracing::error!(db = %db_name, replica = %name, error = %e, "snapshot failed");
                     ok = false;
                     continue;
                 }

@@ -18,6 +18,8 @@ pub struct ReplicateArgs<'a> {
     pub dry_run: bool,
     /// `-once`: one sync pass, then exit.
     pub once: bool,
+    /// `-force-snapshot` (with `-once`): a new snapshot on every replica.
+    pub force_snapshot: bool,
     pub positional: &'a [String],
 }
 
@@ -60,6 +62,24 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         }
         return crate::check::run(&cfg).await;
     }
+    // v0.3.13 runs a database without replicas and backs up nothing; a config written for a later
+    // Litestream (keys it renamed) ends up that way without a word. Refuse it at start (`check`
+    // reports it in its table).
+    if let Some(d) = cfg.dbs.iter().find(|d| d.replicas.is_empty()) {
+        let file = walship_config::resolve_config_path(a.config);
+        let at = d.line.map(|l| format!(" line {l}:")).unwrap_or_default();
+        bail!(
+            "{}:{at} database {} has no replica, so nothing would be backed up: add a `replicas:` list (or one `replica:` section)",
+            file.display(),
+            d.path.display()
+        );
+    }
+    // As v0.3.13 (`litestream version=...`): the first line says what is running.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = env!("WALSHIP_COMMIT"),
+        "walship"
+    );
     if cfg.dbs.is_empty() {
         tracing::error!("no databases specified in configuration");
         if a.once {
@@ -67,18 +87,17 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         }
     }
     // Build everything first: a bad replica section must fail before anything starts.
-    let mut running = Vec::new();
     let mut prepared = Vec::new();
     for dbc in &cfg.dbs {
-        let mut shippers = Vec::new();
-        for r in &dbc.replicas {
-            let client = setup::open_replica(r, Some(&dbc.path))?;
-            shippers.push((client, setup::replica_options(r)?));
-        }
-        prepared.push((dbc, shippers));
+        prepared.push((dbc, prepare(dbc)?));
+    }
+    if a.force_snapshot && !a.once {
+        bail!(
+            "-force-snapshot needs -once (a running replicate snapshots on its snapshot-interval)"
+        );
     }
     if a.once {
-        return crate::once::run(prepared).await;
+        return crate::once::run(prepared, a.force_snapshot).await;
     }
     // Operations side (issue 7): a bad addr or heartbeat-url fails before anything starts.
     let metrics_listener = match cfg.addr.as_deref().filter(|s| !s.is_empty()) {
@@ -90,38 +109,11 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         crate::heartbeat::validate(u)?;
     }
     let ops = Arc::new(crate::metrics::Ops::default());
-    let mut health = crate::health::Health::default();
+    let mut running: Vec<RunningDb> = Vec::new();
     for (dbc, shippers) in prepared {
-        let db = Db::open(&dbc.path, setup::db_options(dbc)).map_err(|e| anyhow!("{e}"))?;
-        tracing::info!(db = %dbc.path.display(), "initialized db");
-        let mut ss = Vec::new();
-        for (client, opts) in shippers {
-            tracing::info!(db = %dbc.path.display(), replica = %opts.name, r#type = client.kind(), target = %client.target(), "replicating to");
-            let client = crate::metrics::Metered::wrap(
-                client,
-                ops.clone(),
-                dbc.path.display().to_string(),
-                opts.name.clone(),
-            );
-            let sync_interval = opts.sync_interval;
-            let name = opts.name.clone();
-            let shipper = Shipper::new(db.clone(), client, opts);
-            health.replicas.push(crate::health::ReplicaView {
-                db: db.clone(),
-                name,
-                sync_interval,
-                status: shipper.status(),
-            });
-            ss.push(shipper);
-        }
-        let r = monitor::start(db, ss);
-        health.dbs.push(crate::health::DbView {
-            db: r.db.clone(),
-            stats: r.stats.clone(),
-        });
-        running.push(r);
+        running.push(start_db(dbc, shippers, &ops)?);
     }
-    let health = Arc::new(health);
+    let health = Arc::new(crate::health::Shared::new(health_of(&running)));
     let mut background = Vec::new();
     if let Some(l) = metrics_listener {
         background.push(tokio::spawn(crate::metrics::serve(
@@ -144,7 +136,7 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     if let Some(n) = &notifier {
         n.send(&format!(
             "READY=1\n{}",
-            crate::notify::status_line(&health.summary())
+            crate::notify::status_line(&health.get().summary())
         ));
         background.push(tokio::spawn(crate::notify::run(n.clone(), health.clone())));
     }
@@ -163,36 +155,56 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         }
         None => None,
     };
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    // Without a handler SIGHUP killed replicate at once (exit 129), with no final sync.
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut code = 0;
-    let child_wait = async {
+    let child_pid = child.as_ref().and_then(|c| c.id());
+    let has_child = child.is_some();
+    let mut child_wait = Box::pin(async {
         match child.as_mut() {
             Some(c) => c.wait().await.ok(),
             None => std::future::pending().await,
         }
-    };
-    tokio::select! {
-        _ = sigint.recv() => { forward(&child, libc::SIGINT); tracing::info!("signal received, litestream shutting down"); }
-        _ = sigterm.recv() => { forward(&child, libc::SIGTERM); tracing::info!("signal received, litestream shutting down"); }
-        status = child_wait => {
-            if let Some(st) = status {
-                if !st.success() {
-                    tracing::error!(status = %st, "subprocess exited with error");
-                    code = 1;
+    });
+    let mut child_done = false;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => { forward_opt(child_pid, libc::SIGINT); tracing::info!("signal received, litestream shutting down"); break; }
+            _ = sigterm.recv() => { forward_opt(child_pid, libc::SIGTERM); tracing::info!("signal received, litestream shutting down"); break; }
+            _ = sighup.recv() => {
+                if let Some(n) = &notifier {
+                    n.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                }
+                reload(&a, &mut running, &ops).await;
+                health.set(health_of(&running));
+                if let Some(n) = &notifier {
+                    n.send(&format!("READY=1\n{}", crate::notify::status_line(&health.get().summary())));
                 }
             }
-            child = None;
+            status = &mut child_wait => {
+                if let Some(st) = status {
+                    if !st.success() {
+                        tracing::error!(status = %st, "subprocess exited with error");
+                        code = 1;
+                    }
+                }
+                child_done = true;
+                break;
+            }
         }
     }
-    if let Some(c) = child.as_mut() {
-        let _ = c.wait().await;
+    // The subprocess got the signal too: wait for it (a `pending` future when there is none).
+    if has_child && !child_done {
+        let _ = child_wait.await;
     }
     if let Some(n) = &notifier {
         n.send("STOPPING=1\nSTATUS=shutting down: final sync");
     }
     for r in running {
-        if !r.stop().await {
+        if !r.running.stop().await {
             code = 1;
         }
     }
@@ -203,8 +215,242 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     Ok(code)
 }
 
-fn forward(child: &Option<tokio::process::Child>, sig: i32) {
-    if let Some(pid) = child.as_ref().and_then(|c| c.id()) {
+/// `walship snapshot DB_PATH`: one `-once -force-snapshot` pass over one configured database.
+pub async fn snapshot_one(config: Option<&Path>, no_expand_env: bool, target: &str) -> Result<i32> {
+    let (cfg, _) = setup::load_config(config, no_expand_env)?;
+    let path = setup::abs_path(target)?;
+    let dbc = cfg
+        .dbs
+        .iter()
+        .find(|d| d.path == path)
+        .ok_or_else(|| anyhow!("database {} is not in the config", path.display()))?;
+    if dbc.replicas.is_empty() {
+        bail!("database {} has no replica", path.display());
+    }
+    crate::once::run(vec![(dbc, prepare(dbc)?)], true).await
+}
+
+/// A database `replicate` runs, with the config it was started from (a reload compares it).
+struct RunningDb {
+    cfg: walship_config::DbConfig,
+    running: monitor::Running,
+    replicas: Vec<crate::health::ReplicaView>,
+}
+
+type Prepared = Vec<(
+    walship_core::replica::DynReplica,
+    walship_core::shipper::ReplicaOptions,
+)>;
+
+/// Builds every replica client of a database: a bad section fails before anything starts.
+fn prepare(dbc: &walship_config::DbConfig) -> Result<Prepared> {
+    let mut shippers = Vec::new();
+    for r in &dbc.replicas {
+        let client = setup::open_replica(r, Some(&dbc.path))?;
+        shippers.push((client, setup::replica_options(r)?));
+    }
+    Ok(shippers)
+}
+
+fn start_db(
+    dbc: &walship_config::DbConfig,
+    shippers: Prepared,
+    ops: &Arc<crate::metrics::Ops>,
+) -> Result<RunningDb> {
+    let db = Db::open(&dbc.path, setup::db_options(dbc)).map_err(|e| anyhow!("{e}"))?;
+    tracing::info!(db = %dbc.path.display(), "initialized db");
+    let mut ss = Vec::new();
+    let mut replicas = Vec::new();
+    for (client, opts) in shippers {
+        tracing::info!(db = %dbc.path.display(), replica = %opts.name, r#type = client.kind(), target = %client.target(), "replicating to");
+        let client = crate::metrics::Metered::wrap(
+            client,
+            ops.clone(),
+            dbc.path.display().to_string(),
+            opts.name.clone(),
+        );
+        let sync_interval = opts.sync_interval;
+        let name = opts.name.clone();
+        let shipper = Shipper::new(db.clone(), client, opts);
+        replicas.push(crate::health::ReplicaView {
+            db: db.clone(),
+            name,
+            sync_interval,
+            status: shipper.status(),
+        });
+        ss.push(shipper);
+    }
+    Ok(RunningDb {
+        cfg: dbc.clone(),
+        running: monitor::start(db, ss),
+        replicas,
+    })
+}
+
+fn health_of(running: &[RunningDb]) -> crate::health::Health {
+    let mut h = crate::health::Health::default();
+    for r in running {
+        h.dbs.push(crate::health::DbView {
+            db: r.running.db.clone(),
+            stats: r.running.stats.clone(),
+        });
+        h.replicas
+            .extend(r.replicas.iter().map(|v| crate::health::ReplicaView {
+                db: v.db.clone(),
+                name: v.name.clone(),
+                sync_interval: v.sync_interval,
+                status: v.status.clone(),
+            }));
+    }
+    h
+}
+
+/// A database's config without the line numbers, which move when another entry is added above.
+fn settings(d: &walship_config::DbConfig) -> walship_config::DbConfig {
+    let mut d = d.clone();
+    d.line = None;
+    for r in &mut d.replicas {
+        r.line = None;
+    }
+    d
+}
+
+/// What a reload changes, by database path: pure, unit-tested below.
+#[derive(Debug, PartialEq)]
+struct ReloadPlan {
+    /// Indexes into the running list: stopped for good.
+    remove: Vec<usize>,
+    /// (running index, new config index): stopped, then started with the new settings.
+    restart: Vec<(usize, usize)>,
+    /// Indexes into the new config: started.
+    add: Vec<usize>,
+    kept: usize,
+}
+
+fn plan_reload(old: &[walship_config::DbConfig], new: &[walship_config::DbConfig]) -> ReloadPlan {
+    let mut plan = ReloadPlan {
+        remove: Vec::new(),
+        restart: Vec::new(),
+        add: Vec::new(),
+        kept: 0,
+    };
+    for (i, o) in old.iter().enumerate() {
+        match new.iter().position(|n| n.path == o.path) {
+            None => plan.remove.push(i),
+            Some(j) if settings(&new[j]) != settings(o) => plan.restart.push((i, j)),
+            Some(_) => plan.kept += 1,
+        }
+    }
+    for (j, n) in new.iter().enumerate() {
+        if !old.iter().any(|o| o.path == n.path) {
+            plan.add.push(j);
+        }
+    }
+    plan
+}
+
+/// SIGHUP: re-reads the config. Databases added are started, removed ones get a final sync and
+/// stop, changed ones restart (which continues their generation); the others never pause. A
+/// config that does not load, or a replica section that does not build, is logged and the
+/// running set is left as it is.
+async fn reload(
+    a: &ReplicateArgs<'_>,
+    running: &mut Vec<RunningDb>,
+    ops: &Arc<crate::metrics::Ops>,
+) {
+    if !a.positional.is_empty() {
+        tracing::warn!("SIGHUP: replicating from command-line arguments, no config to reload");
+        return;
+    }
+    let file = walship_config::resolve_config_path(a.config);
+    tracing::info!(config = %file.display(), "SIGHUP: reloading config");
+    let cfg = match setup::load_config(a.config, a.no_expand_env).and_then(|(c, _)| {
+        setup::refuse_same_file_twice(&c)?;
+        if let Some(d) = c.dbs.iter().find(|d| d.replicas.is_empty()) {
+            bail!("database {} has no replica", d.path.display());
+        }
+        Ok(c)
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(config = %file.display(), error = %format!("{e:#}"), "config reload failed; the running config stays");
+            return;
+        }
+    };
+    let old: Vec<_> = running.iter().map(|r| r.cfg.clone()).collect();
+    let plan = plan_reload(&old, &cfg.dbs);
+    // Every new replica section builds before anything stops.
+    let mut built = std::collections::HashMap::new();
+    for j in plan
+        .add
+        .iter()
+        .copied()
+        .chain(plan.restart.iter().map(|&(_, j)| j))
+    {
+        match prepare(&cfg.dbs[j]) {
+            Ok(p) => {
+                built.insert(j, p);
+            }
+            Err(e) => {
+                tracing::error!(config = %file.display(), db = %cfg.dbs[j].path.display(), error = %format!("{e:#}"), "config reload failed; the running config stays");
+                return;
+            }
+        }
+    }
+    let mut stop: Vec<usize> = plan.remove.clone();
+    stop.extend(plan.restart.iter().map(|&(i, _)| i));
+    stop.sort_unstable();
+    let mut stopped = Vec::new();
+    for i in stop.into_iter().rev() {
+        stopped.push(running.remove(i));
+    }
+    for r in stopped {
+        let path = r.cfg.path.clone();
+        if r.running.stop().await {
+            tracing::info!(db = %path.display(), "stopped after its final sync");
+        } else {
+            tracing::error!(db = %path.display(), "stopped; its final sync failed (the next start resumes from the replica)");
+        }
+    }
+    let mut failed = 0;
+    let mut starts: Vec<usize> = plan.add.clone();
+    starts.extend(plan.restart.iter().map(|&(_, j)| j));
+    starts.sort_unstable();
+    for j in starts {
+        let dbc = &cfg.dbs[j];
+        let shippers = built.remove(&j).unwrap_or_default();
+        match start_db(dbc, shippers, ops) {
+            Ok(r) => running.push(r),
+            Err(e) => {
+                failed += 1;
+                tracing::error!(db = %dbc.path.display(), error = %format!("{e:#}"), "cannot start database after reload");
+            }
+        }
+    }
+    tracing::info!(
+        added = plan.add.len(),
+        removed = plan.remove.len(),
+        restarted = plan.restart.len(),
+        kept = plan.kept,
+        failed,
+        "config reloaded"
+    );
+}
+
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid, owned struct.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+fn forward_opt(pid: Option<u32>, sig: i32) {
+    if let Some(pid) = pid {
         // SAFETY: sending a signal to our own child process.
         unsafe {
             libc::kill(pid as i32, sig);
@@ -262,6 +508,42 @@ pub fn shell_words(s: &str) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn db(path: &str, line: usize, interval: u64) -> walship_config::DbConfig {
+        walship_config::DbConfig {
+            path: path.into(),
+            line: Some(line),
+            monitor_interval: Some(std::time::Duration::from_secs(interval)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reload_plan_by_path_ignoring_line_numbers() {
+        let old = [db("/a.db", 2, 1), db("/b.db", 5, 1), db("/c.db", 8, 1)];
+        // a: unchanged but moved down by an entry added above it; b: removed; c: changed.
+        let new = [db("/d.db", 2, 1), db("/a.db", 5, 1), db("/c.db", 8, 2)];
+        let p = plan_reload(&old, &new);
+        assert_eq!(
+            p,
+            ReloadPlan {
+                remove: vec![1],
+                restart: vec![(2, 2)],
+                add: vec![0],
+                kept: 1,
+            }
+        );
+        let same = plan_reload(&old, &old);
+        assert_eq!(
+            (
+                same.remove.len(),
+                same.restart.len(),
+                same.add.len(),
+                same.kept
+            ),
+            (0, 0, 0, 3)
+        );
+    }
 
     #[test]
     fn splits_shell_words() {

@@ -240,6 +240,7 @@ impl<'a> Decoder<'a> {
         }
         let mut path = None;
         let mut replicas = None;
+        let mut single = None;
         for e in self.entries(node, "db") {
             match e.key.as_str() {
                 "path" => path = self.path_value(&e)?,
@@ -254,10 +255,24 @@ impl<'a> Decoder<'a> {
                 }
                 "max-checkpoint-page-count" => db.max_checkpoint_page_count = self.count(&e)?,
                 "replicas" => replicas = Some(e),
+                // Litestream v0.5 writes one replica as a `replica:` mapping; read as a one-entry
+                // `replicas:` list rather than warned about and ignored (a process that runs
+                // and backs up nothing).
+                "replica" => single = Some(e),
                 _ => self.unknown(&e, "db"),
             }
         }
         db.path = path.ok_or_else(|| self.invalid(node.line, "path", "db path required".into()))?;
+        if let Some(e) = single {
+            if let Some(list) = &replicas {
+                return Err(self.invalid(
+                    list.line.or(e.line),
+                    "replica",
+                    "`replica` (one replica, Litestream v0.5) and `replicas` (a list) are both set: use one".into(),
+                ));
+            }
+            db.replicas.push(self.replica(e.value, cfg)?);
+        }
         if let Some(e) = replicas {
             for item in self.list(&e)? {
                 let r = self.replica(item, cfg)?;

@@ -144,8 +144,6 @@ logging:
   colour: red
 dbs:
   - path: /a.db
-    replica:
-      url: s3://b/p
     replicas:
       - url: s3://b/p
         acess-key-id: typo
@@ -163,11 +161,10 @@ dbs:
     };
     assert_eq!(find("\"foo\""), Some(2));
     assert_eq!(find("\"colour\""), Some(4));
-    assert_eq!(find("\"replica\""), Some(7));
-    assert_eq!(find("\"acess-key-id\""), Some(11));
-    assert_eq!(find("\"bucketz\""), Some(12));
-    assert_eq!(find("\"identity\""), Some(15));
-    assert_eq!(w.len(), 6, "{w:?}");
+    assert_eq!(find("\"acess-key-id\""), Some(9));
+    assert_eq!(find("\"bucketz\""), Some(10));
+    assert_eq!(find("\"identity\""), Some(13));
+    assert_eq!(w.len(), 5, "{w:?}");
     let r = &c.dbs[0].replicas[0];
     // Unknown scalars are still handed to the backend; lists are not.
     assert_eq!(r.option("acess-key-id"), Some("typo"));
@@ -762,4 +759,20 @@ fn shared_replica_targets_are_refused_naming_both_entries() {
     parse("dbs:\n  - path: /a.db\n    replicas: [{url: s3://b/1}]\n  - path: /b.db\n    replicas: [{url: s3://b/2}]\n");
     parse("dbs:\n  - path: /a.db\n    replicas: [{url: s3://b/1}]\n  - path: /b.db\n    replicas: [{url: s3://c/1}]\n");
     parse("dbs:\n  - path: /a.db\n    replicas: [{url: s3://b/1, endpoint: \"https://nyc3.digitaloceanspaces.com\"}]\n  - path: /b.db\n    replicas: [{url: s3://b/1, endpoint: \"https://sfo3.digitaloceanspaces.com\"}]\n");
+}
+
+/// Issue 16.11: a config written for Litestream v0.5 (`replica:`, one mapping) replicates, instead
+/// of warning about an unknown key and running with no replica.
+#[test]
+fn v05_single_replica_section_is_the_one_replica() {
+    let (c, w) = parse(
+        "dbs:\n  - path: /a.db\n    replica:\n      type: s3\n      bucket: b\n      path: p\n",
+    );
+    assert!(w.is_empty(), "{w:?}");
+    let r = &c.dbs[0].replicas;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].kind, "s3");
+    assert_eq!(r[0].option("bucket"), Some("b"));
+    let e = err("dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/p\n    replicas:\n      - url: file:///x\n");
+    assert!(e.contains("line 5") && e.contains("replica"), "{e}");
 }

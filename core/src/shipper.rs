@@ -232,13 +232,15 @@ impl Shipper {
             let r = db.open_shadow(&g, i, from, end)?;
             age.encrypt(Lz4Encoder::new(r))
         });
+        // v0.3.13's two INFO lines per upload, with its fields: users tail the log to see backups
+        // happen. `position` is where the segment starts and `sz` the WAL bytes it holds.
+        tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %pos, "write wal segment");
         let started = Instant::now();
-        let size = self
-            .replica
+        self.replica
             .put(&key, source)
             .await
             .map_err(|e| e.context(format_args!("write wal segment {key}")))?;
-        tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, position = %Pos::new(pos.generation.clone(), pos.index, end), elapsed = ?started.elapsed(), sz = size, "wal segment written");
+        tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %pos, elapsed = ?started.elapsed(), sz = end - pos.offset, "wal segment written");
         Ok(())
     }
 
@@ -290,6 +292,7 @@ impl Shipper {
             use crate::snapshot::Snapshotter;
             age.encrypt(Lz4Encoder::new(snap.open()?))
         });
+        tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %dbpos.pos(), "write snapshot");
         let started = Instant::now();
         let size = self
             .replica

@@ -159,7 +159,78 @@ fn bad_config_inputs() {
         ]),
         "missing.yml",
     );
-    assert_fails(&walship(&["bogus"]), "bogus");
+}
+
+/// Issue 16.4, 16.6: usage errors exit 2 naming what was wrong (bad input stays 1); the version
+/// in all three spellings names the commit; every command's help describes every flag in the
+/// single-dash form and has examples.
+#[test]
+fn cli_conventions() {
+    for args in [&["bogus"][..], &["restore", "-foo", "x"], &["restore"]] {
+        let o = walship(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(!e.contains("panicked"), "{e}");
+        let double = e
+            .match_indices("--")
+            .any(|(i, _)| e[i + 2..].starts_with(|c: char| c.is_ascii_lowercase()));
+        assert!(!double, "{args:?}: double-dash form in {e}");
+    }
+    assert!(stderr(&walship(&["bogus"])).contains("bogus"));
+    assert!(stderr(&walship(&["restore", "-foo", "x"])).contains("-foo"));
+    let want = walship(&["version"]);
+    let v = String::from_utf8_lossy(&want.stdout).to_string();
+    assert!(
+        v.starts_with("walship ") && v.contains("(commit "),
+        "version: {v}"
+    );
+    assert!(
+        !v.contains("commit unknown"),
+        "built from git, commit known: {v}"
+    );
+    for flag in ["-version", "--version"] {
+        let o = walship(&[flag]);
+        assert!(o.status.success(), "{flag}: {}", stderr(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), v, "{flag}");
+    }
+    let commands = [
+        "replicate",
+        "check",
+        "restore",
+        "snapshots",
+        "generations",
+        "wal",
+        "replicas",
+        "databases",
+        "version",
+        "snapshot",
+        "completion",
+        "man",
+    ];
+    for cmd in commands {
+        let o = walship(&[cmd, "-h"]);
+        assert_eq!(o.status.code(), Some(0), "{cmd} -h: {}", stderr(&o));
+        let help = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(help.contains("Examples:\n"), "{cmd}: no examples:\n{help}");
+        assert!(!help.contains(" --"), "{cmd}: double-dash form:\n{help}");
+        // Every option and argument line has its description on the same line.
+        let section = |name: &str| -> Vec<String> {
+            help.split(&format!("{name}:\n"))
+                .nth(1)
+                .map(|rest| {
+                    rest.lines()
+                        .take_while(|l| !l.is_empty())
+                        .filter(|l| l.starts_with("  ") && !l.starts_with("          "))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for line in section("Options").into_iter().chain(section("Arguments")) {
+            let words: Vec<&str> = line.split("  ").filter(|w| !w.trim().is_empty()).collect();
+            assert!(words.len() >= 2, "{cmd}: no description: {line:?}\n{help}");
+        }
+    }
 }
 
 #[test]
@@ -971,4 +1042,270 @@ fn a_gap_inside_an_index_and_a_bad_frame_checksum_are_refused() {
         digest(&s.db),
         "the replica put back restores exactly"
     );
+}
+
+/// Issue 16.14: at the default level the log shows every upload with v0.3.13's messages and
+/// fields (`position` where the segment starts, `sz` its WAL bytes) and the version at start;
+/// `logging.level: warn` keeps them out.
+#[test]
+fn uploads_are_logged_at_info_like_v0313() {
+    let s = FileSetup::new("", "");
+    let conn = app_conn(&s.db);
+    let mut p = s.replicate();
+    for i in 0..20 {
+        conn.execute("INSERT INTO t (k, v) VALUES (?1, randomblob(100))", [i])
+            .unwrap();
+    }
+    let scratch = s.dir.path().join("scratch.db");
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(20));
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    let log = p.log_text();
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("INFO") && first.contains("walship") && first.contains("version="),
+        "the first line names the version: {first}"
+    );
+    for msg in [
+        "write snapshot",
+        "snapshot written",
+        "write wal segment",
+        "wal segment written",
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains(" INFO ") && l.contains(msg)),
+            "no INFO line {msg:?}:\n{log}"
+        );
+    }
+    // A segment's position is where it starts: the first one after the snapshot's index begins
+    // where the snapshot's shipping left off, and sz is the WAL bytes (frames of 4096 + 24).
+    let written: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("wal segment written"))
+        .collect();
+    for l in &written {
+        assert!(
+            l.contains("position=") && l.contains("elapsed=") && l.contains("sz="),
+            "{l}"
+        );
+        let field = |name: &str| -> String {
+            l.split(&format!(" {name}="))
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let offset: u64 = field("position")
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sz: u64 = field("sz").parse().unwrap();
+        let frames = if offset == 0 { sz - 32 } else { sz };
+        assert_eq!(
+            frames % 4120,
+            0,
+            "sz is WAL bytes from the segment's start: {l}"
+        );
+    }
+    let (cfg, quiet) = (s.cfg.clone(), s.dir.path().join("quiet.yml"));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&quiet, format!("logging:\n  level: warn\n{text}")).unwrap();
+    let mut q = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", quiet.to_str().unwrap()],
+        &s.dir.path().join("quiet.log"),
+    );
+    conn.execute("INSERT INTO t (k, v) VALUES (99, 'x')", [])
+        .unwrap();
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(20));
+    assert_eq!(q.stop(), 0, "{}", q.log_text());
+    assert!(
+        !q.log_text().contains("wal segment written"),
+        "level warn still logs uploads:\n{}",
+        q.log_text()
+    );
+}
+
+/// Issue 16.8: `-json` on the listings, with the field names the README documents; the same rows
+/// as the table.
+#[test]
+fn listings_as_json() {
+    let d = tempfile::tempdir().unwrap();
+    let (replica, _) = replicated(d.path());
+    let url = format!("file://{}", replica.display());
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let o = walship(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&o.stdout)
+            )
+        });
+        v.as_array().expect("an array").clone()
+    };
+    let rows = |args: &[&str]| {
+        String::from_utf8_lossy(&walship(args).stdout)
+            .lines()
+            .count()
+            - 1
+    };
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let snaps = json(&["snapshots", "-json", &url]);
+    assert!(!snaps.is_empty());
+    assert_eq!(snaps.len(), rows(&["snapshots", &url]));
+    assert_eq!(
+        keys(&snaps[0]),
+        ["created", "generation", "index", "replica", "size"]
+    );
+    assert!(snaps[0]["size"].is_u64() && snaps[0]["index"].is_u64());
+    let wal = json(&["wal", "-json", &url]);
+    assert!(wal.len() > 1);
+    assert_eq!(wal.len(), rows(&["wal", &url]));
+    assert_eq!(
+        keys(&wal[0]),
+        [
+            "created",
+            "generation",
+            "index",
+            "offset",
+            "replica",
+            "size"
+        ]
+    );
+    let gens = json(&["generations", "-json", &url]);
+    assert_eq!(gens.len(), rows(&["generations", &url]));
+    assert_eq!(
+        keys(&gens[0]),
+        [
+            "end",
+            "generation",
+            "lag",
+            "lag_seconds",
+            "replica",
+            "start"
+        ]
+    );
+    assert_eq!(gens[0]["generation"], snaps[0]["generation"]);
+    let cfg = write_config(d.path(), &d.path().join("app.db"), &replica, "", "");
+    let dbs = json(&["databases", "-json", "-config", cfg.to_str().unwrap()]);
+    assert_eq!(dbs.len(), 1);
+    assert_eq!(dbs[0]["replicas"], serde_json::json!(["file"]));
+    assert!(dbs[0]["path"].as_str().unwrap().ends_with("app.db"));
+}
+
+/// Issue 16.11: a database left with no replica (a config for a later Litestream whose keys
+/// walship does not read) stops `replicate` at start, naming the file, line and database.
+#[test]
+fn a_database_without_replicas_is_refused_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path());
+    let cfg = d.path().join("v05.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    replica-list:\n      - url: file:///nowhere\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    for args in [&["replicate"][..], &["replicate", "-once"]] {
+        let mut a = args.to_vec();
+        a.extend(["-config", cfg.to_str().unwrap()]);
+        let o = walship(&a);
+        let e = stderr(&o);
+        assert_fails(&o, "has no replica");
+        assert!(
+            e.contains("v05.yml: line 2:") && e.contains("app.db"),
+            "{e}"
+        );
+    }
+    assert!(
+        !d.path().join(".app.db-litestream").exists(),
+        "nothing is started for a refused config"
+    );
+}
+
+/// Issue 16.12: `replicate -once -force-snapshot` and `walship snapshot DB_PATH` take a snapshot
+/// now, each restorable; a database a running replicate holds is refused, naming the holder.
+#[test]
+fn snapshots_on_demand() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path());
+    let replica = d.path().join("replica");
+    let cfg = write_config(d.path(), &db, &replica, "", "");
+    let url = format!("file://{}", replica.display());
+    // The newest snapshot's time: a snapshot at an index that already has one replaces it (one
+    // object per generation and index, as v0.3.13), so "a new snapshot" is a newer one.
+    let newest = || -> String {
+        let o = walship(&["snapshots", "-json", &url]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["created"].as_str().unwrap().to_string())
+            .max()
+            .unwrap_or_default()
+    };
+    let c = cfg.to_str().unwrap();
+    let o = walship(&["replicate", "-once", "-config", c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = newest();
+    assert!(
+        !first.is_empty(),
+        "the first pass snapshots the new generation"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = walship(&["replicate", "-once", "-config", c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(newest(), first, "-once alone does not snapshot again");
+    let mut w = Writer::new(&db, 3);
+    for _ in 0..20 {
+        w.tx();
+    }
+    let o = walship(&["replicate", "-once", "-force-snapshot", "-config", c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second = newest();
+    assert!(second > first, "no new snapshot: {second} after {first}");
+    std::thread::sleep(Duration::from_millis(1100));
+    for _ in 0..20 {
+        w.tx();
+    }
+    let o = walship(&["snapshot", "-config", c, db.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("snapshot written"), "{}", stderr(&o));
+    assert!(newest() > second, "walship snapshot took none");
+    let out = d.path().join("out.db");
+    let o = walship(&["restore", "-o", out.to_str().unwrap(), &url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(digest(&out), digest(&db));
+    assert_fails(
+        &walship(&["replicate", "-force-snapshot", "-config", c]),
+        "-force-snapshot needs -once",
+    );
+    assert_fails(
+        &walship(&["snapshot", "-config", c, "/nope.db"]),
+        "not in the config",
+    );
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", c],
+        &d.path().join("w.log"),
+    );
+    wait_until(Duration::from_secs(20), "replicate to start", || {
+        p.log_text().contains("replicating to")
+    });
+    let o = walship(&["snapshot", "-config", c, db.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&p.pid().to_string()),
+        "names the running replicate: {}",
+        stderr(&o)
+    );
+    assert_eq!(p.stop(), 0);
 }
