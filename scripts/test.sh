@@ -145,9 +145,9 @@ export WALSHIP_BIN="$RELEASE_BIN"
 if [ -S /var/run/docker.sock ] && curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; then
   echo "Docker answers: S3 tests use MinIO through testcontainers"
   env -u TEST_S3_ENDPOINT -u TEST_S3_ACCESS_KEY -u TEST_S3_SECRET_KEY \
-    cargo zigbuild test --release --locked --workspace --target "$RELEASE_TARGET" --no-fail-fast -- --test-threads=2
+    cargo-zigbuild test --release --locked --workspace --target "$RELEASE_TARGET" --no-fail-fast -- --test-threads=2
 else
-  cargo zigbuild test --release --locked --workspace --target "$RELEASE_TARGET" --no-fail-fast -- --test-threads=2
+  cargo-zigbuild test --release --locked --workspace --target "$RELEASE_TARGET" --no-fail-fast -- --test-threads=2
 fi
 
 # Performance (issue 23.12): the README's promises against Litestream v0.3.13 in the same run, at

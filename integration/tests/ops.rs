@@ -131,6 +131,14 @@ fn dry_run_against_s3_names_each_cause() {
     );
     // Port 1 on loopback: nothing listens there, the connection is refused at once.
     bad += &s3_section("down", "http://127.0.0.1:1", &bucket, &t, &t.secret_key);
+    // `.invalid` never resolves (RFC 6761).
+    bad += &s3_section(
+        "nodns",
+        "http://walship-check.invalid:9000",
+        &bucket,
+        &t,
+        &t.secret_key,
+    );
     let cfg = config_with(d.path(), "bad.yml", &db, &bad);
     let o = walship(&["replicate", "-dry-run", "-config", cfg.to_str().unwrap()]);
     let out = text(&o);
@@ -145,6 +153,18 @@ fn dry_run_against_s3_names_each_cause() {
         line_of(&out, "down").contains("FAILED unreachable"),
         "{out}"
     );
+    // Issue 16.13: the DNS verdict was the SDK's whole error (490 characters, Debug dump and
+    // all); it stays one short line with the cause, and the host is in the target column.
+    let nodns = line_of(&out, "nodns");
+    assert!(nodns.contains("FAILED DNS"), "{out}");
+    assert!(nodns.contains("walship-check.invalid"), "{nodns}");
+    let verdict = &nodns[nodns.find("FAILED").unwrap()..];
+    assert!(
+        verdict.len() <= 210,
+        "{} characters: {verdict}",
+        verdict.len()
+    );
+    assert!(!verdict.contains(" { "), "a Debug dump: {verdict}");
     assert!(!out.contains("not-the-secret"), "secret in output: {out}");
     assert!(!out.contains(&t.secret_key), "secret in output: {out}");
     // `check` is the same command.
