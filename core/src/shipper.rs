@@ -235,6 +235,7 @@ impl Shipper {
         // v0.3.13's two INFO lines per upload, with its fields: users tail the log to see backups
         // happen. `position` is where the segment starts and `sz` the WAL bytes it holds.
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %pos, "write wal segment");
+        tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, key = %key, wal_bytes = end - pos.offset, "replica sync: put");
         let started = Instant::now();
         self.replica
             .put(&key, source)
@@ -293,6 +294,7 @@ impl Shipper {
             age.encrypt(Lz4Encoder::new(snap.open()?))
         });
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %dbpos.pos(), "write snapshot");
+        tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, key = %key, "snapshot: put");
         let started = Instant::now();
         let size = self
             .replica
