@@ -288,7 +288,7 @@ mod tests {
         assert!(!w.push(ms(0), 300_000, rate));
         w.outgrown(ms(100));
         assert!(
-            w.push(ms(110), 3_918_120, rate),
+            w.push(ms(110), 3_800_000, rate),
             "the sync right after the growth"
         );
         assert!(w.push(ms(130), 0, rate), "the burst's rest follows at once");
