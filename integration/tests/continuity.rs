@@ -268,7 +268,20 @@ fn damaged_meta_directory_starts_a_new_generation() {
         (
             "whole meta directory removed",
             "no generation exists",
-            Box::new(|m: &Path| std::fs::remove_dir_all(m).unwrap()),
+            // walship writes into the directory while it is removed (as when a user deletes it
+            // under a running service): a file created between the listing and the rmdir makes
+            // remove_dir_all fail with "Directory not empty" (CI, 2026-12-04); try again.
+            Box::new(|m: &Path| {
+                for attempt in 0.. {
+                    match std::fs::remove_dir_all(m) {
+                        Ok(()) => break,
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::DirectoryNotEmpty
+                                && attempt < 50 => {}
+                        Err(e) => panic!("remove {}: {e}", m.display()),
+                    }
+                }
+            }),
         ),
     ];
     for (i, (what, reason, damage)) in damages.iter().enumerate() {
