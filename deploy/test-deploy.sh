@@ -224,6 +224,17 @@ for cmd in generations snapshots wal; do
   out=$(with_env walship "$cmd" /var/lib/app/app.db) || fail "walship $cmd"
   [ "$(printf '%s\n' "$out" | wc -l)" -ge 2 ] || fail "walship $cmd lists nothing after the first sync: $out"
 done
+
+# A snapshot through the running service (issue 16.12): root asks, the service (user app) takes
+# it, the generation stays, and nothing of the request is left behind.
+gens_before=$(ls "/var/lib/app/.app.db-litestream/generations")
+journal_mark=$(date '+%Y-%m-%d %H:%M:%S')
+run_block snapshot-now
+journal=$(PATH=$SHIMS:$CLEAN_PATH journalctl -u walship --since "$journal_mark" --no-pager)
+case $journal in *"snapshot requested"*) ;; *) fail "the running service did not take the snapshot request" ;; esac
+[ "$(ls /var/lib/app/.app.db-litestream/generations)" = "$gens_before" ] || fail "walship snapshot started a new generation"
+left=$(find /var/lib/app/.app.db-litestream -maxdepth 1 -name 'walship-snapshot-*')
+[ -z "$left" ] || fail "snapshot request files left behind: $left"
 sleep 3
 
 # --- round trip while the writer keeps writing: stop the app, then the service (final sync)

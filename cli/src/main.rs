@@ -14,6 +14,7 @@ mod replicas;
 mod replicate;
 mod restore;
 mod setup;
+mod snapreq;
 mod table;
 mod verify;
 
@@ -168,8 +169,9 @@ enum Cmd {
     #[command(after_help = "Examples:
   # Before maintenance: everything shipped, and a fresh snapshot to restore from.
   $ walship snapshot /var/lib/app/db.sqlite
-  (A database that a running replicate holds is refused: stop the service, or let it snapshot on
-  its snapshot-interval. `replicate -once -force-snapshot` does every database.)")]
+  (When the service is running, the running replicate takes the snapshot and this command waits
+  for it; run it as the service's user or root. `replicate -once -force-snapshot` does every
+  database while the service is stopped.)")]
     Snapshot {
         #[command(flatten)]
         c: ConfigFlags,

@@ -109,6 +109,10 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         crate::heartbeat::validate(u)?;
     }
     let ops = Arc::new(crate::metrics::Ops::default());
+    use tokio::signal::unix::{signal, SignalKind};
+    // Before any database is locked: the lock file tells `walship snapshot` that this process
+    // takes SIGUSR1 (without a handler the signal kills it).
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let mut running: Vec<RunningDb> = Vec::new();
     for (dbc, shippers) in prepared {
         running.push(start_db(dbc, shippers, &ops)?);
@@ -155,7 +159,6 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         }
         None => None,
     };
-    use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // Without a handler SIGHUP killed replicate at once (exit 129), with no final sync.
@@ -182,6 +185,11 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
                 health.set(health_of(&running));
                 if let Some(n) = &notifier {
                     n.send(&format!("READY=1\n{}", crate::notify::status_line(&health.get().summary())));
+                }
+            }
+            _ = sigusr1.recv() => {
+                for r in &running {
+                    crate::snapreq::answer(&r.running);
                 }
             }
             status = &mut child_wait => {
@@ -227,6 +235,19 @@ pub async fn snapshot_one(config: Option<&Path>, no_expand_env: bool, target: &s
     if dbc.replicas.is_empty() {
         bail!("database {} has no replica", path.display());
     }
+    // A running replicate holds the database: ask it (its shippers snapshot between their
+    // syncs); otherwise take the snapshot here, as `replicate -once -force-snapshot` would.
+    // Owned like walship's other files there: the service, often another user, removes it.
+    let meta = walship_core::meta::MetaDir::owned(
+        dbc.meta_path
+            .clone()
+            .unwrap_or_else(|| walship_core::meta::default_meta_dir(&dbc.path)),
+        walship_core::meta::Ownership::of_db(&dbc.path),
+    );
+    if walship_core::local::lock_held(&meta.lock_file()) == Some(true) {
+        let holder = walship_core::meta::LockHolder::read(&meta.lock_file());
+        return crate::snapreq::ask(&dbc.path, &meta, &holder).await;
+    }
     crate::once::run(vec![(dbc, prepare(dbc)?)], true).await
 }
 
@@ -257,7 +278,11 @@ fn start_db(
     shippers: Prepared,
     ops: &Arc<crate::metrics::Ops>,
 ) -> Result<RunningDb> {
-    let db = Db::open(&dbc.path, setup::db_options(dbc)).map_err(|e| anyhow!("{e}"))?;
+    let opts = walship_core::db::DbOptions {
+        takes_requests: true,
+        ..setup::db_options(dbc)
+    };
+    let db = Db::open(&dbc.path, opts).map_err(|e| anyhow!("{e}"))?;
     tracing::info!(db = %dbc.path.display(), "initialized db");
     let mut ss = Vec::new();
     let mut replicas = Vec::new();

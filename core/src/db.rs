@@ -63,6 +63,9 @@ pub struct DbOptions {
     pub busy_timeout: Duration,
     /// Longest a sync copies before it ships what it has (bounded work under a saturating writer).
     pub max_copy_bytes: u64,
+    /// This process answers `walship snapshot` requests (a running `replicate`); the lock file
+    /// says so, and only then does `walship snapshot` signal the holder.
+    pub takes_requests: bool,
 }
 
 impl Default for DbOptions {
@@ -76,6 +79,7 @@ impl Default for DbOptions {
             truncate_page_count: 500_000,
             busy_timeout: Duration::from_secs(1),
             max_copy_bytes: 256 * 1024 * 1024,
+            takes_requests: false,
         }
     }
 }
@@ -201,7 +205,7 @@ impl Db {
             crate::meta::Ownership::of_db(&path),
         );
         meta.create_dir(&meta.root)?;
-        let lock = InstanceLock::acquire(&meta.lock_file(), &path)?;
+        let lock = InstanceLock::acquire(&meta.lock_file(), &path, opts.takes_requests)?;
         meta.own_file(&meta.lock_file());
         meta.remove_tmp_files();
         let (pos_tx, _) = watch::channel(DbPos::default());
@@ -474,7 +478,7 @@ impl Db {
         if lock.is_current(&path) {
             return;
         }
-        match InstanceLock::acquire(&path, &self.path) {
+        match InstanceLock::acquire(&path, &self.path, self.opts.takes_requests) {
             Ok(l) => {
                 self.meta.own_file(&path);
                 *lock = l

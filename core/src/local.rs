@@ -365,7 +365,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("walship.lock");
         assert_eq!(lock_held(&path), Some(false));
-        let l = crate::meta::InstanceLock::acquire(&path, Path::new("/x.db")).unwrap();
+        let l = crate::meta::InstanceLock::acquire(&path, Path::new("/x.db"), false).unwrap();
         assert_eq!(lock_held(&path), Some(true));
         drop(l);
         assert_eq!(lock_held(&path), Some(false));

@@ -5,6 +5,10 @@
 //! generation                                  "<16 hex>\n", written via generation.tmp + rename
 //! generations/<gen>/wal/<index %08x>.wal      shadow WAL: one life of the real WAL
 //! walship.lock                                walship's flock; not *.tmp, which v0.3.13 deletes
+//!                                             "<pid>\n", or "<pid> requests\n" from a replicate
+//!                                             that answers snapshot requests on SIGUSR1
+//! walship-snapshot-<id>.request               `walship snapshot` asks the running replicate
+//! walship-snapshot-<id>.response              and reads its answer here
 //! ```
 
 use crate::error::{Error, Result};
@@ -136,6 +140,52 @@ impl MetaDir {
         self.root.join("walship.lock")
     }
 
+    /// Where `walship snapshot` leaves request `id` for the replicate that holds the lock.
+    pub fn snapshot_request(&self, id: &str) -> PathBuf {
+        self.root
+            .join(format!("{REQUEST_PREFIX}{id}{REQUEST_SUFFIX}"))
+    }
+
+    /// Where the replicate answers request `id`.
+    pub fn snapshot_response(&self, id: &str) -> PathBuf {
+        self.root
+            .join(format!("{REQUEST_PREFIX}{id}{RESPONSE_SUFFIX}"))
+    }
+
+    /// Removes answers nobody read (the asker was interrupted) once they are `max_age` old.
+    pub fn remove_stale_responses(&self, max_age: std::time::Duration) {
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let answer = name.starts_with(REQUEST_PREFIX)
+                && (name.ends_with(RESPONSE_SUFFIX) || name.ends_with(".part"));
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age);
+            if answer && old {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// The ids of the snapshot requests waiting in the meta directory.
+    pub fn pending_snapshot_requests(&self) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| request_id(&e.file_name().to_string_lossy()).map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+
     pub fn generation_dir(&self, generation: &str) -> PathBuf {
         self.root.join("generations").join(generation)
     }
@@ -256,6 +306,47 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+const REQUEST_PREFIX: &str = "walship-snapshot-";
+const REQUEST_SUFFIX: &str = ".request";
+const RESPONSE_SUFFIX: &str = ".response";
+
+/// The id of a request file name; ids are what `walship snapshot` makes: `[0-9a-z-]`, so a
+/// name can never reach outside the meta directory.
+fn request_id(name: &str) -> Option<&str> {
+    let id = name
+        .strip_prefix(REQUEST_PREFIX)?
+        .strip_suffix(REQUEST_SUFFIX)?;
+    (!id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'-'))
+    .then_some(id)
+}
+
+/// What the lock file says about the process holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: Option<u32>,
+    /// The holder is a `replicate` that answers snapshot requests on SIGUSR1. Anything else
+    /// (`replicate -once`, `walship snapshot` alone, an older walship) would be killed by the
+    /// signal, so it is sent only to a holder that says so.
+    pub takes_requests: bool,
+}
+
+impl LockHolder {
+    pub fn parse(text: &str) -> LockHolder {
+        let mut words = text.split_whitespace();
+        LockHolder {
+            pid: words.next().and_then(|w| w.parse().ok()),
+            takes_requests: words.any(|w| w == "requests"),
+        }
+    }
+
+    pub fn read(path: &Path) -> LockHolder {
+        LockHolder::parse(&fs::read_to_string(path).unwrap_or_default())
+    }
+}
+
 /// An exclusive advisory lock that the kernel releases when the process dies.
 #[derive(Debug)]
 pub struct InstanceLock {
@@ -264,7 +355,8 @@ pub struct InstanceLock {
 
 impl InstanceLock {
     /// Takes the lock or fails naming the process that holds it.
-    pub fn acquire(path: &Path, db: &Path) -> Result<InstanceLock> {
+    /// `takes_requests`: this process answers snapshot requests (see [`LockHolder`]).
+    pub fn acquire(path: &Path, db: &Path, takes_requests: bool) -> Result<InstanceLock> {
         use std::os::unix::io::AsRawFd;
         let file = fs::OpenOptions::new()
             .read(true)
@@ -276,9 +368,8 @@ impl InstanceLock {
         // SAFETY: flock on a valid, owned descriptor.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
-            let holder = fs::read_to_string(path).unwrap_or_default();
-            let holder = holder.trim();
-            if holder == std::process::id().to_string() {
+            let holder = LockHolder::read(path);
+            if holder.pid == Some(std::process::id()) {
                 // This process holds it: another entry of the same config names the same file
                 // (through a symlink, a bind mount or a hard link).
                 return Err(Error::invalid(format!(
@@ -290,16 +381,16 @@ impl InstanceLock {
             return Err(Error::invalid(format!(
                 "database {} is already being replicated by another process ({}); lock file {}",
                 db.display(),
-                if holder.is_empty() {
-                    "pid unknown".to_string()
-                } else {
-                    format!("pid {holder}")
+                match holder.pid {
+                    None => "pid unknown".to_string(),
+                    Some(pid) => format!("pid {pid}"),
                 },
                 path.display()
             )));
         }
         let _ = file.set_len(0);
-        let _ = (&file).write_all(format!("{}\n", std::process::id()).as_bytes());
+        let requests = if takes_requests { " requests" } else { "" };
+        let _ = (&file).write_all(format!("{}{requests}\n", std::process::id()).as_bytes());
         Ok(InstanceLock { file })
     }
 
@@ -412,11 +503,46 @@ mod tests {
     fn lock_is_exclusive_within_and_across_descriptors() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("walship.lock");
-        let l = InstanceLock::acquire(&p, Path::new("/x.db")).unwrap();
-        let e = InstanceLock::acquire(&p, Path::new("/x.db")).unwrap_err();
+        let l = InstanceLock::acquire(&p, Path::new("/x.db"), true).unwrap();
+        let e = InstanceLock::acquire(&p, Path::new("/x.db"), false).unwrap_err();
         // Regression (issue 15.13): the holder is this process, so it is not "another process".
         assert!(e.to_string().contains("configured twice"), "{e}");
+        assert_eq!(
+            LockHolder::read(&p),
+            LockHolder {
+                pid: Some(std::process::id()),
+                takes_requests: true
+            }
+        );
         drop(l);
-        InstanceLock::acquire(&p, Path::new("/x.db")).unwrap();
+        InstanceLock::acquire(&p, Path::new("/x.db"), false).unwrap();
+        assert!(!LockHolder::read(&p).takes_requests);
+    }
+
+    #[test]
+    fn lock_holder_of_older_and_damaged_files() {
+        // Files written before requests existed hold the pid alone.
+        assert_eq!(
+            LockHolder::parse("4242\n"),
+            LockHolder {
+                pid: Some(4242),
+                takes_requests: false
+            }
+        );
+        assert_eq!(LockHolder::parse("").pid, None);
+        assert_eq!(LockHolder::parse("x requests").pid, None);
+    }
+
+    #[test]
+    fn request_names_stay_inside_the_meta_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let m = MetaDir::new(d.path().to_path_buf());
+        fs::write(m.snapshot_request("12-ab"), "").unwrap();
+        fs::write(m.snapshot_response("12-ab"), "").unwrap();
+        fs::write(d.path().join("walship-snapshot-.request"), "").unwrap();
+        fs::write(d.path().join("walship-snapshot-A.request"), "").unwrap();
+        fs::write(d.path().join("walship-snapshot-x.request.tmp"), "").unwrap();
+        assert_eq!(m.pending_snapshot_requests(), vec!["12-ab".to_string()]);
+        assert_eq!(request_id("walship-snapshot-..%2f.request"), None);
     }
 }

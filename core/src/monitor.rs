@@ -3,12 +3,15 @@
 use crate::db::Db;
 use crate::error::Result;
 use crate::pace::{grown, restarted, wal_mark, RateWindow};
-use crate::shipper::Shipper;
+use crate::shipper::{Shipper, SnapshotRequest};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+/// A replica's answer to a snapshot request: the snapshot's position, or why there is none.
+pub type Answer = std::result::Result<crate::layout::Pos, String>;
 
 /// What the monitor did, counted for metrics (v0.3.13's `litestream_sync_*`,
 /// `litestream_checkpoint_*`, `litestream_total_wal_bytes`).
@@ -56,6 +59,7 @@ pub struct Running {
     pub stats: Arc<DbStats>,
     monitor: JoinHandle<()>,
     shippers: Vec<(String, JoinHandle<Result<()>>)>,
+    requests: Vec<(String, mpsc::Sender<SnapshotRequest>)>,
     stop_monitor: watch::Sender<bool>,
     stop_shippers: watch::Sender<bool>,
 }
@@ -179,11 +183,14 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             }
         }
     });
+    let mut requests = Vec::new();
     let shippers = shippers
         .into_iter()
         .map(|s| {
             let name = s.name().to_string();
-            (name, tokio::spawn(s.run(rx.clone())))
+            let (tx, requests_rx) = mpsc::channel(REQUESTS_QUEUED);
+            requests.push((name.clone(), tx));
+            (name, tokio::spawn(s.run(rx.clone(), requests_rx)))
         })
         .collect();
     Running {
@@ -191,12 +198,21 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         stats,
         monitor,
         shippers,
+        requests,
         stop_monitor,
         stop_shippers,
     }
 }
 
 impl Running {
+    /// A handle that asks this database's replicas for snapshots (movable into a task).
+    pub fn requester(&self) -> Requester {
+        Requester {
+            db: self.db.clone(),
+            replicas: self.requests.clone(),
+        }
+    }
+
     /// Stops monitoring, copies what is left, lets every shipper make its final sync.
     /// Returns false when any final sync failed.
     pub async fn stop(self) -> bool {
@@ -227,6 +243,56 @@ impl Running {
         ok
     }
 }
+
+/// Asks a running database's replicas for a snapshot now (`walship snapshot` through a running
+/// `replicate`).
+#[derive(Clone)]
+pub struct Requester {
+    db: Arc<Db>,
+    replicas: Vec<(String, mpsc::Sender<SnapshotRequest>)>,
+}
+
+impl Requester {
+    /// Copies what is committed into the shadow WAL first (the monitor may be coalescing a burst),
+    /// so every snapshot holds every commit made before the request; then every replica ships its
+    /// WAL and snapshots. Returns each replica's answer once all are in.
+    pub async fn snapshot_all(&self) -> Vec<(String, Answer)> {
+        let synced = sync_db(&self.db).await;
+        tracing::debug!(db = %self.db.path().display(), copied = synced.as_ref().map(|r| r.copied_bytes).ok(), position = %self.db.pos().pos(), "synced before the requested snapshot");
+        if let Err(e) = synced {
+            let why = format!("cannot copy the WAL before the snapshot: {e}");
+            return self
+                .replicas
+                .iter()
+                .map(|(name, _)| (name.clone(), Err(why.clone())))
+                .collect();
+        }
+        let mut waiting = Vec::new();
+        for (name, tx) in &self.replicas {
+            let (reply, answer) = oneshot::channel();
+            if let Err(e) = tx.try_send(reply) {
+                let why = match &e {
+                    mpsc::error::TrySendError::Full(_) => "too many snapshot requests waiting",
+                    mpsc::error::TrySendError::Closed(_) => "the replica has stopped",
+                };
+                let _ = e.into_inner().send(Err(why.to_string()));
+            }
+            waiting.push((name.clone(), answer));
+        }
+        let mut answers = Vec::new();
+        for (name, answer) in waiting {
+            let a = answer
+                .await
+                .unwrap_or_else(|_| Err("replicate stopped before the snapshot".to_string()));
+            answers.push((name, a));
+        }
+        answers
+    }
+}
+
+/// Snapshot requests a replica holds before it refuses more (each is answered by one snapshot,
+/// so a queue this long means the replica is stuck, not that the user asked too often).
+const REQUESTS_QUEUED: usize = 16;
 
 /// Copy rate (bytes/s) above which the monitor syncs on the short cadence.
 const BUSY_RATE: f64 = 4.0 * 1024.0 * 1024.0;

@@ -13,7 +13,11 @@ use crate::restore::decoded_len;
 use crate::retention;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// A request for a snapshot now (`walship snapshot` through a running `replicate`), answered
+/// with the snapshot's position or the error that stopped it.
+pub type SnapshotRequest = oneshot::Sender<std::result::Result<Pos, String>>;
 
 /// Per-replica settings (spec §5.3) with v0.3.13's defaults.
 #[derive(Debug, Clone)]
@@ -353,8 +357,14 @@ impl Shipper {
     }
 
     /// Runs until `shutdown` flips to true, then makes one final sync.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    /// `requests`: snapshots asked for now; each is taken after the WAL is shipped, and answered.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut requests: mpsc::Receiver<SnapshotRequest>,
+    ) -> Result<()> {
         let mut db_rx = self.db.subscribe();
+        let mut asked: Vec<SnapshotRequest> = Vec::new();
         let mut next_snapshot =
             (!self.opts.snapshot_interval.is_zero()).then(tokio::time::Instant::now);
         if next_snapshot.is_some() {
@@ -384,6 +394,26 @@ impl Shipper {
                 backoff = Duration::ZERO;
             }
             let now = tokio::time::Instant::now();
+            if !asked.is_empty() {
+                let res = self.snapshot().await;
+                match &res {
+                    Ok(pos) => {
+                        tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %pos, "requested snapshot taken")
+                    }
+                    Err(e) => {
+                        tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "requested snapshot failed");
+                        self.pos = None;
+                    }
+                }
+                let answer = res.map_err(|e| e.to_string());
+                for tx in asked.drain(..) {
+                    let _ = tx.send(answer.clone());
+                }
+                // The request stands in for the scheduled snapshot it is closest to.
+                if next_snapshot.is_some() {
+                    next_snapshot = Some(now + self.opts.snapshot_interval);
+                }
+            }
             if next_snapshot.is_some_and(|t| now >= t) {
                 if let Err(e) = self.snapshot().await {
                     tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "snapshotter error");
@@ -403,11 +433,16 @@ impl Shipper {
                 deadline = deadline.min(t.max(tokio::time::Instant::now()));
             }
             // Wait the sync interval, then for a change of the shadow WAL (or a schedule).
+            // A request cuts the wait short: the user is waiting for its answer.
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.changed() => continue,
+                Some(tx) = requests.recv() => asked.push(tx),
             }
-            if backoff.is_zero() && self.pos.as_ref().is_some_and(|p| *p == self.db.pos().pos()) {
+            if asked.is_empty()
+                && backoff.is_zero()
+                && self.pos.as_ref().is_some_and(|p| *p == self.db.pos().pos())
+            {
                 let mut wake = next_snapshot.into_iter().chain(next_retention).min();
                 let sleep = async {
                     match wake.take() {
@@ -419,6 +454,7 @@ impl Shipper {
                     _ = db_rx.changed() => {}
                     _ = sleep => {}
                     _ = shutdown.changed() => {}
+                    Some(tx) = requests.recv() => asked.push(tx),
                 }
             }
         }

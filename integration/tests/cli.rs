@@ -1232,7 +1232,8 @@ fn a_database_without_replicas_is_refused_at_start() {
 }
 
 /// Issue 16.12: `replicate -once -force-snapshot` and `walship snapshot DB_PATH` take a snapshot
-/// now, each restorable; a database a running replicate holds is refused, naming the holder.
+/// now, each restorable; `walship snapshot` of a database a running replicate holds is taken by
+/// that process, which keeps its generation.
 #[test]
 fn snapshots_on_demand() {
     let d = tempfile::tempdir().unwrap();
@@ -1300,12 +1301,95 @@ fn snapshots_on_demand() {
     wait_until(Duration::from_secs(20), "replicate to start", || {
         p.log_text().contains("replicating to")
     });
+    let gens = generations(&replica);
+    std::thread::sleep(Duration::from_millis(1100));
+    for _ in 0..20 {
+        w.tx();
+    }
+    let before = newest();
     let o = walship(&["snapshot", "-config", c, db.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(o.status.success(), "{}\n{}", stderr(&o), p.log_text());
+    assert!(stderr(&o).contains("snapshot written"), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains(&p.pid().to_string()),
-        "names the running replicate: {}",
-        stderr(&o)
+        p.log_text().contains("snapshot requested"),
+        "{}",
+        p.log_text()
     );
-    assert_eq!(p.stop(), 0);
+    let third = newest();
+    assert!(
+        third > before,
+        "the running replicate took no snapshot: {third}"
+    );
+    // The snapshot holds every commit made before it was asked for.
+    let want = digest(&db);
+    let o = walship(&[
+        "restore",
+        "-o",
+        d.path().join("mid.db").to_str().unwrap(),
+        &url,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        digest(&d.path().join("mid.db")),
+        want,
+        "{}\n{}",
+        stderr(&o),
+        p.log_text()
+    );
+    assert_eq!(
+        generations(&replica),
+        gens,
+        "a new generation for a snapshot"
+    );
+    let meta = d.path().join(".app.db-litestream");
+    let left: Vec<_> = std::fs::read_dir(&meta)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("walship-snapshot-"))
+        .collect();
+    assert!(left.is_empty(), "request files left behind: {left:?}");
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+}
+
+/// Issue 16.12: SIGUSR1 kills a process without a handler, so `walship snapshot` signals only a
+/// holder whose lock file says it takes requests. This test process holds the lock the way
+/// `replicate -once` does: had walship signalled it, the test would have died.
+#[test]
+fn snapshot_refuses_a_holder_that_takes_no_requests() {
+    let d = tempfile::tempdir().unwrap();
+    let db = seeded_db(d.path());
+    let replica = d.path().join("replica");
+    let cfg = write_config(d.path(), &db, &replica, "", "");
+    let meta = d.path().join(".app.db-litestream");
+    std::fs::create_dir_all(&meta).unwrap();
+    let lock = meta.join("walship.lock");
+    let f = std::fs::File::create(&lock).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) },
+        0
+    );
+    std::fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    let o = walship(&[
+        "snapshot",
+        "-config",
+        cfg.to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&std::process::id().to_string())
+            && e.contains("does not take snapshot requests"),
+        "{e}"
+    );
+    assert!(
+        !std::fs::read_dir(&meta)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".request")),
+        "a request was left for a holder that never answers"
+    );
+    drop(f);
 }
