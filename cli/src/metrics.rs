@@ -1,5 +1,5 @@
 //! Prometheus metrics on `addr` (`/metrics` only; v0.3.13 also served Go's pprof there, walship
-//! serves nothing else). Names are v0.3.13's (spec §5.5), so existing dashboards keep working,
+//! serves nothing else). Names are v0.3.13's (format §9), so existing dashboards keep working,
 //! plus `walship_replica_lag_seconds`, `walship_replica_lag_bytes`,
 //! `walship_replica_last_sync_timestamp_seconds` and `walship_replica_errors_total` (by database,
 //! replica and operation).
@@ -182,7 +182,7 @@ pub fn render(h: &Health, ops: &Ops) -> String {
         "litestream_shadow_wal_size",
         "gauge",
         "Total bytes of the shadow WAL files",
-        // v0.3.13's meaning (spec §5.5): every shadow file of the generation, so a replica that
+        // v0.3.13's meaning (format §9): every shadow file of the generation, so a replica that
         // falls behind shows up as local disk growth on the same dashboard.
         per_db(&|d| {
             let g = d.db.pos().generation;

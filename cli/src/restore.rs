@@ -1,4 +1,4 @@
-//! `restore`: spec §4.6 flags, with v0.3.13's restore bugs fixed.
+//! `restore`: v0.3.13's flags (README), with v0.3.13's restore bugs fixed.
 
 use crate::setup;
 use anyhow::{anyhow, bail, Result};
@@ -71,7 +71,7 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
             output.display()
         );
     }
-    // Choose, across replicas, the one whose chosen generation was updated last (spec §4.1).
+    // Choose, across replicas, the one whose chosen generation was updated last (format §5).
     let mut best: Option<(
         plan::Plan,
         String,

@@ -82,7 +82,7 @@ pub fn replica_options(r: &ReplicaConfig) -> Result<ReplicaOptions> {
     })
 }
 
-/// The replica's age keys (spec §1.6, §5.3); a malformed key fails with the entry and line,
+/// The replica's age keys (format §2; README "Encryption"); a malformed key fails with the entry and line,
 /// never the key itself.
 pub fn replica_age(r: &ReplicaConfig) -> Result<Age> {
     match &r.age {

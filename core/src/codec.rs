@@ -1,4 +1,4 @@
-//! Object payload encoding: one independent LZ4 frame per object, as spec §1.5.
+//! Object payload encoding: one independent LZ4 frame per object, as format §2.
 //!
 //! Both directions stream: the encoder is a `Read` adapter (so a `put` source can be rebuilt from
 //! the start for a retry), and the decoder is lz4_flex's frame decoder, which checks the content

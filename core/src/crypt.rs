@@ -1,4 +1,4 @@
-//! Optional age encryption of stored objects (spec §1.6): `age(lz4(payload))`, binary age v1,
+//! Optional age encryption of stored objects (format §2): `age(lz4(payload))`, binary age v1,
 //! X25519 keys only, object names unchanged.
 //!
 //! Why these rules:
@@ -92,7 +92,7 @@ fn parse_keys<T: FromStr<Err = &'static str>>(
 }
 
 impl Age {
-    /// Parses a replica's `age.identities` and `age.recipients` (spec §5.3: each string may hold
+    /// Parses a replica's `age.identities` and `age.recipients` (README "Encryption": each string may hold
     /// several keys, one per line, with blank lines and `#` comments).
     pub fn parse(identities: &[String], recipients: &[String]) -> Result<Age> {
         Ok(Age {

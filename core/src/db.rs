@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, RwLock};
 
-/// Per-database settings (spec §5.2) with v0.3.13's defaults.
+/// Per-database settings (README "Configuration") with v0.3.13's defaults.
 #[derive(Debug, Clone)]
 pub struct DbOptions {
     pub meta_path: Option<PathBuf>,
@@ -847,7 +847,7 @@ impl Db {
         )))
     }
 
-    /// The v0.3 checkpoint policy (spec §2.5); returns the v0.3 mode name it would have used.
+    /// The v0.3 checkpoint policy (format §7); returns the v0.3 mode name it would have used.
     fn checkpoint_due(&self, st: &State) -> Option<&'static str> {
         let h = st.header?;
         if st.checkpointed_at == Some((st.index, st.size)) || st.size <= HEADER_SIZE as u64 {

@@ -27,6 +27,8 @@ pub mod retry;
 pub mod shipper;
 pub mod snapshot;
 pub mod sqlite;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod timefmt;
 pub mod wal;
 pub mod watch;

@@ -1,4 +1,4 @@
-//! Restore planning (spec §4) as a pure function: which generation, snapshot and WAL segments.
+//! Restore planning (format §5) as a pure function: which generation, snapshot and WAL segments.
 //!
 //! Differences from v0.3.13, on purpose: listings are sorted here, never trusted; a timestamp
 //! after the newest object restores the newest state; a missing index or a missing initial
@@ -31,7 +31,7 @@ pub fn fmt_time(t: SystemTime) -> String {
     crate::timefmt::rfc3339_nano(t)
 }
 
-/// Chooses the generation to restore from (spec §4.1, with #564 fixed).
+/// Chooses the generation to restore from (format §5, with v0.3.13's #564 fixed).
 pub fn choose_generation(
     listing: &Listing,
     generation: Option<&str>,

@@ -1,4 +1,4 @@
-//! Retention rules (spec §3.3), as a pure function of a listing and the clock.
+//! Retention rules (format §8), as a pure function of a listing and the clock.
 
 use crate::listing::Listing;
 use std::collections::BTreeSet;

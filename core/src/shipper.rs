@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// with the snapshot's position or the error that stopped it.
 pub type SnapshotRequest = oneshot::Sender<std::result::Result<Pos, String>>;
 
-/// Per-replica settings (spec §5.3) with v0.3.13's defaults.
+/// Per-replica settings (README "Configuration") with v0.3.13's defaults.
 #[derive(Debug, Clone)]
 pub struct ReplicaOptions {
     pub name: String,
@@ -27,7 +27,7 @@ pub struct ReplicaOptions {
     pub snapshot_interval: Duration,
     pub retention: Duration,
     pub retention_check_interval: Duration,
-    /// age keys (spec §1.6): uploads are encrypted when it has recipients.
+    /// age keys (format §2): uploads are encrypted when it has recipients.
     pub age: Age,
 }
 
@@ -121,7 +121,7 @@ impl Shipper {
         self.ship_until(None).await
     }
 
-    /// The replica's position in the current generation, from its listing (spec §2.6).
+    /// The replica's position in the current generation, from its listing (format §6).
     /// Also says whether it had to take a snapshot to get one.
     async fn resume_position(&mut self, dbpos: &DbPos) -> Result<(Pos, bool)> {
         let g = &dbpos.generation;
@@ -320,7 +320,7 @@ impl Shipper {
         })
     }
 
-    /// Applies retention (spec §3.3).
+    /// Applies retention (format §8).
     pub async fn enforce_retention(&mut self) -> Result<usize> {
         let mut listing = Listing::fetch(self.replica.as_ref(), None).await?;
         let mut plan = retention::plan(&listing, SystemTime::now(), self.opts.retention);
@@ -512,3 +512,6 @@ mod tests {
         assert_eq!(next_backoff(Duration::ZERO, Duration::ZERO), fast);
     }
 }
+
+#[cfg(test)]
+mod engine_tests;

@@ -1,7 +1,7 @@
 //! The `Snapshotter` seam: how a consistent image of a database at a WAL position is produced.
 //!
 //! The default reads the database file while walship's read transaction pins the WAL, exactly as
-//! v0.3.13 does; restore then replays the snapshot's WAL index from offset 0 (spec §3.2), which
+//! v0.3.13 does; restore then replays the snapshot's WAL index from offset 0 (format §7), which
 //! makes pages backfilled during the read consistent again.
 //!
 //! It reads through one handle that stays open for the life of the monitor. Opening and closing

@@ -1,4 +1,4 @@
-//! age encryption (spec §1.6) end to end through the binaries: encrypted round trip on a directory
+//! age encryption (format §2) end to end through the binaries: encrypted round trip on a directory
 //! replica, Litestream v0.3.13 ↔ walship with the same keys, restores that cannot decrypt, and a
 //! replica configured with recipients only that keeps replicating across a restart.
 

@@ -1,4 +1,4 @@
-//! `logging.level`, `logging.type` and `logging.stderr` (spec §5.1, §5.6) through the binary, and
+//! `logging.level`, `logging.type` and `logging.stderr` (README "Configuration") through the binary, and
 //! every log line about a replica naming the database and the replica, including the retry
 //! layer's "transient replica error, retrying".
 

@@ -1,7 +1,7 @@
 //! walship-file: a replica in a local directory (`type: file`, `file:///abs/path`).
 //!
 //! Writes go to `<final>.tmp`, are fsynced and renamed, so a reader never sees a partial object;
-//! the file's modification time is the creation time listings report (spec §1.7).
+//! the file's modification time is the creation time listings report (format §2).
 
 mod store;
 

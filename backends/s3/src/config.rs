@@ -1,5 +1,5 @@
-//! From a replica section to an [`S3Config`]: v0.3.13's URL host rules (spec §7), the
-//! precedence of explicit fields over URL-derived values, and the credential order (spec §5.4).
+//! From a replica section to an [`S3Config`]: v0.3.13's URL host rules (format §9), the
+//! precedence of explicit fields over URL-derived values, and the credential order (format §9).
 //! Everything here is pure (the environment is passed in) and unit-tested.
 
 use std::fmt;
