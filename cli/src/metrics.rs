@@ -108,6 +108,15 @@ impl Replica for Metered {
         self.done("LIST", 0, &r);
         r
     }
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> walship_core::Result<Vec<ObjectMeta>> {
+        let r = self.inner.list_after(prefix, start_after).await;
+        self.done("LIST", 0, &r);
+        r
+    }
     async fn delete(&self, keys: &[String]) -> walship_core::Result<()> {
         let r = self.inner.delete(keys).await;
         self.done("DELETE", 0, &r);

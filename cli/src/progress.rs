@@ -60,6 +60,9 @@ impl Replica for Counting {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.inner.list(prefix).await
     }
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        self.inner.list_after(prefix, start_after).await
+    }
     async fn delete(&self, keys: &[String]) -> Result<()> {
         self.inner.delete(keys).await
     }

@@ -84,6 +84,17 @@ pub trait Replica: Send + Sync + fmt::Debug {
     /// Every object whose key starts with `prefix`, in no particular order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
 
+    /// The objects under `prefix` whose key sorts after `start_after` (byte order), in no
+    /// particular order: a listing that continues from a known position (the last segment a
+    /// follower applied, the last key a poller saw) instead of reading a whole generation again.
+    /// Stores that can start a listing at a key (S3 `StartAfter`) override this; the default
+    /// filters a full listing.
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let mut v = self.list(prefix).await?;
+        v.retain(|o| o.key.as_str() > start_after);
+        Ok(v)
+    }
+
     /// Deletes the keys; missing keys are not an error.
     async fn delete(&self, keys: &[String]) -> Result<()>;
 

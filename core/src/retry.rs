@@ -114,6 +114,17 @@ impl Replica for RetryLayer {
             .notify(self.log_retry("LIST", prefix))
             .await
     }
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        (|| {
+            self.inner
+                .list_after(prefix, start_after)
+                .instrument(self.span())
+        })
+        .retry(self.policy.backoff())
+        .when(|e| e.is_retryable())
+        .notify(self.log_retry("LIST", prefix))
+        .await
+    }
     async fn delete(&self, keys: &[String]) -> Result<()> {
         let first = keys.first().map(String::as_str).unwrap_or("");
         (|| self.inner.delete(keys).instrument(self.span()))

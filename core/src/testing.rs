@@ -239,6 +239,11 @@ impl Replica for Faulty {
         self.inner.list(prefix).await
     }
 
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        self.enter(Op::List, prefix).await?;
+        self.inner.list_after(prefix, start_after).await
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<()> {
         self.enter(Op::Delete, &keys.join(",")).await?;
         self.inner.delete(keys).await

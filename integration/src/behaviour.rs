@@ -129,6 +129,14 @@ pub async fn many_keys(r: DynReplica) {
         .unwrap_or_else(|e| panic!("{}: {e}", r.target()));
     let got = listing(&r, "generations/").await;
     assert_eq!(got.len(), N, "{}: listed {} of {N}", r.target(), got.len());
+    // A listing that continues from a key: the 600 after the 500th.
+    let after = r
+        .list_after("generations/", &keys[499])
+        .await
+        .unwrap_or_else(|e| panic!("{}: list_after: {e}", r.target()));
+    let mut after: Vec<String> = after.into_iter().map(|o| o.key).collect();
+    after.sort();
+    assert_eq!(after, keys[500..].to_vec(), "{}: list_after", r.target());
     for k in &keys {
         assert_eq!(got[k].size, k.len() as u64, "{}: {k}", r.target());
     }
@@ -142,6 +150,67 @@ pub async fn many_keys(r: DynReplica) {
         r.target(),
         left.len()
     );
+}
+
+/// `list_after` returns exactly the keys under the prefix that sort after the start key: from
+/// the start (empty key), the middle, a key that is not stored, the last key, and past the end.
+pub async fn list_after(r: DynReplica) {
+    let g = "generations/00000000000000ab";
+    let keys: Vec<String> = (0..5u32)
+        .map(|i| format!("{g}/wal/00000001_{:08x}.wal.lz4", i * 4152))
+        .collect();
+    let other = "generations/00000000000000ac/wal/00000000_00000000.wal.lz4".to_string();
+    for k in keys.iter().chain([&other]) {
+        put_bytes(&r, k, k.as_bytes()).await;
+    }
+    let after = |start: String| {
+        let r = r.clone();
+        async move {
+            let mut v: Vec<String> = r
+                .list_after(&format!("{g}/"), &start)
+                .await
+                .unwrap_or_else(|e| panic!("{}: list_after {start}: {e}", r.target()))
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(
+        after(String::new()).await,
+        keys,
+        "{}: from the start",
+        r.target()
+    );
+    assert_eq!(
+        after(keys[1].clone()).await,
+        keys[2..].to_vec(),
+        "{}: middle",
+        r.target()
+    );
+    let between = format!("{g}/wal/00000001_00001039.wal.lz4");
+    assert_eq!(
+        after(between).await,
+        keys[2..].to_vec(),
+        "{}: unstored start",
+        r.target()
+    );
+    assert!(
+        after(keys[4].clone()).await.is_empty(),
+        "{}: after the last",
+        r.target()
+    );
+    assert!(
+        after(format!("{g}/zzz")).await.is_empty(),
+        "{}: past the end",
+        r.target()
+    );
+    let mut all: Vec<String> = keys.clone();
+    all.push(other);
+    r.delete(&all)
+        .await
+        .unwrap_or_else(|e| panic!("{}: delete: {e}", r.target()));
 }
 
 /// Deterministic pseudo-random bytes (xorshift), cheap to regenerate for a re-opened source.

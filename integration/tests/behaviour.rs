@@ -96,6 +96,7 @@ macro_rules! behaviour_tests {
 behaviour_tests!(
     round_trip,
     many_keys,
+    list_after,
     large_object,
     missing_keys,
     overwrite,

@@ -41,6 +41,49 @@ impl S3Replica {
             .get_or_try_init(|| client::build(&self.cfg))
             .await
     }
+
+    /// Every object under `prefix`, after the full key `start_after` when given.
+    async fn list_from(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+    ) -> Result<Vec<ObjectMeta>> {
+        let client = self.client().await?;
+        let full = self.cfg.object_key(prefix);
+        let w = what("ListObjectsV2", &self.cfg.bucket, &full);
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&self.cfg.bucket)
+            .prefix(&full)
+            .set_start_after(start_after)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk(&w, e))?;
+            for o in page.contents() {
+                let Some(k) = o.key() else { continue };
+                let Some(rel) = self.cfg.relative_key(k) else {
+                    continue;
+                };
+                let modified = o
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Corrupt,
+                            format!("s3 {w}: object {k} has no LastModified"),
+                        )
+                    })?;
+                out.push(ObjectMeta {
+                    key: rel.to_string(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    modified,
+                });
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Issues a GetObject (ranged from `offset` when > 0, pinned to `etag` when known).
@@ -104,40 +147,13 @@ impl Replica for S3Replica {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let client = self.client().await?;
-        let full = self.cfg.object_key(prefix);
-        let w = what("ListObjectsV2", &self.cfg.bucket, &full);
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(&self.cfg.bucket)
-            .prefix(&full)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_sdk(&w, e))?;
-            for o in page.contents() {
-                let Some(k) = o.key() else { continue };
-                let Some(rel) = self.cfg.relative_key(k) else {
-                    continue;
-                };
-                let modified = o
-                    .last_modified()
-                    .and_then(|t| SystemTime::try_from(*t).ok())
-                    .ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Corrupt,
-                            format!("s3 {w}: object {k} has no LastModified"),
-                        )
-                    })?;
-                out.push(ObjectMeta {
-                    key: rel.to_string(),
-                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                    modified,
-                });
-            }
-        }
-        Ok(out)
+        self.list_from(prefix, None).await
+    }
+
+    /// ListObjectsV2's `StartAfter`: the store skips what comes before, page by page.
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let start = (!start_after.is_empty()).then(|| self.cfg.object_key(start_after));
+        self.list_from(prefix, start).await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<()> {
