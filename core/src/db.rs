@@ -39,7 +39,7 @@
 use crate::error::{Error, Result};
 use crate::layout::{new_generation, Pos, MAX_INDEX};
 use crate::meta::{default_meta_dir, InstanceLock, MetaDir};
-use crate::sqlite::{self, checkpoint};
+use crate::sqlite::{self, checkpoint, CheckpointMode};
 use crate::wal::{self, FrameReader, WalHeader, HEADER_SIZE};
 use rusqlite::Connection;
 use std::collections::BTreeMap;
@@ -82,6 +82,21 @@ impl Default for DbOptions {
             takes_requests: false,
         }
     }
+}
+
+/// What starting on an existing meta directory decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// The meta directory provably describes this WAL: the generation goes on.
+    Continue,
+    /// It does not, for this reason (logged with the new generation).
+    NewGeneration(&'static str),
+}
+
+/// While it lives, the monitor makes no checkpoint on this database ([`Db::hold_checkpoints`]).
+#[must_use = "checkpoints are held only while the guard lives"]
+pub struct CheckpointHold {
+    _guard: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 /// Where the shadow WAL ends: what shippers may read.
@@ -150,7 +165,9 @@ pub struct SyncReport {
 
 #[derive(Debug, Clone, Copy)]
 pub struct CheckpointOutcome {
-    pub mode: &'static str,
+    /// The mode v0.3.13's policy called for (walship itself always runs PASSIVE; see
+    /// `Db::checkpoint`).
+    pub mode: CheckpointMode,
     pub complete: bool,
     pub lock_wait: Duration,
     pub lock_held: Duration,
@@ -274,8 +291,13 @@ impl Db {
         }
     }
 
-    pub fn gate(&self) -> Arc<RwLock<()>> {
-        self.gate.clone()
+    /// Keeps the monitor from checkpointing (and from detaching a replaced file) until the
+    /// returned guard is dropped: a snapshot reads the database file under it, so no page the
+    /// snapshot's position relies on moves meanwhile. Waits for a checkpoint in progress.
+    pub async fn hold_checkpoints(&self) -> CheckpointHold {
+        CheckpointHold {
+            _guard: self.gate.clone().read_owned().await,
+        }
     }
     pub fn page_size(&self) -> Option<u32> {
         self.lock_state().header.map(|h| h.page_size)
@@ -563,14 +585,14 @@ impl Db {
                     )));
                 };
                 let decision = match st.force_new_generation.take() {
-                    Some(reason) => Err(reason),
+                    Some(reason) => Resume::NewGeneration(reason),
                     None => db.resume(st, &hdr)?,
                 };
                 match decision {
-                    Ok(()) => {
+                    Resume::Continue => {
                         tracing::info!(db = %db.path.display(), position = %st_pos(st), "initialized db, continuing generation");
                     }
-                    Err(reason) => {
+                    Resume::NewGeneration(reason) => {
                         db.new_generation(st, reason)?;
                         report.new_generation = Some(st.generation.clone());
                     }
@@ -596,15 +618,15 @@ impl Db {
     }
 
     /// Continues the generation in the meta directory if it provably describes this WAL.
-    fn resume(&self, st: &mut State, real: &WalHeader) -> Result<Result<(), &'static str>> {
+    fn resume(&self, st: &mut State, real: &WalHeader) -> Result<Resume> {
         let Some(generation) = self.meta.read_generation()? else {
-            return Ok(Err("no generation exists"));
+            return Ok(Resume::NewGeneration("no generation exists"));
         };
         let Some(&index) = self.meta.shadow_indexes(&generation)?.last() else {
-            return Ok(Err("no shadow wal"));
+            return Ok(Resume::NewGeneration("no shadow wal"));
         };
         if index >= MAX_INDEX {
-            return Ok(Err("max index exceeded"));
+            return Ok(Resume::NewGeneration("max index exceeded"));
         }
         let shadow_path = self.meta.shadow_path(&generation, index);
         let data = File::open(&shadow_path)
@@ -613,11 +635,11 @@ impl Db {
             .map_err(|e| Error::io(format!("read {}", shadow_path.display()), e))?
         {
             Ok(s) => s,
-            Err(_) => return Ok(Err("short shadow wal")),
+            Err(_) => return Ok(Resume::NewGeneration("short shadow wal")),
         };
         if scan.header.raw != real.raw {
             if !proves_one_restart(&scan.header, real) || index + 1 >= MAX_INDEX {
-                return Ok(Err(
+                return Ok(Resume::NewGeneration(
                     "wal header mismatch: the wal was restarted while walship was not running",
                 ));
             }
@@ -626,28 +648,28 @@ impl Db {
             match wal::life_ended_at(&scan.header, scan.committed_seed, real, slot.as_deref()) {
                 wal::LifeEnd::Ended => {}
                 wal::LifeEnd::Continued => {
-                    return Ok(Err("wal restarted while walship was not running, after commits walship had not copied"));
+                    return Ok(Resume::NewGeneration("wal restarted while walship was not running, after commits walship had not copied"));
                 }
                 wal::LifeEnd::Unknown(why) => {
                     tracing::debug!(db = %self.path.display(), why, "cannot tell whether commits followed walship's copy before the wal restarted");
-                    return Ok(Err("wal restarted while walship was not running, and the wal no longer shows whether commits followed walship's copy"));
+                    return Ok(Resume::NewGeneration("wal restarted while walship was not running, and the wal no longer shows whether commits followed walship's copy"));
                 }
             }
             adopt_shadow(st, generation, index, &scan, &shadow_path)?;
             self.start_index(st, index + 1, *real)?;
             tracing::info!(db = %self.path.display(), generation = %st.generation, index = st.index, "the wal restarted once while walship was not running, after walship had copied all of it: continuing in the next index");
-            return Ok(Ok(()));
+            return Ok(Resume::Continue);
         }
         let real_len = fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0);
         if real_len < scan.committed_len {
-            return Ok(Err("wal truncated by another process"));
+            return Ok(Resume::NewGeneration("wal truncated by another process"));
         }
         // The shadow may hold an uncommitted tail after a crash: cut it, then compare the last frame.
         adopt_shadow(st, generation, index, &scan, &shadow_path)?;
         if let Some(reason) = self.overwritten(st)? {
-            return Ok(Err(reason));
+            return Ok(Resume::NewGeneration(reason));
         }
-        Ok(Ok(()))
+        Ok(Resume::Continue)
     }
 
     /// v0.3's check that the last copied frame is still in the real WAL, byte for byte.
@@ -848,7 +870,7 @@ impl Db {
     }
 
     /// The v0.3 checkpoint policy (format §7); returns the v0.3 mode name it would have used.
-    fn checkpoint_due(&self, st: &State) -> Option<&'static str> {
+    fn checkpoint_due(&self, st: &State) -> Option<CheckpointMode> {
         let h = st.header?;
         if st.checkpointed_at == Some((st.index, st.size)) || st.size <= HEADER_SIZE as u64 {
             return None;
@@ -856,9 +878,9 @@ impl Db {
         let pages = (st.size - HEADER_SIZE as u64) / h.frame_size();
         let o = &self.opts;
         if o.truncate_page_count > 0 && pages >= o.truncate_page_count {
-            Some("TRUNCATE")
+            Some(CheckpointMode::Truncate)
         } else if o.max_checkpoint_page_count > 0 && pages >= o.max_checkpoint_page_count {
-            Some("RESTART")
+            Some(CheckpointMode::Restart)
         } else if (pages >= o.min_checkpoint_page_count
             // Syncs can come faster than monitor-interval under a heavy writer; v0.3 made at most
             // one PASSIVE attempt per interval, and so do we below the RESTART threshold.
@@ -866,7 +888,7 @@ impl Db {
             || (!o.checkpoint_interval.is_zero()
                 && st.last_checkpoint.unwrap_or(st.started).elapsed() >= o.checkpoint_interval)
         {
-            Some("PASSIVE")
+            Some(CheckpointMode::Passive)
         } else {
             None
         }
@@ -876,7 +898,11 @@ impl Db {
     ///
     /// Always a PASSIVE checkpoint: RESTART and TRUNCATE would wait on application readers while
     /// holding up application writers (v0.3.13's #724 outage).
-    fn checkpoint(&self, st: &mut State, mode: &'static str) -> Result<Option<CheckpointOutcome>> {
+    fn checkpoint(
+        &self,
+        st: &mut State,
+        mode: CheckpointMode,
+    ) -> Result<Option<CheckpointOutcome>> {
         // A snapshot is reading the database file: leave `R` alone until it is done.
         let Ok(_gate) = self.gate.try_write() else {
             return Ok(None);
@@ -901,7 +927,10 @@ impl Db {
                 *lock_wait = t.elapsed();
                 match locked {
                     Ok(()) => {
-                        let _ = checkpoint(&st.conns.as_ref().expect("conns").w, "PASSIVE");
+                        let _ = checkpoint(
+                            &st.conns.as_ref().expect("conns").w,
+                            CheckpointMode::Passive,
+                        );
                     }
                     Err(e) if e.kind() == crate::ErrorKind::Transient && round == 0 => {
                         tracing::debug!(db = %self.path.display(), error = %e, "checkpoint skipped");
@@ -945,12 +974,12 @@ impl Db {
             st.proof = None;
             // An application's own checkpoint may hold the checkpointer lock for a moment (busy,
             // log = -1): retry briefly rather than give up the whole cycle.
-            let mut ck = checkpoint(&conns.r, "PASSIVE");
+            let mut ck = checkpoint(&conns.r, CheckpointMode::Passive);
             for _ in 0..50 {
                 match &ck {
                     Ok(c) if c.busy && c.log < 0 => {
                         std::thread::sleep(Duration::from_micros(200));
-                        ck = checkpoint(&conns.r, "PASSIVE");
+                        ck = checkpoint(&conns.r, CheckpointMode::Passive);
                     }
                     _ => break,
                 }
@@ -984,7 +1013,7 @@ impl Db {
             st.checkpointed_at = Some((st.index, st.size));
             st.reader_on_db_file = Some(st.index);
         }
-        tracing::debug!(db = %self.path.display(), mode, complete, ?lock_wait, ?lock_held, ?round_lock_waits, took = ?started.elapsed(), "checkpoint");
+        tracing::debug!(db = %self.path.display(), %mode, complete, ?lock_wait, ?lock_held, ?round_lock_waits, took = ?started.elapsed(), "checkpoint");
         Ok(Some(CheckpointOutcome {
             mode,
             complete,
@@ -1287,7 +1316,10 @@ mod tests {
         {
             // walship's own complete checkpoint: `R` now reads the database file only.
             let mut st = db.lock_state();
-            let out = db.checkpoint(&mut st, "PASSIVE").unwrap().unwrap();
+            let out = db
+                .checkpoint(&mut st, CheckpointMode::Passive)
+                .unwrap()
+                .unwrap();
             assert!(out.complete);
         }
         let s0 = salt1();
@@ -1301,7 +1333,7 @@ mod tests {
         {
             // The race, made deterministic: a checkpoint that has not seen the restart.
             let mut st = db.lock_state();
-            db.checkpoint(&mut st, "PASSIVE").unwrap();
+            db.checkpoint(&mut st, CheckpointMode::Passive).unwrap();
         }
         app.execute("INSERT INTO t VALUES ('second')", []).unwrap();
         assert_eq!(

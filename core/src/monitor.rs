@@ -39,7 +39,7 @@ impl DbStats {
                 self.wal_bytes.fetch_add(r.copied_bytes, Ordering::Relaxed);
                 if let Some(c) = r.checkpoint {
                     let mut m = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
-                    let e = m.entry(c.mode).or_default();
+                    let e = m.entry(c.mode.as_str()).or_default();
                     e.0 += 1;
                     e.1 += u64::from(!c.complete);
                     e.2 += c.lock_held.as_nanos() as u64;

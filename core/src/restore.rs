@@ -299,7 +299,7 @@ fn apply_wal(db: &Path, wal_file: &Path, index: u32) -> Result<()> {
         .map_err(|e| Error::io(format!("rename {}", wal_file.display()), e))?;
     let conn = rusqlite::Connection::open(db)
         .map_err(|e| Error::sqlite(format!("open {}", db.display()), e))?;
-    let ck = crate::sqlite::checkpoint(&conn, "TRUNCATE")
+    let ck = crate::sqlite::checkpoint(&conn, crate::sqlite::CheckpointMode::Truncate)
         .map_err(|e| Error::sqlite(format!("apply WAL index {index:08x}"), e))?;
     if ck.busy {
         return Err(Error::new(

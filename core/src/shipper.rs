@@ -276,7 +276,7 @@ impl Shipper {
         if self.owes_past_indexes() {
             self.ship_until(None).await?;
         }
-        let _gate = self.db.gate().read_owned().await;
+        let _hold = self.db.hold_checkpoints().await;
         let dbpos = self.db.pos();
         // Ship the snapshot's index up to now first: the file may already hold pages of those
         // frames, and a restore to the snapshot's time must find them.

@@ -87,7 +87,32 @@ pub struct CheckpointResult {
     pub checkpointed: i64,
 }
 
-pub fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<CheckpointResult> {
+/// SQLite's checkpoint modes (`PRAGMA wal_checkpoint(MODE)`) that walship names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CheckpointMode {
+    Passive,
+    Restart,
+    Truncate,
+}
+
+impl CheckpointMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointMode::Passive => "PASSIVE",
+            CheckpointMode::Restart => "RESTART",
+            CheckpointMode::Truncate => "TRUNCATE",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckpointMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub fn checkpoint(conn: &Connection, mode: CheckpointMode) -> rusqlite::Result<CheckpointResult> {
+    let mode = mode.as_str();
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
         Ok(CheckpointResult {
             busy: r.get::<_, i64>(0)? != 0,
