@@ -33,6 +33,7 @@ pub struct Lz4Encoder<R> {
 }
 
 impl<R: Read> Lz4Encoder<R> {
+    /// Wraps `inner`; nothing is read or compressed until the first `read`.
     pub fn new(inner: R) -> Self {
         Lz4Encoder {
             inner,

@@ -53,11 +53,23 @@ use tokio::sync::{watch, RwLock};
 /// Per-database settings (README "Configuration") with v0.3.13's defaults.
 #[derive(Debug, Clone)]
 pub struct DbOptions {
+    /// Meta directory (generation file, shadow WAL, lock); None: `.<file>-litestream` beside the
+    /// database, where v0.3.13 keeps it.
     pub meta_path: Option<PathBuf>,
+    /// Gap between monitor syncs: commits are coalesced into one sync per interval unless the WAL
+    /// grows fast or restarts. Zero disables the monitor loop.
     pub monitor_interval: Duration,
+    /// A checkpoint is due at least this often while frames are not yet checkpointed (zero: never
+    /// on time alone).
     pub checkpoint_interval: Duration,
+    /// WAL frames in the current index at which a checkpoint is due, at most one attempt per
+    /// monitor-interval.
     pub min_checkpoint_page_count: u64,
+    /// WAL frames at which a checkpoint is due at every sync (v0.3.13's RESTART threshold; walship
+    /// still runs PASSIVE). Zero disables.
     pub max_checkpoint_page_count: u64,
+    /// Like `max_checkpoint_page_count` for v0.3.13's TRUNCATE threshold; walship still runs
+    /// PASSIVE. Zero disables.
     pub truncate_page_count: u64,
     /// Busy timeout of walship's own connections (v0.3: 1 s).
     pub busy_timeout: Duration,
@@ -102,13 +114,16 @@ pub struct CheckpointHold {
 /// Where the shadow WAL ends: what shippers may read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DbPos {
+    /// Current generation; empty until the first sync has started or resumed one.
     pub generation: String,
+    /// Shadow WAL index being written (the real WAL's current life).
     pub index: u32,
     /// Committed length of the current shadow WAL file.
     pub size: u64,
 }
 
 impl DbPos {
+    /// This end as a [`Pos`] (offset = committed size): what a shipper may ship up to.
     pub fn pos(&self) -> Pos {
         Pos::new(self.generation.clone(), self.index, self.size)
     }
@@ -158,21 +173,31 @@ struct State {
 /// What a sync did, for logs and metrics.
 #[derive(Debug, Default, Clone)]
 pub struct SyncReport {
+    /// Committed bytes appended to the shadow WAL by this sync.
     pub copied_bytes: u64,
+    /// The generation this sync started, if it started one.
     pub new_generation: Option<String>,
+    /// The checkpoint this sync ran; None when none was due or it was skipped (lock busy, a
+    /// snapshot reading, or the WAL restarted meanwhile).
     pub checkpoint: Option<CheckpointOutcome>,
 }
 
+/// A checkpoint attempt that ran, for logs and the `litestream_checkpoint_*` metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckpointOutcome {
     /// The mode v0.3.13's policy called for (walship itself always runs PASSIVE; see
     /// `Db::checkpoint`).
     pub mode: CheckpointMode,
+    /// Every frame of the WAL was backfilled into the database (so the next writer can restart it).
     pub complete: bool,
+    /// Time spent waiting for SQLite's write lock before the final, locked backfill.
     pub lock_wait: Duration,
+    /// Time the write lock was held for that final step (copy and backfill under the lock).
     pub lock_held: Duration,
 }
 
+/// One monitored database: walship's connections, its shadow WAL in the meta directory and the
+/// instance lock. Shared by the monitor loop and every shipper of the database.
 pub struct Db {
     path: PathBuf,
     wal_path: PathBuf,
@@ -265,21 +290,28 @@ impl Db {
             .clone()
     }
 
+    /// The database file's path as configured.
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// `<path>-wal`, the real WAL the monitor copies from.
     pub fn wal_path(&self) -> &Path {
         &self.wal_path
     }
+    /// walship's meta directory of this database (generation file, shadow WAL, lock).
     pub fn meta(&self) -> &MetaDir {
         &self.meta
     }
+    /// The settings this database was opened with.
     pub fn options(&self) -> &DbOptions {
         &self.opts
     }
+    /// Watches the shadow WAL's end; it changes only when a sync moved it, so shippers wake on
+    /// new data.
     pub fn subscribe(&self) -> watch::Receiver<DbPos> {
         self.pos_tx.subscribe()
     }
+    /// The shadow WAL's end as of the last sync (default, empty generation, before the first).
     pub fn pos(&self) -> DbPos {
         self.pos_tx.borrow().clone()
     }
@@ -299,6 +331,8 @@ impl Db {
             _guard: self.gate.clone().read_owned().await,
         }
     }
+    /// Page size of the WAL the shadow follows; None before a sync has read a WAL header, or after
+    /// the database file was replaced (until the next sync opens the new one).
     pub fn page_size(&self) -> Option<u32> {
         self.lock_state().header.map(|h| h.page_size)
     }

@@ -38,6 +38,8 @@ pub struct Error {
 }
 
 impl Error {
+    /// An error of `kind`, retryable exactly when `kind` is [`ErrorKind::Transient`] (see
+    /// [`Error::retryable`] to override).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
@@ -47,6 +49,7 @@ impl Error {
         }
     }
 
+    /// Attaches the underlying cause: reachable through `source()`, not part of the message.
     pub fn with_source(
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
@@ -67,30 +70,38 @@ impl Error {
         self
     }
 
+    /// The failure category, for callers that branch on it instead of matching message text.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
+    /// Whether the same operation may succeed if tried again; the retry layer retries only these.
     pub fn is_retryable(&self) -> bool {
         self.retryable
     }
 
+    /// The message, with every [`Error::context`] prefix, but without the source's text.
     pub fn message(&self) -> &str {
         &self.message
     }
 
+    /// A [`ErrorKind::NotFound`] error: the object or path does not exist.
     pub fn not_found(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, msg)
     }
+    /// A [`ErrorKind::Config`] error: the configuration or a flag is invalid.
     pub fn config(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::Config, msg)
     }
+    /// A [`ErrorKind::Corrupt`] error: stored data fails a checksum or does not decode.
     pub fn corrupt(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::Corrupt, msg)
     }
+    /// A [`ErrorKind::Invalid`] error: a precondition of the operation does not hold.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::Invalid, msg)
     }
+    /// A [`ErrorKind::Transient`] (so retryable) error: trying again may succeed.
     pub fn transient(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::Transient, msg)
     }
@@ -113,6 +124,7 @@ impl Error {
         Error::new(kind, format!("{what}: {err}")).with_source(err)
     }
 
+    /// Wraps a SQLite error as [`ErrorKind::Io`] (not retryable), prefixed with `what`.
     pub fn sqlite(what: impl fmt::Display, err: rusqlite::Error) -> Self {
         Error::new(ErrorKind::Io, format!("{what}: {err}")).with_source(err)
     }
@@ -130,6 +142,7 @@ impl fmt::Debug for Error {
     }
 }
 
+/// `Result` whose error defaults to walship's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -12,17 +12,22 @@ use std::fmt;
 /// Largest WAL index of the v0.3 format; reaching it forces a new generation.
 pub const MAX_INDEX: u32 = 0x7FFF_FFFF;
 
+/// Top-level directory under the replica root; every object of the layout lives below it.
 pub const GENERATIONS_DIR: &str = "generations";
 
 /// A position in the logical WAL stream of a database: generation, WAL index, byte offset.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Pos {
+    /// 16 lowercase hex digits; empty for the zero position (no generation yet).
     pub generation: String,
+    /// WAL index within the generation: one per life of the real WAL (SQLite restarts it).
     pub index: u32,
+    /// Byte offset in that index's shadow WAL, counting its 32-byte header (0 is the start).
     pub offset: u64,
 }
 
 impl Pos {
+    /// The position `offset` bytes into WAL `index` of `generation`.
     pub fn new(generation: impl Into<String>, index: u32, offset: u64) -> Self {
         Pos {
             generation: generation.into(),
@@ -30,6 +35,7 @@ impl Pos {
             offset,
         }
     }
+    /// True for the zero position (empty generation): nothing copied or shipped yet.
     pub fn is_zero(&self) -> bool {
         self.generation.is_empty()
     }
@@ -58,26 +64,32 @@ pub fn new_generation() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// Key prefix of every object of one generation, ending in `/` (for listing and deletion).
 pub fn generation_prefix(generation: &str) -> String {
     format!("{GENERATIONS_DIR}/{generation}/")
 }
 
+/// Key prefix of a generation's snapshots, ending in `/`.
 pub fn snapshots_prefix(generation: &str) -> String {
     format!("{GENERATIONS_DIR}/{generation}/snapshots/")
 }
 
+/// Key prefix of a generation's WAL segments, ending in `/`.
 pub fn wal_prefix(generation: &str) -> String {
     format!("{GENERATIONS_DIR}/{generation}/wal/")
 }
 
+/// Key of the snapshot taken while `index` was the current WAL index, relative to the root.
 pub fn snapshot_key(generation: &str, index: u32) -> String {
     format!("{}{}", snapshots_prefix(generation), snapshot_name(index))
 }
 
+/// File name of a snapshot, `<index %08x>.snapshot.lz4`, without its directory.
 pub fn snapshot_name(index: u32) -> String {
     format!("{index:08x}.snapshot.lz4")
 }
 
+/// Key of the segment holding bytes of WAL `index` from `offset` on, relative to the root.
 pub fn wal_segment_key(generation: &str, index: u32, offset: u64) -> String {
     format!(
         "{}{}",
@@ -86,6 +98,7 @@ pub fn wal_segment_key(generation: &str, index: u32, offset: u64) -> String {
     )
 }
 
+/// File name of a segment, `<index %08x>_<offset %08x>.wal.lz4` (Go's minimum-width `%08x`).
 pub fn wal_segment_name(index: u32, offset: u64) -> String {
     format!("{index:08x}_{offset:08x}.wal.lz4")
 }
@@ -121,13 +134,20 @@ pub fn parse_wal_segment_name(name: &str) -> Option<(u32, u64)> {
 /// What a key under the replica root is, according to the v0.3 layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
+    /// A snapshot object: an image of the database taken while `index` was current.
     Snapshot {
+        /// Generation the object belongs to (16 hex digits).
         generation: String,
+        /// WAL index that was current when the snapshot was taken.
         index: u32,
     },
+    /// A WAL segment object: shadow WAL bytes of `index` starting at `offset`.
     WalSegment {
+        /// Generation the object belongs to (16 hex digits).
         generation: String,
+        /// WAL index the bytes belong to.
         index: u32,
+        /// Byte offset in the index's shadow WAL where the segment starts (0 includes the header).
         offset: u64,
     },
 }

@@ -8,6 +8,8 @@
 //! - [`shipper::Shipper`]: uploads segments and snapshots and enforces retention, per replica.
 //! - [`plan`] and [`restore`]: point-in-time restore.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod crypt;
 pub mod db;

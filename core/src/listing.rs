@@ -6,35 +6,52 @@ use crate::replica::Replica;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+/// A snapshot object found in a replica's listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
+    /// Generation the snapshot belongs to.
     pub generation: String,
+    /// WAL index current when it was taken; a restore replays that index from offset 0 on top.
     pub index: u32,
+    /// Stored size in bytes (compressed, possibly encrypted), not the database's size.
     pub size: u64,
+    /// The storage's time for the object; restore by timestamp and retention go by it.
     pub created: SystemTime,
+    /// Object key relative to the replica root.
     pub key: String,
 }
 
+/// A WAL segment object found in a replica's listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
+    /// Generation the segment belongs to.
     pub generation: String,
+    /// WAL index the segment's bytes belong to.
     pub index: u32,
+    /// Byte offset in the index's shadow WAL where the segment starts (0 includes the header).
     pub offset: u64,
+    /// Stored size in bytes (compressed, possibly encrypted), not the WAL bytes it holds.
     pub size: u64,
+    /// The storage's time for the object; restore by timestamp goes by it.
     pub created: SystemTime,
+    /// Object key relative to the replica root.
     pub key: String,
 }
 
 /// Everything under `generations/`, sorted by (generation, index[, offset]).
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
+    /// Snapshots, sorted by (generation, index, created).
     pub snapshots: Vec<SnapshotInfo>,
+    /// WAL segments, sorted by (generation, index, offset).
     pub segments: Vec<SegmentInfo>,
     /// Every key per generation, including ones outside the layout (deleted with the generation).
     pub keys: BTreeMap<String, Vec<String>>,
 }
 
 impl Listing {
+    /// Lists one generation of `replica` (every generation when `generation` is None) and sorts it.
+    /// Keys under a generation but outside the layout appear only in `keys`.
     pub async fn fetch(replica: &dyn Replica, generation: Option<&str>) -> Result<Listing> {
         let prefix = match generation {
             Some(g) => layout::generation_prefix(g),
@@ -79,6 +96,7 @@ impl Listing {
         Ok(l)
     }
 
+    /// Restores the order the planner and retention rely on, after entries were added by hand.
     pub fn sort(&mut self) {
         self.snapshots.sort_by(|a, b| {
             (&a.generation, a.index, a.created).cmp(&(&b.generation, b.index, b.created))
@@ -91,6 +109,7 @@ impl Listing {
         }
     }
 
+    /// Every generation that holds at least one key, in ascending order.
     pub fn generations(&self) -> Vec<String> {
         let mut g: Vec<String> = self.keys.keys().cloned().collect();
         g.sort();

@@ -26,13 +26,17 @@ pub enum Local {
     /// The shadow WAL follows the real WAL; `pos` ends at the real WAL's last commit frame.
     /// `index_lens` holds the shadow WAL length of every earlier index still on disk.
     At {
+        /// Current generation, newest shadow index, and the end of the real WAL's committed frames.
         pos: Pos,
+        /// Shadow WAL length of each earlier index still on disk, by index.
         index_lens: BTreeMap<u32, u64>,
     },
     /// The real WAL is no longer the one the shadow WAL follows (restarted, truncated, overwritten
     /// or removed while walship did not see it): the next sync starts a new generation.
     NewGenerationPending {
+        /// The generation the meta directory names, which the next sync replaces.
         generation: String,
+        /// Why the shadow WAL no longer follows the real WAL, for display.
         reason: &'static str,
     },
 }
@@ -40,6 +44,7 @@ pub enum Local {
 /// [`Local`] plus what the lag in seconds is measured from.
 #[derive(Debug, Clone)]
 pub struct LocalState {
+    /// Where the database stands; see [`Local`].
     pub local: Local,
     /// Last change of the database or its WAL (modification times).
     pub changed: Option<SystemTime>,

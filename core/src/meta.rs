@@ -28,8 +28,11 @@ pub fn default_meta_dir(db: &Path) -> PathBuf {
         .join(format!(".{name}-litestream"))
 }
 
+/// A database's meta directory, laid out as v0.3.13's so either tool can continue the other's
+/// generation. Only paths: nothing is opened until an operation needs it.
 #[derive(Debug, Clone)]
 pub struct MetaDir {
+    /// The directory itself, e.g. `/data/.app.db-litestream`.
     pub root: PathBuf,
     /// Whose files these are: walship run once as root on an application's database must not
     /// leave files the application's user cannot later open (v0.3.13 gives them the database
@@ -40,7 +43,9 @@ pub struct MetaDir {
 /// The owner, group and group access of a database file, which walship's files follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ownership {
+    /// User id given to walship's files and directories (when the process may chown).
     pub uid: u32,
+    /// Group id given to walship's files and directories (when the process may chown).
     pub gid: u32,
     /// The database's mode bits for its group (read 0o040, write 0o020); others get nothing.
     pub group: u32,
@@ -86,6 +91,8 @@ impl Ownership {
 }
 
 impl MetaDir {
+    /// A meta directory whose new files keep the process's own owner and mode (readers, tests);
+    /// the monitor uses [`MetaDir::owned`].
     pub fn new(root: PathBuf) -> Self {
         MetaDir { root, owner: None }
     }
@@ -132,10 +139,12 @@ impl MetaDir {
         }
     }
 
+    /// `generation`: the current generation's name; see [`MetaDir::read_generation`].
     pub fn generation_file(&self) -> PathBuf {
         self.root.join("generation")
     }
 
+    /// `walship.lock`, held by [`InstanceLock`]; not `*.tmp`, which v0.3.13's sweep deletes.
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("walship.lock")
     }
@@ -186,14 +195,18 @@ impl MetaDir {
         ids
     }
 
+    /// `generations/<gen>`: a generation's local state, removed whole when another one starts.
     pub fn generation_dir(&self, generation: &str) -> PathBuf {
         self.root.join("generations").join(generation)
     }
 
+    /// `generations/<gen>/wal`: the shadow WAL files of a generation.
     pub fn shadow_dir(&self, generation: &str) -> PathBuf {
         self.generation_dir(generation).join("wal")
     }
 
+    /// Shadow WAL of one index, `<index %08x>.wal`: the header and committed frames of one life of
+    /// the real WAL.
     pub fn shadow_path(&self, generation: &str, index: u32) -> PathBuf {
         self.shadow_dir(generation).join(format!("{index:08x}.wal"))
     }
@@ -213,6 +226,7 @@ impl MetaDir {
         }
     }
 
+    /// Replaces the generation file atomically: temporary file, fsync, rename, directory fsync.
     pub fn write_generation(&self, generation: &str) -> Result<()> {
         let tmp = self.root.join("generation.tmp");
         let path = self.generation_file();
@@ -227,6 +241,8 @@ impl MetaDir {
         Ok(())
     }
 
+    /// Deletes the generation file (already gone is fine), so the next sync or start-up begins a
+    /// new generation.
     pub fn remove_generation_file(&self) -> Result<()> {
         match fs::remove_file(self.generation_file()) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
@@ -326,6 +342,7 @@ fn request_id(name: &str) -> Option<&str> {
 /// What the lock file says about the process holding it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockHolder {
+    /// The holder's process id; None when the file is empty or does not start with a number.
     pub pid: Option<u32>,
     /// The holder is a `replicate` that answers snapshot requests on SIGUSR1. Anything else
     /// (`replicate -once`, `walship snapshot` alone, an older walship) would be killed by the
@@ -334,6 +351,8 @@ pub struct LockHolder {
 }
 
 impl LockHolder {
+    /// Parses lock file text, `<pid>\n` or `<pid> requests\n`; a first word that is not a number
+    /// gives no pid.
     pub fn parse(text: &str) -> LockHolder {
         let mut words = text.split_whitespace();
         LockHolder {
@@ -342,6 +361,7 @@ impl LockHolder {
         }
     }
 
+    /// Reads and parses the lock file at `path`; an unreadable file reads as empty (no pid).
     pub fn read(path: &Path) -> LockHolder {
         LockHolder::parse(&fs::read_to_string(path).unwrap_or_default())
     }

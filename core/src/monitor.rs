@@ -17,9 +17,13 @@ pub type Answer = std::result::Result<crate::layout::Pos, String>;
 /// `litestream_checkpoint_*`, `litestream_total_wal_bytes`).
 #[derive(Debug, Default)]
 pub struct DbStats {
+    /// Monitor steps run, failed or not (`litestream_sync_count`).
     pub sync_count: AtomicU64,
+    /// Monitor steps that failed (`litestream_sync_error_count`).
     pub sync_error_count: AtomicU64,
+    /// Time spent in monitor steps, in nanoseconds (exported as `litestream_sync_seconds`).
     pub sync_nanos: AtomicU64,
+    /// Committed WAL bytes copied into the shadow WAL (`litestream_total_wal_bytes`).
     pub wal_bytes: AtomicU64,
     /// Monitor steps failed in a row (0 after a success): a monitor that keeps failing stops the
     /// database's position, and its replicas would look caught up while nothing is backed up.
@@ -55,7 +59,9 @@ impl DbStats {
 
 /// A running database: its monitor task and one task per replica.
 pub struct Running {
+    /// The database being monitored.
     pub db: Arc<Db>,
+    /// Counters of its monitor, shared with metrics and the health check.
     pub stats: Arc<DbStats>,
     monitor: JoinHandle<()>,
     shippers: Vec<(String, JoinHandle<Result<()>>)>,
@@ -74,6 +80,8 @@ pub async fn sync_db(db: &Arc<Db>) -> Result<crate::db::SyncReport> {
         })?
 }
 
+/// Spawns the monitor loop (it returns at once when monitor-interval is zero) and one task per
+/// shipper; stop them with [`Running::stop`], which makes the final syncs.
 pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
     let (stop_monitor, mut mrx) = watch::channel(false);
     let (stop_shippers, rx) = watch::channel(false);

@@ -18,11 +18,17 @@ use std::time::{Duration, Instant};
 /// Where the writer is: from the WAL-index header when it can be read, else the file length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalMark {
+    /// Read from `-shm`'s WAL-index header: the frame count of the current life, restarts visible.
     Index {
+        /// The WAL's salts as the index stores them (the header's big-endian bytes, read natively).
         salts: [u32; 2],
+        /// Frames of the current WAL life as the index header counts them (SQLite's `mxFrame`).
         frames: u32,
+        /// Page size plus the 24-byte frame header, in bytes.
         frame_size: u64,
     },
+    /// The `-wal` file's length in bytes, when there is no readable index; blind to restarts,
+    /// which rewrite the file from its start without shrinking it.
     Len(u64),
 }
 
@@ -112,6 +118,7 @@ pub struct RateWindow {
 }
 
 impl RateWindow {
+    /// A window `window` long: syncs older than that stop counting.
     pub fn new(window: Duration) -> Self {
         RateWindow {
             window,

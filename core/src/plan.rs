@@ -8,8 +8,10 @@ use crate::error::{Error, Result};
 use crate::listing::{Listing, SegmentInfo, SnapshotInfo};
 use std::time::SystemTime;
 
+/// The state a restore aims for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
+    /// The newest state the chosen generation holds.
     Latest,
     /// Inclusive upper bound on the WAL index (`-index`).
     Index(u32),
@@ -17,9 +19,12 @@ pub enum Target {
     Time(SystemTime),
 }
 
+/// What a restore fetches: one snapshot of one generation and the WAL segments to replay on it.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The generation everything comes from.
     pub generation: String,
+    /// The snapshot to start from: the newest at or before the target.
     pub snapshot: SnapshotInfo,
     /// Segments grouped per WAL index, ascending, each group ascending by offset from 0.
     pub indexes: Vec<(u32, Vec<SegmentInfo>)>,
@@ -27,6 +32,7 @@ pub struct Plan {
     pub updated: SystemTime,
 }
 
+/// Formats a time for restore messages: UTC RFC 3339 with nanoseconds, like Go's `RFC3339Nano`.
 pub fn fmt_time(t: SystemTime) -> String {
     crate::timefmt::rfc3339_nano(t)
 }
@@ -96,6 +102,9 @@ pub fn choose_generation(
     })
 }
 
+/// Chooses the generation, the snapshot and the segments that reach `target`. A gap in the WAL
+/// indexes from the snapshot's on, or an index whose first segment is not at offset 0, is a
+/// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) error naming it.
 pub fn plan(listing: &Listing, generation: Option<&str>, target: Target) -> Result<Plan> {
     let g = choose_generation(listing, generation, target)?;
     let snapshot = listing

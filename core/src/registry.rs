@@ -12,9 +12,13 @@ use std::path::PathBuf;
 /// A replica section, backend-neutral: what a constructor needs to build its client.
 #[derive(Clone, Default)]
 pub struct ReplicaSettings {
+    /// The replica's name, unique per database; errors and logs name the replica by it.
     pub name: String,
+    /// The `type:` value; empty means `file`. A `url` scheme takes precedence.
     pub kind: String,
+    /// The `url:` value; when set, its scheme chooses the backend.
     pub url: Option<String>,
+    /// The `path:` value, interpreted by the backend (a directory, or a key prefix in a bucket).
     pub path: Option<String>,
     /// Every other key of the section by its YAML name (`bucket`, `endpoint`, `host`, ...).
     pub options: BTreeMap<String, String>,
@@ -71,6 +75,7 @@ impl fmt::Debug for ReplicaSettings {
 }
 
 impl ReplicaSettings {
+    /// The value of option `key`; an empty value counts as unset.
     pub fn option(&self, key: &str) -> Option<&str> {
         self.options
             .get(key)
@@ -100,6 +105,8 @@ pub struct Backend {
     pub kind: &'static str,
     /// URL schemes handled, e.g. `["file"]`.
     pub schemes: &'static [&'static str],
+    /// Builds the backend's client for a replica section; [`open`] adds the replica's name to
+    /// its errors.
     pub open: fn(&ReplicaSettings) -> Result<DynReplica>,
 }
 

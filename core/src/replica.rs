@@ -29,13 +29,16 @@ type Rebuild = Arc<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sy
 /// What `put` uploads. It can always be re-opened from the start, so a retry replays it exactly.
 #[derive(Clone)]
 pub enum PutSource {
+    /// An in-memory payload, replayed from its first byte on a retry.
     Bytes(Bytes),
+    /// A local file, opened again from its start for each attempt.
     File(PathBuf),
     /// Rebuilds the (compressed) stream on every call.
     Stream(Rebuild),
 }
 
 impl PutSource {
+    /// A source that `f` rebuilds for each attempt (e.g. compressing a range of the shadow WAL).
     pub fn stream<F>(f: F) -> Self
     where
         F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync + 'static,
@@ -66,6 +69,8 @@ impl fmt::Debug for PutSource {
 /// A byte stream returned by `get`.
 pub type ByteReader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// Object storage under one replica root: all core asks of a backend. Errors carry an
+/// [`ErrorKind`](crate::ErrorKind) so the retry layer and shipper can act on them.
 #[async_trait]
 pub trait Replica: Send + Sync + fmt::Debug {
     /// The backend type (`file`, `s3`, `sftp`).
@@ -162,6 +167,7 @@ pub fn probe_key() -> String {
     format!(".walship-probe-{:016x}", rand::random::<u64>())
 }
 
+/// A shared replica client, as [`crate::registry::open`] builds it and shippers and restore use it.
 pub type DynReplica = Arc<dyn Replica>;
 
 #[cfg(test)]

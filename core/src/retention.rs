@@ -4,6 +4,7 @@ use crate::listing::Listing;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
+/// What a retention run does to one replica.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RetentionPlan {
     /// No snapshot is young enough: take one first, then plan again.
@@ -13,6 +14,9 @@ pub struct RetentionPlan {
     pub delete: Vec<String>,
 }
 
+/// Keeps, per generation, everything from the lowest index of a snapshot created within
+/// `retention` before `now`; generations with no such snapshot are deleted whole. When no
+/// snapshot anywhere is that recent, nothing is deleted and a snapshot is asked for first.
 pub fn plan(listing: &Listing, now: SystemTime, retention: Duration) -> RetentionPlan {
     let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
     let kept: Vec<_> = listing

@@ -14,8 +14,11 @@ use tracing::Instrument;
 /// Backoff settings of the retry layer.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
+    /// Delay before the first retry; later delays grow exponentially, with jitter.
     pub min_delay: Duration,
+    /// Upper bound on any one delay between attempts.
     pub max_delay: Duration,
+    /// Attempts in all, the first included: 0 or 1 means no retry.
     pub max_attempts: usize,
 }
 
@@ -51,6 +54,7 @@ pub struct RetryLayer {
 }
 
 impl RetryLayer {
+    /// Wraps `inner`; log lines name database `-` and no replica until [`RetryLayer::labelled`].
     pub fn new(inner: Arc<dyn Replica>, policy: RetryPolicy) -> Self {
         RetryLayer {
             inner,

@@ -22,10 +22,17 @@ pub type SnapshotRequest = oneshot::Sender<std::result::Result<Pos, String>>;
 /// Per-replica settings (README "Configuration") with v0.3.13's defaults.
 #[derive(Debug, Clone)]
 pub struct ReplicaOptions {
+    /// The replica's name, unique per database: labels logs and keys its position in [`Db`].
     pub name: String,
+    /// Wait after each shipping round before the next (a schedule or a snapshot request can end
+    /// it early); the backoff after a failed round starts from it.
     pub sync_interval: Duration,
+    /// How often a scheduled snapshot is taken; zero (the default) schedules none, though retention
+    /// still takes one when no snapshot is recent enough.
     pub snapshot_interval: Duration,
+    /// How long snapshots are kept (see [`retention::plan`]); zero disables retention.
     pub retention: Duration,
+    /// How often retention runs (at most `retention`); zero disables it.
     pub retention_check_interval: Duration,
     /// age keys (format §2): uploads are encrypted when it has recipients.
     pub age: Age,
@@ -44,6 +51,8 @@ impl Default for ReplicaOptions {
     }
 }
 
+/// Ships one database's shadow WAL and snapshots to one replica. Its position comes from the
+/// replica's listing, never from local state, so a restart resumes where the replica is.
 pub struct Shipper {
     db: Arc<Db>,
     replica: DynReplica,
@@ -55,13 +64,19 @@ pub struct Shipper {
 /// What a shipper last achieved, for `replicas`, metrics and the heartbeat.
 #[derive(Debug, Clone, Default)]
 pub struct ShipperStatus {
+    /// Where the replica ends as of the last successful sync; None before one found a generation.
     pub pos: Option<Pos>,
+    /// Wall-clock time of the last successful sync.
     pub last_sync_ok: Option<SystemTime>,
+    /// Message of the last failed sync; cleared by a success.
     pub last_error: Option<String>,
+    /// Syncs failed in a row; 0 after a success.
     pub consecutive_errors: u32,
 }
 
 impl Shipper {
+    /// Registers the replica with `db` at a position matching no generation, so shadow WAL files
+    /// are kept until this replica has shipped them.
     pub fn new(db: Arc<Db>, replica: DynReplica, opts: ReplicaOptions) -> Self {
         // Registered before its first report, with a position that matches no generation: a
         // replica that has not shipped anything yet (unreachable since start) holds every shadow
@@ -76,10 +91,12 @@ impl Shipper {
         }
     }
 
+    /// The replica's name, from its options.
     pub fn name(&self) -> &str {
         &self.opts.name
     }
 
+    /// Watches what this shipper last achieved; it is updated after every sync.
     pub fn status(&self) -> watch::Receiver<ShipperStatus> {
         self.status.subscribe()
     }

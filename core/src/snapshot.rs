@@ -14,6 +14,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+/// A source of a database image for a snapshot upload, opened again for each upload attempt.
 pub trait Snapshotter: Send + Sync {
     /// Opens a fresh stream of the image; called again from the start when an upload is retried.
     fn open(&self) -> std::io::Result<Box<dyn Read + Send>>;
@@ -26,6 +27,8 @@ pub struct FileSnapshotter {
 }
 
 impl FileSnapshotter {
+    /// Reads through `file`, which must be walship's long-lived descriptor of the database (see the
+    /// module documentation), never one opened for the snapshot alone.
     pub fn new(file: Arc<File>) -> Self {
         FileSnapshotter { file }
     }

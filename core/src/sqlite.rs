@@ -59,6 +59,7 @@ pub fn lean_memory() -> bool {
     })
 }
 
+/// Sets SQLITE_FCNTL_PERSIST_WAL on `conn`'s main database, so its close keeps the `-wal` file.
 pub fn set_persist_wal(conn: &Connection) -> rusqlite::Result<()> {
     let mut on: std::os::raw::c_int = 1;
     // SAFETY: the handle is valid for the connection's lifetime; the pointer is to a live c_int.
@@ -82,20 +83,29 @@ pub fn set_persist_wal(conn: &Connection) -> rusqlite::Result<()> {
 /// Result row of `PRAGMA wal_checkpoint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointResult {
+    /// Column 1: SQLITE_BUSY, another connection kept the checkpoint from running or completing.
     pub busy: bool,
+    /// Column 2: frames in the WAL, or -1 when the checkpoint could not run (not in WAL mode,
+    /// or another checkpoint held the checkpointer lock).
     pub log: i64,
+    /// Column 3: frames backfilled into the database, or -1 when the checkpoint could not run.
     pub checkpointed: i64,
 }
 
 /// SQLite's checkpoint modes (`PRAGMA wal_checkpoint(MODE)`) that walship names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CheckpointMode {
+    /// Backfills what it can without waiting for readers or writers; the monitor only runs this.
     Passive,
+    /// Backfills everything, then waits until the next writer will restart the WAL; named for
+    /// v0.3.13's policy, never run by walship.
     Restart,
+    /// RESTART, then truncates the WAL file to zero bytes; restore applies each WAL index with it.
     Truncate,
 }
 
 impl CheckpointMode {
+    /// The SQL keyword, as used in the PRAGMA and as the mode label in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             CheckpointMode::Passive => "PASSIVE",
@@ -111,6 +121,8 @@ impl std::fmt::Display for CheckpointMode {
     }
 }
 
+/// Runs `PRAGMA wal_checkpoint(mode)` on `conn`: a busy or partial checkpoint is a result,
+/// not an error.
 pub fn checkpoint(conn: &Connection, mode: CheckpointMode) -> rusqlite::Result<CheckpointResult> {
     let mode = mode.as_str();
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {

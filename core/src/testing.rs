@@ -26,6 +26,7 @@ pub struct MemoryReplica {
 }
 
 impl MemoryReplica {
+    /// An empty store, shared (`Arc`) so a test can inspect it while a shipper or restore uses it.
     pub fn new() -> Arc<MemoryReplica> {
         Arc::new(MemoryReplica::default())
     }
@@ -112,9 +113,13 @@ impl Replica for MemoryReplica {
 /// The replica operations a fault can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// Calls of `put` (uploads).
     Put,
+    /// Calls of `get` (downloads).
     Get,
+    /// Calls of `list` and of `list_after`.
     List,
+    /// Calls of `delete`.
     Delete,
 }
 
@@ -132,6 +137,7 @@ pub enum Fault {
 /// Which calls of an operation a rule targets, counted from 1 per operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Calls {
+    /// Only the `n`th call (1 is the first).
     Nth(u64),
     /// This call and every later one (an outage), until the rules are cleared.
     From(u64),
@@ -155,6 +161,7 @@ pub struct Faulty {
 }
 
 impl Faulty {
+    /// Wraps `inner` with no faults; add them with [`Faulty::inject`].
     pub fn new(inner: DynReplica) -> Arc<Faulty> {
         Arc::new(Faulty {
             inner,

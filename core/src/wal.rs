@@ -5,7 +5,9 @@
 
 use std::io::{self, Read};
 
+/// Bytes of the WAL file header; the first frame starts here.
 pub const HEADER_SIZE: usize = 32;
+/// Bytes of the header that precedes each page in a frame.
 pub const FRAME_HEADER_SIZE: usize = 24;
 const MAGIC_LE: u32 = 0x377f_0682;
 const MAGIC_BE: u32 = 0x377f_0683;
@@ -37,30 +39,45 @@ pub fn checksum(big_endian: bool, data: &[u8], seed: (u32, u32)) -> (u32, u32) {
 /// The 32-byte WAL header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalHeader {
+    /// The 32 bytes as read: compared whole to tell two lives of the WAL apart, and written as the
+    /// first bytes of each shadow WAL.
     pub raw: [u8; HEADER_SIZE],
+    /// Checksum byte order, from the magic number (`0x377f0683`: big-endian).
     pub big_endian: bool,
+    /// Database page size in bytes: a power of two in 512..=65536.
     pub page_size: u32,
+    /// SQLite's checkpoint sequence; no evidence of a restart (SQLite counts it per connection).
     pub checkpoint_seq: u32,
+    /// Salt-1: SQLite adds 1 at each restart, which is how walship recognises exactly one restart.
     pub salt1: u32,
+    /// Salt-2: changes at each restart; every frame of this life carries both salts.
     pub salt2: u32,
+    /// The header's checksum, the seed of the first frame's cumulative checksum.
     pub checksum: (u32, u32),
 }
 
+/// Why bytes are not a valid WAL header.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WalError {
+    /// Fewer than 32 bytes (how many there were).
     #[error("WAL header too short ({0} bytes)")]
     Short(usize),
+    /// Not SQLite's WAL magic number (the value found).
     #[error("bad WAL magic {0:#010x}")]
     Magic(u32),
+    /// A WAL format version other than 3007000 (the value found).
     #[error("unsupported WAL version {0}")]
     Version(u32),
+    /// A page size that is not a power of two in 512..=65536.
     #[error("invalid WAL page size {0}")]
     PageSize(u32),
+    /// The header's own checksum does not match: torn, or not a WAL header.
     #[error("WAL header checksum mismatch")]
     Checksum,
 }
 
 impl WalHeader {
+    /// Parses and validates the first 32 bytes of `b` (the rest is ignored).
     pub fn parse(b: &[u8]) -> Result<WalHeader, WalError> {
         if b.len() < HEADER_SIZE {
             return Err(WalError::Short(b.len()));
@@ -97,6 +114,7 @@ impl WalHeader {
         })
     }
 
+    /// Bytes of one frame: the 24-byte frame header plus one page.
     pub fn frame_size(&self) -> u64 {
         FRAME_HEADER_SIZE as u64 + u64::from(self.page_size)
     }
@@ -118,15 +136,20 @@ impl WalHeader {
 /// Fields of one frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// Database page number this frame's page replaces.
     pub page_no: u32,
     /// Database size in pages after this frame's commit; non-zero only on commit frames.
     pub commit_size: u32,
+    /// Salt-1 of the WAL life that wrote the frame; differs from the header's for a stale frame.
     pub salt1: u32,
+    /// Salt-2 of the WAL life that wrote the frame; differs from the header's for a stale frame.
     pub salt2: u32,
+    /// Cumulative checksum of every frame of the life up to and including this one.
     pub checksum: (u32, u32),
 }
 
 impl FrameHeader {
+    /// Decodes the first 24 bytes of `b`, validating nothing (panics when shorter).
     pub fn parse(b: &[u8]) -> FrameHeader {
         FrameHeader {
             page_no: be32(&b[0..4]),
@@ -196,6 +219,7 @@ impl<R: Read> FrameReader<R> {
         Ok(Some((fh, &self.buf)))
     }
 
+    /// Running checksum after the last frame returned: the seed to continue this life from.
     pub fn seed(&self) -> (u32, u32) {
         self.seed
     }
@@ -204,6 +228,7 @@ impl<R: Read> FrameReader<R> {
 /// Summary of a whole WAL image: how far its valid, committed prefix reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalScan {
+    /// The image's validated header.
     pub header: WalHeader,
     /// Byte length of the prefix ending at the last commit frame (32 when only the header).
     pub committed_len: u64,

@@ -76,12 +76,14 @@ fn read_loop(fd: i32) {
 /// A database's change subscription.
 pub struct WalWatch {
     dir: CString,
+    /// Notified once per armed watch that fires; the monitor waits on it.
     pub notify: Arc<Notify>,
     /// False when inotify is unavailable: callers poll.
     pub active: bool,
 }
 
 impl WalWatch {
+    /// A subscription to changes in the directory of `wal`; nothing wakes it until it is armed.
     pub fn new(wal: &Path) -> WalWatch {
         let dir: PathBuf = wal.parent().unwrap_or(Path::new("/")).to_path_buf();
         let dir = CString::new(dir.as_os_str().as_bytes()).unwrap_or_default();
