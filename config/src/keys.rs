@@ -33,26 +33,10 @@ pub(crate) const BOOL_OPTIONS: &[&str] = &[
 /// Options that must be durations; checked at load time for the same reason.
 pub(crate) const DURATION_OPTIONS: &[&str] = &["operation-timeout"];
 
-/// Whether a value under `key` must be hidden from `Debug` output and error messages.
-///
-/// Explicit names first, then patterns, so a future backend's `session-token` or `api-secret`
-/// is hidden before anyone remembers to list it.
+/// Whether a value under `key` must be hidden from `Debug` output and error messages: the one
+/// rule of the registry, which also redacts replica settings.
 pub(crate) fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    matches!(
-        k.as_str(),
-        "access-key-id" | "secret-access-key" | "password" | "key-passphrase" | "account-key"
-    ) || [
-        "secret",
-        "password",
-        "passphrase",
-        "token",
-        "credential",
-        "private",
-    ]
-    .iter()
-    .any(|p| k.contains(p))
-        || (k.ends_with("-key") && k != "host-key")
+    walship_core::registry::is_secret_key(key)
 }
 
 #[cfg(test)]

@@ -26,14 +26,28 @@ pub struct ReplicaSettings {
     pub db_path: Option<PathBuf>,
 }
 
-/// Option keys whose values must never be printed.
+/// Option keys whose values must never be printed: in `Debug` output, in logs, and in the config
+/// loader's errors (walship-config uses this same rule, so the two can never disagree).
+///
+/// Explicit names first, then patterns, so a future backend's `session-token` or `api-secret`
+/// is hidden before anyone remembers to list it.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.contains("secret")
-        || k.contains("password")
-        || k.contains("passphrase")
-        || k == "account-key"
-        || k.contains("identit")
+    matches!(
+        k.as_str(),
+        "access-key-id" | "secret-access-key" | "password" | "key-passphrase" | "account-key"
+    ) || [
+        "secret",
+        "password",
+        "passphrase",
+        "token",
+        "credential",
+        "private",
+        "identit",
+    ]
+    .iter()
+    .any(|p| k.contains(p))
+        || (k.ends_with("-key") && k != "host-key")
 }
 
 /// Hides the password of `scheme://user:password@host/...`.
@@ -191,6 +205,33 @@ mod tests {
             "{dbg}"
         );
         assert!(dbg.contains("bucket"));
+    }
+
+    /// Regression (issue 17.4): the registry's rule and the config loader's disagreed, so a
+    /// `sas-token` or a `session-token` was hidden by one and printed by the other.
+    #[test]
+    fn one_secret_rule() {
+        for k in [
+            "access-key-id",
+            "secret-access-key",
+            "password",
+            "key-passphrase",
+            "account-key",
+            "sas-token",
+            "session-token",
+            "SECRET",
+            "sas-key",
+            "client-credentials",
+            "private-key",
+            "identities",
+        ] {
+            assert!(is_secret_key(k), "{k}");
+        }
+        for k in [
+            "bucket", "host", "user", "key-path", "host-key", "region", "endpoint", "path",
+        ] {
+            assert!(!is_secret_key(k), "{k}");
+        }
     }
 
     #[test]
