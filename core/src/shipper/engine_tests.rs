@@ -67,6 +67,17 @@ impl Fixture {
         )
     }
 
+    /// A replica in memory behind a fault injector, and a shipper to it that has shipped `rows`
+    /// first rows (a generation with its snapshot) before any fault is injected.
+    async fn shipping(&mut self, rows: usize) -> (Arc<MemoryReplica>, Arc<Faulty>, Shipper) {
+        let mem = MemoryReplica::new();
+        let faulty = Faulty::new(mem.clone());
+        let mut s = self.shipper(faulty.clone());
+        self.write(rows).await;
+        s.sync().await.unwrap();
+        (mem, faulty, s)
+    }
+
     fn content(&self) -> Vec<(i64, Vec<u8>)> {
         content_of(&self.app)
     }
@@ -181,12 +192,8 @@ async fn no_gap_when_any_call_fails_at_any_step() {
 #[tokio::test]
 async fn an_outage_across_wal_indexes_is_caught_up_without_a_gap() {
     let mut f = Fixture::new();
-    let mem = MemoryReplica::new();
-    let faulty = Faulty::new(mem.clone());
+    let (mem, faulty, mut s) = f.shipping(10).await;
     let r: DynReplica = faulty.clone();
-    let mut s = f.shipper(r.clone());
-    f.write(10).await;
-    s.sync().await.unwrap();
     let before = f.db.pos().index;
     faulty.inject(Op::Put, Calls::From(1), Fault::Fail(ErrorKind::Transient));
     for _ in 0..5 {
@@ -209,12 +216,8 @@ async fn an_outage_across_wal_indexes_is_caught_up_without_a_gap() {
 #[tokio::test]
 async fn a_snapshot_first_ships_the_wal_it_owes() {
     let mut f = Fixture::new();
-    let mem = MemoryReplica::new();
-    let faulty = Faulty::new(mem.clone());
+    let (mem, faulty, mut s) = f.shipping(10).await;
     let r: DynReplica = faulty.clone();
-    let mut s = f.shipper(r.clone());
-    f.write(10).await;
-    s.sync().await.unwrap();
     let first = f.db.pos().index;
     faulty.inject(Op::Put, Calls::From(1), Fault::Fail(ErrorKind::Transient));
     for _ in 0..5 {
