@@ -2,26 +2,11 @@
 //! without ever letting SQLite discard a frame walship has not copied.
 //!
 //! # The no-lost-frame invariant
-//! walship keeps a read transaction open on connection `R` at all times. While it is open, SQLite
-//! can restart the WAL (overwrite it from the start with new salts) at most once, and only when
-//! the WAL was fully backfilled *before* `R` began. `R` is therefore only ever ended and re-begun
-//! while connection `W` holds the write lock (`BEGIN IMMEDIATE`), right after copying every
-//! committed frame: no frame can appear between the copy and the moment a restart becomes
-//! possible. That moment is recorded ([`Proof`]); a later WAL header whose salt-1 is exactly one
-//! more (SQLite adds 1 at each restart) continues the generation in the next index. The header's
-//! checkpoint sequence is no evidence: SQLite counts it per connection, so an application that
-//! reconnected writes 1 at its first restart. Every other change of the WAL starts a new
-//! generation with a logged reason, never a gap.
-//!
-//! Every step that ends and re-begins `R` first checks, under the write lock, that the WAL still
-//! has the header the last sync saw (`wal_unchanged`): an application may restart the WAL once
-//! under a standing proof at any moment, and a checkpoint that missed that restart would backfill
-//! a life walship never copied and re-pin with a proof naming the old header, so the next commit
-//! restarts the WAL a second time (seen in the crash campaign as "two restarts under a proof",
-//! fixed 2026-12-04; regression test `a_restart_just_before_a_checkpoint_is_left_to_the_next_sync`).
-//! With `R` pinned, a second restart can only follow a life without a frame (two TRUNCATE
-//! checkpoints in a row); exactly one restart is still required, so that rare case costs a new
-//! generation rather than trust in a reading of SQLite's locking.
+//! walship keeps a read transaction open on connection `R`, so SQLite can restart the WAL at most
+//! once under it, and ends `R` only under the write lock after copying every committed frame. The
+//! protocol, its invariants and the checkpoint live in [`checkpoint`]. The monitor's state is
+//! typed: [`Open`] exists only with both connections and the [`Shadow`] they feed, so no step can
+//! run on a half-opened database.
 //!
 //! # Restarts while no walship ran
 //! At start-up nothing pinned the WAL. A restart continues the generation only when it was
@@ -36,11 +21,15 @@
 //! (another device/inode at the path): the next snapshot must come from the file the
 //! application now uses, never from a descriptor of the old one.
 
+mod checkpoint;
+
 use crate::error::{Error, Result};
 use crate::layout::{new_generation, Pos, MAX_INDEX};
 use crate::meta::{default_meta_dir, InstanceLock, MetaDir};
-use crate::sqlite::{self, checkpoint, CheckpointMode};
+use crate::sqlite::{self, CheckpointMode};
 use crate::wal::{self, FrameReader, WalHeader, HEADER_SIZE};
+pub(crate) use checkpoint::proves_one_restart;
+use checkpoint::{checkpoint_due, write_lock_busy, Proof};
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -97,10 +86,10 @@ impl Default for DbOptions {
 }
 
 /// What starting on an existing meta directory decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Resume {
-    /// The meta directory provably describes this WAL: the generation goes on.
-    Continue,
+    /// The meta directory provably describes this WAL: the generation goes on from this shadow.
+    Continue(Shadow),
     /// It does not, for this reason (logged with the new generation).
     NewGeneration(&'static str),
 }
@@ -129,30 +118,39 @@ impl DbPos {
     }
 }
 
-/// Recorded under `W`: shadow `index` held every frame of the WAL life `header` when `R` began.
-#[derive(Debug, Clone, Copy)]
-struct Proof {
-    index: u32,
-    header: WalHeader,
-}
-
 struct Conns {
     r: Connection,
     w: Connection,
 }
 
-struct State {
-    conns: Option<Conns>,
+/// The shadow WAL file being written and how far its committed frames reach. Replaced whole (a
+/// new index or generation), so a step that fails half-way leaves the previous one intact.
+#[derive(Debug, Clone)]
+struct Shadow {
     generation: String,
     index: u32,
-    header: Option<WalHeader>,
+    /// Header of the WAL life this index copies; the shadow file begins with it.
+    header: WalHeader,
+    /// Committed length of the shadow file.
     size: u64,
+    /// Running checksum at `size`, which the next frame must continue.
     seed: (u32, u32),
+}
+
+impl Shadow {
+    fn pos(&self) -> Pos {
+        Pos::new(self.generation.clone(), self.index, self.size)
+    }
+}
+
+/// walship's hold on the database while it monitors it: both connections and the shadow they
+/// feed. It only exists complete (built at the end of `Db::init`, dropped whole by `detach` and
+/// `close`).
+struct Open {
+    conns: Conns,
+    shadow: Shadow,
+    /// Set by `Db::repin` while `R` pins the WAL (see [`checkpoint`]).
     proof: Option<Proof>,
-    /// When walship last attempted a checkpoint (none yet: the first one is not held back).
-    last_checkpoint: Option<Instant>,
-    /// When monitoring began: checkpoint-interval counts from here until a first checkpoint.
-    started: Instant,
     /// (index, size) at the last complete checkpoint: nothing new to checkpoint since.
     checkpointed_at: Option<(u32, u64)>,
     /// Set while `R` reads the database file itself (it began on a fully backfilled WAL, so
@@ -162,11 +160,21 @@ struct State {
     /// saturating writer's time. Once the WAL has restarted, `R` moves onto it (read-mark >= 1:
     /// the application backfills up to it once, then its attempts stop early).
     reader_on_db_file: Option<u32>,
-    /// Device and inode of the database file walship's connections and descriptor refer to.
-    file_id: Option<(u64, u64)>,
+    /// Device and inode of the database file the connections and descriptor refer to.
+    file_id: (u64, u64),
+}
+
+struct State {
+    /// None until the first sync opened the database, and again after it was replaced.
+    open: Option<Open>,
+    /// When walship last attempted a checkpoint (none yet: the first one is not held back).
+    last_checkpoint: Option<Instant>,
+    /// When monitoring began: checkpoint-interval counts from here until a first checkpoint.
+    started: Instant,
     /// The database path had no file at the last sync (logged once, then quiet).
     file_missing: bool,
-    /// Set when the next (re)initialisation must start a new generation, with the reason.
+    /// Set when the next opening must start a new generation, with the reason; cleared once one
+    /// has started.
     force_new_generation: Option<&'static str>,
 }
 
@@ -257,18 +265,9 @@ impl Db {
             meta,
             opts,
             state: Mutex::new(State {
-                conns: None,
-                generation: String::new(),
-                index: 0,
-                header: None,
-                size: 0,
-                seed: (0, 0),
-                proof: None,
+                open: None,
                 last_checkpoint: None,
                 started: Instant::now(),
-                checkpointed_at: None,
-                reader_on_db_file: None,
-                file_id: None,
                 file_missing: false,
                 force_new_generation: None,
             }),
@@ -334,7 +333,10 @@ impl Db {
     /// Page size of the WAL the shadow follows; None before a sync has read a WAL header, or after
     /// the database file was replaced (until the next sync opens the new one).
     pub fn page_size(&self) -> Option<u32> {
-        self.lock_state().header.map(|h| h.page_size)
+        self.lock_state()
+            .open
+            .as_ref()
+            .map(|o| o.shadow.header.page_size)
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -353,10 +355,10 @@ impl Db {
     pub fn sync(&self) -> Result<SyncReport> {
         let mut st = self.lock_state();
         let report = self.sync_locked(&mut st)?;
-        if st.conns.is_none() {
+        let Some(open) = &st.open else {
             return Ok(report);
-        }
-        self.publish(&st);
+        };
+        self.publish(open);
         drop(st);
         self.clean_shadows();
         Ok(report)
@@ -364,8 +366,10 @@ impl Db {
 
     fn sync_locked(&self, st: &mut State) -> Result<SyncReport> {
         let mut report = SyncReport::default();
-        if st.conns.is_some() {
-            match self.file_state(st)? {
+        if let Some(open) = &st.open {
+            let file = self.file_state(open.file_id)?;
+            self.note_file_missing(&mut st.file_missing, matches!(file, FileState::Missing));
+            match file {
                 FileState::Same => {}
                 FileState::Missing => return Ok(report),
                 FileState::Replaced => {
@@ -376,12 +380,16 @@ impl Db {
                 }
             }
         }
-        if st.conns.is_none() {
+        if st.open.is_none() {
             if !self.path.exists() {
                 return Ok(report);
             }
             self.init(st, &mut report)?;
         }
+        // Still none: the WAL was emptied during start-up; the next sync tries again.
+        let Some(open) = st.open.as_mut() else {
+            return Ok(report);
+        };
         // An empty WAL (an application's TRUNCATE checkpoint) is a normal state: nothing to copy
         // until the next commit writes a header. walship must not write one itself: its own
         // connection may never have restarted the WAL, and SQLite then gives the new header
@@ -389,36 +397,27 @@ impl Db {
         let Some(real) = read_wal_header(&self.wal_path)? else {
             return Ok(report);
         };
-        let Some(cur) = st.header else {
-            return Err(Error::new(
-                crate::ErrorKind::Other,
-                format!("{}: monitor state has no WAL header", self.path.display()),
-            ));
-        };
-        if let Some(reason) = self.meta_damage(st) {
-            self.with_write_lock(st, |db, st| db.new_generation(st, reason))?;
-            report.new_generation = Some(st.generation.clone());
+        let cur = open.shadow.header;
+        if let Some(reason) = self.meta_damage(&open.shadow) {
+            report.new_generation = Some(self.restart_generation(open, reason)?);
             self.relock();
         } else if real.raw != cur.raw {
-            match st.proof {
+            match open.proof {
                 // Exactly one restart (salt-1 + 1) since the proof: a relaxed rule that took any
                 // new header let a life through whose frames were never copied (crash campaign on
                 // S3, 2026-12-04, before `wal_unchanged` guarded every re-pin). It stays the last
                 // line of defence.
                 Some(p)
-                    if p.index == st.index
+                    if p.index == open.shadow.index
                         && p.header == cur
                         && proves_one_restart(&p.header, &real) =>
                 {
-                    if st.index < MAX_INDEX {
-                        let next = st.index + 1;
-                        self.start_index(st, next, real)?;
-                        st.proof = None;
+                    if open.shadow.index < MAX_INDEX {
+                        open.shadow = self.next_index(&open.shadow, real)?;
+                        open.proof = None;
                     } else {
-                        self.with_write_lock(st, |db, st| {
-                            db.new_generation(st, "max index exceeded")
-                        })?;
-                        report.new_generation = Some(st.generation.clone());
+                        report.new_generation =
+                            Some(self.restart_generation(open, "max index exceeded")?);
                     }
                 }
                 _ => {
@@ -426,63 +425,66 @@ impl Db {
                     // follow two TRUNCATE checkpoints in a row (ARCHITECTURE.md, monitor invariant 3).
                     tracing::info!(
                         db = %self.path.display(),
-                        index = st.index,
-                        proof_index = st.proof.map(|p| p.index),
-                        proof_salt1 = st.proof.map(|p| format!("{:08x}", p.header.salt1)),
+                        index = open.shadow.index,
+                        proof_index = open.proof.map(|p| p.index),
+                        proof_salt1 = open.proof.map(|p| format!("{:08x}", p.header.salt1)),
                         shadow_salt1 = format!("{:08x}", cur.salt1),
                         wal_salt1 = format!("{:08x}", real.salt1),
-                        reader_on_db_file = ?st.reader_on_db_file,
+                        reader_on_db_file = ?open.reader_on_db_file,
                         "wal restarted without a proof"
                     );
                     let reason =
                         "wal restarted while walship could not prove it had copied every frame";
-                    self.with_write_lock(st, |db, st| db.new_generation(st, reason))?;
-                    report.new_generation = Some(st.generation.clone());
+                    report.new_generation = Some(self.restart_generation(open, reason)?);
                 }
             }
-        } else if let Some(reason) = self.overwritten(st)? {
-            self.with_write_lock(st, |db, st| db.new_generation(st, reason))?;
-            report.new_generation = Some(st.generation.clone());
+        } else if let Some(reason) = self.overwritten(&open.shadow)? {
+            report.new_generation = Some(self.restart_generation(open, reason)?);
         }
-        report.copied_bytes += self.copy_frames(st, Some(self.opts.max_copy_bytes))?;
-        if st.reader_on_db_file.is_some_and(|i| i < st.index) {
-            match self.with_write_lock(st, |db, st| db.wal_unchanged(st)) {
+        report.copied_bytes +=
+            self.copy_frames(&mut open.shadow, Some(self.opts.max_copy_bytes))?;
+        if open
+            .reader_on_db_file
+            .is_some_and(|i| i < open.shadow.index)
+        {
+            match self.with_write_lock(open, |_, _| Ok(())) {
                 Ok(()) => {}
                 // Busy: the next sync tries again.
                 Err(e) if e.kind() == crate::ErrorKind::Transient => {}
                 Err(e) => return Err(e),
             }
         }
-        if let Some(mode) = self.checkpoint_due(st) {
-            report.checkpoint = self.checkpoint(st, mode)?;
+        if let Some(mode) = checkpoint_due(
+            &self.opts,
+            &open.shadow,
+            open.checkpointed_at,
+            st.last_checkpoint,
+            st.started,
+        ) {
+            report.checkpoint = self.checkpoint(open, &mut st.last_checkpoint, mode)?;
         }
         Ok(report)
     }
 
-    /// Whether the database path still names the file walship's descriptors refer to.
-    fn file_state(&self, st: &mut State) -> Result<FileState> {
+    /// Whether the database path still names the file `known` (device, inode).
+    fn file_state(&self, known: (u64, u64)) -> Result<FileState> {
         use std::os::unix::fs::MetadataExt;
         match fs::metadata(&self.path) {
-            Ok(m) => {
-                if st.file_missing {
-                    st.file_missing = false;
-                    tracing::info!(db = %self.path.display(), "database file is back");
-                }
-                Ok(if st.file_id.is_some_and(|id| id != (m.dev(), m.ino())) {
-                    FileState::Replaced
-                } else {
-                    FileState::Same
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !st.file_missing {
-                    st.file_missing = true;
-                    tracing::warn!(db = %self.path.display(), "database file is gone: replication paused until it returns (the replica is kept as it is)");
-                }
-                Ok(FileState::Missing)
-            }
+            Ok(m) if (m.dev(), m.ino()) == known => Ok(FileState::Same),
+            Ok(_) => Ok(FileState::Replaced),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileState::Missing),
             Err(e) => Err(Error::io(format!("stat {}", self.path.display()), e)),
         }
+    }
+
+    /// Logs a missing database file once, and its return.
+    fn note_file_missing(&self, was_missing: &mut bool, missing: bool) {
+        if missing && !*was_missing {
+            tracing::warn!(db = %self.path.display(), "database file is gone: replication paused until it returns (the replica is kept as it is)");
+        } else if !missing && *was_missing {
+            tracing::info!(db = %self.path.display(), "database file is back");
+        }
+        *was_missing = missing;
     }
 
     /// Closes walship's connections and descriptors of a replaced database file, so the next
@@ -492,35 +494,30 @@ impl Db {
         let Ok(_gate) = self.gate.try_write() else {
             return false;
         };
-        tracing::warn!(db = %self.path.display(), generation = %st.generation, reason, "reopening the database");
-        // walship's connections keep the WAL on close (see `sqlite::open`), so closing the old
-        // file's connections never deletes the `-wal` a new file now uses at the same path.
-        if let Some(c) = st.conns.take() {
-            let _ = c.r.execute_batch("ROLLBACK");
-            drop(c);
+        if let Some(open) = st.open.take() {
+            tracing::warn!(db = %self.path.display(), generation = %open.shadow.generation, reason, "reopening the database");
+            // walship's connections keep the WAL on close (see `sqlite::open`), so closing the
+            // old file's connections never deletes the `-wal` a new file now uses at the path.
+            let _ = open.conns.r.execute_batch("ROLLBACK");
+            drop(open);
         }
         // Only after the connections: closing it earlier would drop their POSIX locks on -shm.
         *self.shm_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.db_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        st.header = None;
-        st.proof = None;
-        st.file_id = None;
-        st.checkpointed_at = None;
-        st.reader_on_db_file = None;
         st.force_new_generation = Some(reason);
         true
     }
 
     /// Damage to the meta directory that would make walship copy into nothing or ship a gap.
-    fn meta_damage(&self, st: &State) -> Option<&'static str> {
+    fn meta_damage(&self, sh: &Shadow) -> Option<&'static str> {
         match self.meta.read_generation() {
-            Ok(Some(g)) if g == st.generation => {}
+            Ok(Some(g)) if g == sh.generation => {}
             Ok(Some(_)) => return Some("generation file changed by another process"),
             Ok(None) => return Some("no generation exists"),
             Err(_) => return Some("generation file unreadable"),
         }
-        match fs::metadata(self.meta.shadow_path(&st.generation, st.index)) {
-            Ok(m) if m.len() >= st.size => None,
+        match fs::metadata(self.meta.shadow_path(&sh.generation, sh.index)) {
+            Ok(m) if m.len() >= sh.size => None,
             Ok(_) => Some("short shadow wal"),
             Err(_) => Some("no shadow wal"),
         }
@@ -545,28 +542,101 @@ impl Db {
         }
     }
 
+    /// Opens the database (descriptor, both connections) and resumes or starts a generation under
+    /// the write lock; sets `st.open` on success. Leaves it None, without an error, when the
+    /// application kept emptying the WAL meanwhile.
     fn init(&self, st: &mut State, report: &mut SyncReport) -> Result<()> {
+        let file_id = self.open_db_file()?;
+        let conns = self.connect()?;
+        {
+            let mut shm = self.shm_file.lock().unwrap_or_else(|p| p.into_inner());
+            if shm.is_none() {
+                // After our connections exist, so SQLite created the file, not us.
+                let mut p = self.path.as_os_str().to_owned();
+                p.push("-shm");
+                *shm = File::open(PathBuf::from(p)).ok().map(Arc::new);
+            }
+        }
+        // The application may empty the WAL (TRUNCATE) between our write and our write lock.
+        for _attempt in 0..5 {
+            self.ensure_wal_exists(&conns.w)?;
+            self.begin_immediate(&conns.w)?;
+            let decided = (|| -> Result<Option<Shadow>> {
+                let Some(hdr) = read_wal_header(&self.wal_path)? else {
+                    return Ok(None);
+                };
+                let decision = match st.force_new_generation {
+                    Some(reason) => Resume::NewGeneration(reason),
+                    None => self.resume(&hdr)?,
+                };
+                Ok(Some(match decision {
+                    Resume::Continue(shadow) => {
+                        tracing::info!(db = %self.path.display(), position = %shadow.pos(), "initialized db, continuing generation");
+                        shadow
+                    }
+                    Resume::NewGeneration(reason) => {
+                        let shadow = self.create_generation(file_id, reason)?;
+                        report.new_generation = Some(shadow.generation.clone());
+                        shadow
+                    }
+                }))
+            })();
+            let shadow = match decided {
+                Ok(Some(shadow)) => shadow,
+                Ok(None) => {
+                    let _ = conns.w.execute_batch("ROLLBACK");
+                    continue;
+                }
+                Err(e) => {
+                    let _ = conns.w.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            };
+            let mut open = Open {
+                conns,
+                shadow,
+                proof: None,
+                checkpointed_at: None,
+                reader_on_db_file: None,
+                file_id,
+            };
+            let pinned = self.repin(&mut open, |_| ());
+            let _ = open.conns.w.execute_batch("ROLLBACK");
+            pinned?;
+            st.open = Some(open);
+            st.force_new_generation = None;
+            return Ok(());
+        }
+        // An application emptying the WAL this often: not an error, start at the next sync.
+        tracing::debug!(db = %self.path.display(), "WAL emptied during start-up; trying again at the next sync");
+        Ok(())
+    }
+
+    /// The one descriptor walship opens on the database file (kept while it is the same file:
+    /// snapshots may hold clones, and closing any descriptor of the file would drop walship's
+    /// connections' locks on it). Returns its device and inode.
+    fn open_db_file(&self) -> Result<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
         let id = |f: &File| f.metadata().map(|m| (m.dev(), m.ino()));
         let stat = |e| Error::io(format!("stat {}", self.path.display()), e);
-        {
-            // A descriptor of the same file is kept, never replaced: snapshots may hold clones,
-            // and closing any descriptor of the file would drop our connections' locks on it.
-            let mut cur = self.db_file.lock().unwrap_or_else(|p| p.into_inner());
-            let at_path = fs::metadata(&self.path).map_err(stat)?;
-            let f = match cur.as_ref() {
-                Some(f) if id(f).is_ok_and(|i| i == (at_path.dev(), at_path.ino())) => f.clone(),
-                _ => {
-                    let f = Arc::new(
-                        File::open(&self.path)
-                            .map_err(|e| Error::io(format!("open {}", self.path.display()), e))?,
-                    );
-                    *cur = Some(f.clone());
-                    f
-                }
-            };
-            st.file_id = Some(id(&f).map_err(stat)?);
-        }
+        let mut cur = self.db_file.lock().unwrap_or_else(|p| p.into_inner());
+        let at_path = fs::metadata(&self.path).map_err(stat)?;
+        let f = match cur.as_ref() {
+            Some(f) if id(f).is_ok_and(|i| i == (at_path.dev(), at_path.ino())) => f.clone(),
+            _ => {
+                let f = Arc::new(
+                    File::open(&self.path)
+                        .map_err(|e| Error::io(format!("open {}", self.path.display()), e))?,
+                );
+                *cur = Some(f.clone());
+                f
+            }
+        };
+        id(&f).map_err(stat)
+    }
+
+    /// walship's two connections: `W` takes the write lock, `R` holds the pinning read.
+    fn connect(&self) -> Result<Conns> {
         let busy = Some(self.opts.busy_timeout);
         let mut w = sqlite::open(&self.path, busy)?;
         let r = sqlite::open(&self.path, busy)?;
@@ -592,67 +662,12 @@ impl Db {
              CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);",
         )
         .map_err(|e| sq("create _litestream tables", e))?;
-        st.conns = Some(Conns { r, w });
-        {
-            let mut shm = self.shm_file.lock().unwrap_or_else(|p| p.into_inner());
-            if shm.is_none() {
-                // After our connections exist, so SQLite created the file, not us.
-                let mut p = self.path.as_os_str().to_owned();
-                p.push("-shm");
-                *shm = File::open(PathBuf::from(p)).ok().map(Arc::new);
-            }
-        }
-        // The application may empty the WAL (TRUNCATE) between our write and our write lock.
-        let mut attempts = 0;
-        let res = loop {
-            attempts += 1;
-            if let Err(e) = self.ensure_wal_exists(st) {
-                break Err(e);
-            }
-            let mut empty = false;
-            let res = self.with_write_lock(st, |db, st| {
-                let Some(hdr) = read_wal_header(&db.wal_path)? else {
-                    empty = true;
-                    return Err(Error::transient(format!(
-                        "{}: the WAL was emptied while walship started",
-                        db.wal_path.display()
-                    )));
-                };
-                let decision = match st.force_new_generation.take() {
-                    Some(reason) => Resume::NewGeneration(reason),
-                    None => db.resume(st, &hdr)?,
-                };
-                match decision {
-                    Resume::Continue => {
-                        tracing::info!(db = %db.path.display(), position = %st_pos(st), "initialized db, continuing generation");
-                    }
-                    Resume::NewGeneration(reason) => {
-                        db.new_generation(st, reason)?;
-                        report.new_generation = Some(st.generation.clone());
-                    }
-                }
-                Ok(())
-            });
-            if empty && attempts < 5 {
-                continue;
-            }
-            if empty {
-                // An application emptying the WAL this often: not an error, start at the next sync.
-                tracing::debug!(db = %self.path.display(), "WAL emptied during start-up; trying again at the next sync");
-                st.conns = None;
-                return Ok(());
-            }
-            break res;
-        };
-        if let Err(e) = res {
-            st.conns = None;
-            return Err(e);
-        }
-        Ok(())
+        Ok(Conns { r, w })
     }
 
-    /// Continues the generation in the meta directory if it provably describes this WAL.
-    fn resume(&self, st: &mut State, real: &WalHeader) -> Result<Resume> {
+    /// Decides, under the write lock, whether the generation in the meta directory provably
+    /// describes this WAL (`real` is its header), and if so, the shadow to go on from.
+    fn resume(&self, real: &WalHeader) -> Result<Resume> {
         let Some(generation) = self.meta.read_generation()? else {
             return Ok(Resume::NewGeneration("no generation exists"));
         };
@@ -689,124 +704,140 @@ impl Db {
                     return Ok(Resume::NewGeneration("wal restarted while walship was not running, and the wal no longer shows whether commits followed walship's copy"));
                 }
             }
-            adopt_shadow(st, generation, index, &scan, &shadow_path)?;
-            self.start_index(st, index + 1, *real)?;
-            tracing::info!(db = %self.path.display(), generation = %st.generation, index = st.index, "the wal restarted once while walship was not running, after walship had copied all of it: continuing in the next index");
-            return Ok(Resume::Continue);
+            let last = adopt_shadow(generation, index, &scan, &shadow_path)?;
+            let next = self.next_index(&last, *real)?;
+            tracing::info!(db = %self.path.display(), generation = %next.generation, index = next.index, "the wal restarted once while walship was not running, after walship had copied all of it: continuing in the next index");
+            return Ok(Resume::Continue(next));
         }
         let real_len = fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0);
         if real_len < scan.committed_len {
             return Ok(Resume::NewGeneration("wal truncated by another process"));
         }
         // The shadow may hold an uncommitted tail after a crash: cut it, then compare the last frame.
-        adopt_shadow(st, generation, index, &scan, &shadow_path)?;
-        if let Some(reason) = self.overwritten(st)? {
+        let shadow = adopt_shadow(generation, index, &scan, &shadow_path)?;
+        if let Some(reason) = self.overwritten(&shadow)? {
             return Ok(Resume::NewGeneration(reason));
         }
-        Ok(Resume::Continue)
+        Ok(Resume::Continue(shadow))
     }
 
     /// v0.3's check that the last copied frame is still in the real WAL, byte for byte.
-    fn overwritten(&self, st: &State) -> Result<Option<&'static str>> {
-        let h = st.header.expect("header");
-        if st.size <= HEADER_SIZE as u64 {
+    fn overwritten(&self, sh: &Shadow) -> Result<Option<&'static str>> {
+        if sh.size <= HEADER_SIZE as u64 {
             return Ok(None);
         }
-        let fs_ = h.frame_size();
-        let start = st.size - fs_;
+        let fs_ = sh.header.frame_size();
+        let start = sh.size - fs_;
         let mut a = vec![0u8; fs_ as usize];
         let mut b = vec![0u8; fs_ as usize];
-        let sp = self.meta.shadow_path(&st.generation, st.index);
+        let sp = self.meta.shadow_path(&sh.generation, sh.index);
         read_at(&sp, start, &mut a)?;
         let real_len = fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0);
-        if real_len < st.size {
+        if real_len < sh.size {
             return Ok(Some("wal truncated by another process"));
         }
         read_at(&self.wal_path, start, &mut b)?;
         Ok((a != b).then_some("wal overwritten by another process"))
     }
 
-    fn new_generation(&self, st: &mut State, reason: &str) -> Result<()> {
+    /// Starts a new generation under the write lock and re-pins; returns its name.
+    fn restart_generation(&self, open: &mut Open, reason: &str) -> Result<String> {
+        self.with_write_lock(open, |db, open| {
+            open.shadow = db.create_generation(open.file_id, reason)?;
+            open.checkpointed_at = None;
+            Ok(())
+        })?;
+        Ok(open.shadow.generation.clone())
+    }
+
+    /// A new generation of the database file `file_id`: its index 0 holds every committed frame
+    /// of the WAL now, and the generation file names it. Called under the write lock.
+    fn create_generation(&self, file_id: (u64, u64), reason: &str) -> Result<Shadow> {
         let generation = new_generation();
         let real = read_wal_header(&self.wal_path)?.ok_or_else(|| {
             Error::transient(format!("{}: the WAL is empty", self.wal_path.display()))
         })?;
         // The WAL just read must belong to the file the snapshot will be read from.
-        if matches!(
-            self.file_state(st)?,
-            FileState::Replaced | FileState::Missing
-        ) {
+        if !matches!(self.file_state(file_id)?, FileState::Same) {
             return Err(Error::transient(format!(
                 "{}: the database file changed while a new generation began",
                 self.path.display()
             )));
         }
         self.meta.create_dir(&self.meta.root)?;
-        st.generation = generation.clone();
-        st.checkpointed_at = None;
-        self.start_index(st, 0, real)?;
-        self.copy_frames(st, None)?;
-        self.meta.write_generation(&generation)?;
-        self.meta.remove_other_generations(&generation);
-        tracing::info!(db = %self.path.display(), generation = %generation, reason, "sync: new generation");
-        Ok(())
+        let mut shadow = self.write_index_header(generation, 0, real)?;
+        self.copy_frames(&mut shadow, None)?;
+        self.meta.write_generation(&shadow.generation)?;
+        self.meta.remove_other_generations(&shadow.generation);
+        tracing::info!(db = %self.path.display(), generation = %shadow.generation, reason, "sync: new generation");
+        Ok(shadow)
     }
 
-    /// Begins shadow file `index` with the real WAL's header.
+    /// The index after `cur`, for the WAL life `header`.
     ///
     /// Shadow files are written without a sync per copy (at a saturating writer's rate, that
     /// forced hundreds of MB/s of shadow data to disk that is deleted once shipped). What makes
     /// that safe is this: after a power loss the current index is checked frame by frame against
     /// the real WAL and copied again or replaced by a new generation, but an earlier index is
     /// trusted to be complete, so it is synced here, before its successor exists.
-    fn start_index(&self, st: &mut State, index: u32, header: WalHeader) -> Result<()> {
-        if index > 0 && index == st.index + 1 {
-            let prev = self.meta.shadow_path(&st.generation, st.index);
-            let io = |e| Error::io(format!("sync {}", prev.display()), e);
-            File::open(&prev).and_then(|f| f.sync_data()).map_err(io)?;
-        }
-        let dir = self.meta.shadow_dir(&st.generation);
+    fn next_index(&self, cur: &Shadow, header: WalHeader) -> Result<Shadow> {
+        let prev = self.meta.shadow_path(&cur.generation, cur.index);
+        let io = |e| Error::io(format!("sync {}", prev.display()), e);
+        File::open(&prev).and_then(|f| f.sync_data()).map_err(io)?;
+        self.write_index_header(cur.generation.clone(), cur.index + 1, header)
+    }
+
+    /// Begins shadow file `index` with the real WAL's header (synced: see `next_index`).
+    fn write_index_header(
+        &self,
+        generation: String,
+        index: u32,
+        header: WalHeader,
+    ) -> Result<Shadow> {
+        let dir = self.meta.shadow_dir(&generation);
         self.meta.create_dir(&dir)?;
-        let p = self.meta.shadow_path(&st.generation, index);
+        let p = self.meta.shadow_path(&generation, index);
         let io = |e| Error::io(format!("write {}", p.display()), e);
         let mut f = File::create(&p).map_err(io)?;
         self.meta.own_file(&p);
         f.write_all(&header.raw).map_err(io)?;
         f.sync_data().map_err(io)?;
-        st.index = index;
-        st.header = Some(header);
-        st.size = HEADER_SIZE as u64;
-        st.seed = header.checksum;
-        Ok(())
+        Ok(Shadow {
+            generation,
+            index,
+            header,
+            size: HEADER_SIZE as u64,
+            seed: header.checksum,
+        })
     }
 
     /// Appends validated, committed frames of the real WAL to the shadow WAL.
-    fn copy_frames(&self, st: &mut State, limit: Option<u64>) -> Result<u64> {
-        let h = st.header.expect("header");
+    fn copy_frames(&self, sh: &mut Shadow, limit: Option<u64>) -> Result<u64> {
+        let h = sh.header;
         let mut real = File::open(&self.wal_path)
             .map_err(|e| Error::io(format!("open {}", self.wal_path.display()), e))?;
         let end = real.metadata().map(|m| m.len()).unwrap_or(0);
-        if end < st.size + h.frame_size() {
+        if end < sh.size + h.frame_size() {
             return Ok(0);
         }
-        real.seek(SeekFrom::Start(st.size))
+        real.seek(SeekFrom::Start(sh.size))
             .map_err(|e| Error::io(format!("seek {}", self.wal_path.display()), e))?;
         let budget = limit.unwrap_or(u64::MAX);
-        let sp = self.meta.shadow_path(&st.generation, st.index);
+        let sp = self.meta.shadow_path(&sh.generation, sh.index);
         let io = |e| Error::io(format!("write {}", sp.display()), e);
         let mut shadow = OpenOptions::new().write(true).open(&sp).map_err(io)?;
-        shadow.seek(SeekFrom::Start(st.size)).map_err(io)?;
+        shadow.seek(SeekFrom::Start(sh.size)).map_err(io)?;
         let mut out = std::io::BufWriter::with_capacity(COPY_BUF, shadow);
         // Read no further than the WAL's size now: a writer that keeps appending cannot make one
         // sync copy forever.
         let mut fr = FrameReader::new(
-            BufReader::with_capacity(COPY_BUF, real.take(end - st.size)),
+            BufReader::with_capacity(COPY_BUF, real.take(end - sh.size)),
             h,
-            st.seed,
+            sh.seed,
         );
-        let mut written = st.size;
-        let mut committed = st.size;
-        let mut seed = st.seed;
+        let mut written = sh.size;
+        let mut committed = sh.size;
+        let mut seed = sh.seed;
         while let Some((fh, bytes)) = fr
             .next_frame()
             .map_err(|e| Error::io(format!("read {}", self.wal_path.display()), e))?
@@ -816,7 +847,7 @@ impl Db {
             if fh.commit_size != 0 {
                 committed = written;
                 seed = fh.checksum;
-                if committed - st.size >= budget {
+                if committed - sh.size >= budget {
                     break;
                 }
             }
@@ -825,248 +856,35 @@ impl Db {
         if written != committed {
             shadow.set_len(committed).map_err(io)?;
         }
-        let copied = committed - st.size;
-        st.size = committed;
-        st.seed = seed;
+        let copied = committed - sh.size;
+        sh.size = committed;
+        sh.seed = seed;
         Ok(copied)
     }
 
-    fn ensure_wal_exists(&self, st: &mut State) -> Result<()> {
+    /// Makes the application's WAL non-empty with a write of walship's own (a header is needed to
+    /// start or resume a generation).
+    fn ensure_wal_exists(&self, w: &Connection) -> Result<()> {
         let len = fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0);
         if len >= HEADER_SIZE as u64 {
             return Ok(());
         }
-        let c = &st.conns.as_ref().expect("conns").w;
-        c.execute_batch(
+        w.execute_batch(
             "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
         )
         .map_err(|e| Error::sqlite(format!("{}: write _litestream_seq", self.path.display()), e))
     }
 
-    /// Runs `f` holding SQLite's write lock on `W`, then (re)opens `R` after copying every frame,
-    /// and records the proof that makes one later WAL restart a continuation.
-    fn with_write_lock(
-        &self,
-        st: &mut State,
-        f: impl FnOnce(&Db, &mut State) -> Result<()>,
-    ) -> Result<()> {
-        let conns = st.conns.take().expect("conns");
-        let res = (|| {
-            conns.w.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
-                if is_busy(&e) {
-                    Error::transient(format!("{}: write lock busy", self.path.display()))
-                } else {
-                    Error::sqlite(format!("{}: take write lock", self.path.display()), e)
-                }
-            })?;
-            let inner = (|| {
-                // Before `R` ends: an `f` that refuses (see `wal_unchanged`) leaves `R` and its
-                // proof as they were.
-                f(self, st)?;
-                let _ = conns.r.execute_batch("ROLLBACK");
-                // `R` no longer pins the WAL: an old proof must not vouch for a later restart.
-                st.proof = None;
-                self.copy_frames(st, None)?;
-                begin_read(&conns.r, &self.path)?;
-                st.reader_on_db_file =
-                    (st.checkpointed_at == Some((st.index, st.size))).then_some(st.index);
-                st.proof = Some(Proof {
-                    index: st.index,
-                    header: st.header.expect("header"),
-                });
-                Ok(())
-            })();
-            let _ = conns.w.execute_batch("ROLLBACK");
-            inner
-        })();
-        st.conns = Some(conns);
-        res
-    }
-
-    /// Refuses (transient) when the WAL restarted since the sync compared headers; called under
-    /// `W`'s write lock, where no restart can happen.
-    ///
-    /// Every step that ends `R` and begins it again would otherwise copy up to the old life's end
-    /// only (the copy stops at the first frame with the new salts), backfill or unpin the new life
-    /// without having copied it, and record a proof naming the old header: the application's next
-    /// commit then restarts the WAL a second time and the frames of the life between are gone
-    /// (the crash campaign's "two restarts under a proof"). Left alone, `R` still pins: the next
-    /// sync sees exactly one restart under the standing proof and continues in the next index.
-    fn wal_unchanged(&self, st: &State) -> Result<()> {
-        let real = read_wal_header(&self.wal_path)?;
-        if real.map(|h| h.raw) == st.header.map(|h| h.raw) {
-            return Ok(());
-        }
-        Err(Error::transient(format!(
-            "{}: the WAL restarted since the last look; the next sync continues from it",
-            self.wal_path.display()
-        )))
-    }
-
-    /// The v0.3 checkpoint policy (format §7); returns the v0.3 mode name it would have used.
-    fn checkpoint_due(&self, st: &State) -> Option<CheckpointMode> {
-        let h = st.header?;
-        if st.checkpointed_at == Some((st.index, st.size)) || st.size <= HEADER_SIZE as u64 {
-            return None;
-        }
-        let pages = (st.size - HEADER_SIZE as u64) / h.frame_size();
-        let o = &self.opts;
-        if o.truncate_page_count > 0 && pages >= o.truncate_page_count {
-            Some(CheckpointMode::Truncate)
-        } else if o.max_checkpoint_page_count > 0 && pages >= o.max_checkpoint_page_count {
-            Some(CheckpointMode::Restart)
-        } else if (pages >= o.min_checkpoint_page_count
-            // Syncs can come faster than monitor-interval under a heavy writer; v0.3 made at most
-            // one PASSIVE attempt per interval, and so do we below the RESTART threshold.
-            && st.last_checkpoint.is_none_or(|t| t.elapsed() >= o.monitor_interval))
-            || (!o.checkpoint_interval.is_zero()
-                && st.last_checkpoint.unwrap_or(st.started).elapsed() >= o.checkpoint_interval)
-        {
-            Some(CheckpointMode::Passive)
-        } else {
-            None
-        }
-    }
-
-    /// Backfills the WAL into the database so the next writer restarts it, without losing a frame.
-    ///
-    /// Always a PASSIVE checkpoint: RESTART and TRUNCATE would wait on application readers while
-    /// holding up application writers (v0.3.13's #724 outage).
-    fn checkpoint(
-        &self,
-        st: &mut State,
-        mode: CheckpointMode,
-    ) -> Result<Option<CheckpointOutcome>> {
-        // A snapshot is reading the database file: leave `R` alone until it is done.
-        let Ok(_gate) = self.gate.try_write() else {
-            return Ok(None);
-        };
-        let started = Instant::now();
-        let mut round_lock_waits = [Duration::ZERO; 2];
-        // Move `R`'s read mark to the end of the WAL under a brief write lock, then do the bulk of
-        // the backfill up to it while application writers keep going; the locked step below only
-        // backfills what was committed meanwhile. A busy writer appends thousands of frames while
-        // a bulk backfill runs, and backfilling them under the lock kept it 10-15 ms: a second
-        // round takes most of them, and the WAL is flushed before the lock, so the locked
-        // checkpoint's own WAL sync has only the last moments to write.
-        if st.size > HEADER_SIZE as u64 {
-            let frame = st.header.expect("header").frame_size();
-            let mut busy = false;
-            for (round, lock_wait) in round_lock_waits.iter_mut().enumerate() {
-                let before = crate::pace::wal_mark(&self.wal_path, self.shm_file().as_deref());
-                // Copied first without the lock: a locked copy of megabytes holds writers up.
-                self.copy_frames(st, None)?;
-                let t = Instant::now();
-                let locked = self.with_write_lock(st, |db, st| db.wal_unchanged(st));
-                *lock_wait = t.elapsed();
-                match locked {
-                    Ok(()) => {
-                        let _ = checkpoint(
-                            &st.conns.as_ref().expect("conns").w,
-                            CheckpointMode::Passive,
-                        );
-                    }
-                    Err(e) if e.kind() == crate::ErrorKind::Transient && round == 0 => {
-                        tracing::debug!(db = %self.path.display(), error = %e, "checkpoint skipped");
-                        return Ok(None);
-                    }
-                    Err(e) if e.kind() == crate::ErrorKind::Transient => break,
-                    Err(e) => return Err(e),
-                }
-                let after = crate::pace::wal_mark(&self.wal_path, self.shm_file().as_deref());
-                let appended = crate::pace::grown(before, after) / frame;
-                busy = appended >= self.opts.min_checkpoint_page_count.max(1);
-                if !busy {
-                    break;
-                }
-            }
-            if busy {
-                if let Ok(f) = File::open(&self.wal_path) {
-                    let _ = f.sync_data();
-                }
-            }
-            self.copy_frames(st, None)?;
-        }
-        let waited = Instant::now();
-        let conns = st.conns.as_ref().expect("conns");
-        if let Err(e) = conns.w.execute_batch("BEGIN IMMEDIATE") {
-            tracing::debug!(db = %self.path.display(), error = %e, "checkpoint skipped: write lock busy");
-            return Ok(None);
-        }
-        let held = Instant::now();
-        let lock_wait = held - waited;
-        let res = (|| -> Result<Option<bool>> {
-            let t = Instant::now();
-            let copied = self.copy_frames(st, None)?;
-            let copy_took = t.elapsed();
-            if let Err(e) = self.wal_unchanged(st) {
-                tracing::debug!(db = %self.path.display(), error = %e, "checkpoint skipped");
-                return Ok(None);
-            }
-            let conns = st.conns.as_ref().expect("conns");
-            let _ = conns.r.execute_batch("ROLLBACK");
-            st.proof = None;
-            // An application's own checkpoint may hold the checkpointer lock for a moment (busy,
-            // log = -1): retry briefly rather than give up the whole cycle.
-            let mut ck = checkpoint(&conns.r, CheckpointMode::Passive);
-            for _ in 0..50 {
-                match &ck {
-                    Ok(c) if c.busy && c.log < 0 => {
-                        std::thread::sleep(Duration::from_micros(200));
-                        ck = checkpoint(&conns.r, CheckpointMode::Passive);
-                    }
-                    _ => break,
-                }
-            }
-            begin_read(&conns.r, &self.path)?;
-            st.proof = Some(Proof {
-                index: st.index,
-                header: st.header.expect("header"),
-            });
-            let ck =
-                ck.map_err(|e| Error::sqlite(format!("{}: checkpoint", self.path.display()), e))?;
-            let h = st.header.expect("header");
-            let frames = ((st.size - HEADER_SIZE as u64) / h.frame_size()) as i64;
-            tracing::debug!(db = %self.path.display(), busy = ck.busy, log = ck.log, checkpointed = ck.checkpointed, frames, copied, ?copy_took, backfill_took = ?t.elapsed() - copy_took, "passive checkpoint");
-            Ok(Some(
-                !ck.busy && ck.log == ck.checkpointed && ck.log == frames,
-            ))
-        })();
-        let _ = st
-            .conns
-            .as_ref()
-            .expect("conns")
-            .w
-            .execute_batch("ROLLBACK");
-        let lock_held = held.elapsed();
-        let Some(complete) = res? else {
-            return Ok(None);
-        };
-        st.last_checkpoint = Some(Instant::now());
-        if complete {
-            st.checkpointed_at = Some((st.index, st.size));
-            st.reader_on_db_file = Some(st.index);
-        }
-        tracing::debug!(db = %self.path.display(), %mode, complete, ?lock_wait, ?lock_held, ?round_lock_waits, took = ?started.elapsed(), "checkpoint");
-        Ok(Some(CheckpointOutcome {
-            mode,
-            complete,
-            lock_wait,
-            lock_held,
-        }))
-    }
-
-    fn publish(&self, st: &State) {
-        if let Some(h) = st.header {
-            self.shadow_salts.store(
-                (h.salt1 as u64) << 32 | h.salt2 as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
+    fn publish(&self, open: &Open) {
+        let sh = &open.shadow;
+        self.shadow_salts.store(
+            (sh.header.salt1 as u64) << 32 | sh.header.salt2 as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let pos = DbPos {
-            generation: st.generation.clone(),
-            index: st.index,
-            size: st.size,
+            generation: sh.generation.clone(),
+            index: sh.index,
+            size: sh.size,
         };
         self.pos_tx.send_if_modified(|cur| {
             if *cur != pos {
@@ -1128,9 +946,8 @@ impl Db {
 
     /// Ends the read transaction and closes walship's connections (on shutdown).
     pub fn close(&self) {
-        let mut st = self.lock_state();
-        if let Some(c) = st.conns.take() {
-            let _ = c.r.execute_batch("ROLLBACK");
+        if let Some(open) = self.lock_state().open.take() {
+            let _ = open.conns.r.execute_batch("ROLLBACK");
         }
     }
 }
@@ -1142,45 +959,6 @@ const COPY_BUF: usize = 64 * 1024;
 
 pub(crate) fn wal_len(p: &Path) -> u64 {
     fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
-}
-
-/// Busy handler of walship's write connection: many short retries instead of SQLite's default
-/// 1-100 ms sleeps, because a saturating writer leaves the lock free only for microseconds
-/// between its transactions. About 1 s in all, like v0.3.13's busy timeout.
-fn write_lock_busy(attempt: i32) -> bool {
-    match attempt {
-        0..2000 => {
-            std::thread::sleep(Duration::from_micros(50));
-            true
-        }
-        2000..2900 => {
-            std::thread::sleep(Duration::from_millis(1));
-            true
-        }
-        _ => false,
-    }
-}
-
-fn st_pos(st: &State) -> Pos {
-    Pos::new(st.generation.clone(), st.index, st.size)
-}
-
-fn begin_read(r: &Connection, path: &Path) -> Result<()> {
-    r.execute_batch("BEGIN")
-        .and_then(|_| {
-            r.query_row("SELECT COUNT(1) FROM _litestream_seq", [], |row| {
-                row.get::<_, i64>(0)
-            })
-        })
-        .map(|_| ())
-        .map_err(|e| Error::sqlite(format!("{}: begin read transaction", path.display()), e))
 }
 
 /// The WAL's header, or None while the WAL is absent or shorter than a header (after a TRUNCATE
@@ -1201,13 +979,6 @@ fn read_wal_header(p: &Path) -> Result<Option<WalHeader>> {
     WalHeader::parse(&b)
         .map(Some)
         .map_err(|e| Error::corrupt(format!("{}: {e}", p.display())))
-}
-
-/// Whether `next` is the header SQLite writes after exactly one restart of the WAL whose header
-/// was `proven`: salt-1 one more, wrapping. The checkpoint sequence is not evidence (SQLite keeps
-/// it per connection, and a reconnected application starts again from 0).
-pub(crate) fn proves_one_restart(proven: &WalHeader, next: &WalHeader) -> bool {
-    next.salt1 == proven.salt1.wrapping_add(1) && next.page_size == proven.page_size
 }
 
 /// The database path compared with the file walship has open.
@@ -1247,19 +1018,19 @@ fn first_shadow_needed<'a>(
 /// Takes up the last shadow WAL as the monitor's position, cut to its last commit (a crash may
 /// have left an uncommitted tail).
 fn adopt_shadow(
-    st: &mut State,
     generation: String,
     index: u32,
     scan: &wal::WalScan,
     shadow_path: &Path,
-) -> Result<()> {
+) -> Result<Shadow> {
     truncate_file(shadow_path, scan.committed_len)?;
-    st.generation = generation;
-    st.index = index;
-    st.header = Some(scan.header);
-    st.size = scan.committed_len;
-    st.seed = scan.committed_seed;
-    Ok(())
+    Ok(Shadow {
+        generation,
+        index,
+        header: scan.header,
+        size: scan.committed_len,
+        seed: scan.committed_seed,
+    })
 }
 
 /// The `len` bytes of `p` at `off`, or None when the file ends before them.
@@ -1298,94 +1069,154 @@ mod tests {
     use super::*;
     use crate::wal::tests::build_wal;
 
-    fn header(salt1: u32, salt2: u32, ckpt: u32) -> WalHeader {
-        WalHeader::parse(&build_wal(4096, (salt1, salt2), ckpt, &[])).unwrap()
-    }
-
-    #[test]
-    fn one_restart_is_salt1_plus_one_whatever_the_checkpoint_sequence() {
-        let proven = header(41, 7, 9);
-        // A reconnected application restarts with its own counter (1), not 10.
-        assert!(proves_one_restart(&proven, &header(42, 12345, 1)));
-        assert!(proves_one_restart(&proven, &header(42, 0, 10)));
-        // Two restarts, none, or fresh random salts prove nothing.
-        assert!(!proves_one_restart(&proven, &header(43, 1, 10)));
-        assert!(!proves_one_restart(&proven, &header(41, 1, 10)));
-        assert!(!proves_one_restart(&proven, &header(0x9e3779b9, 1, 0)));
-        // Salt-1 wraps.
-        assert!(proves_one_restart(
-            &header(u32::MAX, 1, 3),
-            &header(0, 2, 4)
-        ));
-        // Another page size is another database.
-        let other = WalHeader::parse(&build_wal(1024, (42, 1), 10, &[])).unwrap();
-        assert!(!proves_one_restart(&proven, &other));
-    }
-
-    /// The crash campaign's "two restarts under a proof" (2026-12-04): the application restarted
-    /// the WAL (allowed once under the proof) after the sync had compared headers but before its
-    /// checkpoint. The checkpoint's copy stopped at the new life's first frame, its backfill took
-    /// the whole new life (never copied), and `R` re-began with a proof still naming the old
-    /// header: the application's next commit restarted the WAL a second time, and the next sync
-    /// had to start a new generation (the relaxed rule tried that day lost the life instead).
-    #[test]
-    fn a_restart_just_before_a_checkpoint_is_left_to_the_next_sync() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("a.db");
+    /// An application database in WAL mode that never checkpoints on its own, and walship's
+    /// monitor on it after a first sync.
+    fn app_and_db(d: &Path) -> (Connection, Arc<Db>) {
+        let path = d.join("a.db");
         let app = Connection::open(&path).unwrap();
         app.execute_batch(
             "PRAGMA journal_mode = wal; PRAGMA wal_autocheckpoint = 0;
-             CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('before');",
+             CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('first');",
         )
         .unwrap();
         let db = Db::open(&path, DbOptions::default()).unwrap();
+        let report = db.sync().unwrap();
+        assert!(report.new_generation.is_some(), "the first sync starts one");
+        (app, db)
+    }
+
+    fn insert(app: &Connection, x: &str) {
+        app.execute("INSERT INTO t VALUES (?1)", [x]).unwrap();
+    }
+
+    /// Where the last commit of a WAL (or shadow WAL) file ends.
+    fn committed_len(p: &Path) -> u64 {
+        wal::scan(BufReader::new(File::open(p).unwrap()))
+            .unwrap()
+            .unwrap()
+            .committed_len
+    }
+
+    #[test]
+    fn every_commit_is_copied_and_a_restart_under_the_proof_continues_in_the_next_index() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, db) = app_and_db(d.path());
+        let g = db.pos().generation;
+        insert(&app, "second");
         db.sync().unwrap();
-        let generation = db.pos().generation;
-        let salt1 = || {
-            read_wal_header(&d.path().join("a.db-wal"))
-                .unwrap()
-                .unwrap()
-                .salt1
-        };
+        let shadow0 = db.meta.shadow_path(&g, 0);
+        assert_eq!(committed_len(&shadow0), committed_len(db.wal_path()));
+        assert_eq!(db.pos().size, committed_len(db.wal_path()));
+        // walship's own complete checkpoint, then the application's next commit restarts the WAL.
         {
-            // walship's own complete checkpoint: `R` now reads the database file only.
             let mut st = db.lock_state();
+            let st = &mut *st;
+            let open = st.open.as_mut().unwrap();
             let out = db
-                .checkpoint(&mut st, CheckpointMode::Passive)
+                .checkpoint(open, &mut st.last_checkpoint, CheckpointMode::Passive)
                 .unwrap()
                 .unwrap();
             assert!(out.complete);
         }
-        let s0 = salt1();
-        app.execute("INSERT INTO t VALUES ('first life after the restart')", [])
-            .unwrap();
-        assert_eq!(
-            salt1(),
-            s0.wrapping_add(1),
-            "the application restarted the WAL"
-        );
-        {
-            // The race, made deterministic: a checkpoint that has not seen the restart.
-            let mut st = db.lock_state();
-            db.checkpoint(&mut st, CheckpointMode::Passive).unwrap();
-        }
-        app.execute("INSERT INTO t VALUES ('second')", []).unwrap();
-        assert_eq!(
-            salt1(),
-            s0.wrapping_add(1),
-            "the checkpoint backfilled a life walship had not copied: the WAL restarted again"
-        );
-        db.sync().unwrap();
-        assert_eq!(db.pos().generation, generation, "no new generation");
-        let shadow = db.meta.shadow_path(&generation, db.pos().index);
-        let scan = wal::scan(BufReader::new(File::open(shadow).unwrap()))
-            .unwrap()
-            .unwrap();
-        assert_eq!(scan.header.salt1, s0.wrapping_add(1));
+        insert(&app, "after the restart");
+        let report = db.sync().unwrap();
+        assert_eq!(report.new_generation, None);
+        let pos = db.pos();
+        assert_eq!((pos.generation.as_str(), pos.index), (g.as_str(), 1));
+        assert_eq!(pos.size, committed_len(db.wal_path()));
         assert!(
-            scan.committed_len > HEADER_SIZE as u64,
-            "the new life was copied"
+            pos.size > HEADER_SIZE as u64,
+            "the new life's commit was copied"
         );
+        assert!(shadow0.exists(), "no replica shipped index 0 yet: it stays");
+    }
+
+    #[test]
+    fn a_restarted_walship_continues_its_generation_from_the_shadow() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, db) = app_and_db(d.path());
+        let before = db.pos();
+        db.close();
+        drop(db);
+        insert(&app, "while walship was away");
+        let db = Db::open(&d.path().join("a.db"), DbOptions::default()).unwrap();
+        let report = db.sync().unwrap();
+        assert_eq!(report.new_generation, None);
+        let after = db.pos();
+        assert_eq!(
+            (after.generation, after.index),
+            (before.generation, before.index)
+        );
+        assert!(
+            after.size > before.size,
+            "the commit made meanwhile was copied"
+        );
+        assert_eq!(after.size, committed_len(db.wal_path()));
+    }
+
+    /// Commits walship never copied, then a restart, all while it was away: no proof can cover
+    /// them, so resuming would ship a gap.
+    #[test]
+    fn uncopied_commits_before_a_restart_while_away_start_a_generation() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, db) = app_and_db(d.path());
+        let before = db.pos().generation;
+        db.close();
+        drop(db);
+        insert(&app, "never copied");
+        app.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+            .unwrap();
+        insert(&app, "in the next life");
+        let db = Db::open(&d.path().join("a.db"), DbOptions::default()).unwrap();
+        let report = db.sync().unwrap();
+        let g = report.new_generation.expect("a new generation");
+        assert_ne!(g, before);
+        assert_eq!(db.pos().index, 0);
+    }
+
+    #[test]
+    fn damage_to_the_meta_directory_or_a_replaced_database_starts_a_generation() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, db) = app_and_db(d.path());
+        let g1 = db.pos().generation;
+        // The generation file removed by hand.
+        fs::remove_file(db.meta.generation_file()).unwrap();
+        insert(&app, "after the damage");
+        let g2 = db.sync().unwrap().new_generation.expect("new generation");
+        assert_ne!(g2, g1);
+        assert_eq!(
+            db.meta.read_generation().unwrap().as_deref(),
+            Some(g2.as_str())
+        );
+        // The current shadow WAL cut short.
+        let sp = db.meta.shadow_path(&g2, 0);
+        OpenOptions::new()
+            .write(true)
+            .open(&sp)
+            .unwrap()
+            .set_len(HEADER_SIZE as u64)
+            .unwrap();
+        let g3 = db.sync().unwrap().new_generation.expect("new generation");
+        assert_ne!(g3, g2);
+        // Another database file moved into place (a restore by hand): the next generation's
+        // snapshot must come from it, so walship reopens.
+        drop(app);
+        let other = d.path().join("other.db");
+        let c = Connection::open(&other).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = wal; CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('other');",
+        )
+        .unwrap();
+        drop(c);
+        fs::rename(&other, d.path().join("a.db")).unwrap();
+        let _ = fs::remove_file(d.path().join("a.db-wal"));
+        let _ = fs::remove_file(d.path().join("a.db-shm"));
+        let report = db.sync().unwrap();
+        let g4 = report
+            .new_generation
+            .expect("new generation for the new file");
+        assert_ne!(g4, g3);
+        assert_eq!(db.pos().size, committed_len(db.wal_path()));
     }
 
     #[test]
