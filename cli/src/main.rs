@@ -650,18 +650,54 @@ async fn run(cli: Cli) -> i32 {
         Ok(c) => c,
         Err(e) => {
             // One line on stderr; `replicate` logs to stdout (v0.3), so it also logs the error.
+            let (text, code) = describe(&e);
             if is_replicate {
-                tracing::error!(error = %format!("{e:#}"), "failed to run");
+                tracing::error!(error = %text, "failed to run");
             }
-            eprintln!("error: {e:#}");
-            1
+            eprintln!("error: {text}");
+            code
         }
     }
 }
 
+/// The line and exit code of a failed command. The chain is walked down to walship's own error,
+/// whose text already ends with its cause's (see `walship_core::Error`), so no cause is printed
+/// twice; the exit code is that error's.
+fn describe(e: &anyhow::Error) -> (String, i32) {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        parts.push(cause.to_string());
+        if let Some(w) = cause.downcast_ref::<walship_core::Error>() {
+            return (parts.join(": "), w.exit_code());
+        }
+    }
+    (parts.join(": "), 1)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::colour_wanted;
+    use super::{colour_wanted, describe};
+
+    /// Before, the CLI turned walship's errors into text (`anyhow!("{e}")`), dropping kind and
+    /// source; now it keeps them, and the cause an I/O error already names is printed once.
+    #[test]
+    fn a_walship_error_is_printed_once_with_its_context() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e: anyhow::Error = walship_core::Error::io("open /data/app.db", io)
+            .with_replica("spaces")
+            .into();
+        let e = e.context("restore /data/app.db");
+        let (text, code) = describe(&e);
+        assert_eq!(
+            text,
+            "restore /data/app.db: replica \"spaces\": open /data/app.db: No such file or directory"
+        );
+        assert_eq!(code, 1);
+        assert_eq!(
+            describe(&anyhow::anyhow!("plain")),
+            ("plain".to_string(), 1)
+        );
+    }
     use std::ffi::OsStr;
 
     #[test]

@@ -73,7 +73,7 @@ pub async fn run(a: Args<'_>) -> Result<i32> {
         let st = tokio::task::spawn_blocking(move || local::read(&path, &meta))
             .await
             .map_err(|e| anyhow!("{e}"))?
-            .map_err(|e| anyhow!("{}: {e}", db.path.display()))?;
+            .map_err(|e| e.context(db.path.display()))?;
         let mut matched = false;
         for r in &db.replicas {
             if a.replica.is_some_and(|f| f != r.name) {

@@ -282,7 +282,7 @@ fn start_db(
         takes_requests: true,
         ..setup::db_options(dbc)
     };
-    let db = Db::open(&dbc.path, opts).map_err(|e| anyhow!("{e}"))?;
+    let db = Db::open(&dbc.path, opts)?;
     tracing::info!(db = %dbc.path.display(), "initialized db");
     let mut ss = Vec::new();
     let mut replicas = Vec::new();

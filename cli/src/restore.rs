@@ -84,7 +84,7 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(db = %db_name, replica = %name, error = %e, "cannot list replica");
-                first_err.get_or_insert(anyhow!("replica {name}: {e}"));
+                first_err.get_or_insert(e.with_replica(name.as_str()).into());
                 continue;
             }
         };
@@ -95,9 +95,9 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
                 }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                first_err.get_or_insert(anyhow!("{e}"));
+                first_err.get_or_insert(e.into());
             }
-            Err(e) => bail!("replica {name}: {e}"),
+            Err(e) => return Err(e.with_replica(name.as_str()).into()),
         }
     }
     let Some((plan, name, replica, age)) = best else {
@@ -125,7 +125,7 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
     let staged = crate::verify::staging_path(&output);
     let res = walship_core::restore::execute(replica, &age, &plan, &staged, a.parallelism.max(1))
         .await
-        .map_err(|e| anyhow!("{e}"));
+        .map_err(anyhow::Error::from);
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }

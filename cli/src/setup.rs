@@ -87,7 +87,7 @@ pub fn replica_options(r: &ReplicaConfig) -> Result<ReplicaOptions> {
 pub fn replica_age(r: &ReplicaConfig) -> Result<Age> {
     match &r.age {
         Some(a) => Age::parse(&a.identities, &a.recipients)
-            .map_err(|e| anyhow!("replica {:?}: {e}", r.name)),
+            .map_err(|e| e.with_replica(r.name.as_str()).into()),
         None => Ok(Age::default()),
     }
 }
@@ -102,7 +102,7 @@ pub fn open_replica(r: &ReplicaConfig, db_path: Option<&Path>) -> Result<DynRepl
         options: r.options.clone(),
         db_path: db_path.map(Path::to_path_buf),
     };
-    let inner = registry::open(&settings).map_err(|e| anyhow!("{e}"))?;
+    let inner = registry::open(&settings)?;
     let db = db_path.map_or_else(|| "-".to_string(), |p| p.display().to_string());
     Ok(Arc::new(
         RetryLayer::new(inner, retry_policy()?).labelled(db, r.name.clone()),

@@ -236,14 +236,7 @@ fn split_url(url: &str) -> (String, String) {
     (host.to_ascii_lowercase(), path.to_owned())
 }
 
-/// YAML 1.1 booleans, case-insensitive.
-pub(crate) fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "y" | "on" => Some(true),
-        "false" | "no" | "n" | "off" => Some(false),
-        _ => None,
-    }
-}
+pub(crate) use walship_core::registry::parse_bool;
 
 fn redact_opt(v: &Option<String>) -> Option<&'static str> {
     v.as_ref().map(|_| REDACTED)

@@ -6,8 +6,10 @@
 
 use std::fmt;
 
-/// What kind of failure this is; drives retry decisions and exit messages.
+/// What kind of failure this is; drives retry decisions, the `check` command's causes and the
+/// exit code. More kinds may come (a new backend's failure modes), so matches need a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The object or path does not exist.
     NotFound,
@@ -27,12 +29,22 @@ pub enum ErrorKind {
     Other,
 }
 
-/// The error of every walship operation: a kind, a message naming the object, an optional source.
+/// The error of every walship operation: a kind, what was being done to which object of which
+/// replica (fields, so callers and logs need not parse text), a message, an optional source.
+///
+/// Displayed as `replica "NAME": OPERATION KEY: MESSAGE (gave up after N attempts)`, each part only
+/// when known. The message of an error built by [`Error::io`] or [`Error::sqlite`] already ends
+/// with its source's text, so a printer walks no further than this error (the CLI's `main`).
 #[derive(thiserror::Error)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
     retryable: bool,
+    operation: Option<&'static str>,
+    key: Option<String>,
+    replica: Option<String>,
+    /// Attempts the retry layer made before it gave up on a retryable failure.
+    attempts: Option<u32>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -45,6 +57,10 @@ impl Error {
             kind,
             message: message.into(),
             retryable: kind == ErrorKind::Transient,
+            operation: None,
+            key: None,
+            replica: None,
+            attempts: None,
             source: None,
         }
     }
@@ -64,10 +80,67 @@ impl Error {
         self
     }
 
-    /// Prefixes the message with context such as the replica name or operation.
+    /// Prefixes the message with free-form context (a location that is neither a replica name
+    /// nor a key); prefer the fields below.
     pub fn context(mut self, ctx: impl fmt::Display) -> Self {
         self.message = format!("{ctx}: {}", self.message);
         self
+    }
+
+    /// What was being done ("write snapshot") to `key` when this failed.
+    pub fn with_operation(mut self, operation: &'static str, key: impl Into<String>) -> Self {
+        self.operation = Some(operation);
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The configured replica this failure belongs to (kept when one is already set: the
+    /// innermost caller knows best).
+    pub fn with_replica(mut self, replica: impl Into<String>) -> Self {
+        if self.replica.is_none() {
+            self.replica = Some(replica.into());
+        }
+        self
+    }
+
+    /// Marks a retryable failure the retry layer gave up on after `attempts` attempts: trying
+    /// again at once will not help, the next sync or a later run may.
+    pub fn exhausted(mut self, attempts: u32) -> Self {
+        self.attempts = Some(attempts);
+        self
+    }
+
+    /// The operation set by [`Error::with_operation`].
+    pub fn operation(&self) -> Option<&'static str> {
+        self.operation
+    }
+    /// The object key set by [`Error::with_operation`].
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    /// The replica set by [`Error::with_replica`].
+    pub fn replica(&self) -> Option<&str> {
+        self.replica.as_deref()
+    }
+    /// Attempts made before the retry layer gave up; None when it did not retry.
+    pub fn attempts(&self) -> Option<u32> {
+        self.attempts
+    }
+
+    /// The process exit code for a command that failed with this error: 1 for every kind, the
+    /// contract v0.3.13's users script against (usage errors, found by the argument parser
+    /// before any operation, exit 2).
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            ErrorKind::NotFound
+            | ErrorKind::PermissionDenied
+            | ErrorKind::Config
+            | ErrorKind::Corrupt
+            | ErrorKind::Transient
+            | ErrorKind::Io
+            | ErrorKind::Invalid
+            | ErrorKind::Other => 1,
+        }
     }
 
     /// The failure category, for callers that branch on it instead of matching message text.
@@ -80,7 +153,7 @@ impl Error {
         self.retryable
     }
 
-    /// The message, with every [`Error::context`] prefix, but without the source's text.
+    /// The message, with every [`Error::context`] prefix, without the fields' parts.
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -132,13 +205,25 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        if let Some(r) = &self.replica {
+            write!(f, "replica {r:?}: ")?;
+        }
+        match (self.operation, &self.key) {
+            (Some(op), Some(key)) => write!(f, "{op} {key}: ")?,
+            (Some(op), None) => write!(f, "{op}: ")?,
+            _ => {}
+        }
+        f.write_str(&self.message)?;
+        if let Some(n) = self.attempts {
+            write!(f, " (gave up after {n} attempts)")?;
+        }
+        Ok(())
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.kind, self.message)
+        write!(f, "{:?}: {self}", self.kind)
     }
 }
 
@@ -159,6 +244,33 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Transient);
         let e = Error::io("put x", std::io::Error::other("disk on fire"));
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn fields_are_kept_and_rendered_in_one_order() {
+        let e = Error::transient("connection reset")
+            .with_operation(
+                "write snapshot",
+                "generations/g/snapshots/00000000.snapshot.lz4",
+            )
+            .with_replica("spaces")
+            .with_replica("outer caller")
+            .exhausted(6);
+        assert_eq!(
+            e.to_string(),
+            "replica \"spaces\": write snapshot generations/g/snapshots/00000000.snapshot.lz4: \
+             connection reset (gave up after 6 attempts)"
+        );
+        assert_eq!(e.replica(), Some("spaces"));
+        assert_eq!(e.operation(), Some("write snapshot"));
+        assert_eq!(
+            e.key(),
+            Some("generations/g/snapshots/00000000.snapshot.lz4")
+        );
+        assert_eq!(e.attempts(), Some(6));
+        assert_eq!(e.message(), "connection reset");
+        assert_eq!(e.kind(), ErrorKind::Transient);
+        assert_eq!(e.exit_code(), 1);
     }
 
     #[test]

@@ -78,14 +78,26 @@ impl RetryLayer {
         tracing::error_span!("replica", db = %self.db, replica = %self.replica)
     }
 
-    fn log_retry<'a>(
-        &'a self,
-        op: &'static str,
-        key: &'a str,
-    ) -> impl Fn(&crate::Error, Duration) + 'a {
-        move |err, dur| {
-            tracing::warn!(db = %self.db, replica = %self.replica, operation = op, key, error = %err, retry_in = ?dur, "transient replica error, retrying");
-        }
+    /// Runs `attempt` until it succeeds, fails for good, or the policy's attempts are spent; a
+    /// retryable failure it gave up on says so ([`crate::Error::exhausted`]).
+    async fn retrying<T, F, Fut>(&self, op: &'static str, key: &str, attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let retries = std::sync::atomic::AtomicU32::new(0);
+        attempt
+            .retry(self.policy.backoff())
+            .when(|e| e.is_retryable())
+            .notify(|err, dur| {
+                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(db = %self.db, replica = %self.replica, operation = op, key, error = %err, retry_in = ?dur, "transient replica error, retrying");
+            })
+            .await
+            .map_err(|e| match retries.into_inner() {
+                n if n > 0 && e.is_retryable() => e.exhausted(n + 1),
+                _ => e,
+            })
     }
 }
 
@@ -98,57 +110,45 @@ impl Replica for RetryLayer {
         self.inner.target()
     }
     async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
-        (|| self.inner.put(key, source.clone()).instrument(self.span()))
-            .retry(self.policy.backoff())
-            .when(|e| e.is_retryable())
-            .notify(self.log_retry("PUT", key))
-            .await
+        self.retrying("PUT", key, || {
+            self.inner.put(key, source.clone()).instrument(self.span())
+        })
+        .await
     }
     async fn get(&self, key: &str) -> Result<ByteReader> {
-        (|| self.inner.get(key).instrument(self.span()))
-            .retry(self.policy.backoff())
-            .when(|e| e.is_retryable())
-            .notify(self.log_retry("GET", key))
+        self.retrying("GET", key, || self.inner.get(key).instrument(self.span()))
             .await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        (|| self.inner.list(prefix).instrument(self.span()))
-            .retry(self.policy.backoff())
-            .when(|e| e.is_retryable())
-            .notify(self.log_retry("LIST", prefix))
-            .await
+        self.retrying("LIST", prefix, || {
+            self.inner.list(prefix).instrument(self.span())
+        })
+        .await
     }
     async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
-        (|| {
+        self.retrying("LIST", prefix, || {
             self.inner
                 .list_after(prefix, start_after)
                 .instrument(self.span())
         })
-        .retry(self.policy.backoff())
-        .when(|e| e.is_retryable())
-        .notify(self.log_retry("LIST", prefix))
         .await
     }
     async fn delete(&self, keys: &[String]) -> Result<()> {
         let first = keys.first().map(String::as_str).unwrap_or("");
-        (|| self.inner.delete(keys).instrument(self.span()))
-            .retry(self.policy.backoff())
-            .when(|e| e.is_retryable())
-            .notify(self.log_retry("DELETE", first))
-            .await
+        self.retrying("DELETE", first, || {
+            self.inner.delete(keys).instrument(self.span())
+        })
+        .await
     }
     async fn check(&self) -> Result<()> {
         self.inner.check().instrument(self.span()).await
     }
     async fn remove_stale_temporaries(&self) -> Result<usize> {
-        (|| {
+        self.retrying("CLEANUP", "generations/", || {
             self.inner
                 .remove_stale_temporaries()
                 .instrument(self.span())
         })
-        .retry(self.policy.backoff())
-        .when(|e| e.is_retryable())
-        .notify(self.log_retry("CLEANUP", "generations/"))
         .await
     }
 }
@@ -231,21 +231,26 @@ mod tests {
             transient: false,
         });
         let r = RetryLayer::new(inner.clone(), fast());
-        assert!(r
+        let e = r
             .put("k", PutSource::Bytes(bytes::Bytes::new()))
             .await
-            .is_err());
+            .unwrap_err();
         assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(e.attempts(), None, "not retried, so not exhausted: {e}");
         let inner = Arc::new(Flaky {
             calls: AtomicUsize::new(0),
             fail: 10,
             transient: true,
         });
         let r = RetryLayer::new(inner.clone(), fast());
-        assert!(r
+        let e = r
             .put("k", PutSource::Bytes(bytes::Bytes::new()))
             .await
-            .is_err());
+            .unwrap_err();
         assert_eq!(inner.calls.load(Ordering::SeqCst), 4);
+        // Still retryable by kind (the next sync may succeed), and marked as given up on.
+        assert!(e.is_retryable());
+        assert_eq!(e.attempts(), Some(4));
+        assert!(e.to_string().ends_with("(gave up after 4 attempts)"), "{e}");
     }
 }

@@ -261,7 +261,7 @@ impl Shipper {
         self.replica
             .put(&key, source)
             .await
-            .map_err(|e| e.context(format_args!("write wal segment {key}")))?;
+            .map_err(|e| e.with_operation("write wal segment", key.as_str()))?;
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %pos, elapsed = ?started.elapsed(), sz = end - pos.offset, "wal segment written");
         Ok(())
     }
@@ -321,7 +321,7 @@ impl Shipper {
             .replica
             .put(&key, source)
             .await
-            .map_err(|e| e.context(format_args!("write snapshot {key}")))?;
+            .map_err(|e| e.with_operation("write snapshot", key.as_str()))?;
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %dbpos.pos(), elapsed = ?started.elapsed(), sz = size, "snapshot written");
         Ok(dbpos.pos())
     }

@@ -124,7 +124,7 @@ fn bad_config_inputs() {
     );
     assert_fails(
         &walship(&["replicate", "-config", p.to_str().unwrap()]),
-        "not supported yet",
+        "not supported by this build",
     );
     let p = write(
         "malformed.yml",
