@@ -6,7 +6,7 @@ use std::sync::Arc;
 use walship_config::{Config, DbConfig, ReplicaConfig};
 use walship_core::crypt::Age;
 use walship_core::db::DbOptions;
-use walship_core::registry::{self, ReplicaSettings};
+use walship_core::registry;
 use walship_core::replica::DynReplica;
 use walship_core::retry::{RetryLayer, RetryPolicy};
 use walship_core::shipper::ReplicaOptions;
@@ -94,15 +94,7 @@ pub fn replica_age(r: &ReplicaConfig) -> Result<Age> {
 
 /// Builds the replica client (wrapped in the retry layer) for one replica section.
 pub fn open_replica(r: &ReplicaConfig, db_path: Option<&Path>) -> Result<DynReplica> {
-    let settings = ReplicaSettings {
-        name: r.name.clone(),
-        kind: r.kind.clone(),
-        url: r.url.clone(),
-        path: r.path.clone(),
-        options: r.options.clone(),
-        db_path: db_path.map(Path::to_path_buf),
-    };
-    let inner = registry::open(&settings)?;
+    let inner = registry::open(&r.settings(db_path))?;
     let db = db_path.map_or_else(|| "-".to_string(), |p| p.display().to_string());
     Ok(Arc::new(
         RetryLayer::new(inner, retry_policy()?).labelled(db, r.name.clone()),

@@ -10,7 +10,9 @@ use crate::model::{
     parse_bool, AgeConfig, Config, DbConfig, LogLevel, LoggingConfig, ReplicaConfig,
 };
 use crate::yaml::{self, Node, Value};
-use crate::{duration, env, keys, paths, url};
+use crate::{env, paths, url};
+use walship_core::duration::parse_duration;
+use walship_core::registry;
 
 impl Config {
     /// Reads and parses the file at `path`; `expand_env: false` is `-no-expand-env`.
@@ -389,7 +391,7 @@ impl<'a> Decoder<'a> {
 
     /// An unrecognised replica key: kept for the backends if it is a scalar.
     fn option(&mut self, e: &Entry<'_>) -> Result<Option<String>> {
-        let known = keys::KNOWN_OPTIONS.contains(&e.key.as_str());
+        let spec = registry::option_spec(&e.key);
         if matches!(e.value.value, Value::Seq(_) | Value::Map(_)) {
             self.warn(
                 e.line,
@@ -401,7 +403,7 @@ impl<'a> Decoder<'a> {
             );
             return Ok(None);
         }
-        if !known {
+        if spec.is_none() {
             self.warn(
                 e.line,
                 format!(
@@ -413,11 +415,9 @@ impl<'a> Decoder<'a> {
         let Some(v) = e.value.scalar_text(self.src).filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
-        if keys::BOOL_OPTIONS.contains(&e.key.as_str()) && parse_bool(&v).is_none() {
-            return Err(self.invalid(e.line, &e.key, format!("invalid boolean {v:?}")));
-        }
-        if keys::DURATION_OPTIONS.contains(&e.key.as_str()) {
-            duration::parse_duration(&v).map_err(|m| self.invalid(e.line, &e.key, m))?;
+        if let Some(spec) = spec {
+            spec.check(&v)
+                .map_err(|m| self.invalid(e.line, &e.key, m))?;
         }
         Ok(Some(v))
     }
@@ -548,7 +548,7 @@ impl<'a> Decoder<'a> {
             Value::Seq(_) | Value::Map(_) => Err(self.expected(e, "a duration")),
             _ => {
                 let text = e.value.scalar_text(self.src).unwrap_or_default();
-                duration::parse_duration(&text)
+                parse_duration(&text)
                     .map(Some)
                     .map_err(|m| self.invalid(e.line, &e.key, m))
             }

@@ -90,7 +90,10 @@ dbs:
     assert_eq!(s3.validation_interval, secs(5400));
     assert_eq!(s3.option("region"), Some("nyc3"));
     assert_eq!(s3.option("force-path-style"), Some("yes"));
-    assert_eq!(s3.get_bool("force-path-style").unwrap(), Some(true));
+    assert_eq!(
+        s3.settings(None).bool_option("force-path-style").unwrap(),
+        Some(true)
+    );
     assert_eq!(s3.option("access-key-id"), Some("TOPID"));
     assert_eq!(s3.option("secret-access-key"), Some("TOPSECRET"));
     assert_eq!(s3.line, Some(18));
@@ -179,38 +182,38 @@ dbs:
 
 #[test]
 fn known_backend_options_do_not_warn() {
-    let keys = [
-        "endpoint",
-        "region",
-        "force-path-style",
-        "skip-verify",
-        "access-key-id",
-        "secret-access-key",
-        "user",
-        "password",
-        "key-path",
-        "host-key",
-        "known-hosts-path",
-        "key-passphrase",
-        "insecure-ignore-host-key",
-        "operation-timeout",
-        "account-name",
-        "account-key",
-    ];
+    // Every option a linked backend declares, with a value of its type: no warning, all kept.
+    let specs: Vec<_> = walship_s3::OPTIONS
+        .iter()
+        .chain(walship_sftp::OPTIONS)
+        .filter(|o| o.name != "bucket" && o.name != "host")
+        .collect();
     let mut text = String::from("dbs:\n  - path: /a.db\n    replicas:\n      - type: x\n");
-    for k in keys {
-        let v = match k {
-            "force-path-style" | "skip-verify" | "insecure-ignore-host-key" => "false",
-            "operation-timeout" => "30s",
-            _ => "v",
+    let mut seen = std::collections::BTreeSet::new();
+    for o in &specs {
+        if !seen.insert(o.name) {
+            continue;
+        }
+        let v = match o.ty {
+            walship_core::registry::OptionType::Bool => "false",
+            walship_core::registry::OptionType::Duration => "30s",
+            walship_core::registry::OptionType::Text => "v",
         };
-        text.push_str(&format!("        {k}: {v}\n"));
+        text.push_str(&format!("        {}: {v}\n", o.name));
     }
     text.push_str("        bucket: b\n        host: h\n");
     let (c, w) = parse(&text);
     assert!(w.is_empty(), "{w:?}");
-    assert_eq!(c.dbs[0].replicas[0].options.len(), keys.len() + 2);
+    assert_eq!(c.dbs[0].replicas[0].options.len(), seen.len() + 2);
     assert_eq!(c.dbs[0].replicas[0].kind, "x");
+    // A key no linked backend reads (Azure's, while walship has no abs backend) is kept, warned.
+    let (c, w) =
+        parse("dbs:\n  - path: /a.db\n    replicas:\n      - type: x\n        account-name: n\n");
+    assert_eq!(c.dbs[0].replicas[0].option("account-name"), Some("n"));
+    assert!(
+        w[0].to_string().contains("no walship backend reads it"),
+        "{w:?}"
+    );
 }
 
 #[test]
@@ -497,7 +500,10 @@ fn option_values_are_kept_as_written() {
     assert_eq!(r.option("key-path"), None);
     assert_eq!(r.option("region"), None);
     assert_eq!(r.option("endpoint"), None);
-    assert_eq!(r.get_bool("force-path-style").unwrap(), Some(true));
+    assert_eq!(
+        r.settings(None).bool_option("force-path-style").unwrap(),
+        Some(true)
+    );
 }
 
 #[test]

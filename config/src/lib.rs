@@ -8,19 +8,23 @@
 //! Line numbers refer to the text after environment expansion; they only differ from the file's
 //! own lines when an expanded variable contains a newline.
 
+// The option checks read the backends' registrations (walship_core::registry::option_spec).
+#[cfg(test)]
+use walship_s3 as _;
+#[cfg(test)]
+use walship_sftp as _;
+
 mod decode;
-mod duration;
 mod env;
 mod error;
-mod keys;
 mod model;
 mod paths;
 mod url;
 mod yaml;
 
-pub use duration::parse_duration;
 pub use env::expand_env;
 pub use error::{ConfigError, Warning};
 pub use model::{AgeConfig, Config, DbConfig, LogLevel, LoggingConfig, ReplicaConfig};
 pub use paths::resolve_config_path;
 pub use url::file_url_path;
+pub use walship_core::duration::parse_duration;

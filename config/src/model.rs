@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::ConfigError;
-use crate::{keys, paths, url};
+use crate::{paths, url};
+use walship_core::registry::ReplicaSettings;
 
 const REDACTED: &str = "<redacted>";
 
@@ -108,7 +109,7 @@ pub struct ReplicaConfig {
     pub validation_interval: Option<Duration>,
     pub age: Option<AgeConfig>,
     /// Every other scalar key, by its YAML name, with the value as written in the file
-    /// (`yes` stays `yes`; read booleans with `get_bool`).
+    /// (`yes` stays `yes`; a backend reads it through [`ReplicaConfig::settings`]).
     pub options: BTreeMap<String, String>,
     pub line: Option<usize>,
 }
@@ -192,37 +193,16 @@ impl ReplicaConfig {
         self.options.get(key).map(String::as_str)
     }
 
-    /// An option as a boolean, accepting YAML 1.1 spellings (`yes`/`no`/`on`/`off`/`y`/`n`,
-    /// `true`/`false`, any case) because v0.3.13's yaml.v2 did.
-    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        self.option(key)
-            .map(|v| parse_bool(v).ok_or_else(|| self.option_error(key, v, "invalid boolean")))
-            .transpose()
-    }
-
-    /// An option as a Go duration (walship additions such as `operation-timeout`).
-    pub fn get_duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
-        self.option(key)
-            .map(|v| {
-                crate::duration::parse_duration(v).map_err(|e| ConfigError::Option {
-                    line: self.line,
-                    key: key.to_owned(),
-                    message: e,
-                })
-            })
-            .transpose()
-    }
-
-    fn option_error(&self, key: &str, value: &str, what: &str) -> ConfigError {
-        let message = if keys::is_secret(key) {
-            what.to_owned()
-        } else {
-            format!("{what} {value:?}")
-        };
-        ConfigError::Option {
-            line: self.line,
-            key: key.to_owned(),
-            message,
+    /// The backend-neutral section a backend's constructor reads; `db_path` is the database it
+    /// serves, when known (file modes follow it).
+    pub fn settings(&self, db_path: Option<&std::path::Path>) -> ReplicaSettings {
+        ReplicaSettings {
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            url: self.url.clone(),
+            path: self.path.clone(),
+            options: self.options.clone(),
+            db_path: db_path.map(std::path::Path::to_path_buf),
         }
     }
 }
@@ -266,7 +246,7 @@ impl fmt::Debug for ReplicaConfig {
             .options
             .iter()
             .map(|(k, v)| {
-                let v = if keys::is_secret(k) {
+                let v = if walship_core::registry::is_secret_key(k) {
                     REDACTED
                 } else {
                     v.as_str()
@@ -333,26 +313,19 @@ mod tests {
     }
 
     #[test]
-    fn get_bool_and_duration() {
+    fn settings_carry_the_section_for_the_backend() {
         let mut r = ReplicaConfig::from_url("s3://b/p").unwrap();
         r.options.insert("force-path-style".into(), "yes".into());
-        r.options.insert("skip-verify".into(), "Off".into());
-        r.options.insert("bad".into(), "maybe".into());
         r.options.insert("password".into(), "hunter2".into());
-        r.options.insert("operation-timeout".into(), "1m30s".into());
-        assert_eq!(r.get_bool("force-path-style").unwrap(), Some(true));
-        assert_eq!(r.get_bool("skip-verify").unwrap(), Some(false));
-        assert_eq!(r.get_bool("absent").unwrap(), None);
-        let e = r.get_bool("bad").unwrap_err().to_string();
-        assert_eq!(e, "bad: invalid boolean \"maybe\"");
-        let e = r.get_bool("password").unwrap_err().to_string();
-        assert!(!e.contains("hunter2"), "{e}");
+        let s = r.settings(Some(std::path::Path::new("/data/app.db")));
+        assert_eq!((s.name.as_str(), s.kind.as_str()), ("s3", "s3"));
+        assert_eq!(s.url.as_deref(), Some("s3://b/p"));
+        assert_eq!(s.bool_option("force-path-style").unwrap(), Some(true));
         assert_eq!(
-            r.get_duration("operation-timeout").unwrap(),
-            Some(Duration::from_secs(90))
+            s.db_path.as_deref(),
+            Some(std::path::Path::new("/data/app.db"))
         );
-        assert!(r.get_duration("bad").is_err());
-        assert_eq!(r.get_duration("absent").unwrap(), None);
+        assert!(!format!("{s:?}").contains("hunter2"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod crypt;
 pub mod db;
+pub mod duration;
 pub mod error;
 pub mod layout;
 pub mod listing;

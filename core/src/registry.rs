@@ -123,12 +123,97 @@ impl ReplicaSettings {
     }
 }
 
+/// What an option's value must be; the config loader checks it, so a bad value fails with the
+/// file and line before any backend runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionType {
+    /// Any text (a name, a host, a path, a key).
+    Text,
+    /// A YAML 1.1 boolean ([`parse_bool`]).
+    Bool,
+    /// A Go duration ([`crate::duration::parse_duration`]).
+    Duration,
+}
+
+/// One option key of a replica section that a backend reads.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    /// The key as written in `litestream.yml`.
+    pub name: &'static str,
+    /// What its value must be.
+    pub ty: OptionType,
+    /// The default, as a user would write it (for documentation and `--help`-like listings).
+    pub default: Option<&'static str>,
+}
+
+impl OptionSpec {
+    /// A text option without a default.
+    pub const fn text(name: &'static str) -> Self {
+        OptionSpec {
+            name,
+            ty: OptionType::Text,
+            default: None,
+        }
+    }
+    /// A boolean option that defaults to `false`.
+    pub const fn flag(name: &'static str) -> Self {
+        OptionSpec {
+            name,
+            ty: OptionType::Bool,
+            default: Some("false"),
+        }
+    }
+    /// A duration option with its default.
+    pub const fn duration(name: &'static str, default: &'static str) -> Self {
+        OptionSpec {
+            name,
+            ty: OptionType::Duration,
+            default: Some(default),
+        }
+    }
+    /// Whether the value must never be printed ([`is_secret_key`]: one rule for every backend).
+    pub fn secret(&self) -> bool {
+        is_secret_key(self.name)
+    }
+    /// Checks a value against the type: the error names what was expected, never the value of a
+    /// secret.
+    pub fn check(&self, value: &str) -> std::result::Result<(), String> {
+        let shown = |what: &str| {
+            if self.secret() {
+                what.to_owned()
+            } else {
+                format!("{what} {value:?}")
+            }
+        };
+        match self.ty {
+            OptionType::Text => Ok(()),
+            OptionType::Bool => parse_bool(value)
+                .map(|_| ())
+                .ok_or_else(|| shown("invalid boolean")),
+            OptionType::Duration => crate::duration::parse_duration(value).map(|_| ()),
+        }
+    }
+}
+
+/// The option `key` as some linked backend declares it; None when no backend reads it (the
+/// config loader warns: a typo such as `acess-key-id` would otherwise fall back to other
+/// credentials silently).
+pub fn option_spec(key: &str) -> Option<OptionSpec> {
+    inventory::iter::<Backend>
+        .into_iter()
+        .flat_map(|b| b.options)
+        .find(|o| o.name == key)
+        .copied()
+}
+
 /// A backend's registration.
 pub struct Backend {
     /// The `type:` value, e.g. `file`.
     pub kind: &'static str,
     /// URL schemes handled, e.g. `["file"]`.
     pub schemes: &'static [&'static str],
+    /// Every option key of a replica section the backend reads, besides `url` and `path`.
+    pub options: &'static [OptionSpec],
     /// Builds the backend's client for a replica section; [`open`] adds the replica's name to
     /// its errors.
     pub open: fn(&ReplicaSettings) -> Result<DynReplica>,

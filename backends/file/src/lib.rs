@@ -52,5 +52,5 @@ fn expand_home(p: &str) -> std::path::PathBuf {
 }
 
 walship_core::inventory::submit! {
-    Backend { kind: "file", schemes: &["file"], open }
+    Backend { kind: "file", schemes: &["file"], options: &[], open }
 }

@@ -173,7 +173,7 @@ impl S3Config {
         let operation_timeout = match s.option("operation-timeout") {
             None => DEFAULT_OPERATION_TIMEOUT,
             Some(v) => {
-                let d = walship_config::parse_duration(v)
+                let d = walship_core::duration::parse_duration(v)
                     .map_err(|m| Error::config(format!("operation-timeout: {m}")))?;
                 if d.is_zero() {
                     return Err(Error::config("operation-timeout must be greater than 0"));
@@ -425,6 +425,24 @@ pub fn resolve_credentials(
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// The registration's declared defaults are the ones this backend applies.
+    #[test]
+    fn declared_defaults_are_applied() {
+        let spec = crate::OPTIONS
+            .iter()
+            .find(|o| o.name == "operation-timeout")
+            .unwrap();
+        assert_eq!(
+            walship_core::duration::parse_duration(spec.default.unwrap()).unwrap(),
+            DEFAULT_OPERATION_TIMEOUT
+        );
+        for o in crate::OPTIONS {
+            if o.ty == walship_core::registry::OptionType::Bool {
+                assert_eq!(o.default, Some("false"), "{}", o.name);
+            }
+        }
+    }
 
     fn host(bucket: &str, region: &str, endpoint: &str, fps: bool) -> HostInfo {
         HostInfo {

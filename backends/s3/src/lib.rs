@@ -22,7 +22,7 @@ mod upload;
 pub use config::{parse_host, CredentialSource, HostInfo, S3Config};
 pub use store::S3Replica;
 pub use upload::{PART_CONCURRENCY, PART_SIZE};
-use walship_core::registry::{Backend, ReplicaSettings};
+use walship_core::registry::{Backend, OptionSpec, ReplicaSettings};
 use walship_core::replica::DynReplica;
 use walship_core::Result;
 
@@ -33,6 +33,18 @@ pub fn open(settings: &ReplicaSettings) -> Result<DynReplica> {
     Ok(std::sync::Arc::new(S3Replica::new(cfg)))
 }
 
+/// Every key of an s3 replica section besides `url` and `path` (README "Configuration").
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::text("bucket"),
+    OptionSpec::text("endpoint"),
+    OptionSpec::text("region"),
+    OptionSpec::text("access-key-id"),
+    OptionSpec::text("secret-access-key"),
+    OptionSpec::flag("force-path-style"),
+    OptionSpec::flag("skip-verify"),
+    OptionSpec::duration("operation-timeout", "120s"),
+];
+
 walship_core::inventory::submit! {
-    Backend { kind: "s3", schemes: &["s3"], open }
+    Backend { kind: "s3", schemes: &["s3"], options: OPTIONS, open }
 }

@@ -138,7 +138,7 @@ impl SftpConfig {
         let operation_timeout = match s.option("operation-timeout") {
             None => DEFAULT_OPERATION_TIMEOUT,
             Some(v) => {
-                let d = walship_config::parse_duration(v)
+                let d = walship_core::duration::parse_duration(v)
                     .map_err(|m| Error::config(format!("operation-timeout: {m}")))?;
                 if d < Duration::from_secs(1) {
                     return Err(Error::config("operation-timeout must be at least 1s"));
@@ -286,6 +286,24 @@ pub fn join(root: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The registration's declared defaults are the ones this backend applies.
+    #[test]
+    fn declared_defaults_are_applied() {
+        let spec = crate::OPTIONS
+            .iter()
+            .find(|o| o.name == "operation-timeout")
+            .unwrap();
+        assert_eq!(
+            walship_core::duration::parse_duration(spec.default.unwrap()).unwrap(),
+            DEFAULT_OPERATION_TIMEOUT
+        );
+        for o in crate::OPTIONS {
+            if o.ty == walship_core::registry::OptionType::Bool {
+                assert_eq!(o.default, Some("false"), "{}", o.name);
+            }
+        }
+    }
 
     fn settings(opts: &[(&str, &str)], url: Option<&str>, path: Option<&str>) -> ReplicaSettings {
         let mut s = ReplicaSettings {

@@ -35,7 +35,7 @@ pub mod fuzzing {
         let _ = crate::hostkey::parse_pins(text);
     }
 }
-use walship_core::registry::{Backend, ReplicaSettings};
+use walship_core::registry::{Backend, OptionSpec, ReplicaSettings};
 use walship_core::replica::DynReplica;
 use walship_core::Result;
 
@@ -85,6 +85,19 @@ fn home_dir() -> Option<std::path::PathBuf> {
         .map(Into::into)
 }
 
+/// Every key of an sftp replica section besides `url` and `path` (README "SFTP").
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::text("host"),
+    OptionSpec::text("user"),
+    OptionSpec::text("password"),
+    OptionSpec::text("key-path"),
+    OptionSpec::text("key-passphrase"),
+    OptionSpec::text("host-key"),
+    OptionSpec::text("known-hosts-path"),
+    OptionSpec::flag("insecure-ignore-host-key"),
+    OptionSpec::duration("operation-timeout", "30s"),
+];
+
 walship_core::inventory::submit! {
-    Backend { kind: "sftp", schemes: &["sftp"], open }
+    Backend { kind: "sftp", schemes: &["sftp"], options: OPTIONS, open }
 }

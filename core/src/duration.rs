@@ -1,4 +1,4 @@
-//! Go `time.ParseDuration` syntax.
+//! Go `time.ParseDuration` syntax, for the config loader and for backends' duration options.
 //!
 //! v0.3.13 decodes every interval with Go's parser, so files contain things like `1h30m`, `1.5h`
 //! or `300ms`; anything Go accepts must mean the same here.
