@@ -177,3 +177,77 @@ pub(crate) mod testing {
         l
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testing::t;
+    use super::*;
+    use crate::layout::{snapshot_key, wal_segment_key};
+    use crate::replica::PutSource;
+    use crate::testing::MemoryReplica;
+
+    const G1: &str = "0000000000000001";
+    const G2: &str = "00000000000000f2";
+
+    /// A replica holding two generations, a stray key inside one, and keys outside the layout.
+    async fn replica() -> std::sync::Arc<MemoryReplica> {
+        let mem = MemoryReplica::new();
+        let keys = [
+            (snapshot_key(G1, 0), 10),
+            (wal_segment_key(G1, 0, 0), 11),
+            (wal_segment_key(G1, 0, 4152), 12),
+            (wal_segment_key(G1, 1, 0), 13),
+            (snapshot_key(G1, 1), 14),
+            (format!("generations/{G1}/wal/notes.txt"), 15),
+            (snapshot_key(G2, 0), 20),
+            (wal_segment_key(G2, 0, 0), 21),
+            ("generations/not-a-generation/x".to_string(), 30),
+            ("other/file".to_string(), 31),
+        ];
+        for (k, secs) in keys.iter().rev() {
+            let body = bytes::Bytes::from(vec![0u8; *secs as usize]);
+            mem.put(k, PutSource::Bytes(body)).await.unwrap();
+            mem.set_modified(k, t(*secs));
+        }
+        mem
+    }
+
+    #[tokio::test]
+    async fn a_listing_is_typed_and_sorted_whatever_the_server_order() {
+        let mem = replica().await;
+        let l = Listing::fetch(mem.as_ref(), None).await.unwrap();
+        let snaps: Vec<_> = l
+            .snapshots
+            .iter()
+            .map(|s| (s.generation.as_str(), s.index))
+            .collect();
+        assert_eq!(snaps, [(G1, 0), (G1, 1), (G2, 0)]);
+        let segs: Vec<_> = l
+            .segments
+            .iter()
+            .map(|s| (s.generation.as_str(), s.index, s.offset))
+            .collect();
+        assert_eq!(segs, [(G1, 0, 0), (G1, 0, 4152), (G1, 1, 0), (G2, 0, 0)]);
+        // Sizes and times are the store's.
+        assert_eq!(l.segments[1].size, 12);
+        assert_eq!(l.segments[1].created, t(12));
+        // A stray key inside a generation is kept (retention deletes it with the generation);
+        // a directory that is not a generation and keys outside `generations/` are not.
+        assert_eq!(l.keys[G1].len(), 6);
+        assert!(l.keys[G1].contains(&format!("generations/{G1}/wal/notes.txt")));
+        assert_eq!(l.generations(), [G1, G2]);
+        assert_eq!(l.bounds(G1), Some((t(10), t(14))));
+        assert_eq!(l.bounds(G2), Some((t(20), t(21))));
+        assert_eq!(l.bounds("0000000000000099"), None);
+    }
+
+    #[tokio::test]
+    async fn one_generation_is_listed_alone() {
+        let mem = replica().await;
+        let l = Listing::fetch(mem.as_ref(), Some(G2)).await.unwrap();
+        assert_eq!(l.generations(), [G2]);
+        assert_eq!(l.snapshots.len(), 1);
+        assert_eq!(l.segments.len(), 1);
+        assert!(l.snapshots.iter().all(|s| s.generation == G2));
+    }
+}

@@ -313,3 +313,133 @@ const GROWTH_POLL: Duration = Duration::from_millis(100);
 
 /// Gap between syncs while a writer is busy.
 const FAST_GAP: Duration = Duration::from_millis(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypt::Age;
+    use crate::db::DbOptions;
+    use crate::listing::Listing;
+    use crate::plan::{self, Target};
+    use crate::replica::DynReplica;
+    use crate::shipper::ReplicaOptions;
+    use crate::testing::MemoryReplica;
+    use rusqlite::Connection;
+
+    fn rows(c: &Connection) -> Vec<i64> {
+        let mut st = c.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    /// An application database, a monitor with `monitor_interval`, and one shipper to memory that
+    /// waits `sync_interval` between rounds.
+    fn running(
+        dir: &std::path::Path,
+        monitor_interval: Duration,
+        sync_interval: Duration,
+    ) -> (Connection, std::sync::Arc<MemoryReplica>, Running) {
+        let path = dir.join("app.db");
+        let app = Connection::open(&path).unwrap();
+        app.execute_batch("PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER);")
+            .unwrap();
+        let db = Db::open(
+            &path,
+            DbOptions {
+                monitor_interval,
+                ..DbOptions::default()
+            },
+        )
+        .unwrap();
+        let mem = MemoryReplica::new();
+        let s = Shipper::new(
+            db.clone(),
+            mem.clone(),
+            ReplicaOptions {
+                name: "mem".into(),
+                sync_interval,
+                ..ReplicaOptions::default()
+            },
+        );
+        (app, mem, start(db, vec![s]))
+    }
+
+    async fn restored(replica: DynReplica, out: &std::path::Path) -> Vec<i64> {
+        let listing = Listing::fetch(replica.as_ref(), None).await.unwrap();
+        let p = plan::plan(&listing, None, Target::Latest).unwrap();
+        crate::restore::execute(replica, &Age::default(), &p, out, 1)
+            .await
+            .unwrap();
+        rows(&Connection::open(out).unwrap())
+    }
+
+    /// Commits made just before a stop are in the replica: the monitor (coalescing for a whole
+    /// minute) and the shipper (waiting an hour) are cut short, and the final syncs copy and ship
+    /// them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_copies_and_ships_the_last_commits() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, mem, r) = running(d.path(), Duration::from_secs(60), Duration::from_secs(3600));
+        // The first round (a generation and its snapshot) happens at start.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..20 {
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        assert!(r.stop().await, "every final sync succeeded");
+        assert_eq!(
+            restored(mem.clone(), &d.path().join("out.db")).await,
+            (0..20).collect::<Vec<i64>>()
+        );
+    }
+
+    /// A snapshot request copies what is committed first, and each replica answers with the
+    /// position of a snapshot that holds every commit made before the request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_request_holds_every_earlier_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, mem, r) = running(d.path(), Duration::from_secs(60), Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..5 {
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        let answers = r.requester().snapshot_all().await;
+        assert_eq!(answers.len(), 1);
+        let pos = answers[0].1.clone().expect("a snapshot");
+        assert_eq!(answers[0].0, "mem");
+        let key = crate::layout::snapshot_key(&pos.generation, pos.index);
+        assert!(mem.bytes(&key).is_some(), "{key} was written");
+        // Restored from the replica as it is now (no stop, so no final sync): all five are in.
+        assert_eq!(
+            restored(mem.clone(), &d.path().join("out.db")).await,
+            (0..5).collect::<Vec<i64>>()
+        );
+        assert!(r.stop().await);
+    }
+
+    #[test]
+    fn stats_count_syncs_errors_and_checkpoints() {
+        let s = DbStats::default();
+        let ok = crate::db::SyncReport {
+            copied_bytes: 4152,
+            ..Default::default()
+        };
+        s.record(Duration::from_millis(2), &Ok(ok.clone()));
+        s.record(
+            Duration::from_millis(1),
+            &Err(crate::Error::transient("busy")),
+        );
+        s.record(
+            Duration::from_millis(1),
+            &Err(crate::Error::transient("busy")),
+        );
+        assert_eq!(s.consecutive_errors.load(Ordering::Relaxed), 2);
+        s.record(Duration::from_millis(1), &Ok(ok));
+        assert_eq!(s.sync_count.load(Ordering::Relaxed), 4);
+        assert_eq!(s.sync_error_count.load(Ordering::Relaxed), 2);
+        assert_eq!(s.consecutive_errors.load(Ordering::Relaxed), 0);
+        assert_eq!(s.wal_bytes.load(Ordering::Relaxed), 8304);
+        assert_eq!(s.sync_nanos.load(Ordering::Relaxed), 5_000_000);
+    }
+}
