@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Deployment test (issue 8), run by scripts/test.sh after the cargo tests, as root, with the S3
+# Deployment test, run by scripts/test.sh after the cargo tests, as root, with the S3
 # server of scripts/test.sh in TEST_S3_*. It installs the walship .deb on this machine and walks
 # deploy/README.md (the runbook): every ```sh runbook=NAME block is extracted and run word for
 # word, with only the bucket name, the keys/endpoint/region, the SFTP host and the example
@@ -216,7 +216,7 @@ TIMESTAMP=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 # The listings after the first sync (section 8 of the runbook comes before the backup test, but
 # before a first sync there is nothing to list). Every line of the block runs: a binary without
-# `walship replicas` fails here (issue 23.11), rather than the runbook being trimmed to fit it.
+# `walship replicas` fails here, rather than the runbook being trimmed to fit it.
 /usr/bin/walship replicas --help >/dev/null 2>&1 || fail "the installed walship has no 'replicas' command, which the runbook uses"
 run_block list
 
@@ -225,7 +225,7 @@ for cmd in generations snapshots wal; do
   [ "$(printf '%s\n' "$out" | wc -l)" -ge 2 ] || fail "walship $cmd lists nothing after the first sync: $out"
 done
 
-# A snapshot through the running service (issue 16.12): root asks, the service (user app) takes
+# A snapshot through the running service: root asks, the service (user app) takes
 # it, the generation stays, and nothing of the request is left behind.
 gens_before=$(ls "/var/lib/app/.app.db-litestream/generations")
 journal_mark=$(date '+%Y-%m-%d %H:%M:%S')
@@ -271,7 +271,7 @@ app_can_write /var/lib/app/app.db
 
 run_block restore-timestamp "s/2025-11-20T14:00:00Z/$TIMESTAMP/"
 at=$(digest_root /root/walship-restore/app-at.db) || fail "/root/walship-restore/app-at.db"
-# Restored files are private (issue 15.4): 0600 in a 0700 directory.
+# Restored files are private: 0600 in a 0700 directory.
 [ "$(stat -c %a /root/walship-restore/app-at.db)" = 600 ] || fail "restored file is $(stat -c %a /root/walship-restore/app-at.db), want 600"
 [ "$(stat -c %a /root/walship-restore)" = 700 ] || fail "restore directory is $(stat -c %a /root/walship-restore), want 700"
 echo "  app.db at $TIMESTAMP: $at (latest: $after)"

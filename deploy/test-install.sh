@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install test of the release files (issue 16), run by scripts/test.sh after scripts/release.sh:
+# Install test of the release files, run by scripts/test.sh after scripts/release.sh:
 # the .deb installs with `dpkg -i` on a minimal Debian 11 (bullseye, glibc 2.31) root made by
 # debootstrap, and there `walship version`, a replicate -> restore round trip on a file replica
 # with an exact content check, and `walship check` against the suite's S3 server all work. The

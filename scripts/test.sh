@@ -150,14 +150,14 @@ else
   cargo-zigbuild test --release --locked --workspace --target "$RELEASE_TARGET" --no-fail-fast -- --test-threads=2
 fi
 
-# Performance (issue 23.12): the README's promises against Litestream v0.3.13 in the same run, at
+# Performance: the README's promises against Litestream v0.3.13 in the same run, at
 # the quick size (about 3 minutes): ratios and bounds that follow from the settings, not absolute
 # times. `walship-bench` without --quick gives the README's full-size table.
 bench_start=$(date +%s)
 "target/$RELEASE_TRIPLE/release/walship-bench" --quick --check
 echo "test.sh: bench $(( $(date +%s) - bench_start ))s"
 
-# Fuzzing (issue 15): every cargo fuzz target in fuzz/ for FUZZ_SECS seconds each, when set
+# Fuzzing: every cargo fuzz target in fuzz/ for FUZZ_SECS seconds each, when set
 # (CI sets a short time; scripts/fuzz.sh alone runs longer campaigns). A crash fails the run.
 if [ -n "${FUZZ_SECS:-}" ]; then
   fuzz_start=$(date +%s)
@@ -165,14 +165,14 @@ if [ -n "${FUZZ_SECS:-}" ]; then
   echo "test.sh: fuzz $(( $(date +%s) - fuzz_start ))s"
 fi
 
-# Release (issue 16): the release files from the binary the tests ran (scripts/release.sh
+# Release: the release files from the binary the tests ran (scripts/release.sh
 # --no-build), installed on a minimal Debian 11 root and checked there and on this host.
 release_start=$(date +%s)
 scripts/release.sh --no-build
 deploy/test-install.sh
 echo "test.sh: release and install test $(( $(date +%s) - release_start ))s"
 
-# Deployment (issue 8): install the release .deb, walk deploy/README.md against the S3 server
+# Deployment: install the release .deb, walk deploy/README.md against the S3 server
 # above as the app's user, purge it. Needs root (CI); deploy/test-deploy.sh skips elsewhere
 # unless CI=true.
 deploy_start=$(date +%s)

@@ -99,7 +99,7 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     if a.once {
         return crate::once::run(prepared, a.force_snapshot).await;
     }
-    // Operations side (issue 7): a bad addr or heartbeat-url fails before anything starts.
+    // Operations side: a bad addr or heartbeat-url fails before anything starts.
     let metrics_listener = match cfg.addr.as_deref().filter(|s| !s.is_empty()) {
         Some(addr) => Some(crate::metrics::listen(addr).await?),
         None => None,

@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(exp("${A}x"), "1x");
     }
 
-    /// Regression (issue 15.13): a variable that expanded to nothing was silent.
+    /// Regression: a variable that expanded to nothing was silent.
     #[test]
     fn empty_expansions_are_named_with_their_line() {
         let text = "a: ${A}\nb: ${NOPE}\n# c: ${IN_COMMENT}\nd: $NOPE and ${NOPE} and $EMPTY\n";

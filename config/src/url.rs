@@ -74,7 +74,7 @@ pub(crate) fn redact(s: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Regression (issue 15.14): `file://host/p` was read as the relative path `host/p`, and
+    /// Regression: `file://host/p` was read as the relative path `host/p`, and
     /// `file:/abs` and `file:rel` (which v0.3.13 reads) were refused.
     #[test]
     fn file_url_forms_as_v0_3_13_reads_them() {

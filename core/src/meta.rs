@@ -436,7 +436,7 @@ mod tests {
         );
     }
 
-    /// Regression (issue 15.11): the sweep followed symlinks out of the meta directory and
+    /// Regression: the sweep followed symlinks out of the meta directory and
     /// looped on links to `.`.
     #[test]
     fn tmp_sweep_never_follows_links() {
@@ -463,7 +463,7 @@ mod tests {
         assert!(fs::symlink_metadata(root.join("link.tmp")).is_ok());
     }
 
-    /// Regression (issue 15.5): walship run as root left root-owned 0644 files that the
+    /// Regression: walship run as root left root-owned 0644 files that the
     /// application's user could not open later; they now follow the database file.
     #[test]
     fn files_follow_the_database_owner_and_group_access() {
@@ -525,7 +525,7 @@ mod tests {
         let p = d.path().join("walship.lock");
         let l = InstanceLock::acquire(&p, Path::new("/x.db"), true).unwrap();
         let e = InstanceLock::acquire(&p, Path::new("/x.db"), false).unwrap_err();
-        // Regression (issue 15.13): the holder is this process, so it is not "another process".
+        // Regression: the holder is this process, so it is not "another process".
         assert!(e.to_string().contains("configured twice"), "{e}");
         assert_eq!(
             LockHolder::read(&p),

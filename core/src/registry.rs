@@ -300,7 +300,7 @@ mod tests {
         assert!(dbg.contains("bucket"));
     }
 
-    /// Regression (issue 17.4): the registry's rule and the config loader's disagreed, so a
+    /// Regression: the registry's rule and the config loader's disagreed, so a
     /// `sas-token` or a `session-token` was hidden by one and printed by the other.
     #[test]
     fn one_secret_rule() {

@@ -357,7 +357,7 @@ pub async fn concurrent_puts(r: DynReplica) {
     }
     let shared =
         String::from_utf8(get_all(&r, "generations/00000000000000dd/shared").await).unwrap();
-    // Exactly one of the written values, whole (issue 23.9): not a prefix, a mix or a torn tail.
+    // Exactly one of the written values, whole: not a prefix, a mix or a torn tail.
     assert!(
         (0..32).any(|i| shared == format!("writer {i}")),
         "{}: one whole version wins: {shared:?}",

@@ -316,7 +316,7 @@ impl Writer {
                 .unwrap();
             }
             85..=86 => {
-                // Schema churn (issue 23.9): a table with an index comes and goes, so restores
+                // Schema churn: a table with an index comes and goes, so restores
                 // are checked on DDL too, and a dropped table frees pages for VACUUM to return.
                 // A write first: a deferred transaction that has read gets SQLITE_BUSY at once
                 // (SQLite runs no busy handler for a read-to-write upgrade) while walship holds
@@ -374,7 +374,7 @@ pub fn digest(db: &Path) -> String {
 }
 
 pub fn digest_conn(c: &Connection) -> String {
-    // The schema too (issue 23.9): a restore that lost a DROP TABLE, an index or a trigger is
+    // The schema too: a restore that lost a DROP TABLE, an index or a trigger is
     // wrong even when every remaining row matches. `sqlite_sequence` holds AUTOINCREMENT state.
     let schema: Vec<(String, String, Option<String>)> = c
         .prepare("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_autoindex_%' AND name NOT LIKE '_litestream_%' ORDER BY type, name")
@@ -588,7 +588,7 @@ pub fn replica_holds_wal(replica: &Path, db: &Path) -> bool {
     got == want
 }
 
-/// Every way a user turns logging up (issue 23.8): the config's `logging.level: debug`,
+/// Every way a user turns logging up: the config's `logging.level: debug`,
 /// `WALSHIP_LOG=trace` (which reaches other crates too), and JSON lines at debug. Each is (name,
 /// text appended to the config, environment of the processes).
 pub type LoudLogging = (
@@ -873,7 +873,7 @@ pub fn run_with_max_rss(bin: &Path, args: &[&str]) -> (Output, u64) {
 }
 
 /// The generations `walship generations -config CFG DB` lists, whatever the replica type: tests
-/// of faults and outages assert that those did not start one (issue 23.6).
+/// of faults and outages assert that those did not start one.
 pub fn generations_listed(cfg: &Path, db: &Path) -> Vec<String> {
     let o = walship(&[
         "generations",

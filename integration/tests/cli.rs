@@ -338,7 +338,7 @@ fn corrupted_segment_is_named_and_nothing_is_written() {
     std::fs::write(&victim, bytes).unwrap();
     let o = walship(&["restore", "-o", out.to_str().unwrap(), &url]);
     assert_fails(&o, segs.last().unwrap().rsplit('/').next().unwrap());
-    // In the user's words (issue 15.13), not the decoder's.
+    // In the user's words, not the decoder's.
     assert_fails(&o, "is corrupt: ");
     for jargon in [
         "ContentChecksumError",
@@ -356,7 +356,7 @@ fn corrupted_segment_is_named_and_nothing_is_written() {
     assert!(left.is_empty(), "temp files left: {left:?}");
 }
 
-/// Regression (issue 15.1): SQLite opens a 0-byte file as an empty database whose quick_check
+/// Regression: SQLite opens a 0-byte file as an empty database whose quick_check
 /// is ok, and discards a `-wal` beside it, so an empty snapshot object restored as an empty
 /// database with exit 0. Every snapshot that is not a whole SQLite database is refused, naming
 /// the object, and nothing is written.
@@ -467,7 +467,7 @@ fn missing_wal_index_is_an_error() {
         "need several WAL indexes after the snapshot, got {indexes:?}"
     );
     let out = d.path().join("out.db");
-    // The snapshot's own index first (issue 15.2), then one in the middle.
+    // The snapshot's own index first, then one in the middle.
     for gone in [&indexes[0], &indexes[1]] {
         let moved = d.path().join("moved");
         std::fs::create_dir_all(&moved).unwrap();
@@ -637,7 +637,7 @@ fn listings_use_v03_columns() {
         "{dbs}"
     );
 
-    // The same listings from the v0.3.13 binary, on the same replica (issue 23.10): the same
+    // The same listings from the v0.3.13 binary, on the same replica: the same
     // columns, the same rows. Generations' lag, start and end depend on the moment of the call
     // and are compared by name only.
     let Some(ls) = litestream_bin() else { return };
@@ -674,7 +674,7 @@ fn listings_use_v03_columns() {
     assert_eq!(words(&dbs), words(&ldbs), "databases");
 }
 
-/// Regression (issue 15.12, 15.14): a non-UTF-8 argument panicked (exit 101) in
+/// Regression: a non-UTF-8 argument panicked (exit 101) in
 /// `std::env::args`; an object time after year 9999 panicked in the `time` crate while being
 /// printed; a negative `-parallelism` or `-index` value was read by clap as an unknown flag.
 #[test]
@@ -755,7 +755,7 @@ fn odd_arguments_and_far_future_times_are_handled_in_one_line() {
     assert_eq!(integrity(&out), "ok");
 }
 
-/// Regression (issue 15.4): restored databases were written 0644 and new directories 0755
+/// Regression: restored databases were written 0644 and new directories 0755
 /// under the usual umask 022; v0.3.13 writes 0600 and 0700, and a restored database holds all
 /// of the application's data.
 #[test]
@@ -781,7 +781,7 @@ fn restored_files_and_directories_are_private() {
     assert_eq!(mode(&d.path().join("new/sub")), 0o700);
 }
 
-/// Regression (issue 15.5): run once as root on an application's database, walship left its
+/// Regression: run once as root on an application's database, walship left its
 /// lock, generation and shadow files owned by root (0644), and the next run as the
 /// application's user failed with "Permission denied". They now belong to the database file's
 /// owner and group, and others get no access.
@@ -856,7 +856,7 @@ fn a_run_as_root_leaves_files_the_application_user_can_use() {
     );
 }
 
-/// Regression (issue 15.9): walship kept the soft limit on open files it was started with
+/// Regression: walship kept the soft limit on open files it was started with
 /// (1024 under systemd), where v0.3.13 (Go) raises it to the hard limit; 150 databases then
 /// failed their syncs with "Too many open files".
 #[test]
@@ -899,7 +899,7 @@ fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
     assert_eq!(soft, hard, "soft limit {soft}, hard {hard}");
 }
 
-/// Regression (issue 15.13): a truncated object surfaced as "failed to fill whole buffer", and a
+/// Regression: a truncated object surfaced as "failed to fill whole buffer", and a
 /// full disk during restore as "cannot read or decode: No space left on device" without saying
 /// which file could not be written.
 #[test]
@@ -936,7 +936,7 @@ fn restore_failures_say_what_failed_in_plain_words() {
     assert!(!stderr(&o).contains("failed to fill"), "{}", stderr(&o));
 }
 
-/// Regression (issue 15.13): one database configured twice, once through a symlink, was
+/// Regression: one database configured twice, once through a symlink, was
 /// refused as "already being replicated by another process" naming walship's own pid.
 #[test]
 fn one_database_configured_twice_through_a_symlink_is_named_as_such() {

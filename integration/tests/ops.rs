@@ -1,4 +1,4 @@
-//! Operations (issue 7): `replicate -dry-run` / `check`, `replicate -once`,
+//! Operations: `replicate -dry-run` / `check`, `replicate -once`,
 //! `restore -integrity-check`, sd_notify, heartbeat and `/metrics`, end to end through the binary.
 
 use std::path::{Path, PathBuf};
@@ -216,7 +216,7 @@ fn once_syncs_then_exits() {
         &["replicate", "-config", cfg.to_str().unwrap()],
         &d.path().join("r.log"),
     );
-    // Taking the lock is what it must show (issue 23.10: a sleep showed nothing).
+    // Taking the lock is what it must show (a sleep showed nothing).
     wait_until(
         Duration::from_secs(10),
         "replicate to take the lock and sync",
@@ -902,7 +902,7 @@ fn dry_run_sftp_names_the_host_key_cause() {
     assert!(files(&dir).is_empty(), "{:?}", files(&dir));
 }
 
-/// Regression (issue 15.10): the metrics listener accepted every connection and kept an idle
+/// Regression: the metrics listener accepted every connection and kept an idle
 /// one for 10 s, so 1,100 idle connections to `addr` held 1,100 descriptors that replication
 /// needed. Now at most 32 are served at once (the rest wait in the kernel's backlog), an idle one
 /// is closed after 2 s, and scrapes work again as soon as the flood ends.
@@ -971,7 +971,7 @@ fn idle_connections_to_the_metrics_listener_are_bounded() {
     assert_eq!(p.stop(), 0, "{}", p.log_text());
 }
 
-/// Regression (issue 15.8): the heartbeat to an endpoint behind a private CA fails unless
+/// Regression: the heartbeat to an endpoint behind a private CA fails unless
 /// `AWS_CA_BUNDLE` (the variable S3 users already set for that CA) is honoured.
 #[test]
 fn heartbeat_trusts_a_private_ca_from_aws_ca_bundle() {

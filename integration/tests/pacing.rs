@@ -46,7 +46,7 @@ fn burst_into_a_restarted_wal_is_synced_before_the_monitor_interval() {
     std::thread::sleep(Duration::from_millis(1500));
     // ~1800 frames (7 MB, over the 4 MiB that ends the coalescing wait) into the restarted WAL:
     // the file does not grow.
-    // Timed from the first commit (issue 23.2): from the burst's end, a disk with slow fsync
+    // Timed from the first commit: from the burst's end, a disk with slow fsync
     // makes the burst outlast the 10 s the bug waits, and the test would pass with the bug.
     let t = Instant::now();
     burst(&conn, 600);

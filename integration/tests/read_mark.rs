@@ -1,5 +1,5 @@
-//! The SQLite locks walship holds while it replicates, seen from outside through `/proc/locks`
-//! (issue 3): they decide how much an application's commits pay for being replicated.
+//! The SQLite locks walship holds while it replicates, seen from outside through `/proc/locks`:
+//! they decide how much an application's commits pay for being replicated.
 //!
 //! The regression pinned here cost a saturating writer half its rate and is not visible in a
 //! restore: after walship's complete checkpoint its long read transaction sat on read-mark 0

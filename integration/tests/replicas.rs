@@ -33,7 +33,7 @@ fn lag(row: &Value) -> (u64, f64) {
     )
 }
 
-/// The acceptance test of issue 7: with the writer's `wal_autocheckpoint=0`, the lag grows while
+/// `walship replicas` shows the lag: with the writer's `wal_autocheckpoint=0`, the lag grows while
 /// `replicate` is stopped and the writer runs, and is 0 once `replicate` runs again and the writer
 /// has stopped. Looking at it writes nothing and does not stop `replicate` from starting.
 #[test]

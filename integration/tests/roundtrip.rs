@@ -49,7 +49,7 @@ fn round_trip_under_load_with_app_checkpoints() {
             checkpoints += 1;
         }
     }
-    // Each mode must have completed at least once (issue 23.3): attempts alone show nothing.
+    // Each mode must have completed at least once: attempts alone show nothing.
     // A mode still waiting gets more tries between commits; without a busy timeout, so that
     // walship's checkpoint (which moves its read transaction) gets the write lock in between.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -557,7 +557,7 @@ fn skip_verify_accepts_a_self_signed_certificate() {
     check_restored(&out, &want, "restore through TLS with skip-verify");
 }
 
-/// Regression (issue 15.7): with `logging.level: debug` the AWS SDK's own debug lines printed
+/// Regression: with `logging.level: debug` the AWS SDK's own debug lines printed
 /// the access key id (`Credentials{access_key_id: "..."}`) and signing details. The configured
 /// level applies to walship; the SDK's crates stay at warnings.
 #[test]
@@ -572,7 +572,7 @@ fn debug_logging_never_shows_credentials() {
     for _ in 0..20 {
         w.tx();
     }
-    // Every way to turn logging up (issue 23.8), replicate and restore alike.
+    // Every way to turn logging up, replicate and restore alike.
     for (name, logging, env) in LOUD_LOGGING {
         let dir = c.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -592,7 +592,7 @@ fn debug_logging_never_shows_credentials() {
     }
 }
 
-/// Regression (issue 15.8): `AWS_CA_BUNDLE` was ignored, so an S3-compatible store behind a
+/// Regression: `AWS_CA_BUNDLE` was ignored, so an S3-compatible store behind a
 /// private CA (v0.3.13 honours the variable) failed every request with a certificate error.
 /// `SSL_CERT_FILE` replaces the system roots and works too.
 #[test]

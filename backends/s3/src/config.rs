@@ -668,7 +668,7 @@ mod tests {
         assert_eq!(c.endpoint.as_deref(), Some("https://minio.lan"));
         let e = err(&[("bucket", "b"), ("access-key-id", "AKID")], None, None);
         assert!(e.contains("secret-access-key is not"), "{e}");
-        // Regression (issue 15.6): user info became part of the bucket name, secret and all.
+        // Regression: user info became part of the bucket name, secret and all.
         for url in [
             "s3://KEYID:SeCrEt@bucket.localhost:29999/x",
             "s3://SeCrEt@bucket/x",

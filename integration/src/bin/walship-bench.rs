@@ -1094,7 +1094,7 @@ fn check(rows: &[Row]) -> Vec<String> {
             }
         }
         // Published: 16-19k pages at ~50k tx/s, v0.3.13 300-850k. The saturate test's faster
-        // writer reaches more (issue 23 item 1), so the bound here leaves room.
+        // writer reaches more, so the bound here leaves room.
         if r.workload == "saturating" && m.starts_with("max WAL") {
             match (w, l) {
                 (Some(w), Some(l)) if w <= 5.0 * MAX_CHECKPOINT_PAGES && w <= 0.25 * l => {}
