@@ -25,6 +25,7 @@ pub mod plan;
 pub mod registry;
 pub mod replica;
 pub mod restore;
+pub mod resume;
 pub mod retention;
 pub mod retry;
 pub mod shipper;

@@ -69,6 +69,26 @@ impl fmt::Debug for PutSource {
 /// A byte stream returned by `get`.
 pub type ByteReader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// A download from some byte of an object ([`Replica::get_from`]), with what the store knows.
+pub struct ObjectReader {
+    /// The object's bytes from the offset asked for.
+    pub reader: ByteReader,
+    /// Bytes from that offset to the end, when the store says: a body that ends sooner broke.
+    pub remaining: Option<u64>,
+    /// The store's version of the object (S3's ETag), when it has one: a resumed download pins it,
+    /// so it never splices two versions of an object.
+    pub version: Option<String>,
+}
+
+impl fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("remaining", &self.remaining)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Object storage under one replica root: all core asks of a backend. Errors carry an
 /// [`ErrorKind`](crate::ErrorKind) so the retry layer and shipper can act on them.
 #[async_trait]
@@ -85,6 +105,36 @@ pub trait Replica: Send + Sync + fmt::Debug {
 
     /// Streams the object at `key`; a missing key is `ErrorKind::NotFound`.
     async fn get(&self, key: &str) -> Result<ByteReader>;
+
+    /// Streams the object at `key` from byte `offset`; with `version` (from an earlier
+    /// `get_from` of the key), fails rather than read another version of it. The retry layer
+    /// resumes broken downloads through this. Stores that can seek override it; the default,
+    /// for those that cannot, reads and drops the first `offset` bytes and pins nothing.
+    async fn get_from(
+        &self,
+        key: &str,
+        offset: u64,
+        version: Option<&str>,
+    ) -> Result<ObjectReader> {
+        let _ = version;
+        let mut reader = self.get(key).await?;
+        let skipped = tokio::io::copy(
+            &mut tokio::io::AsyncReadExt::take(&mut reader, offset),
+            &mut tokio::io::sink(),
+        )
+        .await
+        .map_err(|e| Error::io(format!("read object {key}"), e))?;
+        if skipped < offset {
+            return Err(Error::invalid(format!(
+                "object {key} ends at byte {skipped}, before byte {offset}"
+            )));
+        }
+        Ok(ObjectReader {
+            reader,
+            remaining: None,
+            version: None,
+        })
+    }
 
     /// Every object whose key starts with `prefix`, in no particular order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;

@@ -11,6 +11,7 @@ use crate::listing::{Listing, SegmentInfo};
 use crate::replica::{DynReplica, PutSource};
 use crate::restore::decoded_len;
 use crate::retention;
+use crate::retry::RetryPolicy;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -399,16 +400,19 @@ impl Shipper {
                 tracing::warn!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "cannot remove temporary files of interrupted uploads")
             }
         }
+        let failure_policy = failure_backoff(self.opts.sync_interval);
+        let mut failures = failure_policy.delays();
         let mut backoff = Duration::ZERO;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             if let Err(e) = self.sync().await {
-                backoff = next_backoff(backoff, self.opts.sync_interval);
+                backoff = failures.next().unwrap_or(failure_policy.max_delay);
                 tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, retry_in = ?backoff, "monitor error");
-            } else {
+            } else if !backoff.is_zero() {
                 backoff = Duration::ZERO;
+                failures = failure_policy.delays();
             }
             let now = tokio::time::Instant::now();
             if !asked.is_empty() {
@@ -492,12 +496,17 @@ impl Shipper {
 /// spent several attempts inside the retry layer, so this does not hammer a store that is down.
 const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(4);
 
-/// The wait after a failed sync, given the previous one (zero after a success): doubles from
-/// sync-interval up to max(sync-interval, [`MAX_FAILURE_BACKOFF`]).
-pub(crate) fn next_backoff(prev: Duration, sync_interval: Duration) -> Duration {
+/// The waits after failed rounds in a row: from sync-interval (at least 100 ms) doubling up to
+/// max(sync-interval, [`MAX_FAILURE_BACKOFF`]), without end and without jitter (the retry
+/// layer's attempts inside each round already spread a fleet's retries).
+pub(crate) fn failure_backoff(sync_interval: Duration) -> RetryPolicy {
     let cap = sync_interval.max(MAX_FAILURE_BACKOFF);
-    let floor = sync_interval.max(Duration::from_millis(100)).min(cap);
-    (prev * 2).clamp(floor, cap)
+    RetryPolicy {
+        min_delay: sync_interval.max(Duration::from_millis(100)).min(cap),
+        max_delay: cap,
+        max_attempts: usize::MAX,
+        jitter: false,
+    }
 }
 
 #[cfg(test)]
@@ -506,27 +515,25 @@ mod tests {
 
     #[test]
     fn backoff_is_capped_near_the_sync_interval() {
-        let s = Duration::from_secs(1);
-        let mut b = Duration::ZERO;
-        let mut seen = vec![];
-        for _ in 0..40 {
-            b = next_backoff(b, s);
-            seen.push(b.as_secs_f64());
-        }
-        assert_eq!(&seen[..4], &[1.0, 2.0, 4.0, 4.0]);
-        assert!(seen.iter().all(|&x| x <= 4.0), "{seen:?}");
+        let ms = |s: Duration, n: usize| -> Vec<u128> {
+            failure_backoff(s)
+                .delays()
+                .take(n)
+                .map(|d| d.as_millis())
+                .collect()
+        };
+        let seen = ms(Duration::from_secs(1), 40);
+        assert_eq!(&seen[..4], &[1000, 2000, 4000, 4000]);
+        assert_eq!(seen.len(), 40, "failures never run out of waits");
+        assert!(seen.iter().all(|&x| x <= 4000), "{seen:?}");
         // A long sync-interval is its own cap; a short one still starts at it.
-        let ten = Duration::from_secs(10);
-        assert_eq!(next_backoff(Duration::from_secs(60), ten), ten);
-        assert_eq!(next_backoff(Duration::ZERO, ten), ten);
-        let fast = Duration::from_millis(100);
-        assert_eq!(next_backoff(Duration::ZERO, fast), fast);
+        assert_eq!(ms(Duration::from_secs(10), 3), [10_000, 10_000, 10_000]);
         assert_eq!(
-            next_backoff(Duration::from_secs(3), fast),
-            MAX_FAILURE_BACKOFF
+            ms(Duration::from_millis(100), 7),
+            [100, 200, 400, 800, 1600, 3200, 4000]
         );
         // A zero sync-interval never makes a failing shipper spin.
-        assert_eq!(next_backoff(Duration::ZERO, Duration::ZERO), fast);
+        assert_eq!(ms(Duration::ZERO, 1), [100]);
     }
 }
 

@@ -621,6 +621,10 @@ fn download_resumes_after_the_connection_drops() {
         return;
     };
     let (mut sshd, _d, _dir, r) = private_replica(&t, "resume-get");
+    // Resuming is the retry layer's, as in `replicate` and `restore`.
+    let r: walship_core::replica::DynReplica = std::sync::Arc::new(
+        walship_core::retry::RetryLayer::new(r, walship_core::retry::RetryPolicy::default()),
+    );
     // 24 MiB of varied bytes, far more than the reader's window of pipelined reads.
     let body: Vec<u8> = (0..24u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)

@@ -3,7 +3,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use walship_core::replica::{ByteReader, ObjectMeta, PutSource, Replica};
+use walship_core::replica::{ByteReader, ObjectMeta, ObjectReader, PutSource, Replica};
 use walship_core::{Error, ErrorKind, Result};
 
 #[derive(Debug)]
@@ -223,16 +223,41 @@ impl Replica for FileReplica {
     }
 
     async fn get(&self, key: &str) -> Result<ByteReader> {
+        Ok(self.get_from(key, 0, None).await?.reader)
+    }
+
+    /// Seeks to `offset`. Objects are replaced by rename, so a new version is a new inode: the
+    /// version is the inode and modification time, and a resumed read of a replaced object fails.
+    async fn get_from(
+        &self,
+        key: &str,
+        offset: u64,
+        version: Option<&str>,
+    ) -> Result<ObjectReader> {
+        use tokio::io::AsyncSeekExt;
         let path = self.path(key)?;
-        let f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    Error::not_found(format!("object {key} not found in {}", self.root.display()))
-                }
-                _ => Error::io(format!("read {}", path.display()), e),
-            })?;
-        Ok(Box::new(tokio::io::BufReader::with_capacity(256 * 1024, f)))
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::not_found(format!("object {key} not found in {}", self.root.display()))
+            }
+            _ => Error::io(format!("read {}", path.display()), e),
+        };
+        let mut f = tokio::fs::File::open(&path).await.map_err(io)?;
+        let m = f.metadata().await.map_err(io)?;
+        let this = format!("{}-{}.{}", m.ino(), m.mtime(), m.mtime_nsec());
+        if version.is_some_and(|v| v != this) {
+            return Err(Error::invalid(format!(
+                "object {key} was replaced while it was read"
+            )));
+        }
+        if offset > 0 {
+            f.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
+        }
+        Ok(ObjectReader {
+            reader: Box::new(tokio::io::BufReader::with_capacity(256 * 1024, f)),
+            remaining: Some(m.len().saturating_sub(offset)),
+            version: Some(this),
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {

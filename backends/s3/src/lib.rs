@@ -12,7 +12,6 @@
 
 mod client;
 mod config;
-mod download;
 mod errors;
 mod insecure;
 mod store;

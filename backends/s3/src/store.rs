@@ -2,7 +2,6 @@
 
 use crate::client;
 use crate::config::S3Config;
-use crate::download::{Reopen, ResumingReader};
 use crate::errors::{map_sdk, what};
 use crate::upload;
 use async_trait::async_trait;
@@ -11,7 +10,7 @@ use aws_sdk_s3::Client;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::OnceCell;
-use walship_core::replica::{ByteReader, ObjectMeta, PutSource, Replica};
+use walship_core::replica::{ByteReader, ObjectMeta, ObjectReader, PutSource, Replica};
 use walship_core::{Error, ErrorKind, Result};
 
 /// DeleteObjects accepts at most this many keys per call.
@@ -127,23 +126,25 @@ impl Replica for S3Replica {
     }
 
     async fn get(&self, key: &str) -> Result<ByteReader> {
-        let client = self.client().await?.clone();
-        let bucket = self.cfg.bucket.clone();
+        Ok(self.get_from(key, 0, None).await?.reader)
+    }
+
+    /// A ranged GET pinned to the ETag when resuming (`If-Match`), so a resumed download never
+    /// splices two versions of an object.
+    async fn get_from(
+        &self,
+        key: &str,
+        offset: u64,
+        version: Option<&str>,
+    ) -> Result<ObjectReader> {
+        let client = self.client().await?;
         let okey = self.cfg.object_key(key);
-        let out = get_object(&client, &bucket, &okey, 0, None).await?;
-        let len = out.content_length().and_then(|n| u64::try_from(n).ok());
-        let etag = out.e_tag().map(str::to_owned);
-        let first: ByteReader = Box::new(out.body.into_async_read());
-        let w = what("GetObject", &bucket, &okey);
-        let reopen: Reopen = Arc::new(move |offset| {
-            let (client, bucket, okey, etag) =
-                (client.clone(), bucket.clone(), okey.clone(), etag.clone());
-            Box::pin(async move {
-                let out = get_object(&client, &bucket, &okey, offset, etag.as_deref()).await?;
-                Ok(Box::new(out.body.into_async_read()) as ByteReader)
-            })
-        });
-        Ok(Box::new(ResumingReader::new(first, len, reopen, w)))
+        let out = get_object(client, &self.cfg.bucket, &okey, offset, version).await?;
+        Ok(ObjectReader {
+            remaining: out.content_length().and_then(|n| u64::try_from(n).ok()),
+            version: out.e_tag().map(str::to_owned),
+            reader: Box::new(out.body.into_async_read()),
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {

@@ -9,9 +9,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use std::io::Read;
-use std::time::Duration;
 use tokio::task::JoinSet;
 use walship_core::replica::PutSource;
+use walship_core::retry::RetryPolicy;
 use walship_core::{Error, ErrorKind, Result};
 
 /// Size of each multipart part (S3 needs ≥ 5 MiB for all but the last) and the largest object
@@ -21,8 +21,6 @@ pub const PART_SIZE: usize = 8 << 20;
 pub const PART_CONCURRENCY: usize = 4;
 /// S3's limit on the number of parts.
 const MAX_PARTS: i32 = 10_000;
-/// Attempts per part (transient errors only).
-const PART_ATTEMPTS: u32 = 4;
 
 type Source = Box<dyn Read + Send>;
 
@@ -194,7 +192,9 @@ async fn multipart(
     Ok(total)
 }
 
-/// One part, retried on its own on transient errors (the body is `Bytes`, so it replays).
+/// One part, retried on its own on transient errors (the body is `Bytes`, so it replays), with
+/// the core retry policy; a part it gave up on fails the upload as exhausted, so the retry layer
+/// above does not start the whole upload again (attempts would multiply).
 async fn upload_part(
     client: &Client,
     bucket: &str,
@@ -204,6 +204,7 @@ async fn upload_part(
     body: Bytes,
 ) -> Result<CompletedPart> {
     let w = format!("{} part {number}", what("UploadPart", bucket, key));
+    let mut delays = RetryPolicy::default().delays();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -225,22 +226,14 @@ async fn upload_part(
                     .set_e_tag(out.e_tag().map(str::to_owned))
                     .build())
             }
-            Err(e) if e.is_retryable() && attempt < PART_ATTEMPTS => {
-                let delay = backoff(attempt);
-                tracing::warn!(part = number, error = %e, retry_in = ?delay, "s3 part upload failed, retrying the part");
-                tokio::time::sleep(delay).await;
-            }
+            Err(e) if e.is_retryable() => match delays.next() {
+                Some(delay) => {
+                    tracing::warn!(part = number, error = %e, retry_in = ?delay, "s3 part upload failed, retrying the part");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(e.exhausted(attempt)),
+            },
             Err(e) => return Err(e),
         }
     }
-}
-
-/// 200 ms, 400 ms, 800 ms... plus up to 50% jitter (from the clock; no rng needed).
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(200) * 2u32.pow(attempt.saturating_sub(1).min(6));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    base + base.mul_f64(f64::from(nanos % 1000) / 2000.0)
 }

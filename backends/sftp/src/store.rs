@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Mutex, Semaphore};
-use walship_core::replica::{ByteReader, ObjectMeta, PutSource, Replica};
+use walship_core::replica::{ByteReader, ObjectMeta, ObjectReader, PutSource, Replica};
 use walship_core::{Error, Result};
 
 /// Bytes per SFTP write request (OpenSSH's own client default).
@@ -53,10 +53,6 @@ pub struct SftpReplica {
 
 /// The replica's one connection, shared with download tasks so they can reconnect mid-stream.
 type Slot = Arc<Mutex<Option<Arc<Conn>>>>;
-
-/// A download that loses its connection reconnects and continues where it stopped, this many
-/// times in a row before it gives up.
-const READ_RESUMES: u32 = 5;
 
 /// The live connection in `slot`, or a new one.
 async fn connect_slot(
@@ -516,7 +512,10 @@ impl SftpReplica {
         }
     }
 
-    async fn get_inner(&self, c: &Arc<Conn>, key: &str) -> Result<ByteReader> {
+    /// Streams `key` from `offset` with a window of pipelined reads. A read that fails ends the
+    /// stream with the error (the connection is forgotten when it is lost): the retry layer
+    /// resumes the download from the byte reached, on a new connection.
+    async fn get_inner(&self, c: &Arc<Conn>, key: &str, offset: u64) -> Result<ObjectReader> {
         let path = self.cfg.remote_path(key);
         let permit = self
             .handles
@@ -546,95 +545,65 @@ impl SftpReplica {
             }
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-        let mut conn = c.clone();
+        let conn = c.clone();
         let what = format!("sftp {}: read {path}", self.cfg.addr());
-        let (slot, cfg, key) = (self.conn.clone(), self.cfg.clone(), self.key.clone());
+        let slot = self.conn.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut handle = handle;
-            // Bytes handed to the reader so far: where a resumed download continues.
-            let mut delivered = 0u64;
-            let mut resumes = 0u32;
             let end = size.unwrap_or(u64::MAX);
-            'download: loop {
-                let mut next = delivered;
-                let mut reads = FuturesOrdered::new();
-                loop {
-                    while reads.len() < READ_WINDOW && next < end {
-                        let len = (end - next).min(READ_CHUNK as u64) as u32;
-                        reads.push_back(read_range(conn.sftp.clone(), handle.clone(), next, len));
-                        next += len as u64;
-                    }
-                    let Some(r) = reads.next().await else {
-                        break 'download;
-                    };
-                    match r {
-                        Ok(data) => {
-                            resumes = 0;
-                            let short = (data.len() as u32) < READ_CHUNK;
-                            let eof = data.is_empty();
-                            delivered += data.len() as u64;
-                            if !eof && tx.send(Ok(Bytes::from(data))).await.is_err() {
-                                break 'download; // reader dropped
-                            }
-                            if size.is_none() && short {
-                                break 'download;
-                            }
-                            if eof {
-                                if size.is_some() {
-                                    let e = Error::transient(format!("{what}: file ended early"));
-                                    let _ = tx.send(Err(io_err(&e))).await;
-                                }
-                                break 'download;
-                            }
+            let mut next = offset;
+            let mut reads = FuturesOrdered::new();
+            loop {
+                while reads.len() < READ_WINDOW && next < end {
+                    let len = (end - next).min(READ_CHUNK as u64) as u32;
+                    reads.push_back(read_range(conn.sftp.clone(), handle.clone(), next, len));
+                    next += len as u64;
+                }
+                let Some(r) = reads.next().await else {
+                    break;
+                };
+                match r {
+                    Ok(data) => {
+                        let short = (data.len() as u32) < READ_CHUNK;
+                        let eof = data.is_empty();
+                        if !eof && tx.send(Ok(Bytes::from(data))).await.is_err() {
+                            break; // reader dropped
                         }
-                        Err(e) => {
-                            let (e, lost) = map_sftp(&what, e);
-                            if !lost || resumes >= READ_RESUMES {
+                        if size.is_none() && short {
+                            break;
+                        }
+                        if eof {
+                            if size.is_some() {
+                                let e = Error::transient(format!("{what}: file ended early"));
                                 let _ = tx.send(Err(io_err(&e))).await;
-                                break 'download;
                             }
-                            drop(reads);
-                            resumes += 1;
-                            tracing::warn!(offset = delivered, attempt = resumes, error = %e, "sftp download broke, reconnecting to resume");
-                            tokio::time::sleep(Duration::from_millis(200 << resumes.min(4))).await;
-                            let reopened = match connect_slot(&slot, &cfg, key.as_ref()).await {
-                                Ok(c) => c
-                                    .sftp
-                                    .open(path.as_str(), OpenFlags::READ, FileAttributes::empty())
-                                    .await
-                                    .map(|h| (c, h.handle))
-                                    .map_err(|e| map_sftp(&what, e).0),
-                                Err(e) => Err(e),
-                            };
-                            match reopened {
-                                Ok((c, h)) => {
-                                    conn = c;
-                                    handle = h;
-                                    continue 'download;
-                                }
-                                // Keep trying while attempts remain: the server may be back soon.
-                                Err(e) if resumes < READ_RESUMES && e.is_retryable() => {
-                                    tracing::warn!(error = %e, "sftp download: reconnect failed");
-                                    continue 'download;
-                                }
-                                Err(e) => {
-                                    let _ = tx.send(Err(io_err(&e))).await;
-                                    break 'download;
-                                }
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let (e, lost) = map_sftp(&what, e);
+                        if lost {
+                            let mut slot = slot.lock().await;
+                            if slot.as_ref().is_some_and(|x| Arc::ptr_eq(x, &conn)) {
+                                *slot = None;
                             }
                         }
+                        let _ = tx.send(Err(io_err(&e))).await;
+                        break;
                     }
                 }
             }
+            drop(reads);
             let _ = conn.sftp.close(handle).await;
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
-        Ok(Box::new(tokio_util::io::StreamReader::new(Box::pin(
-            stream,
-        ))))
+        Ok(ObjectReader {
+            reader: Box::new(tokio_util::io::StreamReader::new(Box::pin(stream))),
+            remaining: size.map(|n| n.saturating_sub(offset)),
+            version: None,
+        })
     }
 
     async fn delete_inner(&self, c: &Arc<Conn>, keys: &[String]) -> Result<()> {
@@ -705,8 +674,17 @@ impl Replica for SftpReplica {
     }
 
     async fn get(&self, key: &str) -> Result<ByteReader> {
+        Ok(self.get_from(key, 0, None).await?.reader)
+    }
+
+    async fn get_from(
+        &self,
+        key: &str,
+        offset: u64,
+        _version: Option<&str>,
+    ) -> Result<ObjectReader> {
         let c = self.conn().await?;
-        self.get_inner(&c, key).await
+        self.get_inner(&c, key, offset).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {

@@ -1,8 +1,12 @@
-//! A GetObject body that survives a broken connection: when the body fails (or ends early)
-//! mid-read, it re-issues a ranged GET from the offset reached, a few times, with backoff.
-//! The SDK never retries a body read, and the core retry layer cannot either (the stream is
-//! already in the caller's hands), so this is the one place that does.
+//! A download that survives a broken connection: when the body fails (or ends early) mid-read,
+//! it opens the object again from the byte reached ([`crate::replica::Replica::get_from`],
+//! pinned to the version first read), with the retry policy's backoff. No SDK retries a body
+//! read, and a plain retry cannot either (the stream is already in the caller's hands), so the
+//! retry layer wraps every download in this, for every backend.
 
+use crate::replica::ByteReader;
+use crate::retry::RetryPolicy;
+use crate::Result;
 use futures::future::BoxFuture;
 use std::io;
 use std::pin::Pin;
@@ -10,14 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
-use walship_core::replica::ByteReader;
-use walship_core::Result;
 
-/// Opens the object again from a byte offset (a ranged GET pinned to the same ETag).
-pub(crate) type Reopen = Arc<dyn Fn(u64) -> BoxFuture<'static, Result<ByteReader>> + Send + Sync>;
-
-/// Consecutive failures without progress before the read fails.
-pub(crate) const MAX_RESUMES: u32 = 5;
+/// Opens the object again from a byte offset (pinned to the version first read).
+pub type Reopen = Arc<dyn Fn(u64) -> BoxFuture<'static, Result<ByteReader>> + Send + Sync>;
 
 enum State {
     Reading(ByteReader),
@@ -25,53 +24,64 @@ enum State {
     Failed,
 }
 
-pub(crate) struct ResumingReader {
+/// A download resumed from the byte reached whenever its body breaks, as the retry policy allows:
+/// the policy's attempts count failures in a row without a byte of progress.
+pub struct ResumingReader {
     state: State,
     offset: u64,
-    len: Option<u64>,
+    /// Where the object ends, when the store said: a body that ends before it broke.
+    end: Option<u64>,
     reopen: Reopen,
-    failures: u32,
-    max_failures: u32,
-    base_delay: Duration,
+    policy: RetryPolicy,
+    /// The waits of the current run of failures without progress.
+    delays: Box<dyn Iterator<Item = Duration> + Send + Sync>,
     what: String,
     /// Total resumes made, for tests and logs.
-    pub(crate) resumes: u32,
+    pub resumes: u32,
 }
 
 impl ResumingReader {
-    pub(crate) fn new(first: ByteReader, len: Option<u64>, reopen: Reopen, what: String) -> Self {
+    /// Reads `first` (the object from byte `offset`), reopening through `reopen`; `what` names
+    /// the download in errors and logs.
+    pub fn new(
+        first: ByteReader,
+        offset: u64,
+        end: Option<u64>,
+        reopen: Reopen,
+        policy: RetryPolicy,
+        what: String,
+    ) -> Self {
         ResumingReader {
             state: State::Reading(first),
-            offset: 0,
-            len,
+            offset,
+            end,
             reopen,
-            failures: 0,
-            max_failures: MAX_RESUMES,
-            base_delay: Duration::from_millis(200),
+            delays: policy.delays(),
+            policy,
             what,
             resumes: 0,
         }
     }
 
-    #[cfg(test)]
-    fn with_delay(mut self, d: Duration) -> Self {
-        self.base_delay = d;
-        self
+    /// Bytes arrived: the next failure starts a fresh run of attempts.
+    fn progressed(&mut self) {
+        self.delays = self.policy.delays();
     }
 
     /// The body broke: schedule a resume, or give up with the error.
     fn broken(&mut self, err: io::Error, retryable: bool) -> Option<io::Error> {
-        self.failures += 1;
-        if !retryable || self.failures > self.max_failures {
-            self.state = State::Failed;
-            return Some(io::Error::new(
-                err.kind(),
-                format!("{} at byte {}: {err}", self.what, self.offset),
-            ));
-        }
-        let delay = self.base_delay * 2u32.pow(self.failures - 1).min(16);
+        let delay = match self.delays.next() {
+            Some(d) if retryable => d,
+            _ => {
+                self.state = State::Failed;
+                return Some(io::Error::new(
+                    err.kind(),
+                    format!("{} at byte {}: {err}", self.what, self.offset),
+                ));
+            }
+        };
         tracing::warn!(object = %self.what, offset = self.offset, error = %err, retry_in = ?delay,
-            "s3 download broke, resuming with a ranged GET");
+            "download broke, resuming from the byte reached");
         self.resumes += 1;
         let reopen = self.reopen.clone();
         let offset = self.offset;
@@ -106,14 +116,14 @@ impl AsyncRead for ResumingReader {
                     match res {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Ok(())) if n > 0 => {
-                            this.failures = 0;
+                            this.progressed();
                             return Poll::Ready(Ok(()));
                         }
-                        Poll::Ready(Ok(())) => match this.len {
-                            Some(len) if this.offset < len => {
+                        Poll::Ready(Ok(())) => match this.end {
+                            Some(end) if this.offset < end => {
                                 let e = io::Error::new(
                                     io::ErrorKind::UnexpectedEof,
-                                    format!("body ended early ({len} bytes expected)"),
+                                    format!("body ended early ({end} bytes expected)"),
                                 );
                                 if let Some(e) = this.broken(e, true) {
                                     return Poll::Ready(Err(e));
@@ -123,7 +133,7 @@ impl AsyncRead for ResumingReader {
                         },
                         Poll::Ready(Err(e)) => {
                             if n > 0 {
-                                this.failures = 0;
+                                this.progressed();
                             }
                             if let Some(e) = this.broken(e, true) {
                                 return Poll::Ready(Err(e));
@@ -149,9 +159,9 @@ impl AsyncRead for ResumingReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use std::sync::atomic::{AtomicU32, Ordering};
     use tokio::io::AsyncReadExt;
-    use walship_core::Error;
 
     /// Serves `data[from..]`, failing with a connection reset after `cut` bytes (if `Some`), or
     /// ending early after `cut` bytes when `eof` is set.
@@ -217,7 +227,7 @@ mod tests {
             let n = o.fetch_add(1, Ordering::SeqCst);
             let r = if permanent {
                 Err(Error::new(
-                    walship_core::ErrorKind::Invalid,
+                    crate::ErrorKind::Invalid,
                     "PreconditionFailed (HTTP 412)",
                 ))
             } else if n < fail_reopens {
@@ -227,13 +237,20 @@ mod tests {
             };
             Box::pin(async move { r })
         });
+        let policy = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(4),
+            max_attempts: 6,
+            jitter: false,
+        };
         let r = ResumingReader::new(
             first,
+            0,
             Some(d.len() as u64),
             reopen,
+            policy,
             "GetObject s3://b/k".into(),
-        )
-        .with_delay(Duration::from_millis(1));
+        );
         (r, opens)
     }
 
@@ -268,7 +285,7 @@ mod tests {
             e.to_string().contains("GetObject s3://b/k at byte 10000"),
             "{e}"
         );
-        assert_eq!(opens.load(Ordering::SeqCst), MAX_RESUMES);
+        assert_eq!(opens.load(Ordering::SeqCst), 5, "the policy's 6 attempts");
         let (mut r, opens) = reader(10_000, false, 0, true);
         let e = r.read_to_end(&mut Vec::new()).await.unwrap_err();
         assert!(e.to_string().contains("PreconditionFailed"), "{e}");
