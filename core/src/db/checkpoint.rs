@@ -317,7 +317,7 @@ fn begin_read(r: &Connection, path: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::CheckpointOutcome;
     use super::*;
     use crate::wal::tests::build_wal;
@@ -330,7 +330,7 @@ mod tests {
     }
 
     /// What the monitor's checkpoint step does, run now whatever the policy says.
-    fn checkpoint_now(db: &Db) -> Option<CheckpointOutcome> {
+    pub(in crate::db) fn checkpoint_now(db: &Db) -> Option<CheckpointOutcome> {
         let mut st = db.lock_state();
         let st = &mut *st;
         let open = st.open.as_mut().expect("synced once");
@@ -367,15 +367,7 @@ mod tests {
     #[test]
     fn a_restart_just_before_a_checkpoint_is_left_to_the_next_sync() {
         let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("a.db");
-        let app = Connection::open(&path).unwrap();
-        app.execute_batch(
-            "PRAGMA journal_mode = wal; PRAGMA wal_autocheckpoint = 0;
-             CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('before');",
-        )
-        .unwrap();
-        let db = Db::open(&path, DbOptions::default()).unwrap();
-        db.sync().unwrap();
+        let (app, db) = super::super::tests::app_and_db(d.path());
         let generation = db.pos().generation;
         let salt1 = || {
             read_wal_header(&d.path().join("a.db-wal"))

@@ -1071,7 +1071,7 @@ mod tests {
 
     /// An application database in WAL mode that never checkpoints on its own, and walship's
     /// monitor on it after a first sync.
-    fn app_and_db(d: &Path) -> (Connection, Arc<Db>) {
+    pub(super) fn app_and_db(d: &Path) -> (Connection, Arc<Db>) {
         let path = d.join("a.db");
         let app = Connection::open(&path).unwrap();
         app.execute_batch(
@@ -1109,13 +1109,7 @@ mod tests {
         assert_eq!(db.pos().size, committed_len(db.wal_path()));
         // walship's own complete checkpoint, then the application's next commit restarts the WAL.
         {
-            let mut st = db.lock_state();
-            let st = &mut *st;
-            let open = st.open.as_mut().unwrap();
-            let out = db
-                .checkpoint(open, &mut st.last_checkpoint, CheckpointMode::Passive)
-                .unwrap()
-                .unwrap();
+            let out = checkpoint::tests::checkpoint_now(&db).unwrap();
             assert!(out.complete);
         }
         insert(&app, "after the restart");
