@@ -36,12 +36,41 @@ pub async fn download_decoded<W: Write + Send + 'static>(
 ) -> Result<(u64, W)> {
     let reader = replica.get(&key).await?;
     let handle = tokio::runtime::Handle::current();
+    decode_into(age, key, dest, out, move || {
+        let _guard = handle.enter();
+        SyncIoBridge::new(reader)
+    })
+    .await
+}
+
+/// Decodes a stored object already fetched into memory (see [`download_index`]) into `out`.
+async fn decode_fetched<W: Write + Send + 'static>(
+    age: &Age,
+    key: String,
+    dest: &str,
+    out: W,
+    body: bytes::Bytes,
+) -> Result<(u64, W)> {
+    decode_into(age, key, dest, out, move || std::io::Cursor::new(body)).await
+}
+
+/// Decrypts and LZ4-decodes the stored bytes `source` opens (on the blocking pool) into `out`.
+async fn decode_into<W, R, F>(
+    age: &Age,
+    key: String,
+    dest: &str,
+    out: W,
+    source: F,
+) -> Result<(u64, W)>
+where
+    W: Write + Send + 'static,
+    R: std::io::Read + Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+{
     let age = age.clone();
     let dest = dest.to_string();
     tokio::task::spawn_blocking(move || {
-        let _guard = handle.enter();
-        let bridge = SyncIoBridge::new(reader);
-        let mut dec = codec::decoder(age.decrypt(&key, bridge)?);
+        let mut dec = codec::decoder(age.decrypt(&key, source())?);
         let mut out = Tracked {
             inner: out,
             failed: false,
@@ -171,12 +200,14 @@ pub async fn execute(
     check_snapshot(&tmp, len, &plan.snapshot.key, replayed)?;
 
     tracing::info!(indexes = plan.indexes.len(), "restoring wal files");
+    let budget = Arc::new(tokio::sync::Semaphore::new(PREFETCH_BUDGET_KIB as usize));
     let jobs = plan.indexes.iter().cloned().map(|(index, segs)| {
         let replica = replica.clone();
         let age = age.clone();
         let path = with_suffix(output, &format!(".tmp-{index:08x}-wal"));
+        let budget = budget.clone();
         async move {
-            download_index(replica, &age, index, segs, path.clone())
+            download_index(replica, &age, index, segs, path.clone(), budget)
                 .await
                 .map(|_| (index, path))
         }
@@ -234,19 +265,75 @@ fn finish_file(w: BufWriter<File>, path: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("sync {}", path.display()), e))
 }
 
+/// Requests in flight per WAL index while its segments are restored: fetched one after another,
+/// a long history cost one request latency per segment (thousands of segments per day at a 10 s
+/// sync-interval).
+const PREFETCH_REQUESTS: usize = 16;
+/// The largest stored object fetched ahead into memory; a larger one is streamed in its turn.
+const PREFETCH_OBJECT: u64 = 1 << 20;
+/// Stored bytes fetched ahead and not yet decoded, in KiB, over the whole restore (every index
+/// together): what bounds the prefetch's memory whatever `-parallelism` is.
+pub(crate) const PREFETCH_BUDGET_KIB: u32 = 16 * 1024;
+
+/// A segment's stored bytes fetched ahead (holding their share of the budget), or none: it is
+/// streamed when its turn comes.
+enum Ahead {
+    Fetched(bytes::Bytes, tokio::sync::OwnedSemaphorePermit),
+    Stream,
+}
+
+fn budget_kib(size: u64) -> u32 {
+    size.div_ceil(1024).clamp(1, u64::from(PREFETCH_BUDGET_KIB)) as u32
+}
+
 /// Downloads every segment of one index into one WAL file, proving the segments are contiguous
 /// and that the result is a valid WAL ending on a commit.
+///
+/// Up to [`PREFETCH_REQUESTS`] small segments are fetched ahead while earlier ones are decoded
+/// and written, in order. Their share of `budget` is taken in segment order, so the segment a
+/// decoder waits for always holds its share first and every index makes progress.
 async fn download_index(
     replica: Arc<dyn Replica>,
     age: &Age,
     index: u32,
     segs: Vec<SegmentInfo>,
     path: PathBuf,
+    budget: Arc<tokio::sync::Semaphore>,
 ) -> Result<()> {
     let f = create_private(&path)?;
     let mut w = BufWriter::new(f);
     let mut end = 0u64;
-    for s in &segs {
+    let dest = path.display().to_string();
+    let fetch = |s: SegmentInfo, permit: Option<tokio::sync::OwnedSemaphorePermit>| {
+        let replica = replica.clone();
+        async move {
+            let Some(permit) = permit else {
+                return Ok((s, Ahead::Stream));
+            };
+            let mut body = Vec::with_capacity(s.size as usize);
+            let mut r = replica.get(&s.key).await?;
+            tokio::io::AsyncReadExt::read_to_end(&mut r, &mut body)
+                .await
+                .map_err(|e| read_error(&s.key, e))?;
+            Ok::<_, Error>((s, Ahead::Fetched(body.into(), permit)))
+        }
+    };
+    let ahead = futures::stream::iter(segs.iter().cloned())
+        .then(|s| {
+            let budget = budget.clone();
+            async move {
+                if s.size > PREFETCH_OBJECT {
+                    return (s, None);
+                }
+                let permit = budget.acquire_many_owned(budget_kib(s.size)).await.ok();
+                (s, permit)
+            }
+        })
+        .map(|(s, permit)| fetch(s, permit))
+        .buffered(PREFETCH_REQUESTS);
+    futures::pin_mut!(ahead);
+    while let Some(next) = ahead.next().await {
+        let (s, fetched) = next?;
         if s.offset != end {
             return Err(Error::corrupt(format!(
                 "gap in WAL index {index:08x} of generation {}: segment {} starts at offset {} but the previous segments end at {end}",
@@ -254,8 +341,16 @@ async fn download_index(
             )));
         }
         tracing::debug!(key = %s.key, "downloaded wal");
-        let dest = path.display().to_string();
-        let (n, back) = download_decoded(replica.clone(), age, s.key.clone(), &dest, w).await?;
+        let (n, back) = match fetched {
+            Ahead::Fetched(body, permit) => {
+                let r = decode_fetched(age, s.key.clone(), &dest, w, body).await?;
+                drop(permit);
+                r
+            }
+            Ahead::Stream => {
+                download_decoded(replica.clone(), age, s.key.clone(), &dest, w).await?
+            }
+        };
         w = back;
         if n == 0 {
             return Err(Error::corrupt(format!(

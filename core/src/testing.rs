@@ -174,6 +174,17 @@ pub struct Faulty {
     inner: DynReplica,
     rules: Mutex<Vec<(Op, Calls, Fault)>>,
     counts: [AtomicU64; 4],
+    in_flight: [AtomicU64; 4],
+    most_in_flight: [AtomicU64; 4],
+}
+
+/// Counts a call of one operation as in flight until dropped.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Faulty {
@@ -183,6 +194,8 @@ impl Faulty {
             inner,
             rules: Mutex::new(Vec::new()),
             counts: Default::default(),
+            in_flight: Default::default(),
+            most_in_flight: Default::default(),
         })
     }
 
@@ -202,6 +215,18 @@ impl Faulty {
     /// How many calls of `op` were made (faulted ones included).
     pub fn calls(&self, op: Op) -> u64 {
         self.counts[op as usize].load(Ordering::SeqCst)
+    }
+
+    /// The most calls of `op` that were under way at once (from entry until the inner store
+    /// answered): whether a caller really sends requests concurrently.
+    pub fn most_in_flight(&self, op: Op) -> u64 {
+        self.most_in_flight[op as usize].load(Ordering::SeqCst)
+    }
+
+    fn track(&self, op: Op) -> InFlight<'_> {
+        let now = self.in_flight[op as usize].fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight[op as usize].fetch_max(now, Ordering::SeqCst);
+        InFlight(&self.in_flight[op as usize])
     }
 
     /// Counts the call and applies its faults; Err when it must fail, else any cut for `get`.
@@ -244,11 +269,13 @@ impl Replica for Faulty {
     }
 
     async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
+        let _call = self.track(Op::Put);
         self.enter(Op::Put, key).await?;
         self.inner.put(key, source).await
     }
 
     async fn get(&self, key: &str) -> Result<ByteReader> {
+        let _call = self.track(Op::Get);
         let cut = self.enter(Op::Get, key).await?;
         let r = self.inner.get(key).await?;
         Ok(match cut {
@@ -264,6 +291,7 @@ impl Replica for Faulty {
         offset: u64,
         version: Option<&str>,
     ) -> Result<ObjectReader> {
+        let _call = self.track(Op::Get);
         let cut = self.enter(Op::Get, key).await?;
         let mut o = self.inner.get_from(key, offset, version).await?;
         if let Some(after) = cut {
@@ -273,16 +301,19 @@ impl Replica for Faulty {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let _call = self.track(Op::List);
         self.enter(Op::List, prefix).await?;
         self.inner.list(prefix).await
     }
 
     async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let _call = self.track(Op::List);
         self.enter(Op::List, prefix).await?;
         self.inner.list_after(prefix, start_after).await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<()> {
+        let _call = self.track(Op::Delete);
         self.enter(Op::Delete, &keys.join(",")).await?;
         self.inner.delete(keys).await
     }

@@ -341,3 +341,35 @@ async fn a_failed_restore_leaves_nothing_behind() {
         }
     }
 }
+
+/// A long history restores with requests in flight together, not one segment after another
+/// (request latency times segments was the restore time), and exactly.
+#[tokio::test]
+async fn a_restore_fetches_segments_concurrently() {
+    let mut f = Fixture::new();
+    let (mem, _faulty, mut s) = f.shipping(1).await;
+    for _ in 0..120 {
+        f.write(1).await;
+        s.sync().await.unwrap();
+    }
+    let listing = Listing::fetch(mem.as_ref(), None).await.unwrap();
+    assert!(listing.segments.len() >= 100, "{}", listing.segments.len());
+    let slow = Faulty::new(mem.clone());
+    slow.inject(
+        Op::Get,
+        Calls::From(1),
+        Fault::Delay(Duration::from_millis(20)),
+    );
+    assert_eq!(
+        restore_latest(slow.clone(), &f.out("out.db"))
+            .await
+            .unwrap(),
+        f.content()
+    );
+    // Two indexes at a time (the restore's parallelism) would be 2 without the prefetch.
+    assert!(
+        slow.most_in_flight(Op::Get) >= 8,
+        "at most {} gets at once",
+        slow.most_in_flight(Op::Get)
+    );
+}
