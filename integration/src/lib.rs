@@ -6,6 +6,7 @@
 pub mod behaviour;
 pub mod crash;
 pub mod faults;
+pub mod latency;
 pub mod minio;
 pub mod oracle;
 pub mod s3;
@@ -831,45 +832,68 @@ pub fn proc_status_kib(pid: i32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs a command to completion; returns its output and its own peak RSS in KiB (from
-/// `wait4`, so other children of the test process do not count).
-// The child is reaped by wait4 (for its rusage), not by std's Child::wait.
-#[allow(clippy::zombie_processes)]
+/// A program built beside the running test or benchmark binary (`target/<profile>/NAME`; tests
+/// run from `target/<profile>/deps`).
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    [dir.join(name), dir.parent().unwrap_or(dir).join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found beside {}: build with `cargo build --workspace --all-targets`",
+                exe.display()
+            )
+        })
+}
+
+/// What `walship-peak-rss` measured of one command.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeakRss {
+    pub wall: f64,
+    pub cpu: f64,
+    pub max_rss_kib: u64,
+}
+
+/// Builds a command that runs `bin args` under `walship-peak-rss`, which writes its figures to
+/// `report` (read them with [`read_peak_rss`]). The figures are the command's own: a child
+/// spawned straight from a test process reports at least that process's peak RSS.
+pub fn peak_rss_command(bin: &Path, args: &[&str], report: &Path) -> Command {
+    let mut c = Command::new(sibling_bin("walship-peak-rss"));
+    c.arg(report).arg(bin).args(args);
+    c
+}
+
+/// The figures `walship-peak-rss` wrote to `report`, if it finished.
+pub fn read_peak_rss(report: &Path) -> Option<PeakRss> {
+    let text = std::fs::read_to_string(report).ok()?;
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    match v[..] {
+        [wall, user, sys, kib] => Some(PeakRss {
+            wall,
+            cpu: user + sys,
+            max_rss_kib: kib as u64,
+        }),
+        _ => None,
+    }
+}
+
+/// Runs a command to completion; returns its output and its own peak RSS in KiB.
 pub fn run_with_max_rss(bin: &Path, args: &[&str]) -> (Output, u64) {
-    use std::io::Read;
-    use std::os::unix::process::ExitStatusExt;
-    let mut child = Command::new(bin)
-        .args(args)
+    let report = tempfile::NamedTempFile::new().expect("temp file");
+    let out = peak_rss_command(bin, args, report.path())
         .env_remove("WALSHIP_CONFIG")
         .env_remove("LITESTREAM_CONFIG")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
-    let pump = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = pump(Box::new(child.stdout.take().unwrap()));
-    let err = pump(Box::new(child.stderr.take().unwrap()));
-    let mut status = 0;
-    // SAFETY: wait4 on our own child, with out-pointers to locals; std's Child is not waited
-    // afterwards.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
-    assert!(r > 0, "wait4: {}", std::io::Error::last_os_error());
-    (
-        Output {
-            status: std::process::ExitStatus::from_raw(status),
-            stdout: out.join().unwrap(),
-            stderr: err.join().unwrap(),
-        },
-        ru.ru_maxrss as u64,
-    )
+    let rss = read_peak_rss(report.path())
+        .unwrap_or_else(|| panic!("walship-peak-rss wrote no figures for {}", bin.display()));
+    (out, rss.max_rss_kib)
 }
 
 /// The generations `walship generations -config CFG DB` lists, whatever the replica type: tests

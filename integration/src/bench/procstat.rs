@@ -1,8 +1,8 @@
 //! CPU time and memory of a running process, from `/proc`, and of a finished child, from
-//! `/usr/bin/time` (or `getrusage(RUSAGE_CHILDREN)` when it is missing).
+//! `walship-peak-rss` (a small parent, so a child's peak RSS is its own).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn clk_tck() -> f64 {
@@ -44,38 +44,18 @@ pub struct Usage {
     pub ok: bool,
 }
 
-fn children_rusage() -> (f64, u64) {
-    // SAFETY: getrusage writes into the zeroed struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64)
-}
-
-/// Runs `bin args` with its output in `log`, measured by `/usr/bin/time` when present. Bounded by
-/// `timeout` (killed after it).
+/// Runs `bin args` with its output in `log`, measured by `walship-peak-rss` (the command's own CPU
+/// time and peak RSS, not this process's). Bounded by `timeout` (killed after it).
 pub fn run_measured(bin: &Path, args: &[&str], log: &Path, timeout: Duration) -> Usage {
-    let gnu_time = Path::new("/usr/bin/time");
     let tfile = log.with_extension("time");
+    let _ = std::fs::remove_file(&tfile);
     let f = std::fs::File::create(log).expect("log file");
-    let mut cmd = if gnu_time.exists() {
-        let mut c = Command::new(gnu_time);
-        c.arg("-o")
-            .arg(&tfile)
-            .arg("-f")
-            .arg("%e %U %S %M")
-            .arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    };
-    cmd.args(args)
-        .env_remove("WALSHIP_CONFIG")
+    let mut cmd = walship_integration::peak_rss_command(bin, args, &tfile);
+    cmd.env_remove("WALSHIP_CONFIG")
         .env_remove("LITESTREAM_CONFIG")
         .stdin(Stdio::null())
         .stdout(f.try_clone().expect("log file"))
         .stderr(f);
-    let before = children_rusage();
     let t0 = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -93,39 +73,46 @@ pub fn run_measured(bin: &Path, args: &[&str], log: &Path, timeout: Duration) ->
                 "{} {args:?} still running after {timeout:?}: killed",
                 bin.display()
             );
-            let _ = child.kill();
+            // The command runs as the helper's child: killing the helper alone would leave it.
+            kill_tree(child.id() as i32);
             let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let wall = t0.elapsed().as_secs_f64();
     let ok = status.is_some_and(|s| s.success());
-    if gnu_time.exists() {
-        let text = std::fs::read_to_string(&tfile).unwrap_or_default();
-        // The last line holds the numbers (earlier lines: "Command exited with non-zero status").
-        let v: Vec<f64> = text
-            .lines()
-            .last()
-            .unwrap_or("")
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        if let [e, u, s, m] = v[..] {
-            return Usage {
-                wall: e,
-                cpu: u + s,
-                max_rss_kib: m as u64,
-                ok,
-            };
-        }
+    match walship_integration::read_peak_rss(&tfile) {
+        Some(m) => Usage {
+            wall: m.wall,
+            cpu: m.cpu,
+            max_rss_kib: m.max_rss_kib,
+            ok,
+        },
+        // Killed at the timeout: no figures.
+        None => Usage {
+            wall: t0.elapsed().as_secs_f64(),
+            ok,
+            ..Usage::default()
+        },
     }
-    // Fallback: RUSAGE_CHILDREN deltas. ru_maxrss is the maximum over all children so far.
-    let after = children_rusage();
-    Usage {
-        wall,
-        cpu: after.0 - before.0,
-        max_rss_kib: after.1,
-        ok,
+}
+
+/// Kills `pid` and its children (read from `/proc/PID/task/*/children`).
+fn kill_tree(pid: i32) {
+    let children = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|x| x.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>();
+    // SAFETY: kill(2) with a pid we read; a reused pid is the only risk, within milliseconds.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    for c in children {
+        kill_tree(c);
     }
 }

@@ -1,0 +1,124 @@
+//! A TCP proxy that adds latency: every chunk a client sends waits `delay` before it reaches the
+//! server, about one round trip per request, as an object store in another building adds. The
+//! answers pass straight through. Restores of long histories are judged through it: a restore
+//! that makes its requests one after another pays the delay once per object, one that keeps
+//! several in flight pays it once per window.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Counts of what passed through the proxy.
+#[derive(Debug, Default)]
+pub struct ProxyCounts {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Chunks clients sent (each delayed once): about one per request.
+    pub writes: AtomicU64,
+    /// Chunks being delayed at this moment, over all connections.
+    pub delayed_now: AtomicU64,
+    /// The most chunks ever delayed at once: 1 means requests went one after another.
+    pub most_delayed: AtomicU64,
+}
+
+/// A running proxy; stops accepting when dropped (open connections end with their peers).
+pub struct LatencyProxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    counts: Arc<ProxyCounts>,
+}
+
+impl LatencyProxy {
+    /// Listens on 127.0.0.1 (a free port) and forwards to `target`, delaying client chunks.
+    pub fn start(target: SocketAddr, delay: Duration) -> std::io::Result<LatencyProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(ProxyCounts::default());
+        let (s, c) = (stop.clone(), counts.clone());
+        std::thread::Builder::new()
+            .name("latency-proxy".into())
+            .spawn(move || {
+                for client in listener.incoming() {
+                    if s.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    c.connections.fetch_add(1, Ordering::Relaxed);
+                    let c = c.clone();
+                    std::thread::spawn(move || serve(client, target, delay, &c));
+                }
+            })?;
+        Ok(LatencyProxy { addr, stop, counts })
+    }
+
+    /// A proxy in front of an `http://IP:PORT` endpoint (the suite's S3 server).
+    pub fn in_front_of(endpoint: &str, delay: Duration) -> std::io::Result<LatencyProxy> {
+        let target: SocketAddr = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("not an http://IP:PORT endpoint: {endpoint}"),
+                )
+            })?;
+        LatencyProxy::start(target, delay)
+    }
+
+    /// The proxy's address (`http://{addr}` is the endpoint to give a client).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What has passed so far.
+    pub fn counts(&self) -> &ProxyCounts {
+        &self.counts
+    }
+}
+
+impl Drop for LatencyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve(client: TcpStream, target: SocketAddr, delay: Duration, counts: &ProxyCounts) {
+    let Ok(server) = TcpStream::connect(target) else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (Ok(mut client_r), Ok(mut server_w)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    // Answers: straight through.
+    let (mut server_r, mut client_w) = (server, client);
+    let back = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut server_r, &mut client_w);
+        let _ = client_w.shutdown(Shutdown::Write);
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match client_r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                counts.writes.fetch_add(1, Ordering::Relaxed);
+                let now = counts.delayed_now.fetch_add(1, Ordering::SeqCst) + 1;
+                counts.most_delayed.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(delay);
+                counts.delayed_now.fetch_sub(1, Ordering::SeqCst);
+                if server_w.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = server_w.shutdown(Shutdown::Write);
+    let _ = back.join();
+}
