@@ -243,6 +243,7 @@ mod tests {
             last_sync_ok: ok_ago.map(|s| now - Duration::from_secs(s)),
             last_error: (errors > 0).then(|| "s3 PutObject: connection refused".into()),
             consecutive_errors: errors,
+            restore: None,
         }
     }
 

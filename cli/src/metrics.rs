@@ -1,7 +1,8 @@
 //! Prometheus metrics on `addr` (`/metrics` only; v0.3.13 also served Go's pprof there, walship
 //! serves nothing else). Names are v0.3.13's (format §9), so existing dashboards keep working,
 //! plus `walship_replica_lag_seconds`, `walship_replica_lag_bytes`,
-//! `walship_replica_last_sync_timestamp_seconds` and `walship_replica_errors_total` (by database,
+//! `walship_replica_last_sync_timestamp_seconds`, `walship_replica_restore_objects`,
+//! `walship_replica_restore_bytes` (the restore budget) and `walship_replica_errors_total` (by database,
 //! replica and operation).
 //!
 //! The HTTP side is a few lines over a TCP listener: one GET per connection, then close. That is
@@ -261,7 +262,7 @@ pub fn render(h: &Health, ops: &Ops) -> String {
 
     let now = SystemTime::now();
     let stored = ops.stored.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut rows: [Vec<(String, f64)>; 6] = Default::default();
+    let mut rows: [Vec<(String, f64)>; 8] = Default::default();
     for r in &h.replicas {
         let db = r.db.path().display().to_string();
         let l = format!("db=\"{}\",name=\"{}\"", esc(&db), esc(&r.name));
@@ -289,9 +290,14 @@ pub fn render(h: &Health, ops: &Ops) -> String {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        rows[5].push((l, last));
+        rows[5].push((l.clone(), last));
+        // Absent until the shipper knows (before its first sync): not a made-up zero.
+        if let Some(b) = st.restore {
+            rows[6].push((l.clone(), b.objects as f64));
+            rows[7].push((l, b.bytes as f64));
+        }
     }
-    let [r0, r1, r2, r3, r4, r5] = rows;
+    let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
     family(
         "litestream_replica_wal_bytes",
         "counter",
@@ -344,6 +350,18 @@ pub fn render(h: &Health, ops: &Ops) -> String {
         "gauge",
         "Unix time of the replica's last successful sync (0: none yet)",
         r5,
+    );
+    family(
+        "walship_replica_restore_objects",
+        "gauge",
+        "Objects a restore of the latest state downloads (the snapshot and the WAL segments after it)",
+        r6,
+    );
+    family(
+        "walship_replica_restore_bytes",
+        "gauge",
+        "Stored bytes a restore of the latest state downloads",
+        r7,
     );
 
     let ops_now = ops.ops.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -14,6 +14,7 @@ use walship_core::layout::Pos;
 use walship_core::listing::Listing;
 use walship_core::local::{self, lag_bytes, lag_seconds, LagBytes, Local, LocalState};
 use walship_core::meta::{default_meta_dir, MetaDir};
+use walship_core::plan::{self, Reads, Target};
 use walship_core::replica::DynReplica;
 use walship_core::restore::decoded_len;
 
@@ -40,6 +41,8 @@ struct Row {
     newest_segment: Option<SystemTime>,
     newest_snapshot: Option<SystemTime>,
     replicating: Option<bool>,
+    /// What a restore of the latest state would download from this replica.
+    restore: Option<Reads>,
     status: String,
     failed: bool,
 }
@@ -150,6 +153,10 @@ async fn row(db: &DbConfig, r: &ReplicaConfig, st: &LocalState) -> Result<Row> {
             .filter(|s| &s.generation == g)
             .map(|s| s.created)
             .max();
+        // A replica with segments but no snapshot (or a gap) has no plan: no budget to show.
+        row.restore = plan::plan(&listing, Some(g), Target::Latest)
+            .ok()
+            .map(|p| p.reads());
         match replica_position(&client, &age, &listing, g).await {
             Ok(p) => row.replica_pos = p,
             Err(e) => {
@@ -263,6 +270,7 @@ fn table(rows: &[Row]) -> Vec<Vec<String>> {
         "lag",
         "newest-segment",
         "newest-snapshot",
+        "restore-reads",
         "status",
     ]
     .into_iter()
@@ -283,10 +291,17 @@ fn table(rows: &[Row]) -> Vec<Vec<String>> {
                 .unwrap_or_else(dash),
             r.newest_segment.map(rfc3339).unwrap_or_else(dash),
             r.newest_snapshot.map(rfc3339).unwrap_or_else(dash),
+            r.restore.map(reads_text).unwrap_or_else(dash),
             r.status.clone(),
         ]);
     }
     out
+}
+
+/// `1+8640 objects, 12.3 MiB`: the snapshot plus the segments, and the bytes downloaded.
+fn reads_text(r: Reads) -> String {
+    let mib = r.bytes as f64 / (1024.0 * 1024.0);
+    format!("1+{} objects, {mib:.1} MiB", r.segments)
 }
 
 /// A JSON string literal (RFC 8259 escapes). The output is small and flat, so it is written by
@@ -345,6 +360,19 @@ fn to_json(rows: &[Row]) -> String {
                     opt(&r.newest_snapshot, |t| js(&rfc3339(*t))),
                 ),
                 ("replicating", opt(&r.replicating, |b| b.to_string())),
+                (
+                    "restore_objects",
+                    opt(&r.restore, |x| x.objects.to_string()),
+                ),
+                (
+                    "restore_segments",
+                    opt(&r.restore, |x| x.segments.to_string()),
+                ),
+                (
+                    "restore_indexes",
+                    opt(&r.restore, |x| x.indexes.to_string()),
+                ),
+                ("restore_bytes", opt(&r.restore, |x| x.bytes.to_string())),
                 ("status", js(&r.status)),
             ];
             let body: Vec<String> = fields
@@ -398,7 +426,29 @@ mod tests {
             "{j}"
         );
         assert!(j.contains(r#""replica_position": null"#), "{j}");
+        assert!(j.contains(r#""restore_objects": null"#), "{j}");
         assert!(j.contains(r#""lag_seconds": 0.000"#), "{j}");
+        let r = Row {
+            restore: Some(Reads {
+                objects: 8641,
+                segments: 8640,
+                indexes: 9,
+                bytes: 3 << 20,
+            }),
+            ..Row::default()
+        };
+        let j = to_json(&[r]);
+        assert!(j.contains(r#""restore_objects": 8641"#), "{j}");
+        assert!(j.contains(r#""restore_bytes": 3145728"#), "{j}");
+        assert_eq!(
+            reads_text(Reads {
+                objects: 8641,
+                segments: 8640,
+                indexes: 9,
+                bytes: 3 << 20
+            }),
+            "1+8640 objects, 3.0 MiB"
+        );
         assert_eq!(to_json(&[]), "[]");
     }
 }

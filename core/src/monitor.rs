@@ -64,6 +64,7 @@ pub struct Running {
     /// Counters of its monitor, shared with metrics and the health check.
     pub stats: Arc<DbStats>,
     monitor: JoinHandle<()>,
+    catch_up: CatchUp,
     shippers: Vec<(String, JoinHandle<Result<()>>)>,
     requests: Vec<(String, mpsc::Sender<SnapshotRequest>)>,
     stop_monitor: watch::Sender<bool>,
@@ -80,12 +81,56 @@ pub async fn sync_db(db: &Arc<Db>) -> Result<crate::db::SyncReport> {
         })?
 }
 
+/// Asks the monitor to copy the WAL into the shadow WAL now, and waits until it has: a shipper
+/// about to upload calls it, so what it ships is as of now rather than as of the monitor's last
+/// cycle (up to monitor-interval earlier). Without a running monitor it returns at once.
+#[derive(Clone, Debug)]
+pub struct CatchUp {
+    tx: Option<mpsc::Sender<oneshot::Sender<()>>>,
+}
+
+impl CatchUp {
+    /// A handle with no monitor behind it (shippers driven by hand, tests).
+    pub fn none() -> CatchUp {
+        CatchUp { tx: None }
+    }
+
+    /// Returns once a monitor step that started after this call has finished (or the monitor
+    /// has stopped).
+    pub async fn now(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (done, wait) = oneshot::channel();
+        if tx.send(done).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// How long the monitor lets a burst of commits gather before copying them: monitor-interval,
+/// but no longer than the shortest sync-interval of its replicas, so a commit reaches a replica
+/// within about one sync-interval however the two clocks fall (the sync-interval spaces the
+/// uploads; the copy follows the commits).
+fn coalescing_window(monitor_interval: Duration, sync_intervals: &[Duration]) -> Duration {
+    sync_intervals
+        .iter()
+        .copied()
+        .min()
+        .map_or(monitor_interval, |s| s.min(monitor_interval))
+        .max(MIN_WINDOW)
+}
+
 /// Spawns the monitor loop (it returns at once when monitor-interval is zero) and one task per
 /// shipper; stop them with [`Running::stop`], which makes the final syncs.
 pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
     let (stop_monitor, mut mrx) = watch::channel(false);
     let (stop_shippers, rx) = watch::channel(false);
     let interval = db.options().monitor_interval;
+    let syncs: Vec<Duration> = shippers.iter().map(|s| s.sync_interval()).collect();
+    let gather = coalescing_window(interval, &syncs);
+    let (catch_tx, mut catch_rx) = mpsc::channel::<oneshot::Sender<()>>(REQUESTS_QUEUED);
+    let catch_up = CatchUp {
+        tx: (!interval.is_zero()).then_some(catch_tx),
+    };
     let mdb = db.clone();
     let stats = Arc::new(DbStats::default());
     let mstats = stats.clone();
@@ -105,6 +150,8 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         let mut last = tokio::time::Instant::now();
         // The coalescing window a restart interrupted: (its deadline, the mark it began at).
         let mut window: Option<(tokio::time::Instant, crate::pace::WalMark)> = None;
+        // Shippers waiting for a copy; answered by the next step that starts after they asked.
+        let mut asked: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             let started = tokio::time::Instant::now();
             let since = started - last;
@@ -112,7 +159,13 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             let mut fast = false;
             // Armed before the sync: a commit made while syncing wakes the next cycle.
             let armed = watch.arm();
+            while let Ok(tx) = catch_rx.try_recv() {
+                asked.push(tx);
+            }
             let res = sync_db(&mdb).await;
+            for tx in asked.drain(..) {
+                let _ = tx.send(());
+            }
             // After the sync, which writes there itself: damage to walship's own files wakes the
             // monitor even while the database is idle.
             watch.arm_also(&mdb.meta().root);
@@ -148,6 +201,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = mrx.changed() => return,
+                    Some(tx) = catch_rx.recv() => asked.push(tx),
                 }
                 continue;
             }
@@ -155,8 +209,13 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 _ = watch.notify.notified() => {}
                 _ = tokio::time::sleep(idle_poll) => {}
                 _ = mrx.changed() => return,
+                Some(tx) = catch_rx.recv() => {
+                    asked.push(tx);
+                    continue;
+                }
             }
-            // Coalesce a burst of commits into one sync per monitor-interval, unless the WAL
+            // Coalesce a burst of commits into one sync per window (monitor-interval, or the
+            // shortest sync-interval when that is shorter), unless the WAL
             // grows fast enough that waiting would let it balloon (a writer going flat out), or
             // the WAL restarted: the proof that the restart continues the generation lives in
             // this process until the next sync records the new index, so that sync comes at
@@ -166,7 +225,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             // wait out the interval, as a 10 s monitor-interval showed under CI load).
             let (next, base) = window.take().unwrap_or_else(|| {
                 (
-                    started + interval,
+                    started + gather,
                     wal_mark(mdb.wal_path(), mdb.shm_file().as_deref()),
                 )
             });
@@ -187,6 +246,10 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 tokio::select! {
                     _ = tokio::time::sleep_until(next.min(now + GROWTH_POLL)) => {}
                     _ = mrx.changed() => return,
+                    Some(tx) = catch_rx.recv() => {
+                        asked.push(tx);
+                        break;
+                    }
                 }
             }
         }
@@ -198,13 +261,17 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             let name = s.name().to_string();
             let (tx, requests_rx) = mpsc::channel(REQUESTS_QUEUED);
             requests.push((name.clone(), tx));
-            (name, tokio::spawn(s.run(rx.clone(), requests_rx)))
+            (
+                name,
+                tokio::spawn(s.run(rx.clone(), requests_rx, catch_up.clone())),
+            )
         })
         .collect();
     Running {
         db,
         stats,
         monitor,
+        catch_up,
         shippers,
         requests,
         stop_monitor,
@@ -213,6 +280,11 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
 }
 
 impl Running {
+    /// A handle that makes the monitor copy the WAL now (what shippers use before uploading).
+    pub fn catch_up(&self) -> CatchUp {
+        self.catch_up.clone()
+    }
+
     /// A handle that asks this database's replicas for snapshots (movable into a task).
     pub fn requester(&self) -> Requester {
         Requester {
@@ -313,6 +385,10 @@ const GROWTH_POLL: Duration = Duration::from_millis(100);
 
 /// Gap between syncs while a writer is busy.
 const FAST_GAP: Duration = Duration::from_millis(20);
+
+/// The shortest coalescing window, whatever the sync-interval: a zero sync-interval would
+/// otherwise copy once per inotify event.
+const MIN_WINDOW: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 mod tests {
@@ -416,6 +492,78 @@ mod tests {
             (0..5).collect::<Vec<i64>>()
         );
         assert!(r.stop().await);
+    }
+
+    /// The WAL's committed length, which the shadow WAL reaches once a copy has taken it all
+    /// (no checkpoint runs in these tests: the WAL stays far below the thresholds).
+    fn wal_len(dir: &std::path::Path) -> u64 {
+        std::fs::metadata(dir.join("app.db-wal")).unwrap().len()
+    }
+
+    /// A catch-up request copies commits at once, in the middle of a coalescing window that
+    /// would otherwise hold them for a minute (monitor-interval 60 s, sync-interval 1 h).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_catch_up_copies_commits_the_window_would_hold() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, _mem, r) = running(d.path(), Duration::from_secs(60), Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = r.db.pos();
+        for i in 0..5 {
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        // The inotify wake-up opens a window of 60 s: nothing is copied for now.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(r.db.pos(), before, "copied without being asked");
+        let t0 = std::time::Instant::now();
+        r.catch_up().now().await;
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            r.db.pos().size,
+            wal_len(d.path()),
+            "the catch-up copied every commit"
+        );
+        assert!(r.stop().await);
+    }
+
+    /// With a sync-interval shorter than monitor-interval, a commit reaches the replica within
+    /// about one sync-interval, not one monitor-interval (60 s here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_reaches_the_replica_within_the_sync_interval() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, mem, r) = running(
+            d.path(),
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let out = d.path().join("out.db");
+        for i in 0..3i64 {
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+            let t0 = std::time::Instant::now();
+            loop {
+                let _ = std::fs::remove_file(&out);
+                if restored(mem.clone(), &out).await.contains(&i) {
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "commit {i} not in the replica after 10 s (monitor-interval 60 s)"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!("commit {i} reached the replica in {:?}", t0.elapsed());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(r.stop().await);
+    }
+
+    #[test]
+    fn the_coalescing_window_is_at_most_the_shortest_sync_interval() {
+        let ms = Duration::from_millis;
+        assert_eq!(coalescing_window(ms(1000), &[]), ms(1000));
+        assert_eq!(coalescing_window(ms(1000), &[ms(10_000)]), ms(1000));
+        assert_eq!(coalescing_window(ms(1000), &[ms(10_000), ms(100)]), ms(100));
+        assert_eq!(coalescing_window(ms(1000), &[ms(0)]), MIN_WINDOW);
     }
 
     #[test]

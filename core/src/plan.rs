@@ -32,6 +32,38 @@ pub struct Plan {
     pub updated: SystemTime,
 }
 
+/// What a restore reads: the restore budget `walship replicas` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Objects fetched: the snapshot and every segment.
+    pub objects: u64,
+    /// WAL segments among them (each a request whose latency a long history multiplies).
+    pub segments: u64,
+    /// WAL indexes replayed (each ends with a checkpoint of the restored file).
+    pub indexes: u64,
+    /// Stored bytes downloaded (compressed, possibly encrypted).
+    pub bytes: u64,
+}
+
+impl Plan {
+    /// The objects and bytes this plan downloads.
+    pub fn reads(&self) -> Reads {
+        let segments = self.indexes.iter().map(|(_, v)| v.len() as u64).sum();
+        Reads {
+            objects: 1 + segments,
+            segments,
+            indexes: self.indexes.len() as u64,
+            bytes: self.snapshot.size
+                + self
+                    .indexes
+                    .iter()
+                    .flat_map(|(_, v)| v)
+                    .map(|s| s.size)
+                    .sum::<u64>(),
+        }
+    }
+}
+
 /// Formats a time for restore messages: UTC RFC 3339 with nanoseconds, like Go's `RFC3339Nano`.
 pub fn fmt_time(t: SystemTime) -> String {
     crate::timefmt::rfc3339_nano(t)
@@ -197,6 +229,16 @@ mod tests {
         assert_eq!(p.generation, B);
         assert_eq!(p.snapshot.index, 2);
         assert_eq!(offsets(&p), vec![(2, vec![0, 4152])]);
+        assert_eq!(
+            p.reads(),
+            Reads {
+                objects: 3,
+                segments: 2,
+                indexes: 1,
+                // The test listing gives every object a size of 1.
+                bytes: 3
+            }
+        );
     }
 
     #[test]

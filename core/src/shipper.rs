@@ -8,6 +8,7 @@ use crate::db::{Db, DbPos};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{self, Pos};
 use crate::listing::{Listing, SegmentInfo};
+use crate::plan::{self, Reads, Target};
 use crate::replica::{DynReplica, PutSource};
 use crate::restore::decoded_len;
 use crate::retention;
@@ -60,6 +61,12 @@ pub struct Shipper {
     opts: ReplicaOptions,
     pos: Option<Pos>,
     status: watch::Sender<ShipperStatus>,
+    /// What a restore of the replica's latest state downloads, kept up to date from the
+    /// listing at resume and from each upload since; None until known.
+    budget: Option<Reads>,
+    /// Segments uploaded for the newest index: (index, count, stored bytes). A snapshot of that
+    /// index keeps them in its restore (an index replays from offset 0 on top of its snapshot).
+    index_uploads: (u32, u64, u64),
 }
 
 /// What a shipper last achieved, for `replicas`, metrics and the heartbeat.
@@ -73,6 +80,8 @@ pub struct ShipperStatus {
     pub last_error: Option<String>,
     /// Syncs failed in a row; 0 after a success.
     pub consecutive_errors: u32,
+    /// What a restore of the latest state would download (objects, bytes); None until known.
+    pub restore: Option<Reads>,
 }
 
 impl Shipper {
@@ -89,12 +98,19 @@ impl Shipper {
             opts,
             pos: None,
             status: watch::channel(ShipperStatus::default()).0,
+            budget: None,
+            index_uploads: (0, 0, 0),
         }
     }
 
     /// The replica's name, from its options.
     pub fn name(&self) -> &str {
         &self.opts.name
+    }
+
+    /// The wait between shipping rounds (the monitor gathers commits no longer than this).
+    pub fn sync_interval(&self) -> Duration {
+        self.opts.sync_interval
     }
 
     /// Watches what this shipper last achieved; it is updated after every sync.
@@ -109,6 +125,7 @@ impl Shipper {
         self.status.send_modify(|s| match &res {
             Ok(()) => {
                 s.pos = self.pos.clone();
+                s.restore = self.budget;
                 s.last_sync_ok = Some(SystemTime::now());
                 s.last_error = None;
                 s.consecutive_errors = 0;
@@ -158,6 +175,15 @@ impl Shipper {
             return Ok((self.snapshot_locked().await?, true));
         }
         let snap_index = listing.snapshots.iter().map(|s| s.index).max().unwrap_or(0);
+        // The restore budget as the listing stands; uploads keep it current from here.
+        let planned = plan::plan(&listing, Some(g), Target::Latest).ok();
+        self.budget = planned.as_ref().map(|p| p.reads());
+        self.index_uploads = planned
+            .as_ref()
+            .and_then(|p| p.indexes.last())
+            .map_or((snap_index, 0, 0), |(i, v)| {
+                (*i, v.len() as u64, v.iter().map(|s| s.size).sum())
+            });
         let last = listing
             .segments
             .iter()
@@ -231,7 +257,8 @@ impl Shipper {
                 dbpos.size
             };
             if pos.offset < end {
-                self.upload_segment(&pos, end).await?;
+                let size = self.upload_segment(&pos, end).await?;
+                self.count_upload(&pos, size);
                 pos.offset = end;
             } else if pos.index < dbpos.index {
                 pos = Pos::new(pos.generation.clone(), pos.index + 1, 0);
@@ -245,7 +272,24 @@ impl Shipper {
         }
     }
 
-    async fn upload_segment(&self, pos: &Pos, end: u64) -> Result<()> {
+    /// Adds an uploaded segment to the restore budget.
+    fn count_upload(&mut self, pos: &Pos, size: u64) {
+        let (i, n, b) = self.index_uploads;
+        self.index_uploads = if i == pos.index {
+            (i, n + 1, b + size)
+        } else {
+            (pos.index, 1, size)
+        };
+        if let Some(r) = &mut self.budget {
+            r.objects += 1;
+            r.segments += 1;
+            r.bytes += size;
+            r.indexes += u64::from(pos.offset == 0);
+        }
+    }
+
+    /// Uploads one segment; returns its stored size.
+    async fn upload_segment(&self, pos: &Pos, end: u64) -> Result<u64> {
         let key = layout::wal_segment_key(&pos.generation, pos.index, pos.offset);
         let db = self.db.clone();
         let (g, i, from) = (pos.generation.clone(), pos.index, pos.offset);
@@ -259,12 +303,13 @@ impl Shipper {
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %pos, "write wal segment");
         tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, key = %key, wal_bytes = end - pos.offset, "replica sync: put");
         let started = Instant::now();
-        self.replica
+        let size = self
+            .replica
             .put(&key, source)
             .await
             .map_err(|e| e.with_operation("write wal segment", key.as_str()))?;
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %pos, elapsed = ?started.elapsed(), sz = end - pos.offset, "wal segment written");
-        Ok(())
+        Ok(size)
     }
 
     /// Takes a snapshot now (holding the snapshot gate so `R` cannot move while the file is read).
@@ -324,6 +369,14 @@ impl Shipper {
             .await
             .map_err(|e| e.with_operation("write snapshot", key.as_str()))?;
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %dbpos.pos(), elapsed = ?started.elapsed(), sz = size, "snapshot written");
+        let (i, n, b) = self.index_uploads;
+        let (n, b) = if i == dbpos.index { (n, b) } else { (0, 0) };
+        self.budget = Some(Reads {
+            objects: 1 + n,
+            segments: n,
+            indexes: u64::from(n > 0),
+            bytes: size + b,
+        });
         Ok(dbpos.pos())
     }
 
@@ -380,6 +433,7 @@ impl Shipper {
         mut self,
         mut shutdown: watch::Receiver<bool>,
         mut requests: mpsc::Receiver<SnapshotRequest>,
+        catch_up: crate::monitor::CatchUp,
     ) -> Result<()> {
         let mut db_rx = self.db.subscribe();
         let mut asked: Vec<SnapshotRequest> = Vec::new();
@@ -460,6 +514,9 @@ impl Shipper {
                 _ = shutdown.changed() => continue,
                 Some(tx) = requests.recv() => asked.push(tx),
             }
+            // What was committed during the wait is copied now, not at the monitor's next cycle:
+            // the upload that follows carries it, so a commit waits about one sync-interval.
+            catch_up.now().await;
             if asked.is_empty()
                 && backoff.is_zero()
                 && self.pos.as_ref().is_some_and(|p| *p == self.db.pos().pos())

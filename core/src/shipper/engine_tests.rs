@@ -373,3 +373,44 @@ async fn a_restore_fetches_segments_concurrently() {
         slow.most_in_flight(Op::Get)
     );
 }
+
+/// What the shipper reports as the restore budget (`walship replicas`, metrics) is what a restore
+/// plan of the replica's listing downloads, after uploads across indexes, after a snapshot, and
+/// in a new shipper that learns it from the listing.
+#[tokio::test]
+async fn the_restore_budget_follows_uploads_snapshots_and_restarts() {
+    let mut f = Fixture::new();
+    let mem = MemoryReplica::new();
+    let replica: DynReplica = mem.clone();
+    let planned = |mem: Arc<MemoryReplica>| async move {
+        let l = Listing::fetch(mem.as_ref(), None).await.unwrap();
+        plan::plan(&l, None, Target::Latest).unwrap().reads()
+    };
+    let mut s = f.shipper(replica.clone());
+    let status = s.status();
+    for round in 0..6 {
+        f.write(10).await;
+        s.sync().await.unwrap();
+        let want = planned(mem.clone()).await;
+        assert_eq!(status.borrow().restore, Some(want), "round {round}");
+    }
+    assert!(
+        planned(mem.clone()).await.indexes >= 2,
+        "the rounds walked through several indexes"
+    );
+    s.snapshot().await.unwrap();
+    f.write(10).await;
+    s.sync().await.unwrap();
+    let after = planned(mem.clone()).await;
+    assert_eq!(status.borrow().restore, Some(after));
+    assert!(
+        after.segments < 10,
+        "the snapshot reset the budget: {after:?}"
+    );
+    drop(s);
+    f.write(10).await;
+    let mut s = f.shipper(replica);
+    let status = s.status();
+    s.sync().await.unwrap();
+    assert_eq!(status.borrow().restore, Some(planned(mem.clone()).await));
+}
