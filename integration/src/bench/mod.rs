@@ -3,5 +3,6 @@
 //!
 //! Compiled into the `walship-bench` binary only (via `#[path]`), not into the test harness.
 
+pub mod history;
 pub mod lag;
 pub mod procstat;

@@ -1,0 +1,149 @@
+//! `history`: restore time of a long history through an object store with latency.
+//!
+//! The replica is built once, on the suite's S3 server, by walship's own monitor and shipper
+//! driven in this process (one small commit, one copy, one upload per WAL segment: a day of a
+//! trickle at `sync-interval: 10s` is 8,640 such segments), then restored by each tool through a
+//! [`LatencyProxy`] that delays every request, as a same-region store does.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use walship_core::db::{Db, DbOptions};
+use walship_core::shipper::{ReplicaOptions, Shipper};
+use walship_integration::latency::LatencyProxy;
+use walship_integration::s3::S3Target;
+use walship_integration::{block_on, digest, integrity, Writer};
+
+/// A replica with a history of `segments` WAL segments, and the content a restore must equal.
+pub struct History {
+    pub bucket: String,
+    pub path: String,
+    pub db: PathBuf,
+    pub digest: String,
+    pub segments: usize,
+    pub indexes: usize,
+    pub build_secs: f64,
+}
+
+/// Builds a replica of `n` WAL segments (after one snapshot) under `dir` on `t`.
+pub fn build(t: &S3Target, dir: &Path, n: usize) -> History {
+    let t0 = Instant::now();
+    let bucket = block_on(t.new_bucket(&format!("history-{n}")));
+    let path = "app.db".to_string();
+    let db_path = dir.join("app.db");
+    let mut w = Writer::new(&db_path, 7);
+    w.tx_small();
+    let replica = t.replica(&bucket, &path);
+    block_on(async {
+        let db = Db::open(
+            &db_path,
+            DbOptions {
+                // Driven by hand below: no monitor task.
+                monitor_interval: Duration::ZERO,
+                ..DbOptions::default()
+            },
+        )
+        .expect("open the database");
+        let mut s = Shipper::new(
+            db.clone(),
+            replica.clone(),
+            ReplicaOptions {
+                name: "s3".into(),
+                ..ReplicaOptions::default()
+            },
+        );
+        db.sync().expect("first sync");
+        s.sync().await.expect("first upload");
+        for i in 0..n {
+            w.tx_small();
+            db.sync().expect("sync");
+            s.sync().await.expect("upload");
+            if (i + 1) % 1000 == 0 {
+                eprintln!("history: {} of {n} segments", i + 1);
+            }
+        }
+        db.close();
+    });
+    let keys = block_on(t.keys(&bucket, &format!("{path}/generations/")));
+    let wal: Vec<&String> = keys.iter().filter(|k| k.contains("/wal/")).collect();
+    let indexes = wal
+        .iter()
+        .filter_map(|k| k.rsplit('/').next()?.split('_').next())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    History {
+        bucket,
+        path,
+        digest: digest(&db_path),
+        db: db_path,
+        segments: wal.len(),
+        indexes,
+        build_secs: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// One tool's restore of a [`History`] through the proxy.
+#[derive(Default)]
+pub struct Restored {
+    pub wall: Option<f64>,
+    pub rss_mib: Option<f64>,
+    pub requests: Option<u64>,
+    pub exact: Option<bool>,
+}
+
+/// Restores `h` with `bin` (walship or Litestream v0.3.13, same command line) through `proxy`.
+pub fn restore(
+    name: &str,
+    bin: &Path,
+    t: &S3Target,
+    proxy: &LatencyProxy,
+    h: &History,
+    dir: &Path,
+) -> Restored {
+    let tdir = dir.join(name);
+    std::fs::create_dir_all(&tdir).unwrap();
+    let slow = S3Target {
+        endpoint: format!("http://{}", proxy.addr()),
+        ..t.clone()
+    };
+    let cfg = slow.write_config(&tdir, &h.db, &h.bucket, &h.path, "", "");
+    let out = tdir.join("restored.db");
+    let before = proxy.counts().writes.load(Ordering::SeqCst);
+    let u = super::procstat::run_measured(
+        bin,
+        &[
+            "restore",
+            "-config",
+            cfg.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            h.db.to_str().unwrap(),
+        ],
+        &tdir.join("restore.log"),
+        Duration::from_secs(3600),
+    );
+    let requests = proxy.counts().writes.load(Ordering::SeqCst) - before;
+    if !u.ok {
+        eprintln!(
+            "history: {name} restore failed:\n{}",
+            std::fs::read_to_string(tdir.join("restore.log")).unwrap_or_default()
+        );
+        return Restored {
+            exact: Some(false),
+            ..Restored::default()
+        };
+    }
+    let exact = integrity(&out) == "ok" && digest(&out) == h.digest;
+    Restored {
+        wall: Some(u.wall),
+        rss_mib: Some(u.max_rss_kib as f64 / 1024.0),
+        requests: Some(requests),
+        exact: Some(exact),
+    }
+}
+
+/// A proxy in front of the S3 server `t`.
+pub fn proxy(t: &S3Target, delay: Duration) -> LatencyProxy {
+    LatencyProxy::in_front_of(&t.endpoint, delay)
+        .unwrap_or_else(|e| panic!("history: latency proxy before {}: {e}", t.endpoint))
+}
