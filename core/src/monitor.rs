@@ -95,6 +95,11 @@ impl CatchUp {
         CatchUp { tx: None }
     }
 
+    /// Whether a monitor answers (false for [`CatchUp::none`] and without a monitor task).
+    pub fn active(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Returns once a monitor step that started after this call has finished (or the monitor
     /// has stopped).
     pub async fn now(&self) {
@@ -106,27 +111,12 @@ impl CatchUp {
     }
 }
 
-/// How long the monitor lets a burst of commits gather before copying them: monitor-interval,
-/// but no longer than the shortest sync-interval of its replicas, so a commit reaches a replica
-/// within about one sync-interval however the two clocks fall (the sync-interval spaces the
-/// uploads; the copy follows the commits).
-fn coalescing_window(monitor_interval: Duration, sync_intervals: &[Duration]) -> Duration {
-    sync_intervals
-        .iter()
-        .copied()
-        .min()
-        .map_or(monitor_interval, |s| s.min(monitor_interval))
-        .max(MIN_WINDOW)
-}
-
 /// Spawns the monitor loop (it returns at once when monitor-interval is zero) and one task per
 /// shipper; stop them with [`Running::stop`], which makes the final syncs.
 pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
     let (stop_monitor, mut mrx) = watch::channel(false);
     let (stop_shippers, rx) = watch::channel(false);
     let interval = db.options().monitor_interval;
-    let syncs: Vec<Duration> = shippers.iter().map(|s| s.sync_interval()).collect();
-    let gather = coalescing_window(interval, &syncs);
     let (catch_tx, mut catch_rx) = mpsc::channel::<oneshot::Sender<()>>(REQUESTS_QUEUED);
     let catch_up = CatchUp {
         tx: (!interval.is_zero()).then_some(catch_tx),
@@ -214,8 +204,8 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                     continue;
                 }
             }
-            // Coalesce a burst of commits into one sync per window (monitor-interval, or the
-            // shortest sync-interval when that is shorter), unless the WAL
+            // Coalesce a burst of commits into one sync per monitor-interval (a shipper that
+            // wants them sooner asks for a copy: CatchUp), unless the WAL
             // grows fast enough that waiting would let it balloon (a writer going flat out), or
             // the WAL restarted: the proof that the restart continues the generation lives in
             // this process until the next sync records the new index, so that sync comes at
@@ -225,7 +215,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             // wait out the interval, as a 10 s monitor-interval showed under CI load).
             let (next, base) = window.take().unwrap_or_else(|| {
                 (
-                    started + gather,
+                    started + interval,
                     wal_mark(mdb.wal_path(), mdb.shm_file().as_deref()),
                 )
             });
@@ -386,10 +376,6 @@ const GROWTH_POLL: Duration = Duration::from_millis(100);
 /// Gap between syncs while a writer is busy.
 const FAST_GAP: Duration = Duration::from_millis(20);
 
-/// The shortest coalescing window, whatever the sync-interval: a zero sync-interval would
-/// otherwise copy once per inotify event.
-const MIN_WINDOW: Duration = Duration::from_millis(10);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,7 +512,8 @@ mod tests {
     }
 
     /// With a sync-interval shorter than monitor-interval, a commit reaches the replica within
-    /// about one sync-interval, not one monitor-interval (60 s here).
+    /// about one sync-interval, not one monitor-interval (60 s here): the caught-up shipper is
+    /// woken by the commit and asks for the copy.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_commit_reaches_the_replica_within_the_sync_interval() {
         let d = tempfile::tempdir().unwrap();
@@ -555,15 +542,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(r.stop().await);
-    }
-
-    #[test]
-    fn the_coalescing_window_is_at_most_the_shortest_sync_interval() {
-        let ms = Duration::from_millis;
-        assert_eq!(coalescing_window(ms(1000), &[]), ms(1000));
-        assert_eq!(coalescing_window(ms(1000), &[ms(10_000)]), ms(1000));
-        assert_eq!(coalescing_window(ms(1000), &[ms(10_000), ms(100)]), ms(100));
-        assert_eq!(coalescing_window(ms(1000), &[ms(0)]), MIN_WINDOW);
     }
 
     #[test]

@@ -108,11 +108,6 @@ impl Shipper {
         &self.opts.name
     }
 
-    /// The wait between shipping rounds (the monitor gathers commits no longer than this).
-    pub fn sync_interval(&self) -> Duration {
-        self.opts.sync_interval
-    }
-
     /// Watches what this shipper last achieved; it is updated after every sync.
     pub fn status(&self) -> watch::Receiver<ShipperStatus> {
         self.status.subscribe()
@@ -457,6 +452,13 @@ impl Shipper {
         let failure_policy = failure_backoff(self.opts.sync_interval);
         let mut failures = failure_policy.delays();
         let mut backoff = Duration::ZERO;
+        // A commit to a database this replica is caught up with wakes it at once (then the
+        // monitor copies it on request): the monitor alone would copy it only at the end of its
+        // own gathering window, up to monitor-interval later.
+        let commits = catch_up
+            .active()
+            .then(|| crate::watch::WalWatch::new(self.db.wal_path()))
+            .filter(|w| w.active);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -514,6 +516,8 @@ impl Shipper {
                 _ = shutdown.changed() => continue,
                 Some(tx) = requests.recv() => asked.push(tx),
             }
+            // Armed before the copy: a commit made after it wakes the wait below.
+            let armed = commits.as_ref().is_some_and(|w| w.arm());
             // What was committed during the wait is copied now, not at the monitor's next cycle:
             // the upload that follows carries it, so a commit waits about one sync-interval.
             catch_up.now().await;
@@ -528,8 +532,15 @@ impl Shipper {
                         None => std::future::pending().await,
                     }
                 };
+                let commit = async {
+                    match &commits {
+                        Some(w) if armed => w.notify.notified().await,
+                        _ => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = db_rx.changed() => {}
+                    _ = commit => catch_up.now().await,
                     _ = sleep => {}
                     _ = shutdown.changed() => {}
                     Some(tx) = requests.recv() => asked.push(tx),
