@@ -33,7 +33,16 @@ pub struct LatencyProxy {
 impl LatencyProxy {
     /// Listens on 127.0.0.1 (a free port) and forwards to `target`, delaying client chunks.
     pub fn start(target: SocketAddr, delay: Duration) -> std::io::Result<LatencyProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        LatencyProxy::start_on(0, target, delay)
+    }
+
+    /// As [`LatencyProxy::start`], on a chosen port of 127.0.0.1 (0: any free one).
+    pub fn start_on(
+        port: u16,
+        target: SocketAddr,
+        delay: Duration,
+    ) -> std::io::Result<LatencyProxy> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(ProxyCounts::default());
@@ -88,37 +97,78 @@ impl Drop for LatencyProxy {
     }
 }
 
+/// A connection with no traffic either way for this long is closed, as object stores and load
+/// balancers close idle connections. A client that leaks its connections (Litestream v0.3.13
+/// leaves one open per WAL segment it restores) would otherwise run the proxy out of
+/// descriptors within a few thousand requests.
+const IDLE_CLOSE: Duration = Duration::from_secs(5);
+
 fn serve(client: TcpStream, target: SocketAddr, delay: Duration, counts: &ProxyCounts) {
     let Ok(server) = TcpStream::connect(target) else {
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (Ok(mut client_r), Ok(mut server_w)) = (client.try_clone(), server.try_clone()) else {
-        return;
+    // Woken every second to look at the idle clock.
+    let _ = client.set_read_timeout(Some(Duration::from_secs(1)));
+    let (client, server) = (Arc::new(client), Arc::new(server));
+    let started = std::time::Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let touch = move |last: &AtomicU64| {
+        last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     };
     // Answers: straight through.
-    let (mut server_r, mut client_w) = (server, client);
-    let back = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut server_r, &mut client_w);
-        let _ = client_w.shutdown(Shutdown::Write);
-    });
+    let back = {
+        let (client, server, last) = (client.clone(), server.clone(), last.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match (&*server).read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        touch(&last);
+                        if (&*client).write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            // The server closed: so does the client's connection, whole, as the server's would.
+            let _ = client.shutdown(Shutdown::Both);
+        })
+    };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match client_r.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+        match (&*client).read(&mut buf) {
+            Ok(0) => break,
             Ok(n) => {
+                touch(&last);
                 counts.writes.fetch_add(1, Ordering::Relaxed);
                 let now = counts.delayed_now.fetch_add(1, Ordering::SeqCst) + 1;
                 counts.most_delayed.fetch_max(now, Ordering::SeqCst);
                 std::thread::sleep(delay);
                 counts.delayed_now.fetch_sub(1, Ordering::SeqCst);
-                if server_w.write_all(&buf[..n]).is_err() {
+                if (&*server).write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let idle = started.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+                if idle >= IDLE_CLOSE.as_millis() as u64 {
+                    break;
+                }
+            }
+            Err(_) => break,
         }
     }
-    let _ = server_w.shutdown(Shutdown::Write);
+    // The client is gone (or idle): close both ends at once. A half-close would leave the
+    // server's side open until the server's own idle timeout.
+    let _ = server.shutdown(Shutdown::Both);
+    let _ = client.shutdown(Shutdown::Both);
     let _ = back.join();
 }

@@ -209,6 +209,21 @@ fn s3_replica_target_without_secrets() {
     let r = replicas_json(&cfg);
     assert_eq!(r[0]["status"], "ok", "{r:?}");
     assert_eq!(lag(&r[0]), (0, 0.0));
+    // The restore budget: the snapshot and the segments after it, as the listing holds them.
+    let keys = block_on(t.keys(&bucket, "backups/app/generations/"));
+    let segments = keys.iter().filter(|k| k.contains("/wal/")).count() as u64;
+    let snapshots = keys.iter().filter(|k| k.contains("/snapshots/")).count();
+    assert_eq!(snapshots, 1, "{keys:?}");
+    assert_eq!(r[0]["restore_segments"].as_u64(), Some(segments), "{r:?}");
+    assert_eq!(
+        r[0]["restore_objects"].as_u64(),
+        Some(segments + 1),
+        "{r:?}"
+    );
+    assert!(
+        r[0]["restore_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{r:?}"
+    );
 
     // An unreachable replica is a row with the error and exit 1, never an empty replica.
     let bad = d.path().join("bad.yml");

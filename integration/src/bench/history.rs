@@ -147,3 +147,85 @@ pub fn proxy(t: &S3Target, delay: Duration) -> LatencyProxy {
     LatencyProxy::in_front_of(&t.endpoint, delay)
         .unwrap_or_else(|e| panic!("history: latency proxy before {}: {e}", t.endpoint))
 }
+
+/// Builds a replica the way `tool` (walship or Litestream v0.3.13) writes it: `replicate` with
+/// `max-checkpoint-page-count: 20` under a writer committing `rate` small transactions a second
+/// for `secs`, so the history holds many WAL indexes (each restored with a checkpoint of its
+/// own). Returns the replica and its content once the replicator has stopped.
+pub fn replicated_with_many_indexes(
+    name: &str,
+    bin: &Path,
+    t: &S3Target,
+    dir: &Path,
+    secs: f64,
+    rate: u32,
+) -> Option<History> {
+    let t0 = Instant::now();
+    let bucket = block_on(t.new_bucket(&format!("indexes-{name}")));
+    let path = "app.db".to_string();
+    let db_path = dir.join("app.db");
+    let mut w = Writer::new(&db_path, 11);
+    w.tx_small();
+    let cfg = t.write_config(
+        dir,
+        &db_path,
+        &bucket,
+        &path,
+        "    max-checkpoint-page-count: 20\n",
+        "",
+    );
+    let mut p = walship_integration::Proc::spawn(
+        bin,
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &dir.join(format!("{name}-replicate.log")),
+    );
+    let snapshot = || {
+        block_on(t.keys(&bucket, &format!("{path}/generations/")))
+            .iter()
+            .any(|k| k.contains("/snapshots/"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !snapshot() {
+        if Instant::now() > deadline || p.wait_exit(Duration::from_millis(100)).is_some() {
+            eprintln!(
+                "indexes: {name} made no snapshot in 60 s:\n{}",
+                p.log_text()
+            );
+            p.stop();
+            return None;
+        }
+    }
+    let start = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let mut i = 0u32;
+    while start.elapsed().as_secs_f64() < secs {
+        if let Some(s) = (start + period * i).checked_duration_since(Instant::now()) {
+            std::thread::sleep(s);
+        }
+        w.tx_small();
+        i += 1;
+    }
+    // Both tools ship what is left on a clean stop (v0.3.13 within its sync-interval).
+    std::thread::sleep(Duration::from_secs(2));
+    let code = p.stop();
+    if code != 0 {
+        eprintln!("indexes: {name} replicate exited {code}:\n{}", p.log_text());
+    }
+    drop(w);
+    let keys = block_on(t.keys(&bucket, &format!("{path}/generations/")));
+    let wal: Vec<&String> = keys.iter().filter(|k| k.contains("/wal/")).collect();
+    let indexes = wal
+        .iter()
+        .filter_map(|k| k.rsplit('/').next()?.split('_').next())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    Some(History {
+        bucket,
+        path,
+        digest: digest(&db_path),
+        db: db_path,
+        segments: wal.len(),
+        indexes,
+        build_secs: t0.elapsed().as_secs_f64(),
+    })
+}

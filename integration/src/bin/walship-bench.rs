@@ -41,6 +41,8 @@ struct Opts {
     history_segments: Vec<usize>,
     /// `history`: the delay the proxy adds to every request.
     history_delay: Duration,
+    /// `indexes`: seconds of the heavy writer.
+    indexes_secs: f64,
 }
 
 /// Every replica's `sync-interval` (`--sync-interval`); 100ms unless told, the runbook uses 1s
@@ -70,9 +72,9 @@ fn config_at(dir: &Path, db: &Path, replica: &Path, sync: &str) -> PathBuf {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: walship-bench [--quick] [--check] [--only steady|lag|saturating|big|idle|history]... \
+        "usage: walship-bench [--quick] [--check] [--only steady|lag|saturating|big|idle|history|indexes]... \
          [--steady-secs N] [--sat-secs N] [--big-gib X] [--idle-secs N] [--idle-dbs N] [--sync-interval D] \
-         [--lag-intervals D,D...] [--history-segments N,N...] [--history-delay-ms N]\n\
+         [--lag-intervals D,D...] [--history-segments N,N...] [--history-delay-ms N] [--indexes-secs N]\n\
          env: WALSHIP_BIN (default target/release/walship), LITESTREAM_BIN (default `litestream` on PATH)"
     );
     std::process::exit(2)
@@ -93,6 +95,7 @@ fn parse_args() -> Opts {
             lag_intervals: vec!["1s".into()],
             history_segments: vec![300],
             history_delay: Duration::from_millis(30),
+            indexes_secs: 8.0,
         }
     } else {
         Opts {
@@ -106,6 +109,7 @@ fn parse_args() -> Opts {
             lag_intervals: vec!["100ms".into(), "1s".into(), "10s".into()],
             history_segments: vec![1000, 10_000],
             history_delay: Duration::from_millis(30),
+            indexes_secs: 30.0,
         }
     };
     let mut it = args.into_iter();
@@ -160,8 +164,18 @@ fn parse_args() -> Opts {
                 o.history_segments = v.split(',').map(|x| num(x) as usize).collect();
             }
             "--history-delay-ms" => o.history_delay = Duration::from_millis(num(&v) as u64),
+            "--indexes-secs" => o.indexes_secs = num(&v),
             "--only" => {
-                if !["steady", "lag", "saturating", "big", "idle", "history"].contains(&v.as_str())
+                if ![
+                    "steady",
+                    "lag",
+                    "saturating",
+                    "big",
+                    "idle",
+                    "history",
+                    "indexes",
+                ]
+                .contains(&v.as_str())
                 {
                     eprintln!("--only: unknown workload {v}");
                     usage();
@@ -998,6 +1012,10 @@ fn main() {
         history_rows(&o, &tools, &mut rows, &mut notes);
     }
 
+    if want("indexes") {
+        indexes_rows(&o, &tools, &mut rows, &mut notes);
+    }
+
     if want("saturating") {
         let alone = saturating(None, o.sat_secs);
         let r: Vec<Sat> = tools
@@ -1208,6 +1226,64 @@ fn history_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<S
         });
         row(format!("restore exact, {n} segments"), &|s| yes_no(s.exact));
     }
+}
+
+/// `indexes`: each tool replicates a heavy writer with `max-checkpoint-page-count: 20` to the S3
+/// server, then restores its own replica through the latency proxy. Many WAL indexes, each
+/// applied with a checkpoint of its own, against the few v0.3.13 makes of the same workload.
+fn indexes_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<String>) {
+    let Some(t) = walship_integration::s3::S3Target::from_env() else {
+        warn("indexes: no S3 server (TEST_S3_ENDPOINT unset; scripts/test.sh sets it)".into());
+        return;
+    };
+    let proxy = bench::history::proxy(&t, o.history_delay);
+    let (secs, rate) = (o.indexes_secs, 1000);
+    notes.push(format!(
+        "indexes: {rate} tx/s for {secs} s, max-checkpoint-page-count 20, replicated to S3 by each tool and restored by the same tool through {} ms per request",
+        o.history_delay.as_millis()
+    ));
+    let r: Vec<(Option<bench::history::History>, bench::history::Restored)> = tools
+        .iter()
+        .map(|tool| {
+            let d = tempfile::tempdir().unwrap();
+            eprintln!("indexes: {} replicates a heavy writer", tool.name);
+            let h = bench::history::replicated_with_many_indexes(
+                tool.name,
+                &tool.bin,
+                &t,
+                d.path(),
+                secs,
+                rate,
+            );
+            let restored = match &h {
+                Some(h) => bench::history::restore(tool.name, &tool.bin, &t, &proxy, h, d.path()),
+                None => bench::history::Restored::default(),
+            };
+            (h, restored)
+        })
+        .collect();
+    let wl = "indexes";
+    let mut row =
+        |m: &str,
+         f: &dyn Fn(&(Option<bench::history::History>, bench::history::Restored)) -> Val| {
+            rows.push(Row {
+                workload: wl,
+                metric: m.into(),
+                w: f(&r[0]),
+                l: f(&r[1]),
+            })
+        };
+    row("WAL indexes in the replica", &|x| {
+        num(x.0.as_ref().map(|h| h.indexes as f64), 0)
+    });
+    row("WAL segments in the replica", &|x| {
+        num(x.0.as_ref().map(|h| h.segments as f64), 0)
+    });
+    row("own restore wall (s)", &|x| num(x.1.wall, 2));
+    row("own restore requests", &|x| {
+        num(x.1.requests.map(|n| n as f64), 0)
+    });
+    row("own restore exact", &|x| yes_no(x.1.exact));
 }
 
 /// Walship's `max-checkpoint-page-count` default: the WAL bound under a saturating writer is
