@@ -1228,6 +1228,9 @@ fn history_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<S
     }
 }
 
+/// A tool's own replica (if it made one) and its restore of it.
+type OwnReplica = (Option<bench::history::History>, bench::history::Restored);
+
 /// `indexes`: each tool replicates a heavy writer with `max-checkpoint-page-count: 20` to the S3
 /// server, then restores its own replica through the latency proxy. Many WAL indexes, each
 /// applied with a checkpoint of its own, against the few v0.3.13 makes of the same workload.
@@ -1242,7 +1245,7 @@ fn indexes_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<S
         "indexes: {rate} tx/s for {secs} s, max-checkpoint-page-count 20, replicated to S3 by each tool and restored by the same tool through {} ms per request",
         o.history_delay.as_millis()
     ));
-    let r: Vec<(Option<bench::history::History>, bench::history::Restored)> = tools
+    let r: Vec<OwnReplica> = tools
         .iter()
         .map(|tool| {
             let d = tempfile::tempdir().unwrap();
@@ -1263,16 +1266,14 @@ fn indexes_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<S
         })
         .collect();
     let wl = "indexes";
-    let mut row =
-        |m: &str,
-         f: &dyn Fn(&(Option<bench::history::History>, bench::history::Restored)) -> Val| {
-            rows.push(Row {
-                workload: wl,
-                metric: m.into(),
-                w: f(&r[0]),
-                l: f(&r[1]),
-            })
-        };
+    let mut row = |m: &str, f: &dyn Fn(&OwnReplica) -> Val| {
+        rows.push(Row {
+            workload: wl,
+            metric: m.into(),
+            w: f(&r[0]),
+            l: f(&r[1]),
+        })
+    };
     row("WAL indexes in the replica", &|x| {
         num(x.0.as_ref().map(|h| h.indexes as f64), 0)
     });
@@ -1301,7 +1302,9 @@ fn check(rows: &[Row]) -> Vec<String> {
     for r in rows {
         let (w, l) = (r.w.num(), r.l.num());
         let m = r.metric.as_str();
-        if m.starts_with("restore exact") && r.w.show() != "yes" {
+        if (m.starts_with("restore exact") || m.starts_with("own restore exact"))
+            && r.w.show() != "yes"
+        {
             fail(r, format!("walship's replica restored as {}", r.w.show()));
         }
         if m.starts_with("commits never seen") && w != Some(0.0) {
