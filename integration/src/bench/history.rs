@@ -64,21 +64,29 @@ pub fn build(t: &S3Target, dir: &Path, n: usize) -> History {
         }
         db.close();
     });
-    let keys = block_on(t.keys(&bucket, &format!("{path}/generations/")));
-    let wal: Vec<&String> = keys.iter().filter(|k| k.contains("/wal/")).collect();
-    let indexes = wal
-        .iter()
-        .filter_map(|k| k.rsplit('/').next()?.split('_').next())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    History {
-        bucket,
-        path,
-        digest: digest(&db_path),
-        db: db_path,
-        segments: wal.len(),
-        indexes,
-        build_secs: t0.elapsed().as_secs_f64(),
+    History::listed(t, bucket, path, db_path, t0)
+}
+
+impl History {
+    /// The replica `bucket`/`path` as listed now, for the database at `db` (its content is what
+    /// a restore must equal), built since `t0`.
+    fn listed(t: &S3Target, bucket: String, path: String, db: PathBuf, t0: Instant) -> History {
+        let keys = block_on(t.keys(&bucket, &format!("{path}/generations/")));
+        let wal: Vec<&String> = keys.iter().filter(|k| k.contains("/wal/")).collect();
+        let indexes = wal
+            .iter()
+            .filter_map(|k| k.rsplit('/').next()?.split('_').next())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        History {
+            bucket,
+            path,
+            digest: digest(&db),
+            db,
+            segments: wal.len(),
+            indexes,
+            build_secs: t0.elapsed().as_secs_f64(),
+        }
     }
 }
 
@@ -212,20 +220,5 @@ pub fn replicated_with_many_indexes(
         eprintln!("indexes: {name} replicate exited {code}:\n{}", p.log_text());
     }
     drop(w);
-    let keys = block_on(t.keys(&bucket, &format!("{path}/generations/")));
-    let wal: Vec<&String> = keys.iter().filter(|k| k.contains("/wal/")).collect();
-    let indexes = wal
-        .iter()
-        .filter_map(|k| k.rsplit('/').next()?.split('_').next())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    Some(History {
-        bucket,
-        path,
-        digest: digest(&db_path),
-        db: db_path,
-        segments: wal.len(),
-        indexes,
-        build_secs: t0.elapsed().as_secs_f64(),
-    })
+    Some(History::listed(t, bucket, path, db_path, t0))
 }
