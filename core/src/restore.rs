@@ -10,7 +10,7 @@ use crate::replica::Replica;
 use crate::wal::{self, WalHeader, HEADER_SIZE};
 use futures::StreamExt;
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -160,11 +160,7 @@ pub async fn execute(
         }
     }
     let tmp = with_suffix(output, ".tmp");
-    let mut temps = TempFiles(vec![
-        tmp.clone(),
-        with_suffix(output, ".tmp-wal"),
-        with_suffix(output, ".tmp-shm"),
-    ]);
+    let mut temps = TempFiles(vec![tmp.clone()]);
     for (i, _) in &plan.indexes {
         temps
             .0
@@ -197,15 +193,25 @@ pub async fn execute(
         .indexes
         .first()
         .is_some_and(|(i, _)| *i == plan.snapshot.index);
-    check_snapshot(&tmp, len, &plan.snapshot.key, replayed)?;
+    let page_size = check_snapshot(&tmp, len, &plan.snapshot.key, replayed)?;
+    let db = Arc::new(
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("open {}", tmp.display()), e))?,
+    );
 
     tracing::info!(indexes = plan.indexes.len(), "restoring wal files");
     let budget = Arc::new(tokio::sync::Semaphore::new(PREFETCH_BUDGET_KIB as usize));
     let disk = Arc::new(tokio::sync::Semaphore::new(AHEAD_DISK_KIB as usize));
+    let memory = Arc::new(tokio::sync::Semaphore::new(SPOOL_MEMORY_KIB as usize));
     let jobs = plan.indexes.iter().cloned().map(|(index, segs)| {
         let replica = replica.clone();
         let age = age.clone();
-        let path = with_suffix(output, &format!(".tmp-{index:08x}-wal"));
+        let spool = Spool::new(
+            with_suffix(output, &format!(".tmp-{index:08x}-wal")),
+            memory.clone(),
+        );
         let budget = budget.clone();
         let disk = disk.clone();
         async move {
@@ -218,26 +224,30 @@ pub async fn execute(
                 .acquire_many_owned(kib)
                 .await
                 .map_err(|e| Error::new(ErrorKind::Other, format!("restore window: {e}")))?;
-            download_index(replica, &age, index, segs, path.clone(), budget)
+            let first = segs.first().map(|s| s.key.clone()).unwrap_or_default();
+            download_index(replica, &age, index, segs, spool, budget)
                 .await
-                .map(|_| (index, path, held))
+                .map(|(wal, upto)| (index, first, wal, upto, held))
         }
     });
     let window = parallelism.max(INDEXES_AHEAD);
     let mut ready = futures::stream::iter(jobs).buffered(window);
     while let Some(res) = ready.next().await {
-        let (index, path, held) = res?;
+        let (index, first, wal, upto, held) = res?;
+        let db = db.clone();
         let tmp = tmp.clone();
-        tokio::task::spawn_blocking(move || apply_wal(&tmp, &path, index))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Other, format!("apply task failed: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            apply_wal(&db, &tmp, page_size, wal, upto, index, &first)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Other, format!("apply task failed: {e}")))??;
         drop(held);
         tracing::info!(index = format!("{index:08x}"), "applied wal");
     }
-    // Durable before it takes the output's name (the checkpoints above did not sync).
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
+    // Durable before it takes the output's name (nothing above synced it).
+    db.sync_all()
         .map_err(|e| Error::io(format!("sync {}", tmp.display()), e))?;
+    drop(db);
     tracing::info!(path = %output.display(), "renaming database from temporary location");
     fs::rename(&tmp, output).map_err(|e| {
         Error::io(
@@ -263,15 +273,18 @@ fn create_private(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(format!("create {}", path.display()), e))
 }
 
-/// Refuses a decoded snapshot that is not a whole SQLite database, naming the object.
-fn check_snapshot(path: &Path, len: u64, key: &str, replayed: bool) -> Result<()> {
+/// Refuses a decoded snapshot that is not a whole SQLite database, naming the object; returns
+/// its page size.
+fn check_snapshot(path: &Path, len: u64, key: &str, replayed: bool) -> Result<u64> {
     use std::os::unix::fs::FileExt;
     let mut head = vec![0u8; crate::snapshot::HEADER_LEN.min(len as usize)];
     File::open(path)
         .and_then(|f| f.read_exact_at(&mut head, 0))
         .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     crate::snapshot::check_image(&head, len, replayed)
-        .map_err(|m| Error::corrupt(format!("object {key} is corrupt: {m}")))
+        .map_err(|m| Error::corrupt(format!("object {key} is corrupt: {m}")))?;
+    crate::snapshot::page_size(&head)
+        .ok_or_else(|| Error::corrupt(format!("object {key} is corrupt: invalid page size")))
 }
 
 /// Flushes a temporary file. Not synced: the restored database is synced once, whole, before
@@ -295,7 +308,7 @@ pub(crate) const PREFETCH_BUDGET_KIB: u32 = 16 * 1024;
 /// WAL indexes downloaded ahead of the one being applied, at least (`-parallelism` raises it):
 /// a history of many small indexes (a busy database with a low max-checkpoint-page-count) is
 /// otherwise one request latency per few indexes.
-const INDEXES_AHEAD: usize = 32;
+const INDEXES_AHEAD: usize = 64;
 /// Stored bytes of the WAL indexes downloaded ahead and not yet applied, in KiB: the disk the
 /// temporary WAL files may take beside the output, whatever the window above.
 const AHEAD_DISK_KIB: u32 = 256 * 1024;
@@ -322,13 +335,12 @@ async fn download_index(
     age: &Age,
     index: u32,
     segs: Vec<SegmentInfo>,
-    path: PathBuf,
+    spool: Spool,
     budget: Arc<tokio::sync::Semaphore>,
-) -> Result<()> {
-    let f = create_private(&path)?;
-    let mut w = BufWriter::new(f);
+) -> Result<(Spooled, u64)> {
+    let mut w = spool;
     let mut end = 0u64;
-    let dest = path.display().to_string();
+    let dest = w.path.display().to_string();
     let fetch = |s: SegmentInfo, permit: Option<tokio::sync::OwnedSemaphorePermit>| {
         let replica = replica.clone();
         async move {
@@ -385,12 +397,11 @@ async fn download_index(
         }
         end += n;
     }
-    finish_file(w, &path)?;
-    // Validate now, so corruption names the object instead of SQLite silently stopping early.
-    let scan = wal::scan(std::io::BufReader::new(
-        File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?,
-    ))
-    .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let wal = w.finish()?;
+    // Validate now, so corruption names the object instead of a replay stopping early.
+    let scan = wal
+        .scan()
+        .map_err(|e| Error::io(format!("read {dest}"), e))?;
     let key_at = |off: u64| {
         segs.iter()
             .rev()
@@ -409,33 +420,192 @@ async fn download_index(
     }
     let _: WalHeader = scan.header;
     debug_assert!(end >= HEADER_SIZE as u64);
-    Ok(())
+    Ok((wal, end))
 }
 
-/// Applies one WAL file to the temporary database with a TRUNCATE checkpoint.
-fn apply_wal(db: &Path, wal_file: &Path, index: u32) -> Result<()> {
-    let wal_target = with_suffix(db, "-wal");
-    fs::rename(wal_file, &wal_target)
-        .map_err(|e| Error::io(format!("rename {}", wal_file.display()), e))?;
-    let conn = rusqlite::Connection::open(db)
-        .map_err(|e| Error::sqlite(format!("open {}", db.display()), e))?;
-    // The temporary file becomes a database only through the rename at the end, after one
-    // fsync of the whole file there; SQLite's default would fsync at every index's checkpoint,
-    // which a history of hundreds of small indexes pays hundreds of times.
-    conn.pragma_update(None, "synchronous", "OFF")
-        .map_err(|e| Error::sqlite(format!("open {}", db.display()), e))?;
-    let ck = crate::sqlite::checkpoint(&conn, crate::sqlite::CheckpointMode::Truncate)
-        .map_err(|e| Error::sqlite(format!("apply WAL index {index:08x}"), e))?;
-    if ck.busy {
-        return Err(Error::new(
-            ErrorKind::Io,
-            format!("truncation checkpoint failed during restore of WAL index {index:08x}"),
-        ));
+/// Decoded WAL bytes of one index kept in memory, across every index ahead, in KiB. Each index
+/// in a history of many small ones is a few hundred KiB: a temporary file for each (create,
+/// write, read twice, unlink) was most of a restore's CPU.
+const SPOOL_MEMORY_KIB: u32 = 16 * 1024;
+/// The most one index keeps in memory; a larger one goes to a temporary file whole.
+const SPOOL_INDEX_KIB: usize = 1024;
+
+/// Where one WAL index is decoded: memory while it is small and the shared budget allows, else a
+/// temporary file beside the output (created when the first byte does not fit). Memory taken is
+/// counted by capacity, so the budget bounds what is allocated, not only what is written.
+struct Spool {
+    path: PathBuf,
+    mem: Vec<u8>,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+    budget: Arc<tokio::sync::Semaphore>,
+    file: Option<BufWriter<File>>,
+}
+
+impl Spool {
+    fn new(path: PathBuf, budget: Arc<tokio::sync::Semaphore>) -> Spool {
+        Spool {
+            path,
+            mem: Vec::new(),
+            held: None,
+            budget,
+            file: None,
+        }
     }
-    conn.close()
-        .map_err(|(_, e)| Error::sqlite(format!("close {}", db.display()), e))?;
-    let _ = fs::remove_file(&wal_target);
-    let _ = fs::remove_file(with_suffix(db, "-shm"));
+
+    /// Room in memory for `more` bytes, if the index stays small and the budget has it.
+    fn reserve(&mut self, more: usize) -> bool {
+        let need = self.mem.len() + more;
+        if need <= self.mem.capacity() {
+            return true;
+        }
+        let cap = need.max(self.mem.capacity() * 2).max(64 * 1024);
+        if cap > SPOOL_INDEX_KIB * 1024 {
+            return false;
+        }
+        let kib = (cap - self.mem.capacity()).div_ceil(1024) as u32;
+        let Ok(p) = self.budget.clone().try_acquire_many_owned(kib) else {
+            return false;
+        };
+        match &mut self.held {
+            Some(h) => h.merge(p),
+            None => self.held = Some(p),
+        }
+        self.mem.reserve_exact(cap - self.mem.len());
+        true
+    }
+
+    fn spill(&mut self) -> std::io::Result<&mut BufWriter<File>> {
+        if self.file.is_none() {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&self.path)?;
+            let mut w = BufWriter::new(f);
+            w.write_all(&self.mem)?;
+            self.mem = Vec::new();
+            self.held = None;
+            self.file = Some(w);
+        }
+        Ok(self.file.as_mut().expect("just created"))
+    }
+
+    /// The decoded index, flushed (not synced: see [`finish_file`]).
+    fn finish(self) -> Result<Spooled> {
+        match self.file {
+            None => Ok(Spooled::Memory(self.mem, self.held)),
+            Some(w) => {
+                finish_file(w, &self.path)?;
+                Ok(Spooled::File(self.path))
+            }
+        }
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() && self.reserve(buf.len()) {
+            self.mem.extend_from_slice(buf);
+            return Ok(buf.len());
+        }
+        self.spill()?.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One decoded WAL index: in memory (holding its share of the memory budget) or in a file.
+enum Spooled {
+    Memory(
+        Vec<u8>,
+        #[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+    File(PathBuf),
+}
+
+impl Spooled {
+    fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        Ok(match self {
+            Spooled::Memory(v, _) => Box::new(&v[..]),
+            Spooled::File(p) => {
+                Box::new(std::io::BufReader::with_capacity(1 << 18, File::open(p)?))
+            }
+        })
+    }
+
+    fn scan(&self) -> std::io::Result<std::result::Result<wal::WalScan, wal::WalError>> {
+        wal::scan(self.reader()?)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Spooled::Memory(..) => "memory".into(),
+            Spooled::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        if let Spooled::File(p) = self {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Replays one downloaded WAL index (validated up to `upto`) onto the temporary database, as
+/// SQLite's checkpoint would, and sets the file to the size of its last commit. A page size other
+/// than the snapshot's would make SQLite refuse the WAL; here it is named as corruption.
+fn apply_wal(
+    db: &File,
+    db_path: &Path,
+    page_size: u64,
+    wal: Spooled,
+    upto: u64,
+    index: u32,
+    first_key: &str,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let source = wal.describe();
+    let mut head = [0u8; HEADER_SIZE];
+    wal.reader()
+        .and_then(|mut r| r.read_exact(&mut head))
+        .map_err(|e| Error::io(format!("read {source}"), e))?;
+    let wal_page = WalHeader::parse(&head)
+        .map_err(|e| Error::corrupt(format!("object {first_key}: invalid WAL header: {e}")))?
+        .page_size;
+    if u64::from(wal_page) != page_size {
+        return Err(Error::corrupt(format!(
+            "object {first_key}: WAL index {index:08x} has {wal_page}-byte pages, the snapshot {page_size}-byte pages"
+        )));
+    }
+    let written = |e: std::io::Error| Error::io(format!("write {}", db_path.display()), e);
+    let mut write_failed = None;
+    let size = wal::replay(
+        wal.reader()
+            .map_err(|e| Error::io(format!("read {source}"), e))?,
+        upto,
+        |page_no, page| {
+            db.write_all_at(page, u64::from(page_no - 1) * page_size)
+                .inspect_err(|_| write_failed = Some(()))
+        },
+    )
+    .map_err(|e| match (write_failed, e.kind()) {
+        (Some(()), _) => written(e),
+        (None, std::io::ErrorKind::InvalidData) => Error::corrupt(format!(
+            "WAL index {index:08x} ({source}) changed after it was checked: {e}"
+        )),
+        (None, _) => Error::io(format!("read {source}"), e),
+    })?
+    .map_err(|e| Error::corrupt(format!("object {first_key}: invalid WAL header: {e}")))?;
+    if let Some(pages) = size {
+        db.set_len(u64::from(pages) * page_size).map_err(written)?;
+    }
     Ok(())
 }
 
@@ -450,4 +620,135 @@ pub async fn decoded_len(replica: Arc<dyn Replica>, age: &Age, key: &str) -> Res
     let (n, _) =
         download_decoded(replica, age, key.to_string(), "nowhere", std::io::sink()).await?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    fn rows(path: &Path) -> Vec<(i64, Vec<u8>)> {
+        let c = Connection::open(path).unwrap();
+        let ok: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        let mut st = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    /// Replaying a WAL index by hand gives what SQLite's own checkpoint gives, through growth,
+    /// overwrites and a VACUUM that shrinks the file (the commit size cuts it).
+    #[test]
+    fn replaying_a_wal_matches_sqlites_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.db");
+        let c = Connection::open(&src).unwrap();
+        c.pragma_update(None, "journal_mode", "wal").unwrap();
+        c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);")
+            .unwrap();
+        for i in 0..300 {
+            c.execute(
+                "INSERT INTO t(v) VALUES (randomblob(?1))",
+                [100 + i * 37 % 5000],
+            )
+            .unwrap();
+        }
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+        // The image a snapshot holds, then one WAL life on top of it.
+        let base = dir.path().join("base.db");
+        fs::copy(&src, &base).unwrap();
+        c.execute_batch(
+            "UPDATE t SET v = randomblob(3000) WHERE id % 3 = 0;
+             DELETE FROM t WHERE id > 120;
+             VACUUM;
+             INSERT INTO t(v) VALUES (randomblob(10));",
+        )
+        .unwrap();
+        let wal_copy = dir.path().join("index-wal");
+        fs::copy(dir.path().join("src.db-wal"), &wal_copy).unwrap();
+        let upto = wal::scan(File::open(&wal_copy).unwrap())
+            .unwrap()
+            .unwrap()
+            .committed_len;
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+        drop(c);
+
+        let bytes = fs::read(&wal_copy).unwrap();
+        let page = u64::from(WalHeader::parse(&bytes).unwrap().page_size);
+        // Once from a file, once from memory: the two ways an index is held.
+        let from_memory = dir.path().join("memory.db");
+        fs::copy(&base, &from_memory).unwrap();
+        for (out, wal) in [
+            (&base, Spooled::File(wal_copy.clone())),
+            (&from_memory, Spooled::Memory(bytes, None)),
+        ] {
+            let db = fs::OpenOptions::new().write(true).open(out).unwrap();
+            apply_wal(&db, out, page, wal, upto, 1, "k").unwrap();
+            drop(db);
+            assert_eq!(
+                fs::metadata(out).unwrap().len(),
+                fs::metadata(&src).unwrap().len()
+            );
+            assert_eq!(rows(out), rows(&src));
+        }
+        assert!(!wal_copy.exists(), "the applied WAL file is removed");
+    }
+
+    /// A small index stays in memory within the budget; a large one, or one the budget cannot
+    /// hold, goes to its file whole, and the budget is returned when the index is dropped.
+    #[test]
+    fn the_spool_keeps_small_indexes_in_memory_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(tokio::sync::Semaphore::new(200));
+        let mut small = Spool::new(dir.path().join("a"), budget.clone());
+        small.write_all(&[1u8; 100_000]).unwrap();
+        let small = small.finish().unwrap();
+        assert!(matches!(&small, Spooled::Memory(v, _) if v.len() == 100_000));
+        assert_eq!(budget.available_permits(), 200 - 98);
+        // The budget left cannot hold a second one: it spills, with every byte.
+        let mut second = Spool::new(dir.path().join("b"), budget.clone());
+        second.write_all(&[2u8; 70_000]).unwrap();
+        second.write_all(&[3u8; 70_000]).unwrap();
+        let second = second.finish().unwrap();
+        let Spooled::File(p) = &second else {
+            panic!("expected a file")
+        };
+        let on_disk = fs::read(p).unwrap();
+        assert_eq!(on_disk.len(), 140_000);
+        assert_eq!((on_disk[0], on_disk[139_999]), (2, 3));
+        drop(second);
+        assert!(
+            !dir.path().join("b").exists(),
+            "a spilled index's file goes with it"
+        );
+        drop(small);
+        assert_eq!(budget.available_permits(), 200);
+        // Larger than one index may keep: a file, whatever the budget.
+        let big_budget = Arc::new(tokio::sync::Semaphore::new(1 << 20));
+        let mut big = Spool::new(dir.path().join("c"), big_budget);
+        big.write_all(&vec![0u8; SPOOL_INDEX_KIB * 1024 + 1])
+            .unwrap();
+        assert!(matches!(big.finish().unwrap(), Spooled::File(_)));
+    }
+
+    /// A WAL index whose page size differs from the snapshot's is corruption, named by object.
+    #[test]
+    fn a_wal_of_another_page_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.db");
+        fs::write(&base, vec![0u8; 8192]).unwrap();
+        let wal_file = dir.path().join("w");
+        fs::write(&wal_file, wal::tests::build_wal(1024, (1, 2), 0, &[1])).unwrap();
+        let db = fs::OpenOptions::new().write(true).open(&base).unwrap();
+        let wal = Spooled::File(wal_file);
+        let e = apply_wal(&db, &base, 4096, wal, 32 + 1048, 7, "gens/x/wal/7.wal.lz4").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains("gens/x/wal/7.wal.lz4"), "{e}");
+        assert_eq!(fs::read(&base).unwrap(), vec![0u8; 8192], "nothing written");
+    }
 }

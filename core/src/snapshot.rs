@@ -102,7 +102,8 @@ fn header_len(h: &[u8]) -> Option<u64> {
     (h[24..28] == h[92..96] && count > 0).then_some(page * u64::from(count))
 }
 
-fn page_size(h: &[u8]) -> Option<u64> {
+/// Page size from a database header's bytes 16-17 (1 means 65536), if valid.
+pub(crate) fn page_size(h: &[u8]) -> Option<u64> {
     match u16::from_be_bytes([h[16], h[17]]) {
         1 => Some(65536),
         p if p >= 512 && p.is_power_of_two() => Some(u64::from(p)),

@@ -62,6 +62,14 @@ pub(crate) fn proves_one_restart(proven: &WalHeader, next: &WalHeader) -> bool {
     next.salt1 == proven.salt1.wrapping_add(1) && next.page_size == proven.page_size
 }
 
+/// A WAL past `max-checkpoint-page-count` but smaller than this is restarted at most once per
+/// monitor-interval, as v0.3.13 does; a larger one at every sync, so that a saturating writer
+/// keeps it near the threshold. Each restart starts a WAL index, and every index is at least one
+/// more object per sync and one more request on restore: with `max-checkpoint-page-count: 20`
+/// under 1,000 tx/s, restarting at every sync made 28 indexes (and uploads) a second where
+/// v0.3.13 made one, and a WAL of a few MiB costs the application nothing for a second.
+pub(crate) const SMALL_WAL_BYTES: u64 = 4 << 20;
+
 /// The v0.3 checkpoint policy (docs/format.md): the mode v0.3.13 would have used, or None when no
 /// checkpoint is due. `last` is walship's last attempt, `started` when monitoring began.
 pub(super) fn checkpoint_due(
@@ -77,7 +85,11 @@ pub(super) fn checkpoint_due(
     let pages = (sh.size - HEADER_SIZE as u64) / sh.header.frame_size();
     if o.truncate_page_count > 0 && pages >= o.truncate_page_count {
         Some(CheckpointMode::Truncate)
-    } else if o.max_checkpoint_page_count > 0 && pages >= o.max_checkpoint_page_count {
+    } else if o.max_checkpoint_page_count > 0
+        && pages >= o.max_checkpoint_page_count
+        && (pages * u64::from(sh.header.page_size) >= SMALL_WAL_BYTES
+            || last.is_none_or(|t| t.elapsed() >= o.monitor_interval))
+    {
         Some(CheckpointMode::Restart)
     } else if (pages >= o.min_checkpoint_page_count
         // Syncs can come faster than monitor-interval under a heavy writer; v0.3 made at most
@@ -442,8 +454,21 @@ pub(super) mod tests {
             due(1000, None, Some(long_ago)),
             Some(CheckpointMode::Passive)
         );
-        // ... but every sync at and above it.
+        // ... but every sync at and above it, once the WAL is past a few MiB ...
         assert_eq!(due(10_000, None, Some(now)), Some(CheckpointMode::Restart));
+        // ... and below that, once per monitor-interval (v0.3.13's rate).
+        let tiny = DbOptions {
+            max_checkpoint_page_count: 20,
+            ..DbOptions::default()
+        };
+        let small = |frames, last| checkpoint_due(&tiny, &shadow(frames, 3), None, last, now);
+        assert_eq!(small(19, None), None);
+        assert_eq!(small(20, None), Some(CheckpointMode::Restart));
+        assert_eq!(small(20, Some(long_ago)), Some(CheckpointMode::Restart));
+        assert_eq!(small(20, Some(now)), None);
+        let page = u64::from(shadow(1, 3).header.page_size);
+        let big = SMALL_WAL_BYTES.div_ceil(page);
+        assert_eq!(small(big, Some(now)), Some(CheckpointMode::Restart));
         assert_eq!(
             due(500_000, None, Some(now)),
             Some(CheckpointMode::Truncate)

@@ -75,7 +75,8 @@ fn usage() -> ! {
         "usage: walship-bench [--quick] [--check] [--only steady|lag|saturating|big|idle|history|indexes]... \
          [--steady-secs N] [--sat-secs N] [--big-gib X] [--idle-secs N] [--idle-dbs N] [--sync-interval D] \
          [--lag-intervals D,D...] [--history-segments N,N...] [--history-delay-ms N] [--indexes-secs N]\n\
-         env: WALSHIP_BIN (default target/release/walship), LITESTREAM_BIN (default `litestream` on PATH)"
+         env: WALSHIP_BIN (default target/release/walship), LITESTREAM_BIN (default `litestream` on PATH), \
+         BENCH_KEEP=1 (keep the indexes workload's directories and logs, named on stderr)"
     );
     std::process::exit(2)
 }
@@ -1248,7 +1249,11 @@ fn indexes_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<S
     let r: Vec<OwnReplica> = tools
         .iter()
         .map(|tool| {
-            let d = tempfile::tempdir().unwrap();
+            let mut d = tempfile::tempdir().unwrap();
+            if std::env::var_os("BENCH_KEEP").is_some() {
+                eprintln!("indexes: keeping {}", d.path().display());
+                d.disable_cleanup(true);
+            }
             eprintln!("indexes: {} replicates a heavy writer", tool.name);
             let h = bench::history::replicated_with_many_indexes(
                 tool.name,
