@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use walship_core::replica::{ByteReader, ObjectMeta, ObjectReader, PutSource, Replica};
 use walship_core::{Error, ErrorKind, Result};
@@ -86,15 +86,26 @@ impl FileReplica {
         tmp.push(format!(".{}-{seq}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);
         let res = (|| {
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(fmode)
+                .open(&tmp)?;
+            // Mode and owner through the descriptor, and only where they differ: each path-based
+            // call was a lookup of its own, at every upload (ten a second at a 100ms
+            // sync-interval).
+            let meta = f.metadata()?;
+            if meta.mode() & 0o7777 != fmode {
+                let _ = f.set_permissions(fs::Permissions::from_mode(fmode));
+            }
+            if let Some((u, g)) = owner.filter(|&(u, g)| (meta.uid(), meta.gid()) != (u, g)) {
+                let _ = std::os::unix::fs::fchown(&f, Some(u), Some(g));
+            }
             let mut src = source.open()?;
             let n = std::io::copy(&mut src, &mut f)?;
             f.flush()?;
             f.sync_all()?;
-            let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(fmode));
-            if let Some((u, g)) = owner {
-                let _ = std::os::unix::fs::chown(&tmp, Some(u), Some(g));
-            }
             fs::rename(&tmp, &path)?;
             if let Some(dir) = path.parent() {
                 if let Ok(d) = fs::File::open(dir) {
