@@ -99,6 +99,11 @@ enum Cmd {
         /// upgrade).
         #[arg(long = "force-snapshot")]
         force_snapshot: bool,
+        /// Restore every configured database that does not exist from its replicas (latest)
+        /// before replicating; a database with no backup anywhere starts fresh, and a failed
+        /// restore stops replicate (exit 1) instead of leaving an empty database in its place.
+        #[arg(long = "restore-if-db-not-exists")]
+        restore_if_db_not_exists: bool,
         /// A database path and its replica URLs, instead of a config file.
         #[arg(value_name = "DB_PATH REPLICA_URL")]
         positional: Vec<String>,
@@ -524,6 +529,7 @@ async fn run(cli: Cli) -> i32 {
                 dry_run,
                 once,
                 force_snapshot,
+                restore_if_db_not_exists,
                 positional,
             } => {
                 replicate::run(replicate::ReplicateArgs {
@@ -533,6 +539,7 @@ async fn run(cli: Cli) -> i32 {
                     dry_run,
                     once,
                     force_snapshot,
+                    restore_if_db_not_exists,
                     positional: &positional,
                 })
                 .await
@@ -548,6 +555,7 @@ async fn run(cli: Cli) -> i32 {
                     dry_run: true,
                     once: false,
                     force_snapshot: false,
+                    restore_if_db_not_exists: false,
                     positional: &positional,
                 })
                 .await

@@ -20,6 +20,8 @@ pub struct ReplicateArgs<'a> {
     pub once: bool,
     /// `-force-snapshot` (with `-once`): a new snapshot on every replica.
     pub force_snapshot: bool,
+    /// `-restore-if-db-not-exists`: restore missing databases before replicating.
+    pub restore_if_db_not_exists: bool,
     pub positional: &'a [String],
 }
 
@@ -95,6 +97,9 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         bail!(
             "-force-snapshot needs -once (a running replicate snapshots on its snapshot-interval)"
         );
+    }
+    if a.restore_if_db_not_exists {
+        restore_missing(&cfg, a.config, a.no_expand_env, !a.positional.is_empty()).await?;
     }
     if a.once {
         return crate::once::run(prepared, a.force_snapshot).await;
@@ -221,6 +226,65 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     }
     tracing::info!("litestream shut down");
     Ok(code)
+}
+
+/// `-restore-if-db-not-exists` (v0.5's name): each configured database whose file does not exist
+/// is restored (latest state, the replica whose generation was updated last, quick integrity
+/// check) before anything replicates, so a new server carries on where the old one stopped.
+/// A database with no backup on any replica is left to the application to create. A failed
+/// restore is an error naming the database: replicating an empty database in its place would
+/// start a new generation and, after retention, lose the backup it could not restore.
+async fn restore_missing(
+    cfg: &Config,
+    config: Option<&Path>,
+    no_expand_env: bool,
+    from_urls: bool,
+) -> Result<()> {
+    for dbc in &cfg.dbs {
+        if dbc.path.exists() {
+            continue;
+        }
+        let db = dbc.path.display().to_string();
+        // From URLs (`replicate DB URL...`) the first replica with a backup; from a config
+        // file, restore's own choice across the database's replicas.
+        let targets: Vec<(Option<&Path>, String)> = if from_urls {
+            dbc.replicas
+                .iter()
+                .filter_map(|r| r.url.clone())
+                .map(|u| (None, u))
+                .collect()
+        } else {
+            vec![(config, db.clone())]
+        };
+        let mut restored = false;
+        for (config, target) in &targets {
+            tracing::info!(db = %db, "database does not exist: restoring it before replicating");
+            let done = crate::restore::run(crate::restore::RestoreArgs {
+                config: *config,
+                no_expand_env,
+                output: from_urls.then(|| dbc.path.clone()),
+                replica: None,
+                generation: None,
+                index: None,
+                timestamp: None,
+                parallelism: 8,
+                if_db_not_exists: true,
+                if_replica_exists: true,
+                integrity_check: crate::verify::IntegrityCheck::Quick,
+                target,
+            })
+            .await
+            .map_err(|e| anyhow!("database {db}: restore before replicating failed: {e:#}"))?;
+            if done || dbc.path.exists() {
+                restored = true;
+                break;
+            }
+        }
+        if !restored {
+            tracing::info!(db = %db, "no backup of the database on any replica: starting fresh");
+        }
+    }
+    Ok(())
 }
 
 /// `walship snapshot DB_PATH`: one `-once -force-snapshot` pass over one configured database.

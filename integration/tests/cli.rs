@@ -1393,3 +1393,109 @@ fn snapshot_refuses_a_holder_that_takes_no_requests() {
     );
     drop(f);
 }
+
+/// `replicate -restore-if-db-not-exists` (v0.5's flag, for a new server): a database that does
+/// not exist is restored from its replica before anything replicates, and replication carries on
+/// from the restored state; with no backup anywhere the application creates the database; a
+/// restore that fails stops replicate with exit 1 naming the database, and leaves no database
+/// (an empty one replicated in its place would start a new generation over the backup).
+#[test]
+fn replicate_restores_a_missing_database_before_replicating() {
+    let d = tempfile::tempdir().unwrap();
+    let (replica, want) = replicated(d.path());
+    let db = d.path().join("app.db");
+    let cfg = d.path().join("litestream.yml");
+    // A new server: no database, no meta directory.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(d.path().join(format!("app.db{suffix}")));
+    }
+    std::fs::remove_dir_all(d.path().join(".app.db-litestream")).unwrap();
+    let args = [
+        "replicate",
+        "-restore-if-db-not-exists",
+        "-config",
+        cfg.to_str().unwrap(),
+    ];
+    let mut p = Proc::spawn(&walship_bin(), &args, &d.path().join("r1.log"));
+    wait_until(Duration::from_secs(30), "the restored database", || {
+        db.exists() && p.log_text().contains("restore complete")
+    });
+    assert_eq!(integrity(&db), "ok");
+    assert_eq!(digest(&db), want, "restored exactly");
+    // The application carries on; so does the backup.
+    let mut w = Writer::new(&db, 99);
+    for _ in 0..50 {
+        w.tx();
+    }
+    drop(w);
+    let url = format!("file://{}", replica.display());
+    wait_caught_up(
+        &url,
+        &db,
+        &d.path().join("check.db"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+
+    // Nothing anywhere: replicate starts, the application creates the database.
+    let e = tempfile::tempdir().unwrap();
+    let fresh = e.path().join("new.db");
+    let empty_replica = e.path().join("replica");
+    let cfg2 = write_config(e.path(), &fresh, &empty_replica, "", "");
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &[
+            "replicate",
+            "-restore-if-db-not-exists",
+            "-config",
+            cfg2.to_str().unwrap(),
+        ],
+        &e.path().join("r2.log"),
+    );
+    wait_until(Duration::from_secs(30), "the fresh start", || {
+        p.log_text().contains("starting fresh")
+    });
+    assert!(!fresh.exists(), "walship does not create the database");
+    let mut w = Writer::new(&fresh, 5);
+    for _ in 0..20 {
+        w.tx();
+    }
+    drop(w);
+    let url2 = format!("file://{}", empty_replica.display());
+    wait_caught_up(
+        &url2,
+        &fresh,
+        &e.path().join("check.db"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+
+    // A backup that cannot be restored: exit 1 naming the database, no database left.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(d.path().join(format!("app.db{suffix}")));
+    }
+    let mut snaps: Vec<String> = files(&replica)
+        .into_iter()
+        .filter(|f| f.contains("/snapshots/"))
+        .collect();
+    snaps.sort();
+    for s in &snaps {
+        std::fs::write(replica.join(s), b"not an lz4 frame").unwrap();
+    }
+    let mut p = Proc::spawn(&walship_bin(), &args, &d.path().join("r3.log"));
+    let code = p.wait_exit(Duration::from_secs(60));
+    let text = p.log_text();
+    if code.is_none() {
+        p.stop();
+    }
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "database {}: restore before replicating failed",
+            db.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(!db.exists(), "no database in place of the one that failed");
+}
