@@ -149,8 +149,8 @@ enum Cmd {
         /// Restore the state at this moment (RFC 3339).
         #[arg(long, value_name = "TIMESTAMP")]
         timestamp: Option<String>,
-        /// How many WAL indexes download at once (v0.3.13's flag). walship fetches at least 32
-        /// ahead of the one being applied, within 256 MiB of temporary files, and up to 16
+        /// How many WAL indexes download at once (v0.3.13's flag). walship fetches at least 64
+        /// ahead of the one being applied, within 256 MiB of stored objects, and up to 16
         /// segments of each at once; a larger value raises the first bound.
         #[arg(long, default_value_t = 8, value_name = "NUM")]
         parallelism: i64,

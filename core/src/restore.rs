@@ -309,8 +309,10 @@ pub(crate) const PREFETCH_BUDGET_KIB: u32 = 16 * 1024;
 /// a history of many small indexes (a busy database with a low max-checkpoint-page-count) is
 /// otherwise one request latency per few indexes.
 const INDEXES_AHEAD: usize = 64;
-/// Stored bytes of the WAL indexes downloaded ahead and not yet applied, in KiB: the disk the
-/// temporary WAL files may take beside the output, whatever the window above.
+/// Stored (compressed) bytes of the WAL indexes downloaded ahead and not yet applied, in KiB:
+/// what bounds the temporary WAL files beside the output whatever the window above. They hold
+/// decoded bytes, so the disk they take is this times the WAL's compression ratio; the bound is
+/// taken before a download, in index order, when only the stored size is known.
 const AHEAD_DISK_KIB: u32 = 256 * 1024;
 
 /// A segment's stored bytes fetched ahead (holding their share of the budget), or none: it is
