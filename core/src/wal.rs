@@ -238,8 +238,9 @@ pub struct WalScan {
     pub committed_seed: (u32, u32),
 }
 
-/// Validates a complete WAL image from a reader.
-pub fn scan<R: Read>(mut r: R) -> io::Result<Result<WalScan, WalError>> {
+/// Reads and validates the 32-byte header at the start of a reader (a short read is
+/// [`WalError::Short`]).
+fn read_header<R: Read>(r: &mut R) -> io::Result<Result<WalHeader, WalError>> {
     let mut hdr = [0u8; HEADER_SIZE];
     let mut filled = 0;
     while filled < HEADER_SIZE {
@@ -248,7 +249,12 @@ pub fn scan<R: Read>(mut r: R) -> io::Result<Result<WalScan, WalError>> {
             n => filled += n,
         }
     }
-    let header = match WalHeader::parse(&hdr[..filled]) {
+    Ok(WalHeader::parse(&hdr[..filled]))
+}
+
+/// Validates a complete WAL image from a reader.
+pub fn scan<R: Read>(mut r: R) -> io::Result<Result<WalScan, WalError>> {
+    let header = match read_header(&mut r)? {
         Ok(h) => h,
         Err(e) => return Ok(Err(e)),
     };
@@ -285,15 +291,7 @@ pub fn replay<R: Read>(
     upto: u64,
     mut write_page: impl FnMut(u32, &[u8]) -> io::Result<()>,
 ) -> io::Result<Result<Option<u32>, WalError>> {
-    let mut hdr = [0u8; HEADER_SIZE];
-    let mut filled = 0;
-    while filled < HEADER_SIZE {
-        match r.read(&mut hdr[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    let header = match WalHeader::parse(&hdr[..filled]) {
+    let header = match read_header(&mut r)? {
         Ok(h) => h,
         Err(e) => return Ok(Err(e)),
     };

@@ -1416,33 +1416,32 @@ fn replicate_restores_a_missing_database_before_replicating() {
         "-config",
         cfg.to_str().unwrap(),
     ];
-    let mut p = Proc::spawn(&walship_bin(), &args, &d.path().join("r1.log"));
+    let p = Proc::spawn(&walship_bin(), &args, &d.path().join("r1.log"));
     wait_until(Duration::from_secs(30), "the restored database", || {
         db.exists() && p.log_text().contains("restore complete")
     });
     assert_eq!(integrity(&db), "ok");
     assert_eq!(digest(&db), want, "restored exactly");
     // The application carries on; so does the backup.
-    let mut w = Writer::new(&db, 99);
-    for _ in 0..50 {
-        w.tx();
-    }
-    drop(w);
-    let url = format!("file://{}", replica.display());
-    wait_caught_up(
-        &url,
-        &db,
-        &d.path().join("check.db"),
-        Duration::from_secs(30),
-    );
-    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    let carry_on = |mut p: Proc, db: &std::path::Path, replica: &std::path::Path| {
+        let mut w = Writer::new(db, 99);
+        for _ in 0..50 {
+            w.tx();
+        }
+        drop(w);
+        let url = format!("file://{}", replica.display());
+        let scratch = db.with_extension("check");
+        wait_caught_up(&url, db, &scratch, Duration::from_secs(30));
+        assert_eq!(p.stop(), 0, "{}", p.log_text());
+    };
+    carry_on(p, &db, &replica);
 
     // Nothing anywhere: replicate starts, the application creates the database.
     let e = tempfile::tempdir().unwrap();
     let fresh = e.path().join("new.db");
     let empty_replica = e.path().join("replica");
     let cfg2 = write_config(e.path(), &fresh, &empty_replica, "", "");
-    let mut p = Proc::spawn(
+    let p = Proc::spawn(
         &walship_bin(),
         &[
             "replicate",
@@ -1456,19 +1455,7 @@ fn replicate_restores_a_missing_database_before_replicating() {
         p.log_text().contains("starting fresh")
     });
     assert!(!fresh.exists(), "walship does not create the database");
-    let mut w = Writer::new(&fresh, 5);
-    for _ in 0..20 {
-        w.tx();
-    }
-    drop(w);
-    let url2 = format!("file://{}", empty_replica.display());
-    wait_caught_up(
-        &url2,
-        &fresh,
-        &e.path().join("check.db"),
-        Duration::from_secs(30),
-    );
-    assert_eq!(p.stop(), 0, "{}", p.log_text());
+    carry_on(p, &fresh, &empty_replica);
 
     // A backup that cannot be restored: exit 1 naming the database, no database left.
     for suffix in ["", "-wal", "-shm"] {
