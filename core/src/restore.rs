@@ -496,7 +496,10 @@ impl Spool {
     /// The decoded index, flushed (not synced: see [`finish_file`]).
     fn finish(self) -> Result<Spooled> {
         match self.file {
-            None => Ok(Spooled::Memory(self.mem, self.held)),
+            None => Ok(Spooled::Memory {
+                bytes: self.mem,
+                _held: self.held,
+            }),
             Some(w) => {
                 finish_file(w, &self.path)?;
                 Ok(Spooled::File(self.path))
@@ -523,17 +526,17 @@ impl Write for Spool {
 
 /// One decoded WAL index: in memory (holding its share of the memory budget) or in a file.
 enum Spooled {
-    Memory(
-        Vec<u8>,
-        #[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>,
-    ),
+    Memory {
+        bytes: Vec<u8>,
+        _held: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
     File(PathBuf),
 }
 
 impl Spooled {
     fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
         Ok(match self {
-            Spooled::Memory(v, _) => Box::new(&v[..]),
+            Spooled::Memory { bytes, .. } => Box::new(&bytes[..]),
             Spooled::File(p) => {
                 Box::new(std::io::BufReader::with_capacity(1 << 18, File::open(p)?))
             }
@@ -546,7 +549,7 @@ impl Spooled {
 
     fn describe(&self) -> String {
         match self {
-            Spooled::Memory(..) => "memory".into(),
+            Spooled::Memory { .. } => "memory".into(),
             Spooled::File(p) => p.display().to_string(),
         }
     }
@@ -687,7 +690,7 @@ mod tests {
         fs::copy(&base, &from_memory).unwrap();
         for (out, wal) in [
             (&base, Spooled::File(wal_copy.clone())),
-            (&from_memory, Spooled::Memory(bytes, None)),
+            (&from_memory, Spooled::Memory { bytes, _held: None }),
         ] {
             let db = fs::OpenOptions::new().write(true).open(out).unwrap();
             apply_wal(&db, out, page, wal, upto, 1, "k").unwrap();
@@ -710,7 +713,7 @@ mod tests {
         let mut small = Spool::new(dir.path().join("a"), budget.clone());
         small.write_all(&[1u8; 100_000]).unwrap();
         let small = small.finish().unwrap();
-        assert!(matches!(&small, Spooled::Memory(v, _) if v.len() == 100_000));
+        assert!(matches!(&small, Spooled::Memory { bytes, .. } if bytes.len() == 100_000));
         assert_eq!(budget.available_permits(), 200 - 98);
         // The budget left cannot hold a second one: it spills, with every byte.
         let mut second = Spool::new(dir.path().join("b"), budget.clone());
