@@ -95,11 +95,15 @@ pub fn judge(
     } else {
         since_ok.map(|d| d.as_secs_f64()).unwrap_or(0.0)
     };
-    let failing = (st.consecutive_errors > 0).then(|| {
-        st.last_error
-            .clone()
-            .unwrap_or_else(|| "sync failed".to_string())
-    });
+    // A failed restore drill outweighs successful uploads: they go to a replica that does not
+    // restore the database.
+    let failing = (st.consecutive_errors > 0)
+        .then(|| {
+            st.last_error
+                .clone()
+                .unwrap_or_else(|| "sync failed".to_string())
+        })
+        .or_else(|| st.validation_failure.clone());
     // A replica that never reached the current generation (say, unreachable since start) is not
     // healthy, however recent its last (empty) success: that one happened before there was
     // anything to ship.
@@ -243,8 +247,20 @@ mod tests {
             last_sync_ok: ok_ago.map(|s| now - Duration::from_secs(s)),
             last_error: (errors > 0).then(|| "s3 PutObject: connection refused".into()),
             consecutive_errors: errors,
-            restore: None,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_failed_drill_makes_a_caught_up_replica_unhealthy_until_one_matches() {
+        let now = SystemTime::now();
+        let mut st = status(Some((3, 4152)), Some(1), 0, now);
+        st.validation_failure = Some("validation: page 7 differs".into());
+        let v = judge(&st, &dbpos(3, 4152), Duration::from_secs(1), now);
+        assert!(!v.healthy);
+        assert_eq!(v.failing.as_deref(), Some("validation: page 7 differs"));
+        st.validation_failure = None;
+        assert!(judge(&st, &dbpos(3, 4152), Duration::from_secs(1), now).healthy);
     }
 
     #[test]

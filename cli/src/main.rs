@@ -3,6 +3,7 @@
 
 mod args;
 mod check;
+mod drill;
 mod health;
 mod heartbeat;
 mod list;
@@ -182,6 +183,31 @@ enum Cmd {
     Snapshot {
         #[command(flatten)]
         c: ConfigFlags,
+        /// The configured database.
+        #[arg(value_name = "DB_PATH")]
+        target: String,
+    },
+    /// Prove every replica of one database restores it: a restore drill now.
+    #[command(after_help = "Examples:
+  # The runbook's monthly check (exit 0 only when every replica matches):
+  $ walship verify /var/lib/app/db.sqlite
+  $ walship verify -json -replica s3 /var/lib/app/db.sqlite
+  Each replica is restored into a private file in the database's meta directory (as much free
+  space as the database is needed there) at a position walship also knows locally, and compared
+  with the database page by page; nothing is checkpointed or locked for the application. When
+  the service is running, the running replicate runs the drill and this command waits for it
+  (run it as the service's user or root); otherwise it ships what is pending first, as
+  `replicate -once` would. `validation-interval` in a replica's config runs the same drill on a
+  schedule.")]
+    Verify {
+        #[command(flatten)]
+        c: ConfigFlags,
+        /// Print a JSON array instead of one line per replica.
+        #[arg(long)]
+        json: bool,
+        /// Only this replica (default: every replica of the database).
+        #[arg(long, value_name = "NAME")]
+        replica: Option<String>,
         /// The configured database.
         #[arg(value_name = "DB_PATH")]
         target: String,
@@ -546,6 +572,21 @@ async fn run(cli: Cli) -> i32 {
             }
             Cmd::Snapshot { c, target } => {
                 replicate::snapshot_one(c.config.as_deref(), c.no_expand_env, &target).await
+            }
+            Cmd::Verify {
+                c,
+                json,
+                replica,
+                target,
+            } => {
+                drill::run(
+                    c.config.as_deref(),
+                    c.no_expand_env,
+                    &target,
+                    replica.as_deref(),
+                    json,
+                )
+                .await
             }
             Cmd::Check { c, positional } => {
                 replicate::run(replicate::ReplicateArgs {

@@ -317,21 +317,35 @@ pub fn render(h: &Health, ops: &Ops) -> String {
         r2,
     );
     let mut val = Vec::new();
+    let mut validated = Vec::new();
     for r in &h.replicas {
-        for status in ["error", "ok"] {
-            let l = format!(
-                "db=\"{}\",name=\"{}\",status=\"{status}\"",
-                esc(&r.db.path().display().to_string()),
-                esc(&r.name)
-            );
-            val.push((l, 0.0));
+        let st = r.status.borrow().clone();
+        let l = format!(
+            "db=\"{}\",name=\"{}\"",
+            esc(&r.db.path().display().to_string()),
+            esc(&r.name)
+        );
+        for (status, n) in [("error", st.validations_error), ("ok", st.validations_ok)] {
+            val.push((format!("{l},status=\"{status}\""), n as f64));
+        }
+        if let Some(t) = st
+            .last_validated
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        {
+            validated.push((l, t.as_secs_f64()));
         }
     }
     family(
         "litestream_replica_validation_total",
         "counter",
-        "The number of validations performed (walship does not validate; always 0)",
+        "Restore drills (validation-interval, walship verify) by outcome: ok when the replica restored the database exactly",
         val,
+    );
+    family(
+        "walship_replica_last_validated_timestamp_seconds",
+        "gauge",
+        "Unix time of the replica's last restore drill that matched the database (absent: none yet)",
+        validated,
     );
     family(
         "walship_replica_lag_seconds",

@@ -18,13 +18,6 @@ pub fn load_config(flag: Option<&Path>, no_expand_env: bool) -> Result<(Config, 
     for w in warnings {
         tracing::warn!("{}: {w}", path.display());
     }
-    for db in &cfg.dbs {
-        for r in &db.replicas {
-            if r.validation_interval.is_some_and(|d| !d.is_zero()) {
-                tracing::warn!(db = %db.path.display(), replica = %r.name, "validation-interval is not implemented by walship and is ignored");
-            }
-        }
-    }
     Ok((cfg, path))
 }
 
@@ -79,6 +72,7 @@ pub fn replica_options(r: &ReplicaConfig) -> Result<ReplicaOptions> {
             .retention_check_interval
             .unwrap_or(d.retention_check_interval),
         age: replica_age(r)?,
+        validation_interval: r.validation_interval.unwrap_or(d.validation_interval),
     })
 }
 

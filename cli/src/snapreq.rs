@@ -23,13 +23,41 @@ const POLL: Duration = Duration::from_millis(100);
 /// Answers older than this were abandoned by their asker.
 const STALE_ANSWER: Duration = Duration::from_secs(3600);
 
+/// What a request file asks for: its content (empty for a snapshot, as older walships wrote).
+pub const VERIFY: &str = "verify";
+
 /// Asks the replicate holding `meta`'s lock for a snapshot on every replica of `db`, waits for
 /// the answers and logs them. Returns the exit code.
 pub async fn ask(db: &Path, meta: &MetaDir, holder: &LockHolder) -> Result<i32> {
+    let text = ask_raw(db, meta, holder, "").await?;
+    let answers = decode(&text);
+    if answers.is_empty() {
+        tracing::error!(db = %db.display(), "the running replicate has no replica for this database");
+        return Ok(1);
+    }
+    let mut code = 0;
+    for (replica, a) in answers {
+        match a {
+            Ok(pos) => {
+                tracing::info!(db = %db.display(), replica = %replica, position = %pos, "snapshot written")
+            }
+            Err(e) => {
+                tracing::error!(db = %db.display(), replica = %replica, error = %e, "snapshot failed");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Leaves request `kind` for the replicate holding `meta`'s lock, signals it and waits for its
+/// answer file; returns the answer's text.
+pub async fn ask_raw(db: &Path, meta: &MetaDir, holder: &LockHolder, kind: &str) -> Result<String> {
+    let what = if kind == VERIFY { "verify" } else { "snapshot" };
     let pid = match holder.pid {
         Some(pid) if holder.takes_requests => pid,
         Some(pid) => bail!(
-            "database {} is held by process {pid}, which does not take snapshot requests (replicate -once, walship snapshot or an older walship); wait for it to finish, or stop it",
+            "database {} is held by process {pid}, which does not take {what} requests (replicate -once, walship snapshot or an older walship); wait for it to finish, or stop it",
             db.display()
         ),
         None => bail!(
@@ -45,7 +73,8 @@ pub async fn ask(db: &Path, meta: &MetaDir, holder: &LockHolder) -> Result<i32> 
         .write(true)
         .create_new(true)
         .open(&req)
-        .map_err(|e| anyhow!("cannot write snapshot request {}: {e}", req.display()))?;
+        .and_then(|mut f| f.write_all(kind.as_bytes()))
+        .map_err(|e| anyhow!("cannot write {what} request {}: {e}", req.display()))?;
     meta.own_file(&req);
     // SAFETY: kill(2) with a plain signal number; no memory is shared.
     if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) } != 0 {
@@ -56,7 +85,7 @@ pub async fn ask(db: &Path, meta: &MetaDir, holder: &LockHolder) -> Result<i32> 
             db.display()
         );
     }
-    tracing::info!(db = %db.display(), pid, "snapshot requested from the running replicate");
+    tracing::info!(db = %db.display(), pid, "{what} requested from the running replicate");
     let asked = Instant::now();
     let text = loop {
         tokio::time::sleep(POLL).await;
@@ -82,24 +111,7 @@ pub async fn ask(db: &Path, meta: &MetaDir, holder: &LockHolder) -> Result<i32> 
         }
     };
     let _ = std::fs::remove_file(&resp);
-    let answers = decode(&text);
-    if answers.is_empty() {
-        tracing::error!(db = %db.display(), "the running replicate has no replica for this database");
-        return Ok(1);
-    }
-    let mut code = 0;
-    for (replica, a) in answers {
-        match a {
-            Ok(pos) => {
-                tracing::info!(db = %db.display(), replica = %replica, position = %pos, "snapshot written")
-            }
-            Err(e) => {
-                tracing::error!(db = %db.display(), replica = %replica, error = %e, "snapshot failed");
-                code = 1;
-            }
-        }
-    }
-    Ok(code)
+    Ok(text)
 }
 
 /// Unique per asker and moment; only `[0-9-]`, which the meta directory's name check accepts.
@@ -118,18 +130,25 @@ pub fn answer(running: &Running) {
     let meta = running.db.meta().clone();
     meta.remove_stale_responses(STALE_ANSWER);
     for id in meta.pending_snapshot_requests() {
+        let kind = std::fs::read_to_string(meta.snapshot_request(&id)).unwrap_or_default();
         // Removing the request claims it; one that is gone was withdrawn by its asker.
         if std::fs::remove_file(meta.snapshot_request(&id)).is_err() {
             continue;
         }
         let db = running.db.path().display().to_string();
-        tracing::info!(db = %db, request = %id, "snapshot requested");
+        let verify = kind.trim() == VERIFY;
+        let what = if verify { "restore drill" } else { "snapshot" };
+        tracing::info!(db = %db, request = %id, "{what} requested");
         let requester = running.requester();
         let meta = meta.clone();
         tokio::spawn(async move {
-            let answers = requester.snapshot_all().await;
-            if let Err(e) = write_answer(&meta, &id, &encode(&answers)) {
-                tracing::error!(db = %db, request = %id, error = %e, "cannot write the snapshot answer");
+            let text = if verify {
+                crate::drill::encode(&requester.verify_all().await)
+            } else {
+                encode(&requester.snapshot_all().await)
+            };
+            if let Err(e) = write_answer(&meta, &id, &text) {
+                tracing::error!(db = %db, request = %id, error = %e, "cannot write the {what} answer");
             }
         });
     }

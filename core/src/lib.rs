@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod crypt;
 pub mod db;
+pub mod drill;
 pub mod duration;
 pub mod error;
 pub mod layout;
@@ -33,6 +34,7 @@ pub mod snapshot;
 pub mod sqlite;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod throttle;
 pub mod timefmt;
 pub mod wal;
 pub mod watch;

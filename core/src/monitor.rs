@@ -3,7 +3,7 @@
 use crate::db::Db;
 use crate::error::Result;
 use crate::pace::{grown, restarted, wal_mark, RateWindow};
-use crate::shipper::{Shipper, SnapshotRequest};
+use crate::shipper::{DrillReport, Request, Shipper};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +66,7 @@ pub struct Running {
     monitor: JoinHandle<()>,
     catch_up: CatchUp,
     shippers: Vec<(String, JoinHandle<Result<()>>)>,
-    requests: Vec<(String, mpsc::Sender<SnapshotRequest>)>,
+    requests: Vec<(String, mpsc::Sender<Request>)>,
     stop_monitor: watch::Sender<bool>,
     stop_shippers: watch::Sender<bool>,
 }
@@ -319,7 +319,7 @@ impl Running {
 #[derive(Clone)]
 pub struct Requester {
     db: Arc<Db>,
-    replicas: Vec<(String, mpsc::Sender<SnapshotRequest>)>,
+    replicas: Vec<(String, mpsc::Sender<Request>)>,
 }
 
 impl Requester {
@@ -327,10 +327,25 @@ impl Requester {
     /// so every snapshot holds every commit made before the request; then every replica ships its
     /// WAL and snapshots. Returns each replica's answer once all are in.
     pub async fn snapshot_all(&self) -> Vec<(String, Answer)> {
+        self.ask_all("snapshot", Request::Snapshot).await
+    }
+
+    /// Runs a restore drill on every replica, one after another (a database drills one replica
+    /// at a time), after copying what is committed: each compares the replica with the database
+    /// as of its own position. Returns each replica's report once all are in.
+    pub async fn verify_all(&self) -> Vec<(String, std::result::Result<DrillReport, String>)> {
+        self.ask_all("drill", Request::Verify).await
+    }
+
+    async fn ask_all<T>(
+        &self,
+        what: &str,
+        wrap: fn(oneshot::Sender<std::result::Result<T, String>>) -> Request,
+    ) -> Vec<(String, std::result::Result<T, String>)> {
         let synced = sync_db(&self.db).await;
-        tracing::debug!(db = %self.db.path().display(), copied = synced.as_ref().map(|r| r.copied_bytes).ok(), position = %self.db.pos().pos(), "synced before the requested snapshot");
+        tracing::debug!(db = %self.db.path().display(), copied = synced.as_ref().map(|r| r.copied_bytes).ok(), position = %self.db.pos().pos(), "synced before the requested {what}");
         if let Err(e) = synced {
-            let why = format!("cannot copy the WAL before the snapshot: {e}");
+            let why = format!("cannot copy the WAL before the {what}: {e}");
             return self
                 .replicas
                 .iter()
@@ -340,12 +355,15 @@ impl Requester {
         let mut waiting = Vec::new();
         for (name, tx) in &self.replicas {
             let (reply, answer) = oneshot::channel();
-            if let Err(e) = tx.try_send(reply) {
+            if let Err(e) = tx.try_send(wrap(reply)) {
                 let why = match &e {
-                    mpsc::error::TrySendError::Full(_) => "too many snapshot requests waiting",
+                    mpsc::error::TrySendError::Full(_) => "too many requests waiting",
                     mpsc::error::TrySendError::Closed(_) => "the replica has stopped",
                 };
-                let _ = e.into_inner().send(Err(why.to_string()));
+                match e.into_inner() {
+                    Request::Snapshot(tx) => drop(tx.send(Err(why.to_string()))),
+                    Request::Verify(tx) => drop(tx.send(Err(why.to_string()))),
+                }
             }
             waiting.push((name.clone(), answer));
         }
@@ -353,7 +371,7 @@ impl Requester {
         for (name, answer) in waiting {
             let a = answer
                 .await
-                .unwrap_or_else(|_| Err("replicate stopped before the snapshot".to_string()));
+                .unwrap_or_else(|_| Err(format!("replicate stopped before the {what}")));
             answers.push((name, a));
         }
         answers

@@ -17,6 +17,9 @@ pub enum Target {
     Index(u32),
     /// State as of this moment (`-timestamp`).
     Time(SystemTime),
+    /// Exactly the WAL up to byte `offset` of index `index` (a restore drill's position, where a
+    /// segment ends); segments starting at or after it are left out.
+    Position(u32, u64),
 }
 
 /// What a restore fetches: one snapshot of one generation and the WAL segments to replay on it.
@@ -87,7 +90,7 @@ pub fn choose_generation(
             s.generation == g
                 && match target {
                     Target::Time(t) => s.created <= t,
-                    Target::Index(i) => s.index <= i,
+                    Target::Index(i) | Target::Position(i, _) => s.index <= i,
                     Target::Latest => true,
                 }
         });
@@ -145,7 +148,7 @@ pub fn plan(listing: &Listing, generation: Option<&str>, target: Target) -> Resu
         .filter(|s| s.generation == g)
         .filter(|s| match target {
             Target::Time(t) => s.created <= t,
-            Target::Index(i) => s.index <= i,
+            Target::Index(i) | Target::Position(i, _) => s.index <= i,
             Target::Latest => true,
         })
         .max_by(|a, b| match target {
@@ -162,6 +165,7 @@ pub fn plan(listing: &Listing, generation: Option<&str>, target: Target) -> Resu
     {
         match target {
             Target::Index(i) if s.index > i => break,
+            Target::Position(i, o) if (s.index, s.offset) >= (i, o) => break,
             // Sorted by position: the state at T is the prefix uploaded by T.
             Target::Time(t) if s.created > t => break,
             _ => {}
@@ -272,6 +276,30 @@ mod tests {
         let p = plan(&l, Some(A), Target::Index(1)).unwrap();
         assert_eq!(p.snapshot.index, 0);
         assert_eq!(offsets(&p), vec![(0, vec![0]), (1, vec![0])]);
+    }
+
+    #[test]
+    fn position_target_ends_where_a_segment_ends() {
+        let l = listing(
+            &[(A, 0, 10), (A, 1, 30)],
+            &[
+                (A, 0, 0, 10),
+                (A, 1, 0, 20),
+                (A, 1, 4152, 30),
+                (A, 1, 8272, 40),
+                (A, 2, 0, 50),
+            ],
+        );
+        let p = plan(&l, Some(A), Target::Position(1, 8272)).unwrap();
+        assert_eq!(p.snapshot.index, 1);
+        assert_eq!(offsets(&p), vec![(1, vec![0, 4152])]);
+        // An index that has no byte yet at the position: the state the index before ended in.
+        let p = plan(&l, Some(A), Target::Position(1, 0)).unwrap();
+        assert_eq!(p.snapshot.index, 1);
+        assert!(p.indexes.is_empty());
+        let p = plan(&l, Some(A), Target::Position(0, 4152)).unwrap();
+        assert_eq!(p.snapshot.index, 0);
+        assert_eq!(offsets(&p), vec![(0, vec![0])]);
     }
 
     #[test]

@@ -17,9 +17,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod drill;
+pub use drill::{Drill, DrillReport};
+
 /// A request for a snapshot now (`walship snapshot` through a running `replicate`), answered
 /// with the snapshot's position or the error that stopped it.
 pub type SnapshotRequest = oneshot::Sender<std::result::Result<Pos, String>>;
+/// A request for a restore drill now (`walship verify` through a running `replicate`), answered
+/// with its report or the error that stopped it.
+pub type VerifyRequest = oneshot::Sender<std::result::Result<DrillReport, String>>;
+
+/// What a running shipper can be asked for between its syncs.
+pub enum Request {
+    /// Ship the WAL, then take a snapshot.
+    Snapshot(SnapshotRequest),
+    /// Run a restore drill.
+    Verify(VerifyRequest),
+}
 
 /// Per-replica settings (README "Configuration") with v0.3.13's defaults.
 #[derive(Debug, Clone)]
@@ -38,6 +52,8 @@ pub struct ReplicaOptions {
     pub retention_check_interval: Duration,
     /// age keys (format §2): uploads are encrypted when it has recipients.
     pub age: Age,
+    /// How often a restore drill proves the replica (`validation-interval`); zero: never.
+    pub validation_interval: Duration,
 }
 
 impl Default for ReplicaOptions {
@@ -49,6 +65,7 @@ impl Default for ReplicaOptions {
             retention: Duration::from_secs(24 * 3600),
             retention_check_interval: Duration::from_secs(3600),
             age: Age::default(),
+            validation_interval: Duration::ZERO,
         }
     }
 }
@@ -60,7 +77,7 @@ pub struct Shipper {
     replica: DynReplica,
     opts: ReplicaOptions,
     pos: Option<Pos>,
-    status: watch::Sender<ShipperStatus>,
+    status: Arc<watch::Sender<ShipperStatus>>,
     /// What a restore of the replica's latest state downloads, kept up to date from the
     /// listing at resume and from each upload since; None until known.
     budget: Option<Reads>,
@@ -82,6 +99,15 @@ pub struct ShipperStatus {
     pub consecutive_errors: u32,
     /// What a restore of the latest state would download (objects, bytes); None until known.
     pub restore: Option<Reads>,
+    /// Restore drills that matched.
+    pub validations_ok: u64,
+    /// Restore drills that did not: a mismatch, or a drill that could not complete.
+    pub validations_error: u64,
+    /// Wall-clock time of the last drill that matched.
+    pub last_validated: Option<SystemTime>,
+    /// Why the last drill did not match; cleared by one that does. The replica is not healthy
+    /// meanwhile, however well its uploads go.
+    pub validation_failure: Option<String>,
 }
 
 impl Shipper {
@@ -97,7 +123,7 @@ impl Shipper {
             replica,
             opts,
             pos: None,
-            status: watch::channel(ShipperStatus::default()).0,
+            status: Arc::new(watch::channel(ShipperStatus::default()).0),
             budget: None,
             index_uploads: (0, 0, 0),
         }
@@ -423,15 +449,23 @@ impl Shipper {
     }
 
     /// Runs until `shutdown` flips to true, then makes one final sync.
-    /// `requests`: snapshots asked for now; each is taken after the WAL is shipped, and answered.
+    /// `requests`: snapshots and drills asked for now; each is taken after the WAL is shipped,
+    /// and answered.
     pub async fn run(
         mut self,
         mut shutdown: watch::Receiver<bool>,
-        mut requests: mpsc::Receiver<SnapshotRequest>,
+        mut requests: mpsc::Receiver<Request>,
         catch_up: crate::monitor::CatchUp,
     ) -> Result<()> {
         let mut db_rx = self.db.subscribe();
         let mut asked: Vec<SnapshotRequest> = Vec::new();
+        let mut verify_asked: Vec<VerifyRequest> = Vec::new();
+        let vi = self.opts.validation_interval;
+        let mut next_validation = (!vi.is_zero()).then(|| tokio::time::Instant::now() + vi);
+        // The drill restoring in the background. Snapshots and retention wait for it: a snapshot
+        // of the drill's index would replace the object its restore reads (snapshot keys name
+        // the index only), and retention could delete it.
+        let mut drilling: Option<tokio::task::JoinHandle<()>> = None;
         let mut next_snapshot =
             (!self.opts.snapshot_interval.is_zero()).then(tokio::time::Instant::now);
         if next_snapshot.is_some() {
@@ -471,7 +505,41 @@ impl Shipper {
                 failures = failure_policy.delays();
             }
             let now = tokio::time::Instant::now();
-            if !asked.is_empty() {
+            if drilling.as_ref().is_some_and(|h| h.is_finished()) {
+                drilling = None;
+            }
+            if drilling.is_none()
+                && (!verify_asked.is_empty() || next_validation.is_some_and(|t| now >= t))
+            {
+                match self.prepare_drill().await {
+                    Ok(Some(d)) => {
+                        let status = self.status.clone();
+                        let waiting = std::mem::take(&mut verify_asked);
+                        drilling = Some(tokio::spawn(async move {
+                            let answer = d.run_and_record(status).await;
+                            for tx in waiting {
+                                let _ = tx.send(answer.clone());
+                            }
+                        }));
+                        next_validation = next_validation.map(|_| now + vi);
+                    }
+                    // Another replica's drill, or nothing to drill yet: the next round tries.
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "validation failed: the restore drill could not start");
+                        let res = Err(e);
+                        drill::record(&self.status, &res);
+                        let answer = res.map_err(|e| e.to_string());
+                        for tx in verify_asked.drain(..) {
+                            let _ = tx.send(answer.clone());
+                        }
+                        next_validation = next_validation.map(|_| now + vi);
+                        self.pos = None;
+                    }
+                }
+            }
+            let drill_on = drilling.is_some();
+            if !asked.is_empty() && !drill_on {
                 let res = self.snapshot().await;
                 match &res {
                     Ok(pos) => {
@@ -491,14 +559,14 @@ impl Shipper {
                     next_snapshot = Some(now + self.opts.snapshot_interval);
                 }
             }
-            if next_snapshot.is_some_and(|t| now >= t) {
+            if next_snapshot.is_some_and(|t| now >= t) && !drill_on {
                 if let Err(e) = self.snapshot().await {
                     tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "snapshotter error");
                     self.pos = None;
                 }
                 next_snapshot = Some(now + self.opts.snapshot_interval);
             }
-            if next_retention.is_some_and(|t| now >= t) {
+            if next_retention.is_some_and(|t| now >= t) && !drill_on {
                 if let Err(e) = self.enforce_retention().await {
                     tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "retainer error");
                     self.pos = None;
@@ -506,7 +574,10 @@ impl Shipper {
                 next_retention = Some(now + ri);
             }
             let mut deadline = tokio::time::Instant::now() + self.opts.sync_interval.max(backoff);
-            for t in [next_snapshot, next_retention].into_iter().flatten() {
+            for t in [next_snapshot, next_retention, next_validation]
+                .into_iter()
+                .flatten()
+            {
                 deadline = deadline.min(t.max(tokio::time::Instant::now()));
             }
             // Wait the sync interval, then for a change of the shadow WAL (or a schedule).
@@ -514,7 +585,7 @@ impl Shipper {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.changed() => continue,
-                Some(tx) = requests.recv() => asked.push(tx),
+                Some(r) = requests.recv() => take(r, &mut asked, &mut verify_asked),
             }
             // Armed before the copy: a commit made after it wakes the wait below.
             let armed = commits.as_ref().is_some_and(|w| w.arm());
@@ -522,10 +593,16 @@ impl Shipper {
             // the upload that follows carries it, so a commit waits about one sync-interval.
             catch_up.now().await;
             if asked.is_empty()
+                && verify_asked.is_empty()
+                && !drill_on
                 && backoff.is_zero()
                 && self.pos.as_ref().is_some_and(|p| *p == self.db.pos().pos())
             {
-                let mut wake = next_snapshot.into_iter().chain(next_retention).min();
+                let mut wake = next_snapshot
+                    .into_iter()
+                    .chain(next_retention)
+                    .chain(next_validation)
+                    .min();
                 let sleep = async {
                     match wake.take() {
                         Some(t) => tokio::time::sleep_until(t).await,
@@ -543,9 +620,12 @@ impl Shipper {
                     _ = commit => catch_up.now().await,
                     _ = sleep => {}
                     _ = shutdown.changed() => {}
-                    Some(tx) = requests.recv() => asked.push(tx),
+                    Some(r) = requests.recv() => take(r, &mut asked, &mut verify_asked),
                 }
             }
+        }
+        if let Some(h) = drilling {
+            h.abort();
         }
         self.final_sync().await
     }
@@ -567,6 +647,14 @@ const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(4);
 /// The waits after failed rounds in a row: from sync-interval (at least 100 ms) doubling up to
 /// max(sync-interval, [`MAX_FAILURE_BACKOFF`]), without end and without jitter (the retry
 /// layer's attempts inside each round already spread a fleet's retries).
+/// Files a request with the others of its kind, answered at the next round.
+fn take(r: Request, snapshots: &mut Vec<SnapshotRequest>, drills: &mut Vec<VerifyRequest>) {
+    match r {
+        Request::Snapshot(tx) => snapshots.push(tx),
+        Request::Verify(tx) => drills.push(tx),
+    }
+}
+
 pub(crate) fn failure_backoff(sync_interval: Duration) -> RetryPolicy {
     let cap = sync_interval.max(MAX_FAILURE_BACKOFF);
     RetryPolicy {

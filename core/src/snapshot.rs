@@ -92,7 +92,7 @@ const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// The database length the header promises (page size x in-header page count), when the
 /// in-header count is valid (SQLite >= 3.7.0 keeps it so; it is valid when the change counter
 /// at 24 equals the version-valid-for number at 92).
-fn header_len(h: &[u8]) -> Option<u64> {
+pub(crate) fn header_len(h: &[u8]) -> Option<u64> {
     let h = h.get(..HEADER_LEN)?;
     if &h[..16] != MAGIC {
         return None;

@@ -218,6 +218,9 @@ pub struct Db {
     shadow_salts: std::sync::atomic::AtomicU64,
     /// Held (read) by snapshots; the monitor only refreshes `R` when it can take it (write).
     gate: Arc<RwLock<()>>,
+    /// Held by a restore drill from its start to its verdict: one drill per database at a time
+    /// (each reads the whole database file and restores a whole copy).
+    drills: Arc<tokio::sync::Mutex<()>>,
     replica_positions: Mutex<BTreeMap<String, Pos>>,
     /// The one descriptor walship itself opens on the database file (see [`crate::snapshot`]).
     /// Replaced only when the file at the path is replaced.
@@ -274,6 +277,7 @@ impl Db {
             pos_tx,
             shadow_salts: std::sync::atomic::AtomicU64::new(0),
             gate: Arc::new(RwLock::new(())),
+            drills: Arc::new(tokio::sync::Mutex::new(())),
             replica_positions: Mutex::new(BTreeMap::new()),
             db_file: Mutex::new(None),
             shm_file: Mutex::new(None),
@@ -329,6 +333,11 @@ impl Db {
         CheckpointHold {
             _guard: self.gate.clone().read_owned().await,
         }
+    }
+    /// The right to run a restore drill on this database now, unless another replica's drill
+    /// holds it (it is tried again later, never waited for in a shipper's loop).
+    pub fn try_drill(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.drills.clone().try_lock_owned().ok()
     }
     /// Page size of the WAL the shadow follows; None before a sync has read a WAL header, or after
     /// the database file was replaced (until the next sync opens the new one).

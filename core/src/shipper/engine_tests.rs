@@ -4,6 +4,7 @@
 use super::*;
 use crate::db::DbOptions;
 use crate::plan::{self, Target};
+use crate::replica::Replica;
 use crate::testing::{Calls, Fault, Faulty, MemoryReplica, Op};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -413,4 +414,58 @@ async fn the_restore_budget_follows_uploads_snapshots_and_restarts() {
     let status = s.status();
     s.sync().await.unwrap();
     assert_eq!(status.borrow().restore, Some(planned(mem.clone()).await));
+}
+
+/// A restore drill matches the database at its position across several WAL indexes, and catches
+/// damage every object still decodes through: the newest snapshot replaced by an older one of
+/// the same generation under its name.
+#[tokio::test]
+async fn a_drill_matches_and_catches_a_stale_snapshot_under_the_newest_name() {
+    let mut f = Fixture::new();
+    let (mem, _faulty, mut s) = f.shipping(20).await;
+    for _ in 0..4 {
+        f.write(30).await;
+        s.sync().await.unwrap();
+    }
+    assert!(f.db.pos().index >= 2, "{:?}", f.db.pos());
+    // Committed but not yet shipped: the drill ships up to its position first.
+    f.write(5).await;
+    let r = s.drill_now().await.unwrap().expect("a drill");
+    assert_eq!(r.mismatch, None, "{r}");
+    assert_eq!(r.pos, f.db.pos().pos());
+    assert_eq!(r.pages, {
+        let n: i64 = f
+            .app
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        n as u64
+    });
+
+    s.snapshot().await.unwrap();
+    f.write(10).await;
+    s.sync().await.unwrap();
+    let listing = Listing::fetch(mem.as_ref(), None).await.unwrap();
+    let mut snaps: Vec<_> = listing
+        .snapshots
+        .iter()
+        .map(|s| (s.index, s.key.clone()))
+        .collect();
+    snaps.sort();
+    let (older, newest) = (&snaps[0].1, &snaps[snaps.len() - 1].1);
+    assert_ne!(older, newest);
+    let saved = mem.bytes(newest).unwrap();
+    mem.put(newest, PutSource::Bytes(mem.bytes(older).unwrap()))
+        .await
+        .unwrap();
+    let r = s.drill_now().await.unwrap().expect("a drill");
+    let m = r
+        .mismatch
+        .clone()
+        .unwrap_or_else(|| panic!("not caught: {r}"));
+    assert!(m.contains("page ") && m.contains(newest.as_str()), "{m}");
+    assert!(r.to_string().starts_with("MISMATCH at position "), "{r}");
+    // Put back, it matches again.
+    mem.put(newest, PutSource::Bytes(saved)).await.unwrap();
+    let r = s.drill_now().await.unwrap().expect("a drill");
+    assert_eq!(r.mismatch, None, "{r}");
 }

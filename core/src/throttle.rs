@@ -1,0 +1,155 @@
+//! A replica whose downloads share a bandwidth cap: what a restore drill reads through, so that a
+//! scheduled check of a large database never saturates the server's link (or disk) while the
+//! application and the uploads use it. Uploads, listings and deletes pass through untouched.
+
+use crate::error::Result;
+use crate::replica::{ByteReader, DynReplica, ObjectMeta, ObjectReader, PutSource, Replica};
+use async_trait::async_trait;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Bytes read so far by every reader of one throttled replica, against a rate from its start.
+#[derive(Debug)]
+struct Pacer {
+    start: Instant,
+    bytes_per_sec: u64,
+    read: AtomicU64,
+}
+
+impl Pacer {
+    /// Counts `n` more bytes; returns when reading may go on without exceeding the rate.
+    fn add(&self, n: u64) -> Instant {
+        let total = self.read.fetch_add(n, Ordering::Relaxed) + n;
+        self.start + Duration::from_secs_f64(total as f64 / self.bytes_per_sec as f64)
+    }
+}
+
+/// `inner` with every download paced to `bytes_per_sec` on average, all downloads together.
+#[derive(Debug)]
+pub struct Throttled {
+    inner: DynReplica,
+    pacer: Arc<Pacer>,
+}
+
+impl Throttled {
+    /// Paces every download of `inner` to `bytes_per_sec` together.
+    pub fn new(inner: DynReplica, bytes_per_sec: u64) -> Throttled {
+        Throttled {
+            inner,
+            pacer: Arc::new(Pacer {
+                start: Instant::now(),
+                bytes_per_sec: bytes_per_sec.max(1),
+                read: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn wrap(&self, r: ByteReader) -> ByteReader {
+        Box::new(PacedReader {
+            inner: r,
+            pacer: self.pacer.clone(),
+            wait: None,
+        })
+    }
+}
+
+struct PacedReader {
+    inner: ByteReader,
+    pacer: Arc<Pacer>,
+    wait: Option<Pin<Box<Sleep>>>,
+}
+
+impl AsyncRead for PacedReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(w) = self.wait.as_mut() {
+            if w.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.wait = None;
+        }
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            let n = (buf.filled().len() - before) as u64;
+            if n > 0 {
+                let until = self.pacer.add(n);
+                if until > Instant::now() {
+                    self.wait = Some(Box::pin(tokio::time::sleep_until(until)));
+                }
+            }
+        }
+        res
+    }
+}
+
+#[async_trait]
+impl Replica for Throttled {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn target(&self) -> String {
+        self.inner.target()
+    }
+    async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
+        self.inner.put(key, source).await
+    }
+    async fn get(&self, key: &str) -> Result<ByteReader> {
+        Ok(self.wrap(self.inner.get(key).await?))
+    }
+    async fn get_from(
+        &self,
+        key: &str,
+        offset: u64,
+        version: Option<&str>,
+    ) -> Result<ObjectReader> {
+        let mut r = self.inner.get_from(key, offset, version).await?;
+        r.reader = self.wrap(r.reader);
+        Ok(r)
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        self.inner.list_after(prefix, start_after).await
+    }
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        self.inner.delete(keys).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MemoryReplica;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn downloads_together_keep_to_the_rate() {
+        let mem = Arc::new(MemoryReplica::default());
+        for k in ["a", "b"] {
+            mem.put(k, PutSource::Bytes(vec![7u8; 60_000].into()))
+                .await
+                .unwrap();
+        }
+        let t = Throttled::new(mem, 200_000);
+        let started = Instant::now();
+        let (mut a, mut b) = (t.get("a").await.unwrap(), t.get("b").await.unwrap());
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        let (ra, rb) = tokio::join!(a.read_to_end(&mut x), b.read_to_end(&mut y));
+        assert_eq!((ra.unwrap(), rb.unwrap()), (60_000, 60_000));
+        // 120 KB at 200 KB/s: about 0.6 s (the last read's wait is not taken).
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(450), "{took:?}");
+        assert!(took <= Duration::from_secs(3), "{took:?}");
+    }
+}
