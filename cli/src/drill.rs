@@ -8,6 +8,10 @@
 //! `walship snapshot` does): only the holder of the database's lock knows the shadow WAL and can
 //! hold its checkpoints. Otherwise it ships what is pending first, as `replicate -once` would,
 //! and drills here.
+//!
+//! A replica URL has no database to compare with: its drill proves what can be proven without
+//! one, that the latest state restores (every object there, decoding, chaining) into a database
+//! SQLite's full `integrity_check` accepts.
 
 use anyhow::{anyhow, bail, Result};
 use std::path::Path;
@@ -30,9 +34,13 @@ pub async fn run(
     json: bool,
 ) -> Result<i32> {
     if crate::setup::is_url(target) {
-        bail!(
-            "verify compares replicas with their database: name a configured DB_PATH, not a replica URL ({target}); `walship restore -integrity-check full` proves that a URL restores"
-        );
+        if config.is_some() {
+            bail!("cannot specify a replica URL and the -config flag");
+        }
+        if replica.is_some() {
+            bail!("cannot specify a replica URL and the -replica flag");
+        }
+        return url_drill(target, json).await;
     }
     let (cfg, cfg_path) = crate::setup::load_config(config, no_expand_env)?;
     let path = crate::setup::abs_path(target)?;
@@ -130,6 +138,100 @@ async fn here(dbc: &DbConfig, only: Option<&str>) -> Result<Answers> {
     Ok(out)
 }
 
+/// The drill of a bare replica URL; returns the exit code.
+async fn url_drill(target: &str, json: bool) -> Result<i32> {
+    let (_, replicas) = crate::setup::replicas_for(target, None, false, None)?;
+    let mut rows = Vec::new();
+    let mut all_ok = true;
+    for (name, r, age) in replicas {
+        let res = restore_and_check(r, &age).await;
+        all_ok &= res.is_ok();
+        if json {
+            rows.push(match &res {
+                Ok(u) => serde_json::json!({
+                    "replica": name,
+                    "status": "ok",
+                    "compared": false,
+                    "generation": u.generation,
+                    "index": u.index,
+                    "pages": u.pages,
+                    "objects": u.objects,
+                    "bytes": u.bytes,
+                    "elapsed_seconds": u.elapsed.as_secs_f64(),
+                }),
+                Err(e) => serde_json::json!({
+                    "replica": name,
+                    "status": "error",
+                    "compared": false,
+                    "detail": format!("{e:#}"),
+                }),
+            });
+        } else {
+            match &res {
+                Ok(u) => println!(
+                    "{name}: ok: the latest state (generation {}, index {:08x}) restores and passes integrity_check: {} pages, {} objects ({} bytes) read in {:.2?}; no local database to compare",
+                    u.generation, u.index, u.pages, u.objects, u.bytes, u.elapsed
+                ),
+                Err(e) => println!("{name}: ERROR: {e:#}"),
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(if all_ok { 0 } else { 1 })
+}
+
+/// What a URL's drill restored.
+struct Restored {
+    generation: String,
+    index: u32,
+    pages: u64,
+    objects: u64,
+    bytes: u64,
+    elapsed: Duration,
+}
+
+/// Restores the latest state into a private temporary file (paced like a drill), checks it with
+/// `integrity_check`, removes it.
+async fn restore_and_check(
+    r: walship_core::replica::DynReplica,
+    age: &walship_core::crypt::Age,
+) -> Result<Restored> {
+    use walship_core::plan::{self, Target};
+    let started = std::time::Instant::now();
+    let listing = walship_core::listing::Listing::fetch(r.as_ref(), None).await?;
+    let plan = plan::plan(&listing, None, Target::Latest)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let out =
+        std::env::temp_dir().join(format!("walship-verify-{}-{nanos}.db", std::process::id()));
+    let paced: walship_core::replica::DynReplica = std::sync::Arc::new(
+        walship_core::throttle::Throttled::new(r, walship_core::shipper::DRILL_BYTES_PER_SEC),
+    );
+    let res = async {
+        walship_core::restore::execute(paced, age, &plan, &out, 2).await?;
+        crate::verify::check(&out, crate::verify::IntegrityCheck::Full)?;
+        let c = rusqlite::Connection::open(&out)?;
+        let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        anyhow::Ok(pages as u64)
+    }
+    .await;
+    crate::verify::discard(&out);
+    let pages = res?;
+    let reads = plan.reads();
+    Ok(Restored {
+        generation: plan.generation.clone(),
+        index: plan.indexes.last().map_or(plan.snapshot.index, |(i, _)| *i),
+        pages,
+        objects: reads.objects,
+        bytes: reads.bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
 fn to_json(answers: &Answers) -> serde_json::Value {
     let rows = answers.iter().map(|(name, a)| match a {
         Ok(r) => serde_json::json!({
@@ -142,6 +244,7 @@ fn to_json(answers: &Answers) -> serde_json::Value {
             "objects": r.objects,
             "bytes": r.bytes,
             "elapsed_seconds": r.elapsed.as_secs_f64(),
+            "checkpoints_held_seconds": r.held.as_secs_f64(),
             "detail": r.mismatch,
         }),
         Err(e) => serde_json::json!({
@@ -154,7 +257,7 @@ fn to_json(answers: &Answers) -> serde_json::Value {
 }
 
 /// One line per replica for the answer file: `report<TAB>name<TAB>generation<TAB>index<TAB>
-/// offset<TAB>pages<TAB>objects<TAB>bytes<TAB>elapsed-ms<TAB>mismatch (empty when equal)` or
+/// offset<TAB>pages<TAB>objects<TAB>bytes<TAB>elapsed-ms<TAB>held-ms<TAB>mismatch (empty when equal)` or
 /// `error<TAB>name<TAB>why`.
 pub fn encode(answers: &Answers) -> String {
     let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
@@ -162,7 +265,7 @@ pub fn encode(answers: &Answers) -> String {
         .iter()
         .map(|(name, a)| match a {
             Ok(r) => format!(
-                "report\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                "report\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
                 clean(name),
                 r.pos.generation,
                 r.pos.index,
@@ -171,6 +274,7 @@ pub fn encode(answers: &Answers) -> String {
                 r.objects,
                 r.bytes,
                 r.elapsed.as_millis(),
+                r.held.as_millis(),
                 clean(r.mismatch.as_deref().unwrap_or_default())
             ),
             Err(e) => format!("error\t{}\t{}\n", clean(name), clean(e)),
@@ -184,7 +288,7 @@ pub fn decode(text: &str) -> Answers {
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             match f.as_slice() {
-                ["report", name, g, i, o, pages, objects, bytes, ms, mismatch] => Some((
+                ["report", name, g, i, o, pages, objects, bytes, ms, held, mismatch] => Some((
                     name.to_string(),
                     Ok(DrillReport {
                         pos: Pos::new(g.to_string(), i.parse().ok()?, o.parse().ok()?),
@@ -192,6 +296,7 @@ pub fn decode(text: &str) -> Answers {
                         objects: objects.parse().ok()?,
                         bytes: bytes.parse().ok()?,
                         elapsed: Duration::from_millis(ms.parse().ok()?),
+                        held: Duration::from_millis(held.parse().ok()?),
                         mismatch: (!mismatch.is_empty()).then(|| mismatch.to_string()),
                     }),
                 )),
@@ -214,6 +319,7 @@ mod tests {
             objects: 4,
             bytes: 1_234_567,
             elapsed: Duration::from_millis(1500),
+            held: Duration::from_millis(20),
             mismatch: None,
         };
         let bad = DrillReport {

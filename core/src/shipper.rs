@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod drill;
-pub use drill::{Drill, DrillReport};
+pub use drill::{Drill, DrillReport, DRILL_BYTES_PER_SEC};
 
 /// A request for a snapshot now (`walship snapshot` through a running `replicate`), answered
 /// with the snapshot's position or the error that stopped it.

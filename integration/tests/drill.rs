@@ -277,15 +277,72 @@ fn a_stale_snapshot_under_the_newest_name_is_caught_and_verify_says_so() {
 }
 
 #[test]
-fn verify_refuses_what_it_cannot_drill() {
+fn verify_of_a_url_restores_and_checks_and_bad_flags_are_refused() {
     let s = FileSetup::new("", "");
+    let mut w = Writer::new(&s.db, 24);
+    for _ in 0..200 {
+        w.tx();
+    }
+    let mut p = s.replicate();
+    wait_until(
+        Duration::from_secs(30),
+        "the replica to hold the WAL",
+        || replica_holds_wal(&s.replica, &s.db),
+    );
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
     let (code, _, out) = verify(&s.cfg, &s.db, &["-replica", "nope"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("replica \"nope\" not found"), "{out}");
-    let o = walship(&["verify", &s.url]);
-    assert_eq!(o.status.code(), Some(1), "{o:?}");
+
+    let url = |extra: &[&str]| {
+        let mut args = vec!["verify"];
+        args.extend_from_slice(extra);
+        args.push(&s.url);
+        let o = walship(&args);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = url(&[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("not a replica URL"),
-        "{o:?}"
+        stdout.contains("ok: the latest state") && stdout.contains("no local database to compare"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = url(&["-json"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (v[0]["status"].as_str(), v[0]["compared"].as_bool()),
+        (Some("ok"), Some(false)),
+        "{v}"
+    );
+    let (code, _, stderr) = url(&["-config", s.cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot specify a replica URL and the -config flag"),
+        "{stderr}"
+    );
+
+    // A WAL segment cut short: the restore fails, and verify says so.
+    let seg = replica_objects(&s.replica)
+        .into_iter()
+        .filter(|o| o.offset.is_some())
+        .max_by_key(|o| (o.index, o.offset))
+        .unwrap();
+    let len = std::fs::metadata(&seg.path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg.path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (code, stdout, stderr) = url(&[]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(": ERROR: ") && stdout.contains("corrupt"),
+        "{stdout}"
     );
 }

@@ -37,6 +37,9 @@ pub struct DrillReport {
     pub bytes: u64,
     /// Wall time of the whole drill, preparation included.
     pub elapsed: Duration,
+    /// How long walship's own checkpoints waited for the local half (the application's never
+    /// wait for a drill).
+    pub held: Duration,
     /// None when the replica restores exactly the local database; otherwise what differs and
     /// the objects the restore was built from.
     pub mismatch: Option<String>,
@@ -47,8 +50,8 @@ impl std::fmt::Display for DrillReport {
         match &self.mismatch {
             None => write!(
                 f,
-                "ok: position {}, {} pages equal, {} objects ({} bytes) read in {:.2?}",
-                self.pos, self.pages, self.objects, self.bytes, self.elapsed
+                "ok: position {}, {} pages equal, {} objects ({} bytes) read in {:.2?} (checkpoints held {:.2?})",
+                self.pos, self.pages, self.objects, self.bytes, self.elapsed, self.held
             ),
             Some(m) => write!(f, "MISMATCH at position {}: {m}", self.pos),
         }
@@ -66,6 +69,7 @@ pub struct Drill {
     local: Digests,
     scratch: PathBuf,
     started: Instant,
+    held: Duration,
     _exclusive: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -98,6 +102,7 @@ impl Shipper {
         // The bulk first, as a snapshot does: the hold below only waits for what came since.
         self.ship_until(None).await?;
         let hold = self.db.hold_checkpoints().await;
+        let held_since = Instant::now();
         let dbpos = self.db.pos();
         if dbpos.size == 0
             || self
@@ -129,6 +134,7 @@ impl Shipper {
         .map_err(|e| Error::new(ErrorKind::Other, format!("drill task failed: {e}")))?
         .map_err(|e| Error::io("digest the local database for the restore drill", e))?;
         drop(hold);
+        let held = held_since.elapsed();
         let name: String = self
             .opts
             .name
@@ -145,6 +151,7 @@ impl Shipper {
             local,
             scratch: self.db.meta().root.join(format!("drill-{name}.db")),
             started,
+            held,
             _exclusive: exclusive,
         }))
     }
@@ -226,6 +233,7 @@ impl Drill {
             objects: reads.objects,
             bytes: reads.bytes,
             elapsed: self.started.elapsed(),
+            held: self.held,
             mismatch,
         })
     }
@@ -240,7 +248,7 @@ impl Drill {
         let res = self.run().await;
         match &res {
             Ok(r) if r.mismatch.is_none() => {
-                tracing::info!(db = %db, replica = %name, position = %r.pos, pages = r.pages, objects = r.objects, bytes = r.bytes, elapsed = ?r.elapsed, "validation ok: the replica restores this database exactly");
+                tracing::info!(db = %db, replica = %name, position = %r.pos, pages = r.pages, objects = r.objects, bytes = r.bytes, elapsed = ?r.elapsed, checkpoints_held = ?r.held, "validation ok: the replica restores this database exactly");
             }
             Ok(r) => {
                 tracing::error!(db = %db, replica = %name, position = %r.pos, error = %r.mismatch.as_deref().unwrap_or_default(), "validation mismatch");
