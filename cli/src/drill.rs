@@ -208,9 +208,7 @@ async fn restore_and_check(
         .unwrap_or_default();
     let out =
         std::env::temp_dir().join(format!("walship-verify-{}-{nanos}.db", std::process::id()));
-    let paced: walship_core::replica::DynReplica = std::sync::Arc::new(
-        walship_core::throttle::Throttled::new(r, walship_core::shipper::DRILL_BYTES_PER_SEC),
-    );
+    let paced = walship_core::throttle::throttled(r, walship_core::shipper::DRILL_BYTES_PER_SEC);
     let res = async {
         walship_core::restore::execute(paced, age, &plan, &out, 2).await?;
         crate::verify::check(&out, crate::verify::IntegrityCheck::Full)?;

@@ -2,15 +2,13 @@
 //! otherwise (the restore's own log lines say what happens). Progress is counted in downloaded
 //! bytes by wrapping the replica, so the engine knows nothing about terminals.
 
-use async_trait::async_trait;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
-use walship_core::replica::{ByteReader, DynReplica, ObjectMeta, PutSource, Replica};
-use walship_core::Result;
+use walship_core::replica::{ByteReader, DynReplica, WrappedReads};
 
 /// A progress bar over `total` bytes, or `None` when stderr is not a terminal.
 pub fn bar(total: u64) -> Option<ProgressBar> {
@@ -26,52 +24,17 @@ pub fn bar(total: u64) -> Option<ProgressBar> {
     Some(pb)
 }
 
-/// Counts the bytes read from every `get` into the bar.
-#[derive(Debug)]
-pub struct Counting {
-    inner: DynReplica,
-    pb: ProgressBar,
-}
-
-impl Counting {
-    pub fn wrap(inner: DynReplica, pb: ProgressBar) -> DynReplica {
-        Arc::new(Counting { inner, pb })
-    }
-}
-
-#[async_trait]
-impl Replica for Counting {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-    fn target(&self) -> String {
-        self.inner.target()
-    }
-    async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
-        self.inner.put(key, source).await
-    }
-    async fn get(&self, key: &str) -> Result<ByteReader> {
-        let r = self.inner.get(key).await?;
-        Ok(Box::new(CountingReader {
-            inner: r,
-            pb: self.pb.clone(),
-        }))
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        self.inner.list(prefix).await
-    }
-    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
-        self.inner.list_after(prefix, start_after).await
-    }
-    async fn delete(&self, keys: &[String]) -> Result<()> {
-        self.inner.delete(keys).await
-    }
-    async fn check(&self) -> Result<()> {
-        self.inner.check().await
-    }
-    async fn remove_stale_temporaries(&self) -> Result<usize> {
-        self.inner.remove_stale_temporaries().await
-    }
+/// `inner` with the bytes of every download counted into the bar.
+pub fn counting(inner: DynReplica, pb: ProgressBar) -> DynReplica {
+    WrappedReads::wrap(
+        inner,
+        Arc::new(move |r| {
+            Box::new(CountingReader {
+                inner: r,
+                pb: pb.clone(),
+            }) as ByteReader
+        }),
+    )
 }
 
 struct CountingReader {

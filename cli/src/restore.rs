@@ -119,7 +119,7 @@ pub async fn run(a: RestoreArgs<'_>) -> Result<bool> {
             .sum::<u64>();
     let pb = crate::progress::bar(total);
     let replica = match &pb {
-        Some(pb) => crate::progress::Counting::wrap(replica, pb.clone()),
+        Some(pb) => crate::progress::counting(replica, pb.clone()),
         None => replica,
     };
     let staged = crate::verify::staging_path(&output);

@@ -196,6 +196,73 @@ pub trait Replica: Send + Sync + fmt::Debug {
     }
 }
 
+/// Turns each download's byte stream into another (counting it, pacing it).
+pub type WrapReader = Arc<dyn Fn(ByteReader) -> ByteReader + Send + Sync>;
+
+/// A replica whose downloads pass through a [`WrapReader`]; everything else is `inner`'s own.
+/// What restore progress and a drill's bandwidth cap are made of, without either knowing the
+/// backend.
+pub struct WrappedReads {
+    inner: DynReplica,
+    wrap: WrapReader,
+}
+
+impl WrappedReads {
+    /// `inner`, with every `get` and `get_from` stream passed through `wrap`.
+    pub fn wrap(inner: DynReplica, wrap: WrapReader) -> DynReplica {
+        Arc::new(WrappedReads { inner, wrap })
+    }
+}
+
+impl fmt::Debug for WrappedReads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WrappedReads")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Replica for WrappedReads {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn target(&self) -> String {
+        self.inner.target()
+    }
+    async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
+        self.inner.put(key, source).await
+    }
+    async fn get(&self, key: &str) -> Result<ByteReader> {
+        Ok((self.wrap)(self.inner.get(key).await?))
+    }
+    async fn get_from(
+        &self,
+        key: &str,
+        offset: u64,
+        version: Option<&str>,
+    ) -> Result<ObjectReader> {
+        let mut r = self.inner.get_from(key, offset, version).await?;
+        r.reader = (self.wrap)(r.reader);
+        Ok(r)
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        self.inner.list_after(prefix, start_after).await
+    }
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        self.inner.delete(keys).await
+    }
+    async fn remove_stale_temporaries(&self) -> Result<usize> {
+        self.inner.remove_stale_temporaries().await
+    }
+    async fn check(&self) -> Result<()> {
+        self.inner.check().await
+    }
+}
+
 /// Whether `name` (a file name, no directory) is the temporary name of an upload by a walship
 /// process other than `own_pid`: `<object>.<pid>-<n>.tmp` with decimal pid and n.
 pub fn is_stale_temporary(name: &str, own_pid: u32) -> bool {

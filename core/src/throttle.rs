@@ -2,9 +2,7 @@
 //! scheduled check of a large database never saturates the server's link (or disk) while the
 //! application and the uploads use it. Uploads, listings and deletes pass through untouched.
 
-use crate::error::Result;
-use crate::replica::{ByteReader, DynReplica, ObjectMeta, ObjectReader, PutSource, Replica};
-use async_trait::async_trait;
+use crate::replica::{ByteReader, DynReplica, WrappedReads};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,32 +29,22 @@ impl Pacer {
 }
 
 /// `inner` with every download paced to `bytes_per_sec` on average, all downloads together.
-#[derive(Debug)]
-pub struct Throttled {
-    inner: DynReplica,
-    pacer: Arc<Pacer>,
-}
-
-impl Throttled {
-    /// Paces every download of `inner` to `bytes_per_sec` together.
-    pub fn new(inner: DynReplica, bytes_per_sec: u64) -> Throttled {
-        Throttled {
-            inner,
-            pacer: Arc::new(Pacer {
-                start: Instant::now(),
-                bytes_per_sec: bytes_per_sec.max(1),
-                read: AtomicU64::new(0),
-            }),
-        }
-    }
-
-    fn wrap(&self, r: ByteReader) -> ByteReader {
-        Box::new(PacedReader {
-            inner: r,
-            pacer: self.pacer.clone(),
-            wait: None,
-        })
-    }
+pub fn throttled(inner: DynReplica, bytes_per_sec: u64) -> DynReplica {
+    let pacer = Arc::new(Pacer {
+        start: Instant::now(),
+        bytes_per_sec: bytes_per_sec.max(1),
+        read: AtomicU64::new(0),
+    });
+    WrappedReads::wrap(
+        inner,
+        Arc::new(move |r| {
+            Box::new(PacedReader {
+                inner: r,
+                pacer: pacer.clone(),
+                wait: None,
+            }) as ByteReader
+        }),
+    )
 }
 
 struct PacedReader {
@@ -92,44 +80,10 @@ impl AsyncRead for PacedReader {
     }
 }
 
-#[async_trait]
-impl Replica for Throttled {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-    fn target(&self) -> String {
-        self.inner.target()
-    }
-    async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
-        self.inner.put(key, source).await
-    }
-    async fn get(&self, key: &str) -> Result<ByteReader> {
-        Ok(self.wrap(self.inner.get(key).await?))
-    }
-    async fn get_from(
-        &self,
-        key: &str,
-        offset: u64,
-        version: Option<&str>,
-    ) -> Result<ObjectReader> {
-        let mut r = self.inner.get_from(key, offset, version).await?;
-        r.reader = self.wrap(r.reader);
-        Ok(r)
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        self.inner.list(prefix).await
-    }
-    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
-        self.inner.list_after(prefix, start_after).await
-    }
-    async fn delete(&self, keys: &[String]) -> Result<()> {
-        self.inner.delete(keys).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replica::{PutSource, Replica};
     use crate::testing::MemoryReplica;
     use tokio::io::AsyncReadExt;
 
@@ -141,7 +95,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let t = Throttled::new(mem, 200_000);
+        let t = throttled(mem, 200_000);
         let started = Instant::now();
         let (mut a, mut b) = (t.get("a").await.unwrap(), t.get("b").await.unwrap());
         let (mut x, mut y) = (Vec::new(), Vec::new());

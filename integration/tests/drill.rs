@@ -10,7 +10,7 @@
 //!   at the next drill, named in one ERROR line, counted, and makes `walship verify` exit 1; once
 //!   the object is put back, the next drill passes again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use walship_integration::s3::S3Target;
 use walship_integration::*;
@@ -51,6 +51,35 @@ fn verify(cfg: &Path, db: &Path, extra: &[&str]) -> (i32, String, String) {
     (o.status.code().unwrap_or(-1), stdout, all)
 }
 
+/// A file replica named `file` with drills every 2 s, at the runbook's sync-interval.
+fn file_replica(dir: &Path) -> String {
+    format!(
+        "      - name: file\n        type: file\n        path: {}\n        sync-interval: 1s\n        validation-interval: 2s\n",
+        dir.display()
+    )
+}
+
+/// `app.db` in `d` after `txs` transactions of the harness writer (returned for more), and a
+/// config with a metrics address and `replicas` (YAML list items under the database).
+fn setup(d: &Path, seed: u64, txs: usize, replicas: &str) -> (PathBuf, Writer, String, PathBuf) {
+    let db = d.join("app.db");
+    let mut w = Writer::new(&db, seed);
+    for _ in 0..txs {
+        w.tx();
+    }
+    let addr = format!("127.0.0.1:{}", walship_integration::sftp::free_port());
+    let cfg = d.join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "addr: {addr}\ndbs:\n  - path: {}\n    replicas:\n{replicas}",
+            db.display()
+        ),
+    )
+    .unwrap();
+    (db, w, addr, cfg)
+}
+
 fn drill_seconds() -> u64 {
     std::env::var("DRILL_SECONDS")
         .ok()
@@ -65,26 +94,19 @@ fn drills_never_report_a_false_mismatch_under_checkpoints_of_every_mode() {
     };
     let bucket = block_on(t.new_bucket("drill"));
     let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("app.db");
-    let mut w = Writer::new(&db, 22);
-    for _ in 0..2000 {
-        w.tx();
-    }
-    let addr = format!("127.0.0.1:{}", walship_integration::sftp::free_port());
-    let cfg = d.path().join("litestream.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "addr: {addr}\ndbs:\n  - path: {db}\n    replicas:\n      - name: file\n        type: file\n        path: {replica}\n        sync-interval: 1s\n        validation-interval: 2s\n      - name: s3\n        type: s3\n        bucket: {bucket}\n        path: drill/app\n        endpoint: {endpoint}\n        region: {region}\n        force-path-style: true\n        access-key-id: {ak}\n        secret-access-key: {sk}\n        sync-interval: 1s\n        validation-interval: 2s\n",
-            db = db.display(),
-            replica = d.path().join("replica").display(),
+    let (db, mut w, addr, cfg) = setup(
+        d.path(),
+        22,
+        2000,
+        &format!(
+            "{}      - name: s3\n        type: s3\n        bucket: {bucket}\n        path: drill/app\n        endpoint: {endpoint}\n        region: {region}\n        force-path-style: true\n        access-key-id: {ak}\n        secret-access-key: {sk}\n        sync-interval: 1s\n        validation-interval: 2s\n",
+            file_replica(&d.path().join("replica")),
             endpoint = t.endpoint,
             region = t.region,
             ak = t.access_key,
             sk = t.secret_key,
         ),
-    )
-    .unwrap();
+    );
     let mut p = Proc::spawn(
         &walship_bin(),
         &["replicate", "-config", cfg.to_str().unwrap()],
@@ -169,23 +191,8 @@ fn drills_never_report_a_false_mismatch_under_checkpoints_of_every_mode() {
 #[test]
 fn a_stale_snapshot_under_the_newest_name_is_caught_and_verify_says_so() {
     let d = tempfile::tempdir().unwrap();
-    let db = d.path().join("app.db");
     let replica = d.path().join("replica");
-    let mut w = Writer::new(&db, 23);
-    for _ in 0..300 {
-        w.tx();
-    }
-    let addr = format!("127.0.0.1:{}", walship_integration::sftp::free_port());
-    let cfg = d.path().join("litestream.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "addr: {addr}\ndbs:\n  - path: {}\n    replicas:\n      - name: file\n        type: file\n        path: {}\n        sync-interval: 1s\n        validation-interval: 2s\n",
-            db.display(),
-            replica.display()
-        ),
-    )
-    .unwrap();
+    let (db, mut w, addr, cfg) = setup(d.path(), 23, 300, &file_replica(&replica));
 
     // Without a running replicate: verify ships and drills by itself.
     let (code, stdout, out) = verify(&cfg, &db, &[]);

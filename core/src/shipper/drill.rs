@@ -177,12 +177,8 @@ impl Drill {
     /// digests it and compares. The file is removed whatever happens.
     pub async fn run(self) -> Result<DrillReport> {
         let _ = std::fs::remove_file(&self.scratch);
-        let throttled: DynReplica = Arc::new(crate::throttle::Throttled::new(
-            self.replica.clone(),
-            DRILL_BYTES_PER_SEC,
-        ));
         let res = crate::restore::execute(
-            throttled,
+            crate::throttle::throttled(self.replica.clone(), DRILL_BYTES_PER_SEC),
             &self.age,
             &self.plan,
             &self.scratch,
