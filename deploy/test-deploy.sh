@@ -235,6 +235,14 @@ case $journal in *"snapshot requested"*) ;; *) fail "the running service did not
 [ "$(ls /var/lib/app/.app.db-litestream/generations)" = "$gens_before" ] || fail "walship snapshot started a new generation"
 left=$(find /var/lib/app/.app.db-litestream -maxdepth 1 -name 'walship-snapshot-*')
 [ -z "$left" ] || fail "snapshot request files left behind: $left"
+# The monthly restore drill through the running service: every replica matches, and neither
+# the request nor the drill's restored copy is left in the meta directory.
+journal_mark=$(date '+%Y-%m-%d %H:%M:%S')
+run_block verify
+journal=$(PATH=$SHIMS:$CLEAN_PATH journalctl -u walship --since "$journal_mark" --no-pager)
+case $journal in *"restore drill requested"*) ;; *) fail "the running service did not take the verify request" ;; esac
+left=$(find /var/lib/app/.app.db-litestream -maxdepth 1 \( -name 'walship-snapshot-*' -o -name 'drill-*' \))
+[ -z "$left" ] || fail "verify left files behind: $left"
 sleep 3
 
 # --- round trip while the writer keeps writing: stop the app, then the service (final sync)
