@@ -455,6 +455,75 @@ mod tests {
         rows(&Connection::open(out).unwrap())
     }
 
+    /// Drills back to back (a validation-interval shorter than a drill) leave room for the
+    /// scheduled snapshots: each round runs what is due before it starts the next drill. Before,
+    /// the round that saw a drill end started the next one first, and snapshots (which wait for
+    /// a drill) never ran again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn back_to_back_drills_do_not_starve_scheduled_snapshots() {
+        use crate::replica::Replica;
+        use crate::testing::{Calls, Fault, Faulty, Op};
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("app.db");
+        let app = Connection::open(&path).unwrap();
+        app.execute_batch("PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER);")
+            .unwrap();
+        for i in 0..50 {
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        let db = Db::open(
+            &path,
+            DbOptions {
+                monitor_interval: Duration::from_millis(50),
+                ..DbOptions::default()
+            },
+        )
+        .unwrap();
+        let mem = MemoryReplica::new();
+        let slow = Faulty::new(mem.clone());
+        // Every download is slow, so a drill lasts several shipper rounds.
+        slow.inject(
+            Op::Get,
+            Calls::From(1),
+            Fault::Delay(Duration::from_millis(300)),
+        );
+        let s = Shipper::new(
+            db.clone(),
+            slow.clone(),
+            ReplicaOptions {
+                name: "mem".into(),
+                sync_interval: Duration::from_millis(50),
+                snapshot_interval: Duration::from_millis(200),
+                validation_interval: Duration::from_millis(1),
+                ..ReplicaOptions::default()
+            },
+        );
+        let r = start(db, vec![s]);
+        let snapshot_times = || async {
+            let mut v: Vec<_> = mem
+                .list("generations/")
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|o| o.key.contains("/snapshots/"))
+                .map(|o| o.modified)
+                .collect();
+            v.sort();
+            v
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let before = snapshot_times().await;
+        assert!(slow.calls(Op::Get) >= 2, "drills are running");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let after = snapshot_times().await;
+        assert!(r.stop().await);
+        assert!(!before.is_empty());
+        assert!(
+            after.last() > before.last(),
+            "no scheduled snapshot in 2.5 s of back-to-back drills: {before:?} {after:?}"
+        );
+    }
+
     /// Commits made just before a stop are in the replica: the monitor (coalescing for a whole
     /// minute) and the shipper (waiting an hour) are cut short, and the final syncs copy and ship
     /// them.

@@ -508,36 +508,6 @@ impl Shipper {
             if drilling.as_ref().is_some_and(|h| h.is_finished()) {
                 drilling = None;
             }
-            if drilling.is_none()
-                && (!verify_asked.is_empty() || next_validation.is_some_and(|t| now >= t))
-            {
-                match self.prepare_drill().await {
-                    Ok(Some(d)) => {
-                        let status = self.status.clone();
-                        let waiting = std::mem::take(&mut verify_asked);
-                        drilling = Some(tokio::spawn(async move {
-                            let answer = d.run_and_record(status).await;
-                            for tx in waiting {
-                                let _ = tx.send(answer.clone());
-                            }
-                        }));
-                        next_validation = next_validation.map(|_| now + vi);
-                    }
-                    // Another replica's drill, or nothing to drill yet: the next round tries.
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "validation failed: the restore drill could not start");
-                        let res = Err(e);
-                        drill::record(&self.status, &res);
-                        let answer = res.map_err(|e| e.to_string());
-                        for tx in verify_asked.drain(..) {
-                            let _ = tx.send(answer.clone());
-                        }
-                        next_validation = next_validation.map(|_| now + vi);
-                        self.pos = None;
-                    }
-                }
-            }
             let drill_on = drilling.is_some();
             if !asked.is_empty() && !drill_on {
                 let res = self.snapshot().await;
@@ -572,6 +542,38 @@ impl Shipper {
                     self.pos = None;
                 }
                 next_retention = Some(now + ri);
+            }
+            // After the snapshot and retention due this round: drills back to back (an interval
+            // shorter than a drill) must not starve them.
+            if drilling.is_none()
+                && (!verify_asked.is_empty() || next_validation.is_some_and(|t| now >= t))
+            {
+                match self.prepare_drill().await {
+                    Ok(Some(d)) => {
+                        let status = self.status.clone();
+                        let waiting = std::mem::take(&mut verify_asked);
+                        drilling = Some(tokio::spawn(async move {
+                            let answer = d.run_and_record(status).await;
+                            for tx in waiting {
+                                let _ = tx.send(answer.clone());
+                            }
+                        }));
+                        next_validation = next_validation.map(|_| now + vi);
+                    }
+                    // Another replica's drill, or nothing to drill yet: the next round tries.
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "validation failed: the restore drill could not start");
+                        let res = Err(e);
+                        drill::record(&self.status, &res);
+                        let answer = res.map_err(|e| e.to_string());
+                        for tx in verify_asked.drain(..) {
+                            let _ = tx.send(answer.clone());
+                        }
+                        next_validation = next_validation.map(|_| now + vi);
+                        self.pos = None;
+                    }
+                }
             }
             let mut deadline = tokio::time::Instant::now() + self.opts.sync_interval.max(backoff);
             for t in [next_snapshot, next_retention, next_validation]
