@@ -353,3 +353,33 @@ fn verify_of_a_url_restores_and_checks_and_bad_flags_are_refused() {
         "{stdout}"
     );
 }
+
+/// `walship verify` through a running replicate whose database does not exist (yet): an answer
+/// at once, not a wait for a drill that cannot start.
+#[test]
+fn verify_of_a_missing_database_answers_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("missing.db");
+    let cfg = write_config(d.path(), &db, &d.path().join("replica"), "", "");
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("w.log"),
+    );
+    let lock = d.path().join(".missing.db-litestream").join("walship.lock");
+    wait_until(
+        Duration::from_secs(30),
+        "replicate to hold the database",
+        || std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("requests")),
+    );
+    let started = Instant::now();
+    let (code, stdout, out) = verify(&cfg, &db, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(stdout.contains("ERROR: nothing to drill"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(p.stop(), 0, "{}", p.log_text());
+}

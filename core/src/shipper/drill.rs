@@ -74,8 +74,9 @@ pub struct Drill {
 }
 
 impl Shipper {
-    /// The local half of a drill. None when there is nothing to drill yet (no generation, no
-    /// frame in the current index) or another replica of this database is drilling (try later).
+    /// The local half of a drill. None when another replica of this database is drilling, or
+    /// the replica's generation changed under it (try later); an error when the database has
+    /// no generation at all.
     pub async fn prepare_drill(&mut self) -> Result<Option<Drill>> {
         let age = &self.opts.age;
         if age.encrypts() && !age.decrypts() {
@@ -89,8 +90,12 @@ impl Shipper {
         };
         let started = Instant::now();
         let dbpos = self.db.pos();
+        // Not a wait: a database that is missing (or never opened) stays so, and `walship
+        // verify` must hear it rather than wait for a drill that cannot start.
         if dbpos.generation.is_empty() {
-            return Ok(None);
+            return Err(Error::not_found(
+                "nothing to drill: the database has no generation yet (missing, or not opened by a first sync)",
+            ));
         }
         if self
             .pos
