@@ -44,7 +44,7 @@ pub async fn run(
     }
     let (cfg, cfg_path) = crate::setup::load_config(config, no_expand_env)?;
     let path = crate::setup::abs_path(target)?;
-    let dbc = cfg.db(&path).ok_or_else(|| {
+    let dbc = cfg.db_or_found(&path).ok_or_else(|| {
         anyhow!(
             "database not found in config: {} (config {})",
             path.display(),
@@ -71,7 +71,7 @@ pub async fn run(
             crate::snapreq::ask_raw(&dbc.path, &meta, &holder, crate::snapreq::VERIFY).await?;
         decode(&text)
     } else {
-        here(dbc, replica).await?
+        here(&dbc, replica).await?
     };
     let answers: Answers = answers
         .into_iter()

@@ -224,8 +224,7 @@ pub async fn generations(c: Common<'_>) -> Result<()> {
 
 pub fn databases(config: Option<&Path>, no_expand_env: bool, json: bool) -> Result<()> {
     let (cfg, _) = setup::load_config(config, no_expand_env)?;
-    let rows: Vec<DatabaseRow> = cfg
-        .dbs
+    let rows: Vec<DatabaseRow> = crate::dirs::desired(&cfg)
         .iter()
         .map(|db| DatabaseRow {
             path: db.path.display().to_string(),

@@ -3,6 +3,7 @@
 
 mod args;
 mod check;
+mod dirs;
 mod drill;
 mod health;
 mod heartbeat;

@@ -49,13 +49,13 @@ struct Row {
 
 pub async fn run(a: Args<'_>) -> Result<i32> {
     let (cfg, cfg_path) = setup::load_config(a.config, a.no_expand_env)?;
-    let dbs: Vec<&DbConfig> = match a.target {
+    let dbs: Vec<DbConfig> = match a.target {
         Some(t) if setup::is_url(t) => {
             bail!("replicas compares a replica with its local database: give a configured database path, not a URL")
         }
         Some(t) => {
             let p = setup::abs_path(t)?;
-            vec![cfg.db(&p).ok_or_else(|| {
+            vec![cfg.db_or_found(&p).ok_or_else(|| {
                 anyhow!(
                     "database not found in config: {} (config {})",
                     p.display(),
@@ -63,10 +63,10 @@ pub async fn run(a: Args<'_>) -> Result<i32> {
                 )
             })?]
         }
-        None => cfg.dbs.iter().collect(),
+        None => crate::dirs::desired(&cfg),
     };
     let mut rows = Vec::new();
-    for db in dbs {
+    for db in &dbs {
         let meta = MetaDir::new(
             db.meta_path
                 .clone()

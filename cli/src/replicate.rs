@@ -47,6 +47,14 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     } else {
         setup::load_config(a.config, a.no_expand_env)?.0
     };
+    let file = walship_config::resolve_config_path(a.config);
+    crate::dirs::check_dirs(&cfg, &file)?;
+    // The databases under directory entries, found now, run like configured ones.
+    let configured = cfg.clone();
+    let cfg = walship_config::Config {
+        dbs: crate::dirs::desired(&cfg),
+        ..cfg
+    };
     setup::refuse_same_file_twice(&cfg)?;
     let exec = a
         .exec
@@ -62,13 +70,25 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         if let Some(u) = cfg.heartbeat_url.as_deref().filter(|s| !s.is_empty()) {
             crate::heartbeat::validate(u)?;
         }
-        return crate::check::run(&cfg).await;
+        // A directory entry with no database yet still has its replicas probed (at the entry's
+        // own location), so credentials and buckets are checked before the first tenant.
+        let mut probe = cfg.clone();
+        for d in &configured.dirs {
+            if !probe.dbs.iter().any(|x| x.path.starts_with(&d.dir)) {
+                probe.dbs.push(d.template.clone());
+            }
+        }
+        return crate::check::run(&probe).await;
     }
     // v0.3.13 runs a database without replicas and backs up nothing; a config written for a later
     // Litestream (keys it renamed) ends up that way without a word. Refuse it at start (`check`
     // reports it in its table).
-    if let Some(d) = cfg.dbs.iter().find(|d| d.replicas.is_empty()) {
-        let file = walship_config::resolve_config_path(a.config);
+    if let Some(d) = cfg
+        .dbs
+        .iter()
+        .chain(configured.dirs.iter().map(|d| &d.template))
+        .find(|d| d.replicas.is_empty())
+    {
         let at = d.line.map(|l| format!(" line {l}:")).unwrap_or_default();
         bail!(
             "{}:{at} database {} has no replica, so nothing would be backed up: add a `replicas:` list (or one `replica:` section)",
@@ -82,7 +102,7 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         commit = env!("WALSHIP_COMMIT"),
         "walship"
     );
-    if cfg.dbs.is_empty() {
+    if cfg.dbs.is_empty() && configured.dirs.is_empty() {
         tracing::error!("no databases specified in configuration");
         if a.once {
             return Ok(1);
@@ -122,6 +142,13 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     for (dbc, shippers) in prepared {
         running.push(start_db(dbc, shippers, &ops)?);
     }
+    // Directory entries with `watch: true`: databases created, removed and renamed while
+    // running are started and stopped by the same code a reload runs.
+    let (dir_tx, mut dir_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut live = Live {
+        watcher: crate::dirs::Watcher::start(&configured.dirs, dir_tx.clone())?,
+        cfg: configured,
+    };
     let health = Arc::new(crate::health::Shared::new(health_of(&running)));
     let mut background = Vec::new();
     if let Some(l) = metrics_listener {
@@ -186,10 +213,25 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
                 if let Some(n) = &notifier {
                     n.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
                 }
-                reload(&a, &mut running, &ops).await;
+                reload(&a, &mut running, &ops, &mut live, &dir_tx).await;
                 health.set(health_of(&running));
                 if let Some(n) = &notifier {
                     n.send(&format!("READY=1\n{}", crate::notify::status_line(&health.get().summary())));
+                }
+            }
+            Some(ev) = dir_rx.recv() => {
+                let mut events = vec![ev];
+                // A burst (a tenant created with its -wal and -shm, a directory copied in) is
+                // handled as one change.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                while let Ok(ev) = dir_rx.try_recv() {
+                    events.push(ev);
+                }
+                if on_dir_events(&live, events, &mut running, &ops).await {
+                    health.set(health_of(&running));
+                    if let Some(n) = &notifier {
+                        n.send(&crate::notify::status_line(&health.get().summary()));
+                    }
                 }
             }
             _ = sigusr1.recv() => {
@@ -291,10 +333,8 @@ async fn restore_missing(
 pub async fn snapshot_one(config: Option<&Path>, no_expand_env: bool, target: &str) -> Result<i32> {
     let (cfg, _) = setup::load_config(config, no_expand_env)?;
     let path = setup::abs_path(target)?;
-    let dbc = cfg
-        .dbs
-        .iter()
-        .find(|d| d.path == path)
+    let dbc = &cfg
+        .db_or_found(&path)
         .ok_or_else(|| anyhow!("database {} is not in the config", path.display()))?;
     if dbc.replicas.is_empty() {
         bail!("database {} has no replica", path.display());
@@ -417,35 +457,54 @@ struct ReloadPlan {
 }
 
 fn plan_reload(old: &[walship_config::DbConfig], new: &[walship_config::DbConfig]) -> ReloadPlan {
+    use std::collections::HashMap;
     let mut plan = ReloadPlan {
         remove: Vec::new(),
         restart: Vec::new(),
         add: Vec::new(),
         kept: 0,
     };
+    // By path, in maps: a directory entry may hold thousands of databases.
+    let new_at: HashMap<&Path, usize> = new
+        .iter()
+        .enumerate()
+        .map(|(j, n)| (n.path.as_path(), j))
+        .collect();
+    let old_paths: std::collections::HashSet<&Path> =
+        old.iter().map(|o| o.path.as_path()).collect();
     for (i, o) in old.iter().enumerate() {
-        match new.iter().position(|n| n.path == o.path) {
+        match new_at.get(o.path.as_path()) {
             None => plan.remove.push(i),
-            Some(j) if settings(&new[j]) != settings(o) => plan.restart.push((i, j)),
+            Some(&j) if settings(&new[j]) != settings(o) => plan.restart.push((i, j)),
             Some(_) => plan.kept += 1,
         }
     }
     for (j, n) in new.iter().enumerate() {
-        if !old.iter().any(|o| o.path == n.path) {
+        if !old_paths.contains(n.path.as_path()) {
             plan.add.push(j);
         }
     }
     plan
 }
 
+/// What the running set follows: the config as loaded (configured databases and directory
+/// entries) and the watcher of its directories.
+struct Live {
+    cfg: Config,
+    watcher: Option<crate::dirs::Watcher>,
+}
+
 /// SIGHUP: re-reads the config. Databases added are started, removed ones get a final sync and
 /// stop, changed ones restart (which continues their generation); the others never pause. A
 /// config that does not load, or a replica section that does not build, is logged and the
-/// running set is left as it is.
+/// running set is left as it is. Directory entries are scanned again and their watcher follows
+/// the new entries.
 async fn reload(
     a: &ReplicateArgs<'_>,
     running: &mut Vec<RunningDb>,
     ops: &Arc<crate::metrics::Ops>,
+    live: &mut Live,
+    tx: &tokio::sync::mpsc::UnboundedSender<crate::dirs::Event>,
 ) {
     if !a.positional.is_empty() {
         tracing::warn!("SIGHUP: replicating from command-line arguments, no config to reload");
@@ -454,11 +513,21 @@ async fn reload(
     let file = walship_config::resolve_config_path(a.config);
     tracing::info!(config = %file.display(), "SIGHUP: reloading config");
     let cfg = match setup::load_config(a.config, a.no_expand_env).and_then(|(c, _)| {
-        setup::refuse_same_file_twice(&c)?;
-        if let Some(d) = c.dbs.iter().find(|d| d.replicas.is_empty()) {
+        crate::dirs::check_dirs(&c, &file)?;
+        if let Some(d) = c
+            .dbs
+            .iter()
+            .chain(c.dirs.iter().map(|d| &d.template))
+            .find(|d| d.replicas.is_empty())
+        {
             bail!("database {} has no replica", d.path.display());
         }
-        Ok(c)
+        let all = Config {
+            dbs: crate::dirs::desired(&c),
+            ..c.clone()
+        };
+        setup::refuse_same_file_twice(&all)?;
+        Ok((c, all.dbs))
     }) {
         Ok(c) => c,
         Err(e) => {
@@ -466,9 +535,115 @@ async fn reload(
             return;
         }
     };
+    let (cfg, desired) = cfg;
+    let watcher = if cfg.dirs == live.cfg.dirs {
+        live.watcher.take()
+    } else {
+        live.watcher = None;
+        match crate::dirs::Watcher::start(&cfg.dirs, tx.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(config = %file.display(), error = %format!("{e:#}"), "config reload: cannot watch the directories; new databases need another reload");
+                None
+            }
+        }
+    };
+    live.cfg = cfg;
+    live.watcher = watcher;
+    if let Err(e) = reconcile(&desired, running, ops).await {
+        tracing::error!(config = %file.display(), error = %format!("{e:#}"), "config reload failed; the running config stays");
+    }
+}
+
+/// Events from the directory watcher: each path is judged on its own (a rescan when events were
+/// lost or a directory appeared). Returns whether the running set changed.
+async fn on_dir_events(
+    live: &Live,
+    events: Vec<crate::dirs::Event>,
+    running: &mut Vec<RunningDb>,
+    ops: &Arc<crate::metrics::Ops>,
+) -> bool {
+    use crate::dirs::{Change, Event};
+    if events.iter().any(|e| matches!(e, Event::Rescan)) {
+        let desired = crate::dirs::desired(&live.cfg);
+        if let Err(e) = reconcile(&desired, running, ops).await {
+            tracing::error!(error = %format!("{e:#}"), "directory rescan failed");
+        }
+        return true;
+    }
+    let mut paths: Vec<std::path::PathBuf> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Path(p) => Some(p),
+            Event::Rescan => None,
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let mut changed = false;
+    let mut seen = std::collections::HashSet::new();
+    for p in paths {
+        let Some(change) = crate::dirs::judge(&live.cfg, &p) else {
+            continue;
+        };
+        match change {
+            Change::Present(dbc) => {
+                if !seen.insert(dbc.path.clone()) {
+                    continue;
+                }
+                let at = running.iter().position(|r| r.cfg.path == dbc.path);
+                if at.is_some_and(|i| settings(&running[i].cfg) == settings(&dbc)) {
+                    continue;
+                }
+                let shippers = match prepare(&dbc) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(db = %dbc.path.display(), error = %format!("{e:#}"), "cannot start database found in directory");
+                        continue;
+                    }
+                };
+                changed = true;
+                if let Some(i) = at {
+                    let _ = running.remove(i).running.stop().await;
+                }
+                match start_db(&dbc, shippers, ops) {
+                    Ok(r) => running.push(r),
+                    Err(e) => {
+                        tracing::warn!(db = %dbc.path.display(), error = %format!("{e:#}"), "cannot start database found in directory")
+                    }
+                }
+            }
+            Change::Absent(path) => {
+                if !seen.insert(path.clone()) {
+                    continue;
+                }
+                let Some(i) = running.iter().position(|r| r.cfg.path == path) else {
+                    continue;
+                };
+                changed = true;
+                let r = running.remove(i);
+                tracing::info!(db = %path.display(), "database removed from its directory: final sync, then stopped");
+                if r.running.stop().await {
+                    tracing::info!(db = %path.display(), "stopped after its final sync");
+                } else {
+                    tracing::warn!(db = %path.display(), "stopped; its final sync failed (the file is gone)");
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// Makes the running set `desired`: every replica section of a database to start builds before
+/// anything stops (an error leaves the set as it is), then removed and changed databases stop
+/// after their final sync, then added and changed ones start.
+async fn reconcile(
+    desired: &[walship_config::DbConfig],
+    running: &mut Vec<RunningDb>,
+    ops: &Arc<crate::metrics::Ops>,
+) -> Result<()> {
     let old: Vec<_> = running.iter().map(|r| r.cfg.clone()).collect();
-    let plan = plan_reload(&old, &cfg.dbs);
-    // Every new replica section builds before anything stops.
+    let plan = plan_reload(&old, desired);
     let mut built = std::collections::HashMap::new();
     for j in plan
         .add
@@ -476,15 +651,9 @@ async fn reload(
         .copied()
         .chain(plan.restart.iter().map(|&(_, j)| j))
     {
-        match prepare(&cfg.dbs[j]) {
-            Ok(p) => {
-                built.insert(j, p);
-            }
-            Err(e) => {
-                tracing::error!(config = %file.display(), db = %cfg.dbs[j].path.display(), error = %format!("{e:#}"), "config reload failed; the running config stays");
-                return;
-            }
-        }
+        let p =
+            prepare(&desired[j]).map_err(|e| anyhow!("db {}: {e:#}", desired[j].path.display()))?;
+        built.insert(j, p);
     }
     let mut stop: Vec<usize> = plan.remove.clone();
     stop.extend(plan.restart.iter().map(|&(i, _)| i));
@@ -506,13 +675,13 @@ async fn reload(
     starts.extend(plan.restart.iter().map(|&(_, j)| j));
     starts.sort_unstable();
     for j in starts {
-        let dbc = &cfg.dbs[j];
+        let dbc = &desired[j];
         let shippers = built.remove(&j).unwrap_or_default();
         match start_db(dbc, shippers, ops) {
             Ok(r) => running.push(r),
             Err(e) => {
                 failed += 1;
-                tracing::error!(db = %dbc.path.display(), error = %format!("{e:#}"), "cannot start database after reload");
+                tracing::error!(db = %dbc.path.display(), error = %format!("{e:#}"), "cannot start database");
             }
         }
     }
@@ -522,8 +691,9 @@ async fn reload(
         restarted = plan.restart.len(),
         kept = plan.kept,
         failed,
-        "config reloaded"
+        "databases updated"
     );
+    Ok(())
 }
 
 fn monotonic_usec() -> u64 {

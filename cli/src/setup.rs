@@ -155,7 +155,7 @@ pub fn replicas_for(
     }
     let (cfg, cfg_path) = load_config(config, no_expand_env)?;
     let db_path = abs_path(target)?;
-    let db = cfg.db(&db_path).ok_or_else(|| {
+    let db = cfg.db_or_found(&db_path).ok_or_else(|| {
         anyhow!(
             "database not found in config: {} (config {})",
             db_path.display(),

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::dirs::DirConfig;
 use crate::error::{ConfigError, Warning};
 use crate::model::{
     parse_bool, AgeConfig, Config, DbConfig, LogLevel, LoggingConfig, ReplicaConfig,
@@ -87,6 +88,12 @@ struct Entry<'n> {
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
+/// A `dbs[]` entry: one database, or a directory of them.
+enum Found {
+    Db(DbConfig),
+    Dir(Box<DirConfig>),
+}
+
 impl<'a> Decoder<'a> {
     fn config(&mut self) -> Result<Config> {
         let parsed = yaml::parse(self.src).map_err(|e| ConfigError::Syntax {
@@ -136,7 +143,26 @@ impl<'a> Decoder<'a> {
         }
         if let Some(e) = dbs {
             for item in self.list(&e)? {
-                let db = self.db(item, &cfg)?;
+                let db = match self.db(item, &cfg)? {
+                    Found::Db(db) => db,
+                    Found::Dir(d) => {
+                        if let Some(other) = cfg.dirs.iter().find(|o| o.dir == d.dir) {
+                            let at = other
+                                .line
+                                .map_or_else(String::new, |l| format!(" (line {l})"));
+                            return Err(self.invalid(
+                                d.line,
+                                "dir",
+                                format!(
+                                    "duplicate dir {:?}: also the entry{at}",
+                                    d.dir.display().to_string()
+                                ),
+                            ));
+                        }
+                        cfg.dirs.push(*d);
+                        continue;
+                    }
+                };
                 if cfg.dbs.iter().any(|other| other.path == db.path) {
                     return Err(self.invalid(
                         db.line,
@@ -225,7 +251,7 @@ impl<'a> Decoder<'a> {
         Ok(out)
     }
 
-    fn db(&mut self, node: &Node, cfg: &Config) -> Result<DbConfig> {
+    fn db(&mut self, node: &Node, cfg: &Config) -> Result<Found> {
         let mut db = DbConfig {
             line: node.line,
             ..DbConfig::default()
@@ -243,9 +269,16 @@ impl<'a> Decoder<'a> {
         let mut path = None;
         let mut replicas = None;
         let mut single = None;
+        let (mut dir, mut pattern, mut recursive, mut watch, mut meta_dir) =
+            (None, None, None, None, None);
         for e in self.entries(node, "db") {
             match e.key.as_str() {
                 "path" => path = self.path_value(&e)?,
+                "dir" => dir = Some((self.path_value(&e)?, e.line)),
+                "pattern" => pattern = Some((self.string(&e)?, e.line)),
+                "recursive" => recursive = Some((self.boolean(&e)?, e.line)),
+                "watch" => watch = Some((self.boolean(&e)?, e.line)),
+                "meta-dir" => meta_dir = Some((self.path_value(&e)?, e.line)),
                 "meta-path" => db.meta_path = self.path_value(&e)?,
                 "monitor-interval" => db.monitor_interval = self.duration(&e)?,
                 "checkpoint-interval" => db.checkpoint_interval = self.duration(&e)?,
@@ -264,7 +297,67 @@ impl<'a> Decoder<'a> {
                 _ => self.unknown(&e, "db"),
             }
         }
-        db.path = path.ok_or_else(|| self.invalid(node.line, "path", "db path required".into()))?;
+        let dir = match dir {
+            Some((dir, line)) => {
+                if path.is_some() {
+                    return Err(self.invalid(
+                        line,
+                        "dir",
+                        "`dir` and `path` are both set: an entry is one database (`path`) or a directory of them (`dir`)".into(),
+                    ));
+                }
+                if db.meta_path.is_some() {
+                    return Err(self.invalid(
+                        line,
+                        "meta-path",
+                        "`meta-path` names one database's meta directory: use `meta-dir` with `dir`".into(),
+                    ));
+                }
+                let dir = dir.ok_or_else(|| self.invalid(line, "dir", "dir is empty".into()))?;
+                let (pattern, pline) = pattern.unwrap_or((None, line));
+                let pattern = pattern.filter(|p| !p.trim().is_empty()).ok_or_else(|| {
+                    self.invalid(
+                        pline,
+                        "pattern",
+                        "a `dir` entry needs a `pattern` for its database files, e.g. \"*.db\""
+                            .into(),
+                    )
+                })?;
+                if let Err(e) = glob::Pattern::new(&pattern) {
+                    return Err(self.invalid(
+                        pline,
+                        "pattern",
+                        format!("invalid pattern {pattern:?}: {e}"),
+                    ));
+                }
+                Some((dir, pattern))
+            }
+            None => {
+                for (key, line) in [
+                    ("pattern", pattern.as_ref().map(|p| p.1)),
+                    ("recursive", recursive.map(|p| p.1)),
+                    ("watch", watch.map(|p| p.1)),
+                    ("meta-dir", meta_dir.as_ref().map(|p| p.1)),
+                ] {
+                    if let Some(line) = line {
+                        return Err(self.invalid(
+                            line,
+                            key,
+                            format!(
+                                "`{key}` can only be used with `dir` (a directory of databases)"
+                            ),
+                        ));
+                    }
+                }
+                None
+            }
+        };
+        db.path = match &dir {
+            Some((d, _)) => d.clone(),
+            None => {
+                path.ok_or_else(|| self.invalid(node.line, "path", "db path required".into()))?
+            }
+        };
         if let Some(e) = single {
             if let Some(list) = &replicas {
                 return Err(self.invalid(
@@ -288,7 +381,18 @@ impl<'a> Decoder<'a> {
                 db.replicas.push(r);
             }
         }
-        Ok(db)
+        Ok(match dir {
+            Some((dir, pattern)) => Found::Dir(Box::new(DirConfig {
+                dir,
+                pattern,
+                recursive: recursive.and_then(|r| r.0).unwrap_or(false),
+                watch: watch.and_then(|w| w.0).unwrap_or(false),
+                meta_dir: meta_dir.and_then(|m| m.0),
+                line: db.line,
+                template: db,
+            })),
+            None => Found::Db(db),
+        })
     }
 
     fn replica(&mut self, node: &Node, cfg: &Config) -> Result<ReplicaConfig> {

@@ -782,3 +782,89 @@ fn v05_single_replica_section_is_the_one_replica() {
     let e = err("dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/p\n    replicas:\n      - url: file:///x\n");
     assert!(e.contains("line 5") && e.contains("replica"), "{e}");
 }
+
+#[test]
+fn directory_entries_v05_keys() {
+    let (c, w) = parse(
+        r#"
+dbs:
+  - path: /var/lib/app/main.db
+    replicas:
+      - url: s3://b/main
+  - dir: /var/lib/app/tenants/
+    pattern: "*.db"
+    recursive: true
+    watch: true
+    meta-dir: /var/lib/meta
+    monitor-interval: 2s
+    replica:
+      type: s3
+      bucket: b
+      path: tenants
+"#,
+    );
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.dbs.len(), 1);
+    let d = &c.dirs[0];
+    assert_eq!(d.dir, Path::new("/var/lib/app/tenants"));
+    assert_eq!(
+        (d.pattern.as_str(), d.recursive, d.watch),
+        ("*.db", true, true)
+    );
+    assert_eq!(d.meta_dir.as_deref(), Some(Path::new("/var/lib/meta")));
+    assert_eq!(d.line, Some(6));
+    assert_eq!(d.template.monitor_interval, secs(2));
+    // A path under the entry finds its database; one that does not match does not.
+    let t = c
+        .db_or_found(Path::new("/var/lib/app/tenants/eu/x.db"))
+        .unwrap();
+    assert_eq!(t.replicas[0].path.as_deref(), Some("tenants/eu/x.db"));
+    assert_eq!(
+        t.meta_path.as_deref(),
+        Some(Path::new("/var/lib/meta/eu/x.db-litestream"))
+    );
+    assert!(c
+        .db_or_found(Path::new("/var/lib/app/tenants/x.db-wal"))
+        .is_none());
+    assert_eq!(
+        c.db_or_found(Path::new("/var/lib/app/main.db"))
+            .unwrap()
+            .path,
+        Path::new("/var/lib/app/main.db")
+    );
+    let flat =
+        parse("dbs:\n  - dir: /t\n    pattern: '*.sqlite'\n    replicas: [{url: 'file:///bk'}]\n")
+            .0;
+    assert!(!flat.dirs[0].recursive && !flat.dirs[0].watch);
+}
+
+#[test]
+fn directory_entries_bad_input_names_line_and_key() {
+    let both = err("dbs:\n  - path: /a.db\n    dir: /t\n    pattern: '*.db'\n");
+    assert!(
+        both.contains("line 3") && both.contains("`dir` and `path`"),
+        "{both}"
+    );
+    let none = err("dbs:\n  - dir: /t\n    replicas: [{url: 'file:///bk'}]\n");
+    assert!(
+        none.contains("pattern") && none.contains("line 2"),
+        "{none}"
+    );
+    let bad = err("dbs:\n  - dir: /t\n    pattern: '[a'\n");
+    assert!(
+        bad.contains("line 3") && bad.contains("invalid pattern"),
+        "{bad}"
+    );
+    let stray = err("dbs:\n  - path: /a.db\n    watch: true\n");
+    assert!(
+        stray.contains("line 3") && stray.contains("only be used with `dir`"),
+        "{stray}"
+    );
+    let meta = err("dbs:\n  - dir: /t\n    pattern: '*.db'\n    meta-path: /m\n");
+    assert!(meta.contains("meta-dir"), "{meta}");
+    let twice = err("dbs:\n  - dir: /t\n    pattern: '*.db'\n  - dir: /t/\n    pattern: '*.x'\n");
+    assert!(
+        twice.contains("line 4") && twice.contains("duplicate dir"),
+        "{twice}"
+    );
+}

@@ -15,6 +15,7 @@ use walship_s3 as _;
 use walship_sftp as _;
 
 mod decode;
+mod dirs;
 mod env;
 mod error;
 mod model;
@@ -22,6 +23,7 @@ mod paths;
 mod url;
 mod yaml;
 
+pub use dirs::{DirConfig, Skip};
 pub use env::expand_env;
 pub use error::{ConfigError, Warning};
 pub use model::{AgeConfig, Config, DbConfig, LogLevel, LoggingConfig, ReplicaConfig};

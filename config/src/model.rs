@@ -21,6 +21,8 @@ pub struct Config {
     /// Metrics listener (`:9090`); `None` when absent or empty.
     pub addr: Option<String>,
     pub dbs: Vec<DbConfig>,
+    /// `dbs` entries with `dir:` (Litestream v0.5): each stands for the databases under it.
+    pub dirs: Vec<crate::dirs::DirConfig>,
     pub exec: Option<String>,
     /// Top-level credentials; already copied into each replica's `options` by the loader.
     pub access_key_id: Option<String>,
@@ -129,6 +131,18 @@ impl Config {
         let key = paths::absolutize(path).unwrap_or_else(|_| paths::clean(path));
         self.dbs.iter().find(|db| db.path == key)
     }
+
+    /// Like [`Config::db`], and else the database of a directory entry whose name `path`
+    /// matches (whether or not the file exists: a missing tenant can still be restored).
+    pub fn db_or_found(&self, path: &Path) -> Option<DbConfig> {
+        if let Some(db) = self.db(path) {
+            return Some(db.clone());
+        }
+        let key = paths::absolutize(path).unwrap_or_else(|_| paths::clean(path));
+        self.dirs
+            .iter()
+            .find_map(|d| d.relative(&key).ok().map(|rel| d.db(&rel)))
+    }
 }
 
 impl ReplicaConfig {
@@ -227,6 +241,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("addr", &self.addr)
             .field("dbs", &self.dbs)
+            .field("dirs", &self.dirs)
             .field("exec", &self.exec)
             .field("access_key_id", &redact_opt(&self.access_key_id))
             .field("secret_access_key", &redact_opt(&self.secret_access_key))

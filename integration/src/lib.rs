@@ -919,3 +919,17 @@ pub fn generations_listed(cfg: &Path, db: &Path) -> Vec<String> {
     v.dedup();
     v
 }
+
+/// One HTTP GET to walship's metrics listener: the whole response (head and body), or "" when
+/// nothing listens yet.
+pub fn scrape(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut s = String::new();
+    let _ = c.read_to_string(&mut s);
+    s
+}

@@ -15,18 +15,6 @@ use std::time::{Duration, Instant};
 use walship_integration::s3::S3Target;
 use walship_integration::*;
 
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut c) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    c.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut s = String::new();
-    let _ = c.read_to_string(&mut s);
-    s
-}
-
 /// `litestream_replica_validation_total` of one replica and status (0 when absent).
 fn validations(metrics: &str, db: &Path, replica: &str, status: &str) -> u64 {
     let prefix = format!(
@@ -152,7 +140,7 @@ fn drills_never_report_a_false_mismatch_under_checkpoints_of_every_mode() {
     let txs = w.txs;
     // The last drills see the final state too.
     std::thread::sleep(Duration::from_secs(5));
-    let m = scrape(&addr);
+    let m = scrape(&addr, "/metrics");
     assert_eq!(p.stop(), 0, "{}", p.log_text());
     let log = p.log_text();
     eprintln!(
@@ -205,7 +193,7 @@ fn a_stale_snapshot_under_the_newest_name_is_caught_and_verify_says_so() {
         &d.path().join("w.log"),
     );
     wait_until(Duration::from_secs(30), "a first drill", || {
-        validations(&scrape(&addr), &db, "file", "ok") >= 1
+        validations(&scrape(&addr, "/metrics"), &db, "file", "ok") >= 1
     });
     // Through the running replicate, as JSON.
     let (code, stdout, out) = verify(&cfg, &db, &["-json"]);
@@ -252,13 +240,13 @@ fn a_stale_snapshot_under_the_newest_name_is_caught_and_verify_says_so() {
         .display()
         .to_string();
     let saved = std::fs::read(&newest_path).unwrap();
-    let errors_before = validations(&scrape(&addr), &db, "file", "error");
+    let errors_before = validations(&scrape(&addr, "/metrics"), &db, "file", "error");
     std::fs::copy(&older.path, &newest_path).unwrap();
 
     wait_until(
         Duration::from_secs(30),
         "the stale snapshot to be caught",
-        || validations(&scrape(&addr), &db, "file", "error") > errors_before,
+        || validations(&scrape(&addr, "/metrics"), &db, "file", "error") > errors_before,
     );
     let log = p.log_text();
     let line = log
@@ -274,9 +262,9 @@ fn a_stale_snapshot_under_the_newest_name_is_caught_and_verify_says_so() {
 
     // Put back, the next drill passes and the replica is healthy again.
     std::fs::write(&newest_path, &saved).unwrap();
-    let ok_before = validations(&scrape(&addr), &db, "file", "ok");
+    let ok_before = validations(&scrape(&addr, "/metrics"), &db, "file", "ok");
     wait_until(Duration::from_secs(30), "a drill to pass again", || {
-        validations(&scrape(&addr), &db, "file", "ok") > ok_before
+        validations(&scrape(&addr, "/metrics"), &db, "file", "ok") > ok_before
     });
     let (code, _, out) = verify(&cfg, &db, &[]);
     assert_eq!(code, 0, "{out}");

@@ -679,16 +679,6 @@ impl TapMkdir for PathBuf {
     }
 }
 
-fn scrape(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(addr).unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut s = String::new();
-    c.read_to_string(&mut s).unwrap();
-    s
-}
-
 /// The value of one sample line (`name{labels} value`), if present.
 fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
