@@ -15,6 +15,7 @@ mod progress;
 mod replicas;
 mod replicate;
 mod restore;
+mod restore_dir;
 mod setup;
 mod snapreq;
 mod table;
@@ -132,7 +133,9 @@ enum Cmd {
   # Restore from one replica and generation.
   $ walship restore -replica s3 -generation 0123456789abcdef -o /tmp/db /var/lib/app/db.sqlite
   # Restore from a URL, no config needed; on boot, only when the database is missing.
-  $ walship restore -if-db-not-exists -if-replica-exists -o /var/lib/app/db.sqlite s3://mybkt/db")]
+  $ walship restore -if-db-not-exists -if-replica-exists -o /var/lib/app/db.sqlite s3://mybkt/db
+  # The missing databases of a directory entry (`dir: /var/lib/app/tenants`), 4 at a time.
+  $ walship restore -if-db-not-exists -dir /var/lib/app/tenants /var/lib/app/tenants")]
     Restore {
         #[command(flatten)]
         c: ConfigFlags,
@@ -170,6 +173,13 @@ enum Cmd {
             value_name = "LEVEL"
         )]
         integrity_check: verify::IntegrityCheck,
+        /// Restore every database of a directory entry into OUT_DIR (each at its relative
+        /// path): the target is then the entry's `dir`, or a replica URL of its location.
+        #[arg(long = "dir", value_name = "OUT_DIR", conflicts_with_all = ["output", "generation", "index"])]
+        dir: Option<PathBuf>,
+        /// With -dir: how many databases restore at once.
+        #[arg(long, default_value_t = 4, value_name = "NUM")]
+        concurrency: usize,
         /// The configured database to restore, or a replica URL.
         #[arg(value_name = "DB_PATH|REPLICA_URL")]
         target: String,
@@ -336,6 +346,8 @@ const VALUE_FLAGS: &[&str] = &[
     "timestamp",
     "parallelism",
     "integrity-check",
+    "dir",
+    "concurrency",
 ];
 
 /// walship's own crates: the configured level applies to them. Libraries log at warnings and
@@ -607,6 +619,32 @@ async fn run(cli: Cli) -> i32 {
             )),
             Cmd::Restore {
                 c,
+                dir: Some(out_dir),
+                replica,
+                timestamp,
+                parallelism,
+                if_db_not_exists,
+                integrity_check,
+                concurrency,
+                target,
+                ..
+            } => {
+                restore_dir::run(restore_dir::DirRestoreArgs {
+                    config: c.config.as_deref(),
+                    no_expand_env: c.no_expand_env,
+                    out_dir,
+                    replica: replica.as_deref(),
+                    timestamp: timestamp.as_deref(),
+                    parallelism: parallelism.max(1) as usize,
+                    concurrency,
+                    if_db_not_exists,
+                    integrity_check,
+                    target: &target,
+                })
+                .await
+            }
+            Cmd::Restore {
+                c,
                 output,
                 replica,
                 generation,
@@ -617,6 +655,7 @@ async fn run(cli: Cli) -> i32 {
                 if_replica_exists,
                 integrity_check,
                 target,
+                ..
             } => restore::run(restore::RestoreArgs {
                 config: c.config.as_deref(),
                 no_expand_env: c.no_expand_env,

@@ -132,8 +132,9 @@ fn join(base: &str, rel: &str) -> String {
     }
 }
 
-/// `rel` appended to the path of `url`, before its query or fragment.
-fn join_url(url: &str, rel: &str) -> String {
+/// `rel` appended to the path of `url`, before its query or fragment: where a directory
+/// entry's replica URL keeps the database at `rel`.
+pub fn join_url(url: &str, rel: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
     let end = url[start..]
         .find(['?', '#'])

@@ -23,7 +23,7 @@ mod paths;
 mod url;
 mod yaml;
 
-pub use dirs::{DirConfig, Skip};
+pub use dirs::{join_url, DirConfig, Skip};
 pub use env::expand_env;
 pub use error::{ConfigError, Warning};
 pub use model::{AgeConfig, Config, DbConfig, LogLevel, LoggingConfig, ReplicaConfig};
