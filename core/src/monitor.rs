@@ -135,6 +135,9 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         } else {
             interval
         };
+        // Each idle poll that finds nothing doubles the next one, up to MAX_IDLE_POLL: a
+        // thousand idle databases polled every minute cost about 1 % of a core, for nothing.
+        let mut idle_wait = idle_poll;
         let mut recent = RateWindow::new(RATE_WINDOW);
         let mut errors = 0u32;
         let mut last = tokio::time::Instant::now();
@@ -172,6 +175,9 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                     // so the WAL stays near max-checkpoint-page-count; otherwise one sync per
                     // monitor-interval, and only after a change.
                     fast = recent.push(std::time::Instant::now(), r.copied_bytes, BUSY_RATE);
+                    if r.copied_bytes > 0 {
+                        idle_wait = idle_poll;
+                    }
                 }
                 Err(e) => {
                     errors += 1;
@@ -196,8 +202,12 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 continue;
             }
             tokio::select! {
-                _ = watch.notify.notified() => {}
-                _ = tokio::time::sleep(idle_poll) => {}
+                _ = watch.notify.notified() => idle_wait = idle_poll,
+                _ = tokio::time::sleep(idle_wait) => {
+                    idle_wait = (idle_wait * 2).min(MAX_IDLE_POLL.max(idle_poll));
+                    // Nothing is known to have changed: no burst to gather, sync at once.
+                    continue;
+                }
                 _ = mrx.changed() => return,
                 Some(tx) = catch_rx.recv() => {
                     asked.push(tx);
@@ -381,6 +391,8 @@ impl Requester {
 /// Snapshot requests a replica holds before it refuses more (each is answered by one snapshot,
 /// so a queue this long means the replica is stuck, not that the user asked too often).
 const REQUESTS_QUEUED: usize = 16;
+/// Longest wait between safety-net polls of an idle database whose directory is watched.
+const MAX_IDLE_POLL: Duration = Duration::from_secs(3600);
 
 /// Copy rate (bytes/s) above which the monitor syncs on the short cadence.
 const BUSY_RATE: f64 = 4.0 * 1024.0 * 1024.0;
@@ -521,6 +533,67 @@ mod tests {
         assert!(
             after.last() > before.last(),
             "no scheduled snapshot in 2.5 s of back-to-back drills: {before:?} {after:?}"
+        );
+    }
+
+    /// An idle database costs its store nothing between the retention runs that have work to
+    /// do: after one listing, the next comes when the oldest snapshot ages out of retention, not
+    /// at every retention-check-interval (thousands of idle databases listed every hour were
+    /// most of a store bill). When that moment comes, the run does its work (a new snapshot).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_retention_lists_only_when_something_can_be_due() {
+        use crate::replica::Replica;
+        use crate::testing::{Faulty, Op};
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("app.db");
+        let app = Connection::open(&path).unwrap();
+        app.execute_batch("PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER);")
+            .unwrap();
+        for i in 0..20 {
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        let db = Db::open(&path, DbOptions::default()).unwrap();
+        let mem = MemoryReplica::new();
+        let counted = Faulty::new(mem.clone());
+        let s = Shipper::new(
+            db.clone(),
+            counted.clone(),
+            ReplicaOptions {
+                name: "mem".into(),
+                sync_interval: Duration::from_millis(50),
+                retention: Duration::from_secs(3),
+                retention_check_interval: Duration::from_millis(100),
+                ..ReplicaOptions::default()
+            },
+        );
+        let r = start(db, vec![s]);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let settled = counted.calls(Op::List);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let idle = counted.calls(Op::List) - settled;
+        // The newest snapshot's upload time (a new snapshot of the same index replaces the
+        // object: its key names the index only).
+        let newest = || async {
+            mem.list("generations/")
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|o| o.key.contains("/snapshots/"))
+                .map(|o| o.modified)
+                .max()
+        };
+        let first = newest().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after = newest().await;
+        assert!(r.stop().await);
+        assert_eq!(
+            idle, 0,
+            "an idle replica was listed {idle} times in 1.5 s with nothing due"
+        );
+        assert!(first.is_some());
+        assert!(
+            after > first,
+            "the snapshot aged out of retention and no run took a new one"
         );
     }
 

@@ -14,6 +14,19 @@ pub struct RetentionPlan {
     pub delete: Vec<String>,
 }
 
+/// The first moment after `now` at which [`plan`] of this listing can change: when its next
+/// snapshot grows older than `retention` (only then can something become deletable, or a new
+/// snapshot be needed). Snapshots this replicator adds later are younger, so they cannot make it
+/// sooner. `None` when the listing has no snapshot younger than `retention`.
+pub fn next_change(listing: &Listing, now: SystemTime, retention: Duration) -> Option<SystemTime> {
+    listing
+        .snapshots
+        .iter()
+        .filter_map(|s| s.created.checked_add(retention))
+        .filter(|t| *t > now)
+        .min()
+}
+
 /// Keeps, per generation, everything from the lowest index of a snapshot created within
 /// `retention` before `now`; generations with no such snapshot are deleted whole. When no
 /// snapshot anywhere is that recent, nothing is deleted and a snapshot is asked for first.
@@ -87,6 +100,17 @@ mod tests {
 
     const A: &str = "aaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn nothing_can_change_before_the_next_snapshot_ages_out() {
+        let l = listing(&[(A, 0, 10), (A, 3, 100), (B, 0, 200)], &[(A, 0, 0, 11)]);
+        let r = Duration::from_secs(160);
+        assert_eq!(next_change(&l, t(250), r), Some(t(260)));
+        // Until then the plan is the same; at that moment it is not.
+        assert_eq!(plan(&l, t(259), r), plan(&l, t(250), r));
+        assert_ne!(plan(&l, t(261), r), plan(&l, t(250), r));
+        assert_eq!(next_change(&l, t(400), r), None);
+    }
 
     #[test]
     fn keeps_index_of_oldest_kept_snapshot_from_offset_zero() {

@@ -414,6 +414,13 @@ impl Shipper {
 
     /// Applies retention (format §8).
     pub async fn enforce_retention(&mut self) -> Result<usize> {
+        self.retention_round().await.map(|(n, _)| n)
+    }
+
+    /// One retention run: the objects deleted, and when the next run can have anything to do
+    /// ([`retention::next_change`]): until then checking would only cost a listing, which for
+    /// thousands of idle databases was most of the store's bill.
+    async fn retention_round(&mut self) -> Result<(usize, Option<SystemTime>)> {
         let mut listing = Listing::fetch(self.replica.as_ref(), None).await?;
         let mut plan = retention::plan(&listing, SystemTime::now(), self.opts.retention);
         if plan.need_snapshot {
@@ -427,7 +434,8 @@ impl Shipper {
         if !plan.delete.is_empty() {
             tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, deleted = plan.delete.len(), "retention: objects deleted");
         }
-        Ok(plan.delete.len())
+        let next = retention::next_change(&listing, SystemTime::now(), self.opts.retention);
+        Ok((plan.delete.len(), next))
     }
 
     /// Time until the next scheduled snapshot, from the newest snapshot of the current generation.
@@ -537,11 +545,22 @@ impl Shipper {
                 next_snapshot = Some(now + self.opts.snapshot_interval);
             }
             if next_retention.is_some_and(|t| now >= t) && !drill_on {
-                if let Err(e) = self.enforce_retention().await {
-                    tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "retainer error");
-                    self.pos = None;
+                // The next check at retention-check-interval, or later when the listing shows
+                // that nothing can be due before then.
+                let mut wait = ri;
+                match self.retention_round().await {
+                    Ok((_, next)) => {
+                        if let Some(d) = next.and_then(|t| t.duration_since(SystemTime::now()).ok())
+                        {
+                            wait = wait.max(d);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "retainer error");
+                        self.pos = None;
+                    }
                 }
-                next_retention = Some(now + ri);
+                next_retention = Some(now + wait);
             }
             // After the snapshot and retention due this round: drills back to back (an interval
             // shorter than a drill) must not starve them.
