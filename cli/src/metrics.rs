@@ -26,6 +26,9 @@ type ErrorCounts = BTreeMap<(String, String, &'static str), u64>;
 /// Client operation counters shared by every replica.
 #[derive(Debug, Default)]
 pub struct Ops {
+    /// `metrics: per-db: false` sets it: series labelled by database are left out (thousands of
+    /// databases make tens of thousands of series); the aggregates stay.
+    pub no_per_db: std::sync::atomic::AtomicBool,
     ops: Mutex<OpCounts>,
     errors: Mutex<ErrorCounts>,
     /// (db, replica) -> bytes of WAL segments and snapshots stored
@@ -145,7 +148,15 @@ fn esc(s: &str) -> String {
 /// The Prometheus text exposition of everything walship knows now.
 pub fn render(h: &Health, ops: &Ops) -> String {
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+    let per_db_on = !ops.no_per_db.load(std::sync::atomic::Ordering::Relaxed);
+    aggregates(&mut out, h, ops);
+    let mut family = |name: &str, kind: &str, help: &str, mut rows: Vec<(String, f64)>| {
+        if !per_db_on {
+            rows.retain(|(l, _)| !l.starts_with("db="));
+            if rows.is_empty() {
+                return;
+            }
+        }
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for (labels, v) in rows {
@@ -421,6 +432,47 @@ pub fn render(h: &Health, ops: &Ops) -> String {
     out
 }
 
+/// Series that do not grow with the number of databases: how many replicate and how many fail,
+/// the worst lag, the bytes shipped.
+fn aggregates(out: &mut String, h: &Health, ops: &Ops) {
+    let now = SystemTime::now();
+    let mut failing_dbs = std::collections::HashSet::new();
+    let mut max_lag = 0f64;
+    for r in &h.replicas {
+        let v = r.verdict(now);
+        max_lag = max_lag.max(v.lag_seconds);
+        if !v.healthy {
+            failing_dbs.insert(r.db.path().to_path_buf());
+        }
+    }
+    for d in &h.dbs {
+        if d.problem().is_some() {
+            failing_dbs.insert(d.db.path().to_path_buf());
+        }
+    }
+    let failing = failing_dbs.len();
+    let total = h.dbs.len();
+    let stored: u64 = ops
+        .stored
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .sum();
+    let _ = writeln!(
+        out,
+        "# HELP walship_databases Databases replicated now, by state (failing: a replica unhealthy or the database in trouble)\n# TYPE walship_databases gauge\nwalship_databases{{state=\"replicating\"}} {}\nwalship_databases{{state=\"failing\"}} {failing}",
+        total.saturating_sub(failing)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP walship_replica_lag_seconds_max The largest walship_replica_lag_seconds of any replica\n# TYPE walship_replica_lag_seconds_max gauge\nwalship_replica_lag_seconds_max {max_lag}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP walship_replica_bytes_total Bytes written to every replica (compressed WAL segments and snapshots)\n# TYPE walship_replica_bytes_total counter\nwalship_replica_bytes_total {stored}"
+    );
+}
+
 /// `addr` as v0.3.13 reads it: `:9090` binds every interface; the port is mandatory.
 pub fn bind_addr(addr: &str) -> Result<String> {
     let (host, port) = addr
@@ -567,5 +619,34 @@ mod tests {
             "walship_replica_errors_total{db=\"/d.db\",name=\"s3\",operation=\"LIST\"} 1"
         ));
         assert!(text.contains("# TYPE litestream_sync_count counter"));
+    }
+
+    /// `metrics: per-db: false`: no series labelled by database, the aggregates stay.
+    #[test]
+    fn per_database_series_can_be_turned_off() {
+        let ops = Ops::default();
+        ops.op("s3", "PUT", 10);
+        ops.error("/d.db", "s3", "LIST");
+        ops.stored
+            .lock()
+            .unwrap()
+            .insert(("/d.db".into(), "s3".into()), 1234);
+        let on = render(&Health::default(), &ops);
+        ops.no_per_db
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let off = render(&Health::default(), &ops);
+        assert!(on.contains("db=\"/d.db\""), "{on}");
+        assert!(!off.contains("db="), "{off}");
+        for text in [&on, &off] {
+            assert!(text.contains("walship_replica_bytes_total 1234"), "{text}");
+            assert!(
+                text.contains("walship_databases{state=\"failing\"} 0"),
+                "{text}"
+            );
+            assert!(text.contains("walship_replica_lag_seconds_max 0"), "{text}");
+            assert!(text.contains(
+                "litestream_replica_operation_total{replica_type=\"s3\",operation=\"PUT\"} 1"
+            ));
+        }
     }
 }

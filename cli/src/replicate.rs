@@ -134,6 +134,10 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         crate::heartbeat::validate(u)?;
     }
     let ops = Arc::new(crate::metrics::Ops::default());
+    ops.no_per_db.store(
+        cfg.metrics_per_db == Some(false),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     use tokio::signal::unix::{signal, SignalKind};
     // Before any database is locked: the lock file tells `walship snapshot` that this process
     // takes SIGUSR1 (without a handler the signal kills it).
@@ -536,6 +540,10 @@ async fn reload(
         }
     };
     let (cfg, desired) = cfg;
+    ops.no_per_db.store(
+        cfg.metrics_per_db == Some(false),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let watcher = if cfg.dirs == live.cfg.dirs {
         live.watcher.take()
     } else {

@@ -138,6 +138,7 @@ impl<'a> Decoder<'a> {
                 "logging" => cfg.logging = self.logging(&e)?,
                 "heartbeat-url" => cfg.heartbeat_url = self.string(&e)?,
                 "heartbeat-interval" => cfg.heartbeat_interval = self.duration(&e)?,
+                "metrics" => cfg.metrics_per_db = self.metrics(&e)?,
                 _ => self.unknown(&e, ""),
             }
         }
@@ -207,6 +208,22 @@ impl<'a> Decoder<'a> {
             }
         }
         Ok(())
+    }
+
+    /// `metrics:` section (walship): `per-db`.
+    fn metrics(&mut self, e: &Entry<'_>) -> Result<Option<bool>> {
+        if matches!(e.value.value, Value::Null) {
+            return Ok(None);
+        }
+        self.expect_map(e)?;
+        let mut per_db = None;
+        for f in self.entries(e.value, "metrics") {
+            match f.key.as_str() {
+                "per-db" => per_db = self.boolean(&f)?,
+                _ => self.unknown(&f, "metrics"),
+            }
+        }
+        Ok(per_db)
     }
 
     fn logging(&mut self, e: &Entry<'_>) -> Result<LoggingConfig> {

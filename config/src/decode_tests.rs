@@ -868,3 +868,12 @@ fn directory_entries_bad_input_names_line_and_key() {
         "{twice}"
     );
 }
+
+#[test]
+fn metrics_per_db_switch() {
+    assert_eq!(parse("dbs: []\n").0.metrics_per_db, None);
+    let (c, w) = parse("metrics:\n  per-db: false\n");
+    assert_eq!((c.metrics_per_db, w.len()), (Some(false), 0));
+    let bad = err("metrics:\n  per-db: maybe\n");
+    assert!(bad.contains("line 2") && bad.contains("per-db"), "{bad}");
+}

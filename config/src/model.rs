@@ -32,6 +32,9 @@ pub struct Config {
     pub heartbeat_url: Option<String>,
     /// walship addition (`heartbeat-interval`), ignored by v0.3.13.
     pub heartbeat_interval: Option<Duration>,
+    /// walship addition (`metrics: per-db: false`): only aggregate series, for thousands of
+    /// databases. `None`: per-database series on, as v0.3.13.
+    pub metrics_per_db: Option<bool>,
 }
 
 /// `logging:` section.
@@ -251,6 +254,7 @@ impl fmt::Debug for Config {
                 &self.heartbeat_url.as_deref().map(url::redact),
             )
             .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("metrics_per_db", &self.metrics_per_db)
             .finish()
     }
 }
