@@ -138,6 +138,8 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         // Each idle poll that finds nothing doubles the next one, up to MAX_IDLE_POLL: a
         // thousand idle databases polled every minute cost about 1 % of a core, for nothing.
         let mut idle_wait = idle_poll;
+        // A due checkpoint that did not complete: sync again after monitor-interval.
+        let mut retry_checkpoint = false;
         let mut recent = RateWindow::new(RATE_WINDOW);
         let mut errors = 0u32;
         let mut last = tokio::time::Instant::now();
@@ -178,6 +180,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                     if r.copied_bytes > 0 {
                         idle_wait = idle_poll;
                     }
+                    retry_checkpoint = r.checkpoint_pending;
                 }
                 Err(e) => {
                     errors += 1;
@@ -188,6 +191,8 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 interval * errors.min(10)
             } else if fast {
                 FAST_GAP
+            } else if retry_checkpoint {
+                interval
             } else {
                 Duration::ZERO
             };
@@ -533,6 +538,83 @@ mod tests {
         assert!(
             after.last() > before.last(),
             "no scheduled snapshot in 2.5 s of back-to-back drills: {before:?} {after:?}"
+        );
+    }
+
+    /// A checkpoint that was due and could not complete (an application reader held an older
+    /// snapshot) is tried again after monitor-interval, though nothing changes on disk after it:
+    /// before, the monitor slept until the next change, so an idle database kept a WAL above the
+    /// threshold, and an application TRUNCATE waiting on walship's read transaction timed out
+    /// (seen in drill.rs, where only walship's own log writes woke the monitor).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_incomplete_checkpoint_is_retried_while_the_database_is_idle() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("app.db");
+        let app = Connection::open(&path).unwrap();
+        app.execute_batch("PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER, v BLOB);")
+            .unwrap();
+        let insert = |n: i64| {
+            for i in 0..n {
+                app.execute("INSERT INTO t VALUES (?1, randomblob(1000))", [i])
+                    .unwrap();
+            }
+        };
+        insert(10);
+        // A reader on the WAL as it is now: no checkpoint can backfill past it.
+        let reader = Connection::open(&path).unwrap();
+        reader
+            .execute_batch("BEGIN; SELECT count(*) FROM t;")
+            .unwrap();
+        insert(40);
+        let db = Db::open(
+            &path,
+            DbOptions {
+                monitor_interval: Duration::from_millis(100),
+                min_checkpoint_page_count: 16,
+                ..DbOptions::default()
+            },
+        )
+        .unwrap();
+        let s = Shipper::new(
+            db.clone(),
+            MemoryReplica::new(),
+            ReplicaOptions {
+                name: "mem".into(),
+                // Nothing from the shipper's schedule may wake the monitor during the test.
+                sync_interval: Duration::from_secs(3600),
+                ..ReplicaOptions::default()
+            },
+        );
+        let r = start(db, vec![s]);
+        let counts = || {
+            r.stats
+                .checkpoints
+                .lock()
+                .unwrap()
+                .values()
+                .fold((0, 0), |(a, i), (n, inc, _)| (a + n, i + inc))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while counts().1 == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (attempts, incomplete) = counts();
+        assert!(
+            incomplete >= 1 && attempts == incomplete,
+            "{attempts} {incomplete}"
+        );
+        // The reader goes away; the application writes nothing more.
+        reader.execute_batch("COMMIT").unwrap();
+        drop(reader);
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while counts().0 == counts().1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (attempts, incomplete) = counts();
+        assert!(r.stop().await);
+        assert!(
+            attempts > incomplete,
+            "no complete checkpoint within 3 s of the reader leaving: {attempts} attempts, {incomplete} incomplete"
         );
     }
 

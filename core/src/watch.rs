@@ -1,9 +1,9 @@
 //! Wake a database's monitor when its directory changes, through one inotify instance for the
-//! whole process, with one-shot watches: a monitor arms its watch, syncs, and sleeps until the
-//! first change. An idle database costs nothing, a burst is seen at once, and a busy one costs one
-//! event per sync rather than one per commit (per-commit events were most of walship's CPU at a
-//! steady 200 tx/s). Databases that share a directory are told apart by the event's file name
-//! (see [`Armed`]), so a commit wakes its own database's monitor and shipper only.
+//! whole process: a monitor arms its subscription, syncs, and sleeps until the first change. An
+//! idle database costs nothing, a burst is seen at once, and a busy one costs one wake per sync
+//! rather than one per commit (per-commit wakes were most of walship's CPU at a steady 200
+//! tx/s). Databases that share a directory are told apart by the event's file name (see
+//! [`Armed`]), so a commit wakes its own database's monitor and shipper only.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
@@ -23,9 +23,13 @@ struct Inotify {
 /// Many databases can share a directory (a directory entry of thousands of tenants): a commit
 /// to one must wake that database's monitor and shipper only, not every monitor of the
 /// directory (which, with 1,000 databases and 10 of them written, cost a quarter of a core and
-/// hundreds of blocking threads). So subscribers of the database directory name their database,
-/// and an event wakes the ones whose database it is about; the watch is then armed again for
-/// the others, under the descriptor the kernel gives the new watch.
+/// hundreds of blocking threads). So subscribers of the database directory name their database
+/// and an event wakes the ones whose database it is about. That watch is persistent: a one-shot
+/// watch fired by another database's event would be gone until re-added, and a commit in that
+/// gap woke nobody (seen as an application TRUNCATE checkpoint that timed out waiting for a
+/// monitor that slept). Each subscriber still wakes once per arm, so a busy database costs one
+/// wake per sync; only this thread reads its other events. Meta and shadow directories (one
+/// database each) keep one-shot watches.
 struct Armed {
     dir: CString,
     mask: u32,
@@ -136,18 +140,33 @@ fn read_loop(fd: i32) {
                 }
                 continue;
             }
-            // The one-shot watch's removal notice: its event was handled already.
-            if ev.mask & libc::IN_IGNORED != 0 {
+            let persistent = armed
+                .get(&ev.wd)
+                .is_some_and(|a| a.mask & libc::IN_ONESHOT == 0);
+            if !persistent || ev.mask & libc::IN_IGNORED != 0 || name.is_empty() {
+                // A one-shot watch that fired, a watch that is gone (its directory removed), or
+                // an event about the directory itself: everyone on it looks.
+                if let Some(a) = armed.remove(&ev.wd) {
+                    let keep = persistent && ev.mask & libc::IN_IGNORED == 0;
+                    let (dir, mask) = (a.dir.clone(), a.mask);
+                    a.wake_all();
+                    if keep {
+                        armed.insert(
+                            ev.wd,
+                            Armed {
+                                dir,
+                                mask,
+                                any: Vec::new(),
+                                by_db: HashMap::new(),
+                            },
+                        );
+                    }
+                }
                 continue;
             }
-            let Some(mut a) = armed.remove(&ev.wd) else {
+            let Some(a) = armed.get_mut(&ev.wd) else {
                 continue;
             };
-            if name.is_empty() {
-                // About the directory itself.
-                a.wake_all();
-                continue;
-            }
             for n in a.any.drain(..) {
                 n.notify_one();
             }
@@ -158,33 +177,6 @@ fn read_loop(fd: i32) {
                 .flatten()
             {
                 n.notify_one();
-            }
-            if a.is_empty() {
-                continue;
-            }
-            // The others still wait: arm the directory again (the kernel removed the one-shot
-            // watch when it queued the event, so this is a new descriptor).
-            // SAFETY: valid descriptor and NUL-terminated path.
-            let wd = unsafe { libc::inotify_add_watch(fd, a.dir.as_ptr(), a.mask) };
-            if wd < 0 {
-                a.wake_all();
-                continue;
-            }
-            match armed.get_mut(&wd) {
-                Some(existing) => {
-                    existing.any.extend(a.any);
-                    for (k, v) in a.by_db {
-                        let list = existing.by_db.entry(k).or_default();
-                        for n in v {
-                            if !list.iter().any(|m| Arc::ptr_eq(m, &n)) {
-                                list.push(n);
-                            }
-                        }
-                    }
-                }
-                None => {
-                    armed.insert(wd, a);
-                }
             }
         }
     }
@@ -220,12 +212,12 @@ impl WalWatch {
     /// journal or default meta directory). Call before syncing, so a commit made during the
     /// sync is not missed. Returns false when the watch cannot be set (then poll).
     pub fn arm(&self) -> bool {
+        // Persistent (see [`Armed`]); each subscriber is still woken once per arm.
         let mask = libc::IN_MODIFY
             | libc::IN_CREATE
             | libc::IN_DELETE
             | libc::IN_MOVED_TO
-            | libc::IN_MOVED_FROM
-            | libc::IN_ONESHOT;
+            | libc::IN_MOVED_FROM;
         self.arm_dir(&self.dir, mask, Some(&self.db))
     }
 
@@ -261,8 +253,7 @@ impl WalWatch {
             any: Vec::new(),
             by_db: HashMap::new(),
         });
-        // The kernel keeps one mask per directory: the last arm's (the database directory's
-        // and a meta directory's masks differ only in the *_SELF bits).
+        // The kernel keeps one mask per directory: the last arm's.
         a.mask = mask;
         let list = match db {
             Some(db) => a.by_db.entry(db.to_os_string()).or_default(),

@@ -218,7 +218,22 @@ fn a_stale_snapshot_under_the_newest_name_is_caught_and_verify_says_so() {
     for _ in 0..500 {
         w.tx();
     }
-    w.checkpoint("TRUNCATE");
+    // The next WAL index: walship's own checkpoint (the WAL is past min-checkpoint-page-count)
+    // lets the application's next commit restart the WAL. An application TRUNCATE here used to
+    // stand in for it, but it holds the write lock while it waits for walship's read
+    // transaction, which walship moves only under that lock: it times out (busy), and the test
+    // passed only when walship's checkpoint happened to come first.
+    wait_until(
+        Duration::from_secs(60),
+        "a second WAL index on the replica",
+        || {
+            w.tx();
+            std::thread::sleep(Duration::from_millis(100));
+            replica_objects(&replica)
+                .iter()
+                .any(|o| o.offset.is_some() && o.index >= 1)
+        },
+    );
     for _ in 0..50 {
         w.tx();
     }

@@ -188,6 +188,11 @@ pub struct SyncReport {
     /// The checkpoint this sync ran; None when none was due or it was skipped (lock busy, a
     /// snapshot reading, or the WAL restarted meanwhile).
     pub checkpoint: Option<CheckpointOutcome>,
+    /// A checkpoint was due and did not complete (skipped or partial): the monitor tries again
+    /// after monitor-interval instead of waiting for the next change, which for an idle
+    /// database may never come (a WAL left above max-checkpoint-page-count, and an application
+    /// RESTART/TRUNCATE checkpoint waiting on walship's read transaction until it times out).
+    pub checkpoint_pending: bool,
 }
 
 /// A checkpoint attempt that ran, for logs and the `litestream_checkpoint_*` metrics.
@@ -471,6 +476,7 @@ impl Db {
             st.started,
         ) {
             report.checkpoint = self.checkpoint(open, &mut st.last_checkpoint, mode)?;
+            report.checkpoint_pending = report.checkpoint.is_none_or(|c| !c.complete);
         }
         Ok(report)
     }
