@@ -558,7 +558,7 @@ async fn reload(
     };
     live.cfg = cfg;
     live.watcher = watcher;
-    if let Err(e) = reconcile(&desired, running, ops).await {
+    if let Err(e) = reconcile(&desired, running, ops, "config reloaded").await {
         tracing::error!(config = %file.display(), error = %format!("{e:#}"), "config reload failed; the running config stays");
     }
 }
@@ -574,7 +574,7 @@ async fn on_dir_events(
     use crate::dirs::{Change, Event};
     if events.iter().any(|e| matches!(e, Event::Rescan)) {
         let desired = crate::dirs::desired(&live.cfg);
-        if let Err(e) = reconcile(&desired, running, ops).await {
+        if let Err(e) = reconcile(&desired, running, ops, "directories rescanned").await {
             tracing::error!(error = %format!("{e:#}"), "directory rescan failed");
         }
         return true;
@@ -649,6 +649,7 @@ async fn reconcile(
     desired: &[walship_config::DbConfig],
     running: &mut Vec<RunningDb>,
     ops: &Arc<crate::metrics::Ops>,
+    what: &'static str,
 ) -> Result<()> {
     let old: Vec<_> = running.iter().map(|r| r.cfg.clone()).collect();
     let plan = plan_reload(&old, desired);
@@ -699,7 +700,7 @@ async fn reconcile(
         restarted = plan.restart.len(),
         kept = plan.kept,
         failed,
-        "databases updated"
+        "{what}"
     );
     Ok(())
 }

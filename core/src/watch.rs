@@ -16,6 +16,10 @@ struct Inotify {
     fd: i32,
     /// Watch descriptor -> who waits on it. A one-shot watch fires once, then is gone.
     armed: Mutex<HashMap<i32, Armed>>,
+    /// Database directory -> the databases that have watched it. A directory of one database
+    /// keeps one-shot watches (its monitor's wake-ups cost one event each, not one per write);
+    /// once a second database appears, its watch becomes persistent (see [`Armed`]).
+    dir_dbs: Mutex<HashMap<CString, std::collections::HashSet<OsString>>>,
 }
 
 /// The subscribers of one directory's watch.
@@ -24,12 +28,13 @@ struct Inotify {
 /// to one must wake that database's monitor and shipper only, not every monitor of the
 /// directory (which, with 1,000 databases and 10 of them written, cost a quarter of a core and
 /// hundreds of blocking threads). So subscribers of the database directory name their database
-/// and an event wakes the ones whose database it is about. That watch is persistent: a one-shot
-/// watch fired by another database's event would be gone until re-added, and a commit in that
-/// gap woke nobody (seen as an application TRUNCATE checkpoint that timed out waiting for a
-/// monitor that slept). Each subscriber still wakes once per arm, so a busy database costs one
-/// wake per sync; only this thread reads its other events. Meta and shadow directories (one
-/// database each) keep one-shot watches.
+/// and an event wakes the ones whose database it is about. Such a shared directory's watch is
+/// persistent: a one-shot watch fired by another database's event would be gone until re-added,
+/// and a commit in that gap woke nobody (seen as an application TRUNCATE checkpoint that timed
+/// out waiting for a monitor that slept). Each subscriber still wakes once per arm, so a busy
+/// database costs one wake per sync; only this thread reads its other events. A directory of
+/// one database, and meta and shadow directories, keep one-shot watches, whose event wakes
+/// everyone on them.
 struct Armed {
     dir: CString,
     mask: u32,
@@ -105,7 +110,11 @@ fn instance() -> Option<&'static Inotify> {
                 tracing::warn!(error = %e, "inotify thread unavailable; polling at monitor-interval");
                 return None;
             }
-            Some(Inotify { fd, armed: Mutex::new(HashMap::new()) })
+            Some(Inotify {
+                fd,
+                armed: Mutex::new(HashMap::new()),
+                dir_dbs: Mutex::new(HashMap::new()),
+            })
         })
         .as_ref()
 }
@@ -212,12 +221,25 @@ impl WalWatch {
     /// journal or default meta directory). Call before syncing, so a commit made during the
     /// sync is not missed. Returns false when the watch cannot be set (then poll).
     pub fn arm(&self) -> bool {
-        // Persistent (see [`Armed`]); each subscriber is still woken once per arm.
-        let mask = libc::IN_MODIFY
+        let Some(inst) = instance() else { return false };
+        // One-shot while the directory holds one database, persistent once it is shared (see
+        // [`Armed`]); each subscriber is woken once per arm either way.
+        let shared = {
+            let mut m = inst.dir_dbs.lock().unwrap_or_else(|p| p.into_inner());
+            let dbs = m.entry(self.dir.clone()).or_default();
+            if !dbs.contains(&self.db) {
+                dbs.insert(self.db.clone());
+            }
+            dbs.len() > 1
+        };
+        let mut mask = libc::IN_MODIFY
             | libc::IN_CREATE
             | libc::IN_DELETE
             | libc::IN_MOVED_TO
             | libc::IN_MOVED_FROM;
+        if !shared {
+            mask |= libc::IN_ONESHOT;
+        }
         self.arm_dir(&self.dir, mask, Some(&self.db))
     }
 
