@@ -247,14 +247,13 @@ fn directory_entry_replicates_every_database_and_follows_the_directory() {
     want.push((rel(0), gone_digest.clone()));
     want.push((rel(2), renamed_digest));
     let out_dir = d.path().join("restored");
-    let o = walship(&[
-        "restore",
-        "-config",
-        cfg.to_str().unwrap(),
-        "-dir",
-        out_dir.to_str().unwrap(),
-        tenants.to_str().unwrap(),
-    ]);
+    let restore_dir = |extra: &[&str]| {
+        let mut a = vec!["restore", "-config", cfg.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        a.extend(["-dir", out_dir.to_str().unwrap(), tenants.to_str().unwrap()]);
+        walship(&a)
+    };
+    let o = restore_dir(&[]);
     let summary = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -292,29 +291,14 @@ fn directory_entry_replicates_every_database_and_follows_the_directory() {
     }
     // Run again into the same directory: every output exists, so each is refused (never
     // overwritten) and the summary says so with exit 1; -if-db-not-exists skips them instead.
-    let again = walship(&[
-        "restore",
-        "-config",
-        cfg.to_str().unwrap(),
-        "-dir",
-        out_dir.to_str().unwrap(),
-        tenants.to_str().unwrap(),
-    ]);
+    let again = restore_dir(&[]);
     let text = String::from_utf8_lossy(&again.stdout);
     assert_eq!(again.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!("{total} failed")) && text.contains("already exists"),
         "{text}"
     );
-    let skip = walship(&[
-        "restore",
-        "-config",
-        cfg.to_str().unwrap(),
-        "-if-db-not-exists",
-        "-dir",
-        out_dir.to_str().unwrap(),
-        tenants.to_str().unwrap(),
-    ]);
+    let skip = restore_dir(&["-if-db-not-exists"]);
     let text = String::from_utf8_lossy(&skip.stdout);
     assert!(skip.status.success(), "{text}");
     assert!(text.contains(&format!("{total} skipped")), "{text}");
