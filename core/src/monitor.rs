@@ -143,6 +143,9 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         let mut recent = RateWindow::new(RATE_WINDOW);
         let mut errors = 0u32;
         let mut last = tokio::time::Instant::now();
+        // When to release the database if nothing changes before (see `Db::release`).
+        let release_after = mdb.options().release_after;
+        let mut release_at: Option<tokio::time::Instant> = None;
         // The coalescing window a restart interrupted: (its deadline, the mark it began at).
         let mut window: Option<(tokio::time::Instant, crate::pace::WalMark)> = None;
         // Shippers waiting for a copy; answered by the next step that starts after they asked.
@@ -180,6 +183,12 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                     if r.copied_bytes > 0 {
                         idle_wait = idle_poll;
                     }
+                    if !release_after.is_zero() {
+                        let changed = r.copied_bytes > 0 || r.new_generation.is_some();
+                        if changed || (release_at.is_none() && !mdb.is_released()) {
+                            release_at = Some(tokio::time::Instant::now() + release_after);
+                        }
+                    }
                     retry_checkpoint = r.checkpoint_pending;
                 }
                 Err(e) => {
@@ -206,9 +215,31 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 }
                 continue;
             }
+            let release_in =
+                release_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
             tokio::select! {
                 _ = watch.notify.notified() => idle_wait = idle_poll,
-                _ = tokio::time::sleep(idle_wait) => {
+                _ = mdb.reattached().notified() => {
+                    if !release_after.is_zero() {
+                        release_at = Some(tokio::time::Instant::now() + release_after);
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep(release_in.map_or(idle_wait, |r| r.min(idle_wait))) => {
+                    if release_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
+                        let retry = RELEASE_RETRY.min(release_after).max(interval);
+                        release_at = match release_db(&mdb).await {
+                            Ok(true) => None,
+                            Ok(false) => Some(tokio::time::Instant::now() + retry),
+                            Err(e) => {
+                                tracing::warn!(db = %mdb.path().display(), error = %e, "release of an idle database failed");
+                                Some(tokio::time::Instant::now() + release_after)
+                            }
+                        };
+                        // The sync that follows finds a released database quiet at the cost of
+                        // two stat calls, and arms the watch again.
+                        continue;
+                    }
                     idle_wait = (idle_wait * 2).min(MAX_IDLE_POLL.max(idle_poll));
                     // Nothing is known to have changed: no burst to gather, sync at once.
                     continue;
@@ -396,6 +427,20 @@ impl Requester {
 /// Snapshot requests a replica holds before it refuses more (each is answered by one snapshot,
 /// so a queue this long means the replica is stuck, not that the user asked too often).
 const REQUESTS_QUEUED: usize = 16;
+/// A release that found the database busy (a commit, a reader holding the checkpoint back, a
+/// file changed within the last second) is tried again this much later.
+const RELEASE_RETRY: Duration = Duration::from_secs(5);
+
+/// [`Db::release`] on the blocking pool.
+async fn release_db(db: &Arc<Db>) -> Result<bool> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || db.release())
+        .await
+        .map_err(|e| {
+            crate::Error::new(crate::ErrorKind::Other, format!("release task failed: {e}"))
+        })?
+}
+
 /// Longest wait between safety-net polls of an idle database whose directory is watched.
 const MAX_IDLE_POLL: Duration = Duration::from_secs(3600);
 
@@ -438,18 +483,23 @@ mod tests {
         monitor_interval: Duration,
         sync_interval: Duration,
     ) -> (Connection, std::sync::Arc<MemoryReplica>, Running) {
+        let opts = DbOptions {
+            monitor_interval,
+            ..DbOptions::default()
+        };
+        running_with(dir, opts, sync_interval)
+    }
+
+    fn running_with(
+        dir: &std::path::Path,
+        opts: DbOptions,
+        sync_interval: Duration,
+    ) -> (Connection, std::sync::Arc<MemoryReplica>, Running) {
         let path = dir.join("app.db");
         let app = Connection::open(&path).unwrap();
-        app.execute_batch("PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER);")
+        app.execute_batch("PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER, b BLOB);")
             .unwrap();
-        let db = Db::open(
-            &path,
-            DbOptions {
-                monitor_interval,
-                ..DbOptions::default()
-            },
-        )
-        .unwrap();
+        let db = Db::open(&path, opts).unwrap();
         let mem = MemoryReplica::new();
         let s = Shipper::new(
             db.clone(),
@@ -677,6 +727,118 @@ mod tests {
             after > first,
             "the snapshot aged out of retention and no run took a new one"
         );
+    }
+
+    /// Waits up to `secs` for `f`.
+    async fn until(secs: u64, what: &str, f: impl Fn() -> bool) {
+        let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(tokio::time::Instant::now() < end, "timed out waiting: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn releasing(d: &std::path::Path) -> (Connection, std::sync::Arc<MemoryReplica>, Running) {
+        let opts = DbOptions {
+            monitor_interval: Duration::from_millis(50),
+            release_after: Duration::from_millis(200),
+            ..DbOptions::default()
+        };
+        running_with(d, opts, Duration::from_millis(100))
+    }
+
+    fn insert_rows(app: &Connection, from: i64, n: i64) {
+        app.execute_batch("BEGIN").unwrap();
+        for i in from..from + n {
+            app.execute("INSERT INTO t VALUES (?1, zeroblob(4000))", [i])
+                .unwrap();
+        }
+        app.execute_batch("COMMIT").unwrap();
+    }
+
+    async fn generations(mem: &std::sync::Arc<MemoryReplica>) -> usize {
+        let replica: DynReplica = mem.clone();
+        Listing::fetch(replica.as_ref(), None)
+            .await
+            .unwrap()
+            .generations()
+            .len()
+    }
+
+    /// A released database keeps its generation when the application restarts the WAL with a
+    /// transaction larger than the WAL walship left (the WAL file itself then no longer shows
+    /// where the old life ended: without the database file's change time as proof, that cost a
+    /// new generation and a full snapshot at every first write after idle), and when the
+    /// application's last close deletes the WAL. Restored exactly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_released_database_keeps_its_generation_across_restart_and_close() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, mem, r) = releasing(d.path());
+        insert_rows(&app, 0, 1);
+        let db = r.db.clone();
+        until(15, "released", || db.is_released()).await;
+        let first = db.pos();
+        // Fully backfilled at release: this commit restarts the WAL, and its 40 frames reach
+        // past the one-frame life walship copied last.
+        insert_rows(&app, 1, 40);
+        until(5, "attached again", || db.pos().index > first.index).await;
+        assert_eq!(db.pos().generation, first.generation);
+        until(15, "released again", || db.is_released()).await;
+        // A snapshot reads the file under walship's read transaction: it attaches first, and
+        // the database is released again afterwards.
+        let answers = r.requester().snapshot_all().await;
+        assert!(answers[0].1.is_ok(), "{:?}", answers[0].1);
+        assert!(!db.is_released());
+        until(15, "released after the snapshot", || db.is_released()).await;
+        // The last connection closes: SQLite backfills (nothing) and deletes the WAL.
+        drop(app);
+        let wal = d.path().join("app.db-wal");
+        assert!(!wal.exists(), "the application's close removed the WAL");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(db.is_released(), "a WAL deleted after nothing new is no change");
+        let app = Connection::open(d.path().join("app.db")).unwrap();
+        insert_rows(&app, 41, 3);
+        let before = db.pos().index;
+        until(5, "attached again", || db.pos().index > before).await;
+        assert!(r.stop().await);
+        assert_eq!(db.pos().generation, first.generation);
+        assert_eq!(generations(&mem).await, 1, "one generation throughout");
+        let out = d.path().join("out.db");
+        assert_eq!(restored(mem.clone(), &out).await, (0..44).collect::<Vec<i64>>());
+        let ok: String = Connection::open(&out)
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+    }
+
+    /// Releasing is safe: the application commits many small transactions past its
+    /// autocheckpoint (so it backfills and restarts the WAL on its own) while walship attaches
+    /// again, several times. Whatever walship decides (continue, or a new generation when it
+    /// cannot prove the WAL's history), the restore holds every commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_past_the_autocheckpoint_while_attaching_again_lose_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, mem, r) = releasing(d.path());
+        app.execute_batch("PRAGMA wal_autocheckpoint = 100").unwrap();
+        let db = r.db.clone();
+        let mut next = 0;
+        for _round in 0..3 {
+            until(15, "released", || db.is_released()).await;
+            for _ in 0..600 {
+                insert_rows(&app, next, 1);
+                next += 1;
+            }
+        }
+        assert!(r.stop().await);
+        let out = d.path().join("out.db");
+        assert_eq!(restored(mem.clone(), &out).await, (0..next).collect::<Vec<i64>>());
+        let ok: String = Connection::open(&out)
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        eprintln!("generations: {}", generations(&mem).await);
     }
 
     /// Commits made just before a stop are in the replica: the monitor (coalescing for a whole

@@ -360,7 +360,7 @@ impl Shipper {
         if self.owes_past_indexes() {
             self.ship_until(None).await?;
         }
-        let _hold = self.db.hold_checkpoints().await;
+        let _hold = self.db.hold_attached().await?;
         let dbpos = self.db.pos();
         // Ship the snapshot's index up to now first: the file may already hold pages of those
         // frames, and a restore to the snapshot's time must find them.

@@ -22,6 +22,7 @@
 //! application now uses, never from a descriptor of the old one.
 
 mod checkpoint;
+mod release;
 
 use crate::error::{Error, Result};
 use crate::layout::{new_generation, Pos, MAX_INDEX};
@@ -64,6 +65,9 @@ pub struct DbOptions {
     pub busy_timeout: Duration,
     /// Longest a sync copies before it ships what it has (bounded work under a saturating writer).
     pub max_copy_bytes: u64,
+    /// An idle database is released after this long without a change ([`Db::release`]): its
+    /// connections and descriptors closed until the next change. Zero: never.
+    pub release_after: Duration,
     /// This process answers `walship snapshot` requests (a running `replicate`); the lock file
     /// says so, and only then does `walship snapshot` signal the holder.
     pub takes_requests: bool,
@@ -80,6 +84,7 @@ impl Default for DbOptions {
             truncate_page_count: 500_000,
             busy_timeout: Duration::from_secs(1),
             max_copy_bytes: 256 * 1024 * 1024,
+            release_after: Duration::ZERO,
             takes_requests: false,
         }
     }
@@ -176,6 +181,8 @@ struct State {
     /// Set when the next opening must start a new generation, with the reason; cleared once one
     /// has started.
     force_new_generation: Option<&'static str>,
+    /// Set while walship holds nothing of an idle database but its lock ([`Db::release`]).
+    released: Option<release::Released>,
 }
 
 /// What a sync did, for logs and metrics.
@@ -238,6 +245,9 @@ pub struct Db {
     shm_file: Mutex<Option<Arc<File>>>,
     /// Re-taken when the meta directory (and the lock file in it) was removed under walship.
     lock: Mutex<InstanceLock>,
+    /// Signalled when a snapshot attached a released database, so the monitor schedules its
+    /// next release (it only looks after its own syncs otherwise).
+    reattached: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Db {
@@ -278,6 +288,7 @@ impl Db {
                 started: Instant::now(),
                 file_missing: false,
                 force_new_generation: None,
+                released: None,
             }),
             pos_tx,
             shadow_salts: std::sync::atomic::AtomicU64::new(0),
@@ -287,6 +298,7 @@ impl Db {
             db_file: Mutex::new(None),
             shm_file: Mutex::new(None),
             lock: Mutex::new(lock),
+            reattached: tokio::sync::Notify::new(),
         }))
     }
 
@@ -339,6 +351,16 @@ impl Db {
             _guard: self.gate.clone().read_owned().await,
         }
     }
+    /// [`Db::hold_checkpoints`] on an attached database: a released one ([`Db::release`]) is
+    /// attached first, since a snapshot reads the file under walship's read transaction.
+    pub async fn hold_attached(self: &Arc<Self>) -> Result<CheckpointHold> {
+        let hold = self.hold_checkpoints().await;
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.attach_now())
+            .await
+            .map_err(|e| Error::new(crate::ErrorKind::Other, format!("attach task failed: {e}")))??;
+        Ok(hold)
+    }
     /// The right to run a restore drill on this database now, unless another replica's drill
     /// holds it (it is tried again later, never waited for in a shipper's loop).
     pub fn try_drill(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
@@ -368,7 +390,7 @@ impl Db {
     /// One monitor step: copy committed frames, roll indexes, checkpoint when due. Blocking.
     pub fn sync(&self) -> Result<SyncReport> {
         let mut st = self.lock_state();
-        let report = self.sync_locked(&mut st)?;
+        let report = self.sync_locked(&mut st, false)?;
         let Some(open) = &st.open else {
             return Ok(report);
         };
@@ -378,7 +400,8 @@ impl Db {
         Ok(report)
     }
 
-    fn sync_locked(&self, st: &mut State) -> Result<SyncReport> {
+    /// `attach`: open a released database even when nothing changed (a snapshot needs it).
+    fn sync_locked(&self, st: &mut State, attach: bool) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         if let Some(open) = &st.open {
             let file = self.file_state(open.file_id)?;
@@ -397,6 +420,15 @@ impl Db {
         if st.open.is_none() {
             if !self.path.exists() {
                 return Ok(report);
+            }
+            if let Some(rel) = &st.released {
+                match rel.since(&self.path, &self.wal_path)? {
+                    release::Since::Quiet if !attach => return Ok(report),
+                    release::Since::Replaced => {
+                        st.force_new_generation = Some("database file replaced")
+                    }
+                    release::Since::Quiet | release::Since::Changed => {}
+                }
             }
             self.init(st, &mut report)?;
         }
@@ -582,9 +614,13 @@ impl Db {
                 };
                 let decision = match st.force_new_generation {
                     Some(reason) => Resume::NewGeneration(reason),
-                    None => self.resume(&hdr)?,
+                    None => self.resume(&hdr, st.released.as_ref())?,
                 };
                 Ok(Some(match decision {
+                    Resume::Continue(shadow) if st.released.is_some() => {
+                        tracing::debug!(db = %self.path.display(), position = %shadow.pos(), "attached released database, continuing generation");
+                        shadow
+                    }
                     Resume::Continue(shadow) => {
                         tracing::info!(db = %self.path.display(), position = %shadow.pos(), "initialized db, continuing generation");
                         shadow
@@ -620,6 +656,7 @@ impl Db {
             pinned?;
             st.open = Some(open);
             st.force_new_generation = None;
+            st.released = None;
             return Ok(());
         }
         // An application emptying the WAL this often: not an error, start at the next sync.
@@ -682,7 +719,7 @@ impl Db {
 
     /// Decides, under the write lock, whether the generation in the meta directory provably
     /// describes this WAL (`real` is its header), and if so, the shadow to go on from.
-    fn resume(&self, real: &WalHeader) -> Result<Resume> {
+    fn resume(&self, real: &WalHeader, released: Option<&release::Released>) -> Result<Resume> {
         let Some(generation) = self.meta.read_generation()? else {
             return Ok(Resume::NewGeneration("no generation exists"));
         };
@@ -702,6 +739,21 @@ impl Db {
             Err(_) => return Ok(Resume::NewGeneration("short shadow wal")),
         };
         if scan.header.raw != real.raw {
+            if index + 1 < MAX_INDEX
+                && released.is_some_and(|r| {
+                    r.proves_end(
+                        (&generation, index, scan.committed_len, &scan.header),
+                        real,
+                        &self.path,
+                    )
+                    .unwrap_or(false)
+                })
+            {
+                let last = adopt_shadow(generation, index, &scan, &shadow_path)?;
+                let next = self.next_index(&last, *real)?;
+                tracing::debug!(db = %self.path.display(), generation = %next.generation, index = next.index, "the wal started again while the database was released, and the database file is as walship left it: continuing in the next index");
+                return Ok(Resume::Continue(next));
+            }
             if !proves_one_restart(&scan.header, real) || index + 1 >= MAX_INDEX {
                 return Ok(Resume::NewGeneration(
                     "wal header mismatch: the wal was restarted while walship was not running",

@@ -106,7 +106,7 @@ impl Shipper {
         }
         // The bulk first, as a snapshot does: the hold below only waits for what came since.
         self.ship_until(None).await?;
-        let hold = self.db.hold_checkpoints().await;
+        let hold = self.db.hold_attached().await?;
         let held_since = Instant::now();
         let dbpos = self.db.pos();
         if dbpos.size == 0

@@ -1,0 +1,271 @@
+//! Releasing an idle database: walship closes both connections and its descriptors of a database
+//! whose WAL it has copied and fully backfilled, keeping only the instance lock, and attaches
+//! again at the next change (or when a snapshot needs the file). Thousands of idle databases
+//! then cost one descriptor each instead of eight.
+//!
+//! # Why no frame can be lost unnoticed
+//! While released, nothing pins the WAL: the application may restart it, or delete it when its
+//! last connection closes. What walship needs to know when it attaches again is whether anything
+//! was committed after the frames it copied and then left the WAL. It releases only when
+//!
+//! 1. every committed frame is in the shadow WAL and the WAL is fully backfilled into the
+//!    database file (both checked under SQLite's write lock, so no commit falls in between), and
+//! 2. the database file and the WAL were last changed more than [`QUIET`] ago, so any later
+//!    write shows as a new change time even with the kernel's coarse file clock.
+//!
+//! It records each file's identity, length and change time ([`FileMark`]). SQLite restarts a WAL
+//! (or deletes it on the last close) only after backfilling every frame of it into the database
+//! file. So if frames had been committed after walship's copy, the restart or deletion that
+//! dropped them wrote them into the database file first, and changed its change time. A database
+//! file exactly as walship left it therefore proves that the new WAL life starts from the state
+//! walship copied last: the generation continues in the next index, whatever the new WAL's salts
+//! ([`Released::proves_end`]). A database file that changed falls back to the start-up rules
+//! (one restart, proven from the WAL file itself), and when those cannot tell, a new generation
+//! starts with a snapshot. Never a gap.
+
+use super::{Db, Open, HEADER_SIZE};
+use crate::error::{ErrorKind, Result};
+use crate::sqlite::CheckpointMode;
+use crate::wal::WalHeader;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// A file must be unchanged for this long before walship releases on its change time: a write
+/// within the same tick of the kernel's coarse file clock (a few ms) would leave it as it was.
+pub(super) const QUIET: Duration = Duration::from_secs(1);
+
+/// What identifies one state of a file: a write changes its change time, a replacement its inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FileMark {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime: (i64, i64),
+}
+
+impl FileMark {
+    /// None when there is no file at `p`.
+    pub(super) fn of(p: &Path) -> Result<Option<FileMark>> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(p) {
+            Ok(m) => Ok(Some(FileMark {
+                dev: m.dev(),
+                ino: m.ino(),
+                len: m.len(),
+                ctime: (m.ctime(), m.ctime_nsec()),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(crate::Error::io(format!("stat {}", p.display()), e)),
+        }
+    }
+
+    /// Changed less than [`QUIET`] before `now` (or, with a clock set back, after it).
+    fn recent(&self, now: SystemTime) -> bool {
+        let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+            return true;
+        };
+        let changed = Duration::new(self.ctime.0.max(0) as u64, self.ctime.1.clamp(0, 999_999_999) as u32);
+        since_epoch.checked_sub(changed).is_none_or(|d| d < QUIET)
+    }
+
+    fn same_file(&self, other: &FileMark) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+}
+
+/// What walship left behind when it released a database.
+#[derive(Debug, Clone)]
+pub(super) struct Released {
+    generation: String,
+    index: u32,
+    /// Committed length of the shadow index (= of the WAL life) at release.
+    size: u64,
+    header: WalHeader,
+    db: FileMark,
+    /// None: no WAL file (or one without a header) at release.
+    wal: Option<FileMark>,
+}
+
+/// What changed since a release, judged from file metadata alone (no SQLite, no descriptors).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Since {
+    /// Nothing walship would copy: stay released.
+    Quiet,
+    /// The WAL or the database changed: attach and look.
+    Changed,
+    /// Another file is at the database's path: attach it as a new generation.
+    Replaced,
+}
+
+impl Released {
+    /// Called with the database path known to exist.
+    pub(super) fn since(&self, db: &Path, wal: &Path) -> Result<Since> {
+        let Some(now) = FileMark::of(db)? else {
+            return Ok(Since::Changed);
+        };
+        if !now.same_file(&self.db) {
+            return Ok(Since::Replaced);
+        }
+        if now != self.db {
+            return Ok(Since::Changed);
+        }
+        // A database file as walship left it with the WAL gone or emptied: the application's
+        // last close (or a TRUNCATE) found nothing to backfill, so nothing was committed.
+        let wal_now = FileMark::of(wal)?.filter(|m| m.len >= HEADER_SIZE as u64);
+        Ok(match wal_now {
+            None => Since::Quiet,
+            Some(w) if Some(w) == self.wal => Since::Quiet,
+            Some(_) => Since::Changed,
+        })
+    }
+
+    /// Whether the WAL life walship copied ended exactly at its copy, so the generation goes on
+    /// with the WAL's new life (module doc): the shadow is the one released and the database file
+    /// has not been written since. `shadow` is the (generation, index, committed length, header)
+    /// found in the meta directory.
+    pub(super) fn proves_end(
+        &self,
+        shadow: (&str, u32, u64, &WalHeader),
+        new: &WalHeader,
+        db: &Path,
+    ) -> Result<bool> {
+        let (generation, index, size, header) = shadow;
+        if generation != self.generation
+            || index != self.index
+            || size != self.size
+            || header.raw != self.header.raw
+            || new.page_size != header.page_size
+        {
+            return Ok(false);
+        }
+        Ok(FileMark::of(db)? == Some(self.db))
+    }
+}
+
+impl Db {
+    /// Closes walship's connections and descriptors of an idle database that is fully copied and
+    /// backfilled (module doc); the next sync that sees a change attaches again. False when it is
+    /// not the moment (a commit, a reader holding the checkpoint back, a snapshot reading, a
+    /// file changed within [`QUIET`]): the caller tries again later.
+    pub fn release(&self) -> Result<bool> {
+        let mut guard = self.lock_state();
+        let st = &mut *guard;
+        let Some(open) = st.open.as_mut() else {
+            return Ok(false);
+        };
+        if !backfilled(open) {
+            let ck = self.checkpoint(open, &mut st.last_checkpoint, CheckpointMode::Passive)?;
+            if !ck.is_some_and(|c| c.complete) {
+                return Ok(false);
+            }
+        }
+        // A snapshot reads the database file under R: not now.
+        let Ok(_gate) = self.gate.try_write() else {
+            return Ok(false);
+        };
+        match self.begin_immediate(&open.conns.w) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Transient => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        // Under the write lock: no commit, restart or deletion of the WAL until ROLLBACK, so
+        // what is marked here is what the application finds when it writes next.
+        let marked = (|| -> Result<Option<Released>> {
+            self.wal_unchanged(open)?;
+            self.copy_frames(&mut open.shadow, None)?;
+            if !backfilled(open) {
+                return Ok(None);
+            }
+            let now = SystemTime::now();
+            let Some(db) = FileMark::of(&self.path)? else {
+                return Ok(None);
+            };
+            let wal = FileMark::of(&self.wal_path)?.filter(|m| m.len >= HEADER_SIZE as u64);
+            if db.recent(now) || wal.is_some_and(|w| w.recent(now)) {
+                return Ok(None);
+            }
+            let sh = &open.shadow;
+            Ok(Some(Released {
+                generation: sh.generation.clone(),
+                index: sh.index,
+                size: sh.size,
+                header: sh.header,
+                db,
+                wal,
+            }))
+        })();
+        let _ = open.conns.w.execute_batch("ROLLBACK");
+        let released = match marked {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Transient => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if let Some(open) = st.open.take() {
+            let _ = open.conns.r.execute_batch("ROLLBACK");
+            // walship's connections neither checkpoint nor delete the WAL on close (`sqlite::open`).
+            drop(open);
+        }
+        // Only after the connections: closing these first would drop their POSIX locks.
+        *self.shm_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.db_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        tracing::debug!(db = %self.path.display(), generation = %released.generation, index = released.index, size = released.size, "released idle database");
+        st.released = Some(released);
+        Ok(true)
+    }
+
+    /// Whether walship holds nothing of the database but its instance lock ([`Db::release`]).
+    pub fn is_released(&self) -> bool {
+        self.lock_state().released.is_some()
+    }
+
+    /// Attaches a released database again, whatever changed: a snapshot or drill reads the file
+    /// under walship's read transaction.
+    pub(super) fn attach_now(&self) -> Result<()> {
+        let mut st = self.lock_state();
+        if st.released.is_none() {
+            return Ok(());
+        }
+        self.sync_locked(&mut st, true)?;
+        if let Some(open) = &st.open {
+            self.publish(open);
+            self.reattached.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Signalled when [`Db::hold_attached`] attached a released database.
+    pub fn reattached(&self) -> &tokio::sync::Notify {
+        &self.reattached
+    }
+}
+
+/// The WAL holds no frame that is not also in the database file, as of walship's last copy.
+fn backfilled(open: &Open) -> bool {
+    let sh = &open.shadow;
+    sh.size <= HEADER_SIZE as u64 || open.checkpointed_at == Some((sh.index, sh.size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(ino: u64, len: u64, ctime: i64) -> FileMark {
+        FileMark {
+            dev: 1,
+            ino,
+            len,
+            ctime: (ctime, 0),
+        }
+    }
+
+    #[test]
+    fn a_change_within_the_quiet_time_is_recent() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        assert!(mark(1, 1, 1000).recent(now));
+        assert!(mark(1, 1, 999).recent(now + Duration::from_millis(500)));
+        assert!(!mark(1, 1, 998).recent(now));
+        // A change time after now (the clock was set back) is never trusted as old.
+        assert!(mark(1, 1, 2000).recent(now));
+    }
+}
