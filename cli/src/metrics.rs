@@ -463,6 +463,11 @@ fn aggregates(out: &mut String, h: &Health, ops: &Ops) {
         "# HELP walship_databases Databases replicated now, by state (failing: a replica unhealthy or the database in trouble)\n# TYPE walship_databases gauge\nwalship_databases{{state=\"replicating\"}} {}\nwalship_databases{{state=\"failing\"}} {failing}",
         total.saturating_sub(failing)
     );
+    let released = h.dbs.iter().filter(|d| d.db.is_released()).count();
+    let _ = writeln!(
+        out,
+        "# HELP walship_databases_released Idle databases walship holds only by their lock until the next change (release-after; counted in replicating)\n# TYPE walship_databases_released gauge\nwalship_databases_released {released}"
+    );
     let _ = writeln!(
         out,
         "# HELP walship_replica_lag_seconds_max The largest walship_replica_lag_seconds of any replica\n# TYPE walship_replica_lag_seconds_max gauge\nwalship_replica_lag_seconds_max {max_lag}"

@@ -57,6 +57,7 @@ pub fn db_options(db: &DbConfig) -> DbOptions {
         max_checkpoint_page_count: db
             .max_checkpoint_page_count
             .unwrap_or(d.max_checkpoint_page_count),
+        release_after: db.release_after.unwrap_or(d.release_after),
         ..d
     }
 }

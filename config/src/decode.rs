@@ -299,6 +299,7 @@ impl<'a> Decoder<'a> {
                 "meta-path" => db.meta_path = self.path_value(&e)?,
                 "monitor-interval" => db.monitor_interval = self.duration(&e)?,
                 "checkpoint-interval" => db.checkpoint_interval = self.duration(&e)?,
+                "release-after" => db.release_after = self.duration(&e)?,
                 "min-checkpoint-page-count" => {
                     db.min_checkpoint_page_count = self.count(&e)?;
                     if db.min_checkpoint_page_count == Some(0) {

@@ -877,3 +877,31 @@ fn metrics_per_db_switch() {
     let bad = err("metrics:\n  per-db: maybe\n");
     assert!(bad.contains("line 2") && bad.contains("per-db"), "{bad}");
 }
+
+#[test]
+fn release_after_is_a_duration_with_a_default_for_directory_entries() {
+    let (c, w) = parse("dbs:\n  - path: /a.db\n    release-after: 30s\n  - path: /b.db\n");
+    assert_eq!(w.len(), 0, "{w:?}");
+    assert_eq!(c.dbs[0].release_after, secs(30));
+    assert_eq!(
+        c.dbs[1].release_after, None,
+        "a path entry is never released unless set"
+    );
+    let bad = err("dbs:\n  - path: /a.db\n    release-after: soon\n");
+    assert!(
+        bad.contains("line 3") && bad.contains("release-after"),
+        "{bad}"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let text = format!(
+        "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n  - dir: {}/sub\n    pattern: \"*.db\"\n    release-after: 0s\n",
+        d.path().display(),
+        d.path().display()
+    );
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    let (c, _) = parse(&text);
+    let found = c.dirs[0].db(std::path::Path::new("x.db"));
+    assert_eq!(found.release_after, Some(crate::dirs::DIR_RELEASE_AFTER));
+    let off = c.dirs[1].db(std::path::Path::new("x.db"));
+    assert_eq!(off.release_after, secs(0));
+}

@@ -98,6 +98,7 @@ impl DirConfig {
     pub fn db(&self, rel: &Path) -> DbConfig {
         let mut db = self.template.clone();
         db.path = self.dir.join(rel);
+        db.release_after.get_or_insert(DIR_RELEASE_AFTER);
         db.meta_path = self.meta_dir.as_ref().map(|m| {
             let mut name = rel.as_os_str().to_os_string();
             name.push("-litestream");
@@ -114,6 +115,10 @@ impl DirConfig {
         db
     }
 }
+
+/// `release-after` of a directory entry's databases unless set: an idle tenant holds one
+/// descriptor instead of eight (README, "Many databases").
+pub const DIR_RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Names SQLite and replicators keep beside a database: never databases themselves.
 fn is_companion(name: &str) -> bool {

@@ -90,6 +90,10 @@ pub struct DbConfig {
     pub min_checkpoint_page_count: Option<u64>,
     /// 0 disables the forced RESTART checkpoint.
     pub max_checkpoint_page_count: Option<u64>,
+    /// walship's `release-after`: idle time after which walship closes its hold on the database
+    /// until the next change (0: never). Unset: never for a `path` entry, 1 minute for the
+    /// databases of a `dir` entry.
+    pub release_after: Option<Duration>,
     pub replicas: Vec<ReplicaConfig>,
     /// Line of the entry in the file, for messages about this database.
     pub line: Option<usize>,

@@ -497,8 +497,10 @@ mod tests {
     ) -> (Connection, std::sync::Arc<MemoryReplica>, Running) {
         let path = dir.join("app.db");
         let app = Connection::open(&path).unwrap();
-        app.execute_batch("PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER, b BLOB);")
-            .unwrap();
+        app.execute_batch(
+            "PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER); CREATE TABLE pad (b BLOB);",
+        )
+        .unwrap();
         let db = Db::open(&path, opts).unwrap();
         let mem = MemoryReplica::new();
         let s = Shipper::new(
@@ -733,7 +735,10 @@ mod tests {
     async fn until(secs: u64, what: &str, f: impl Fn() -> bool) {
         let end = tokio::time::Instant::now() + Duration::from_secs(secs);
         while !f() {
-            assert!(tokio::time::Instant::now() < end, "timed out waiting: {what}");
+            assert!(
+                tokio::time::Instant::now() < end,
+                "timed out waiting: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -750,7 +755,8 @@ mod tests {
     fn insert_rows(app: &Connection, from: i64, n: i64) {
         app.execute_batch("BEGIN").unwrap();
         for i in from..from + n {
-            app.execute("INSERT INTO t VALUES (?1, zeroblob(4000))", [i])
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+            app.execute("INSERT INTO pad VALUES (zeroblob(4000))", [])
                 .unwrap();
         }
         app.execute_batch("COMMIT").unwrap();
@@ -795,7 +801,10 @@ mod tests {
         let wal = d.path().join("app.db-wal");
         assert!(!wal.exists(), "the application's close removed the WAL");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(db.is_released(), "a WAL deleted after nothing new is no change");
+        assert!(
+            db.is_released(),
+            "a WAL deleted after nothing new is no change"
+        );
         let app = Connection::open(d.path().join("app.db")).unwrap();
         insert_rows(&app, 41, 3);
         let before = db.pos().index;
@@ -804,7 +813,10 @@ mod tests {
         assert_eq!(db.pos().generation, first.generation);
         assert_eq!(generations(&mem).await, 1, "one generation throughout");
         let out = d.path().join("out.db");
-        assert_eq!(restored(mem.clone(), &out).await, (0..44).collect::<Vec<i64>>());
+        assert_eq!(
+            restored(mem.clone(), &out).await,
+            (0..44).collect::<Vec<i64>>()
+        );
         let ok: String = Connection::open(&out)
             .unwrap()
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -820,7 +832,8 @@ mod tests {
     async fn commits_past_the_autocheckpoint_while_attaching_again_lose_nothing() {
         let d = tempfile::tempdir().unwrap();
         let (app, mem, r) = releasing(d.path());
-        app.execute_batch("PRAGMA wal_autocheckpoint = 100").unwrap();
+        app.execute_batch("PRAGMA wal_autocheckpoint = 100")
+            .unwrap();
         let db = r.db.clone();
         let mut next = 0;
         for _round in 0..3 {
@@ -832,7 +845,10 @@ mod tests {
         }
         assert!(r.stop().await);
         let out = d.path().join("out.db");
-        assert_eq!(restored(mem.clone(), &out).await, (0..next).collect::<Vec<i64>>());
+        assert_eq!(
+            restored(mem.clone(), &out).await,
+            (0..next).collect::<Vec<i64>>()
+        );
         let ok: String = Connection::open(&out)
             .unwrap()
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))

@@ -36,7 +36,7 @@ fn config(dir: &Path, tenants: &Path, replica: &Path, addr: &str) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "addr: {addr}\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    watch: true\n    replicas:\n      - type: file\n        path: {}\n        sync-interval: 10s\n",
+            "addr: {addr}\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    watch: true\n    release-after: 2s\n    replicas:\n      - type: file\n        path: {}\n        sync-interval: 10s\n",
             tenants.display(),
             replica.display()
         ),
@@ -126,6 +126,33 @@ fn directory_entry_replicates_every_database_and_follows_the_directory() {
     let listed = walship(&["databases", "-config", cfg.to_str().unwrap()]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert_eq!(listed.lines().count(), n + 1, "{listed}");
+
+    // Idle databases are released (release-after 2s): walship keeps one descriptor (the
+    // instance lock) of each. The writes below attach them again.
+    let released = |m: &str| -> usize {
+        m.lines()
+            .find_map(|l| l.strip_prefix("walship_databases_released "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    wait_until(
+        Duration::from_secs(60 + n as u64 / 20),
+        "every idle database released",
+        || released(&scrape(&addr, "/metrics")) == n,
+    );
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
+        .unwrap()
+        .count();
+    eprintln!(
+        "all {n} idle databases released {:?} later: {fds} descriptors in all, {:.2} per database",
+        t0.elapsed(),
+        fds as f64 / n as f64
+    );
+    assert!(
+        fds <= 3 * n + 64,
+        "{fds} descriptors for {n} idle databases"
+    );
 
     // A database created while running is picked up at once (it shows in /metrics) and has its
     // first generation at its first sync-interval.

@@ -248,6 +248,8 @@ pub struct Db {
     /// Signalled when a snapshot attached a released database, so the monitor schedules its
     /// next release (it only looks after its own syncs otherwise).
     reattached: tokio::sync::Notify,
+    /// Mirrors `State::released` for readers that must not wait for a sync (metrics, monitor).
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Db {
@@ -299,6 +301,7 @@ impl Db {
             shm_file: Mutex::new(None),
             lock: Mutex::new(lock),
             reattached: tokio::sync::Notify::new(),
+            released: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -358,7 +361,9 @@ impl Db {
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.attach_now())
             .await
-            .map_err(|e| Error::new(crate::ErrorKind::Other, format!("attach task failed: {e}")))??;
+            .map_err(|e| {
+                Error::new(crate::ErrorKind::Other, format!("attach task failed: {e}"))
+            })??;
         Ok(hold)
     }
     /// The right to run a restore drill on this database now, unless another replica's drill
@@ -657,6 +662,8 @@ impl Db {
             st.open = Some(open);
             st.force_new_generation = None;
             st.released = None;
+            self.released
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         }
         // An application emptying the WAL this often: not an error, start at the next sync.

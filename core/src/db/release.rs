@@ -28,6 +28,7 @@ use crate::error::{ErrorKind, Result};
 use crate::sqlite::CheckpointMode;
 use crate::wal::WalHeader;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 /// A file must be unchanged for this long before walship releases on its change time: a write
@@ -64,7 +65,10 @@ impl FileMark {
         let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) else {
             return true;
         };
-        let changed = Duration::new(self.ctime.0.max(0) as u64, self.ctime.1.clamp(0, 999_999_999) as u32);
+        let changed = Duration::new(
+            self.ctime.0.max(0) as u64,
+            self.ctime.1.clamp(0, 999_999_999) as u32,
+        );
         since_epoch.checked_sub(changed).is_none_or(|d| d < QUIET)
     }
 
@@ -211,21 +215,22 @@ impl Db {
         *self.db_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
         tracing::debug!(db = %self.path.display(), generation = %released.generation, index = released.index, size = released.size, "released idle database");
         st.released = Some(released);
+        self.released.store(true, Ordering::Relaxed);
         Ok(true)
     }
 
     /// Whether walship holds nothing of the database but its instance lock ([`Db::release`]).
     pub fn is_released(&self) -> bool {
-        self.lock_state().released.is_some()
+        self.released.load(Ordering::Relaxed)
     }
 
     /// Attaches a released database again, whatever changed: a snapshot or drill reads the file
     /// under walship's read transaction.
     pub(super) fn attach_now(&self) -> Result<()> {
-        let mut st = self.lock_state();
-        if st.released.is_none() {
+        if !self.is_released() {
             return Ok(());
         }
+        let mut st = self.lock_state();
         self.sync_locked(&mut st, true)?;
         if let Some(open) = &st.open {
             self.publish(open);
@@ -259,11 +264,46 @@ mod tests {
         }
     }
 
+    /// A file put in the database's place while it was released is a new generation, never a
+    /// continuation of the old file's WAL.
+    #[test]
+    fn a_database_replaced_while_released_starts_a_new_generation() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, db) = super::super::tests::app_and_db(d.path());
+        std::thread::sleep(QUIET + Duration::from_millis(100));
+        assert!(
+            !db.release().unwrap(),
+            "the checkpoint release runs just wrote the file"
+        );
+        std::thread::sleep(QUIET + Duration::from_millis(100));
+        assert!(db.release().unwrap());
+        let first = db.pos().generation;
+        assert!(
+            db.sync().unwrap().new_generation.is_none(),
+            "nothing changed"
+        );
+        assert!(db.is_released());
+        drop(app);
+        let other = d.path().join("other.db");
+        let c = rusqlite::Connection::open(&other).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = wal; CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('other');",
+        )
+        .unwrap();
+        drop(c);
+        std::fs::rename(&other, db.path()).unwrap();
+        let _ = std::fs::remove_file(db.wal_path());
+        let g = db.sync().unwrap().new_generation.expect("a new generation");
+        assert_ne!(g, first);
+        assert!(!db.is_released());
+    }
+
     #[test]
     fn a_change_within_the_quiet_time_is_recent() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         assert!(mark(1, 1, 1000).recent(now));
-        assert!(mark(1, 1, 999).recent(now + Duration::from_millis(500)));
+        assert!(mark(1, 1, 1000).recent(now + Duration::from_millis(500)));
+        assert!(!mark(1, 1, 999).recent(now + Duration::from_millis(500)));
         assert!(!mark(1, 1, 998).recent(now));
         // A change time after now (the clock was set back) is never trusted as old.
         assert!(mark(1, 1, 2000).recent(now));
