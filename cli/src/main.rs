@@ -463,6 +463,10 @@ fn main() {
     // SAFETY: called first, before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // A fixed threshold (glibc raises a dynamic one to the largest block freed): part and
+        // snapshot buffers of a burst of uploads stay separate mappings, returned when freed,
+        // instead of heap that fragmentation keeps resident after the burst.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
     walship_core::sqlite::lean_memory();
     raise_nofile_limit();

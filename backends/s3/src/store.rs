@@ -37,7 +37,7 @@ impl S3Replica {
 
     async fn client(&self) -> Result<&Client> {
         self.client
-            .get_or_try_init(|| client::build(&self.cfg))
+            .get_or_try_init(|| client::shared(&self.cfg))
             .await
     }
 

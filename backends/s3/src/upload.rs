@@ -28,11 +28,14 @@ type Source = Box<dyn Read + Send>;
 async fn read_part(mut src: Source, what: &str) -> Result<(Source, Bytes)> {
     let w = what.to_string();
     tokio::task::spawn_blocking(move || {
-        let mut buf = Vec::with_capacity(PART_SIZE);
+        // Grown as read: most objects are a few KiB, and a full part's capacity reserved for
+        // each of a thousand tenants' first snapshots at once is gigabytes of address space.
+        let mut buf = Vec::new();
         (&mut src)
             .take(PART_SIZE as u64)
             .read_to_end(&mut buf)
             .map_err(|e| Error::io(format!("{w}: read source"), e))?;
+        buf.shrink_to_fit();
         Ok((src, Bytes::from(buf)))
     })
     .await

@@ -5,4 +5,5 @@
 
 pub mod history;
 pub mod lag;
+pub mod many;
 pub mod procstat;

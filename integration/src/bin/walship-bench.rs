@@ -43,6 +43,12 @@ struct Opts {
     history_delay: Duration,
     /// `indexes`: seconds of the heavy writer.
     indexes_secs: f64,
+    /// `many`: databases, warm-up, idle window and writing seconds, walship's release-after.
+    many_dbs: usize,
+    many_warm_secs: f64,
+    many_idle_secs: f64,
+    many_write_secs: f64,
+    many_release_after: Option<String>,
 }
 
 /// Every replica's `sync-interval` (`--sync-interval`); 100ms unless told, the runbook uses 1s
@@ -75,6 +81,7 @@ fn usage() -> ! {
         "usage: walship-bench [--quick] [--check] [--only steady|lag|saturating|big|idle|history|indexes]... \
          [--steady-secs N] [--sat-secs N] [--big-gib X] [--idle-secs N] [--idle-dbs N] [--sync-interval D] \
          [--lag-intervals D,D...] [--history-segments N,N...] [--history-delay-ms N] [--indexes-secs N]\n\
+         [--many-dbs N] [--many-warm-secs N] [--many-idle-secs N] [--many-write-secs N] [--many-release-after D]\n\
          env: WALSHIP_BIN (default target/release/walship), LITESTREAM_BIN (default `litestream` on PATH), \
          BENCH_KEEP=1 (keep the indexes workload's directories and logs, named on stderr)"
     );
@@ -97,6 +104,11 @@ fn parse_args() -> Opts {
             history_segments: vec![300],
             history_delay: Duration::from_millis(30),
             indexes_secs: 8.0,
+            many_dbs: 200,
+            many_warm_secs: 12.0,
+            many_idle_secs: 40.0,
+            many_write_secs: 10.0,
+            many_release_after: Some("5s".into()),
         }
     } else {
         Opts {
@@ -111,6 +123,11 @@ fn parse_args() -> Opts {
             history_segments: vec![1000, 10_000],
             history_delay: Duration::from_millis(30),
             indexes_secs: 30.0,
+            many_dbs: 1000,
+            many_warm_secs: 75.0,
+            many_idle_secs: 180.0,
+            many_write_secs: 30.0,
+            many_release_after: None,
         }
     };
     let mut it = args.into_iter();
@@ -166,6 +183,11 @@ fn parse_args() -> Opts {
             }
             "--history-delay-ms" => o.history_delay = Duration::from_millis(num(&v) as u64),
             "--indexes-secs" => o.indexes_secs = num(&v),
+            "--many-dbs" => o.many_dbs = num(&v) as usize,
+            "--many-warm-secs" => o.many_warm_secs = num(&v),
+            "--many-idle-secs" => o.many_idle_secs = num(&v),
+            "--many-write-secs" => o.many_write_secs = num(&v),
+            "--many-release-after" => o.many_release_after = Some(v),
             "--only" => {
                 if ![
                     "steady",
@@ -175,6 +197,7 @@ fn parse_args() -> Opts {
                     "idle",
                     "history",
                     "indexes",
+                    "many",
                 ]
                 .contains(&v.as_str())
                 {
@@ -1139,6 +1162,10 @@ fn main() {
         });
     }
 
+    if want("many") {
+        many_rows(&o, &tools, &mut rows, &mut notes);
+    }
+
     println!("## walship-bench");
     println!();
     println!("- date: {date}");
@@ -1175,6 +1202,68 @@ fn main() {
             rows.len()
         );
     }
+}
+
+/// `many`: walship with one directory entry, v0.3.13 with one entry per database, both with a
+/// local and an S3 replica per database (requests counted at a proxy).
+fn many_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<String>) {
+    let Some(t) = walship_integration::s3::S3Target::from_env() else {
+        warn("many: no S3 server (TEST_S3_ENDPOINT unset; scripts/test.sh sets it)".into());
+        return;
+    };
+    let mo = bench::many::ManyOpts {
+        n: o.many_dbs,
+        warm_secs: o.many_warm_secs,
+        idle_secs: o.many_idle_secs,
+        write_secs: o.many_write_secs,
+        sync_interval: SYNC_INTERVAL.get().cloned().unwrap_or_else(|| "1s".into()),
+        release_after: o.many_release_after.clone(),
+    };
+    notes.push(bench::many::describe(&mo));
+    let r: Vec<bench::many::Many> = tools
+        .iter()
+        .enumerate()
+        .map(|(i, tool)| bench::many::run(tool.name, &tool.bin, i == 0, &t, &mo, &warn))
+        .collect();
+    let n = mo.n;
+    let mut row = |m: String, f: &dyn Fn(&bench::many::Many) -> Val| {
+        rows.push(Row {
+            workload: "many",
+            metric: m,
+            w: f(&r[0]),
+            l: f(&r[1]),
+        })
+    };
+    row(
+        format!("{n} dbs: every first snapshot after start (s)"),
+        &|s| num(s.ready_secs, 1),
+    );
+    row(format!("{n} idle dbs: CPU (% of one core)"), &|s| {
+        num(s.idle_cpu_pct, 2)
+    });
+    row(format!("{n} idle dbs: resident memory (MiB)"), &|s| {
+        num(s.rss_mib, 1)
+    });
+    row(
+        format!("{n} idle dbs: idle descriptors per database"),
+        &|s| num(s.fds_per_db, 2),
+    );
+    row(format!("{n} idle dbs: threads"), &|s| num(s.threads, 0));
+    row(
+        format!("{n} idle dbs: idle store requests per database-hour"),
+        &|s| num(s.requests_per_db_hour, 2),
+    );
+    row(format!("{n} dbs, 1 % at 10 tx/s: lag p99 (ms)"), &|s| {
+        num(s.lag_p99_ms, 0)
+    });
+    row(
+        format!("{n} dbs, 1 % at 10 tx/s: CPU (% of one core)"),
+        &|s| num(s.write_cpu_pct, 1),
+    );
+    row(
+        format!("{n} dbs, 1 % at 10 tx/s: commits never seen"),
+        &|s| Val::Num(s.unseen as f64, 0),
+    );
 }
 
 /// `history`: one replica per length, built once by walship on the suite's S3 server, restored by
@@ -1312,7 +1401,21 @@ fn check(rows: &[Row]) -> Vec<String> {
         {
             fail(r, format!("walship's replica restored as {}", r.w.show()));
         }
-        if m.starts_with("commits never seen") && w != Some(0.0) {
+        if m.contains("idle store requests per database-hour") && w != Some(0.0) {
+            fail(
+                r,
+                format!("{} requests per idle database-hour, not 0", r.w.show()),
+            );
+        }
+        if m.contains("idle descriptors per database") && w.is_none_or(|w| w > 3.0) {
+            fail(
+                r,
+                format!("{} descriptors per idle database, not <= 3", r.w.show()),
+            );
+        }
+        if (m.starts_with("commits never seen") || m.ends_with("commits never seen"))
+            && w != Some(0.0)
+        {
             fail(
                 r,
                 format!("{} commit(s) never reached the replica", r.w.show()),
