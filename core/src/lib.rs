@@ -36,6 +36,7 @@ pub mod sqlite;
 pub mod testing;
 pub mod throttle;
 pub mod timefmt;
+pub mod trim;
 pub mod wal;
 pub mod watch;
 

@@ -229,7 +229,10 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                     if release_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
                         let retry = RELEASE_RETRY.min(release_after).max(interval);
                         release_at = match release_db(&mdb).await {
-                            Ok(true) => None,
+                            Ok(true) => {
+                                crate::trim::after_burst();
+                                None
+                            }
                             Ok(false) => Some(tokio::time::Instant::now() + retry),
                             Err(e) => {
                                 tracing::warn!(db = %mdb.path().display(), error = %e, "release of an idle database failed");

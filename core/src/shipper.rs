@@ -390,6 +390,7 @@ impl Shipper {
             .await
             .map_err(|e| e.with_operation("write snapshot", key.as_str()))?;
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %dbpos.pos(), elapsed = ?started.elapsed(), sz = size, "snapshot written");
+        crate::trim::after_burst();
         let (i, n, b) = self.index_uploads;
         let (n, b) = if i == dbpos.index { (n, b) } else { (0, 0) };
         self.budget = Some(Reads {
