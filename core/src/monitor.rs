@@ -827,6 +827,62 @@ mod tests {
         assert_eq!(ok, "ok");
     }
 
+    /// The application is away when walship releases: walship's close is the last and removes
+    /// the backfilled WAL, so the application's next session has no WAL to recover (recovering
+    /// one marks nothing as backfilled, and that session's close wrote every frame into the
+    /// database file again: a new generation after each short session). An application TRUNCATE
+    /// checkpoint that empties the WAL does not keep the database from being released either
+    /// (it was retried every few seconds for ever). One generation throughout, restored exactly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_release_while_the_application_is_away_keeps_the_generation() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("app.db");
+        let wal = d.path().join("app.db-wal");
+        let (app, mem, r) = releasing(d.path());
+        insert_rows(&app, 0, 2);
+        drop(app);
+        let db = r.db.clone();
+        until(15, "released", || db.is_released()).await;
+        assert!(
+            !wal.exists(),
+            "walship's close, the last one, removed the WAL"
+        );
+        {
+            let c = Connection::open(&path).unwrap();
+            let n: i64 = c
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 2);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(db.is_released(), "a read-only session changes nothing");
+        let first = db.pos();
+        let app = Connection::open(&path).unwrap();
+        insert_rows(&app, 2, 3);
+        until(5, "attached again", || db.pos().index > first.index).await;
+        assert_eq!(db.pos().generation, first.generation);
+        // Once walship's checkpoint is complete (at its release attempt), the application's
+        // TRUNCATE empties the WAL.
+        until(15, "an application TRUNCATE that empties the WAL", || {
+            let _ = app.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+            std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) == 0
+        })
+        .await;
+        until(15, "released with the WAL emptied", || db.is_released()).await;
+        insert_rows(&app, 5, 2);
+        let before = db.pos().index;
+        until(5, "attached again", || db.pos().index > before).await;
+        drop(app);
+        assert!(r.stop().await);
+        assert_eq!(db.pos().generation, first.generation);
+        assert_eq!(generations(&mem).await, 1, "one generation throughout");
+        let out = d.path().join("out.db");
+        assert_eq!(
+            restored(mem.clone(), &out).await,
+            (0..7).collect::<Vec<i64>>()
+        );
+    }
+
     /// Releasing is safe: the application commits many small transactions past its
     /// autocheckpoint (so it backfills and restarts the WAL on its own) while walship attaches
     /// again, several times. Whatever walship decides (continue, or a new generation when it

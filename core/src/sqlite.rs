@@ -61,7 +61,27 @@ pub fn lean_memory() -> bool {
 
 /// Sets SQLITE_FCNTL_PERSIST_WAL on `conn`'s main database, so its close keeps the `-wal` file.
 pub fn set_persist_wal(conn: &Connection) -> rusqlite::Result<()> {
-    let mut on: std::os::raw::c_int = 1;
+    set_persist_wal_to(conn, true)
+}
+
+/// Closes `conn` as an application's connection closes: when it is the last connection to the
+/// database, SQLite checkpoints and deletes the `-wal` and `-shm` files. walship releases an idle
+/// database this way (`Db::release`): its WAL is fully backfilled then, so that checkpoint writes
+/// nothing, and the application's next first connection finds no WAL to recover. A WAL left
+/// behind would be recovered by that connection with nothing marked as backfilled, and its close
+/// would write every frame into the database file again: the change that proves nothing to
+/// walship, and so a new generation after every short session of the application.
+pub fn close_as_application(conn: Connection) {
+    let _ = set_persist_wal_to(&conn, false);
+    let _ = conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        false,
+    );
+    drop(conn);
+}
+
+fn set_persist_wal_to(conn: &Connection, persist: bool) -> rusqlite::Result<()> {
+    let mut on: std::os::raw::c_int = persist.into();
     // SAFETY: the handle is valid for the connection's lifetime; the pointer is to a live c_int.
     let rc = unsafe {
         rusqlite::ffi::sqlite3_file_control(

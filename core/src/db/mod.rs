@@ -602,11 +602,19 @@ impl Db {
         let conns = self.connect()?;
         {
             let mut shm = self.shm_file.lock().unwrap_or_else(|p| p.into_inner());
-            if shm.is_none() {
+            let mut p = self.path.as_os_str().to_owned();
+            p.push("-shm");
+            let p = PathBuf::from(p);
+            // Kept while it is the file at the path (closing it drops the connections' locks on
+            // it); one from before the application's last close removed it is replaced.
+            let stale = shm.as_ref().is_some_and(|f| {
+                use std::os::unix::fs::MetadataExt;
+                let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+                f.metadata().map(id).ok() != fs::metadata(&p).map(id).ok()
+            });
+            if shm.is_none() || stale {
                 // After our connections exist, so SQLite created the file, not us.
-                let mut p = self.path.as_os_str().to_owned();
-                p.push("-shm");
-                *shm = File::open(PathBuf::from(p)).ok().map(Arc::new);
+                *shm = File::open(&p).ok().map(Arc::new);
             }
         }
         // The application may empty the WAL (TRUNCATE) between our write and our write lock.

@@ -33,7 +33,8 @@ use std::time::{Duration, SystemTime};
 
 /// A file must be unchanged for this long before walship releases on its change time: a write
 /// within the same tick of the kernel's coarse file clock (a few ms) would leave it as it was.
-pub(super) const QUIET: Duration = Duration::from_secs(1);
+/// Two seconds: the coarsest change-time granularity of a Linux filesystem SQLite may run on.
+pub(super) const QUIET: Duration = Duration::from_secs(2);
 
 /// What identifies one state of a file: a write changes its change time, a replacement its inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,8 +176,14 @@ impl Db {
         // Under the write lock: no commit, restart or deletion of the WAL until ROLLBACK, so
         // what is marked here is what the application finds when it writes next.
         let marked = (|| -> Result<Option<Released>> {
-            self.wal_unchanged(open)?;
-            self.copy_frames(&mut open.shadow, None)?;
+            // An application's TRUNCATE checkpoint may have emptied the WAL since walship's
+            // complete one. Nothing was committed in between: R, reading the database file
+            // since then, keeps any checkpoint from backfilling a new frame, and a WAL is only
+            // emptied once every frame is backfilled.
+            if super::read_wal_header(&self.wal_path)?.is_some() {
+                self.wal_unchanged(open)?;
+                self.copy_frames(&mut open.shadow, None)?;
+            }
             if !backfilled(open) {
                 return Ok(None);
             }
@@ -206,9 +213,12 @@ impl Db {
             Err(e) => return Err(e),
         };
         if let Some(open) = st.open.take() {
-            let _ = open.conns.r.execute_batch("ROLLBACK");
-            // walship's connections neither checkpoint nor delete the WAL on close (`sqlite::open`).
-            drop(open);
+            let super::Conns { r, w } = open.conns;
+            let _ = r.execute_batch("ROLLBACK");
+            drop(r);
+            // If the application has no connection open, this is the last one: SQLite removes
+            // the fully backfilled WAL (see `sqlite::close_as_application`).
+            crate::sqlite::close_as_application(w);
         }
         // Only after the connections: closing these first would drop their POSIX locks.
         *self.shm_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -226,15 +236,22 @@ impl Db {
 
     /// Attaches a released database again, whatever changed: a snapshot or drill reads the file
     /// under walship's read transaction.
+    /// Refuses (transient) when the database could not be attached: nothing would pin the WAL
+    /// while the file is read.
     pub(super) fn attach_now(&self) -> Result<()> {
-        if !self.is_released() {
-            return Ok(());
-        }
         let mut st = self.lock_state();
-        self.sync_locked(&mut st, true)?;
-        if let Some(open) = &st.open {
-            self.publish(open);
-            self.reattached.notify_one();
+        if st.released.is_some() {
+            self.sync_locked(&mut st, true)?;
+            if let Some(open) = &st.open {
+                self.publish(open);
+                self.reattached.notify_one();
+            }
+        }
+        if st.open.is_none() {
+            return Err(crate::Error::transient(format!(
+                "{}: not attached (the file is missing or its WAL keeps being emptied); the next attempt tries again",
+                self.path.display()
+            )));
         }
         Ok(())
     }
@@ -301,10 +318,11 @@ mod tests {
     #[test]
     fn a_change_within_the_quiet_time_is_recent() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let quiet = QUIET.as_secs() as i64;
         assert!(mark(1, 1, 1000).recent(now));
-        assert!(mark(1, 1, 1000).recent(now + Duration::from_millis(500)));
-        assert!(!mark(1, 1, 999).recent(now + Duration::from_millis(500)));
-        assert!(!mark(1, 1, 998).recent(now));
+        assert!(mark(1, 1, 1001 - quiet).recent(now + Duration::from_millis(500)));
+        assert!(!mark(1, 1, 1000 - quiet).recent(now));
+        assert!(!mark(1, 1, 999 - quiet).recent(now + Duration::from_millis(500)));
         // A change time after now (the clock was set back) is never trusted as old.
         assert!(mark(1, 1, 2000).recent(now));
     }
