@@ -774,6 +774,23 @@ mod tests {
             .len()
     }
 
+    /// Restores the replica and asserts the rows are exactly `0..n` and the file is sound.
+    async fn assert_restores_rows(
+        mem: &std::sync::Arc<MemoryReplica>,
+        out: &std::path::Path,
+        n: i64,
+    ) {
+        assert_eq!(
+            restored(mem.clone(), out).await,
+            (0..n).collect::<Vec<i64>>()
+        );
+        let ok: String = Connection::open(out)
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+    }
+
     /// A released database keeps its generation when the application restarts the WAL with a
     /// transaction larger than the WAL walship left (the WAL file itself then no longer shows
     /// where the old life ended: without the database file's change time as proof, that cost a
@@ -815,16 +832,7 @@ mod tests {
         assert!(r.stop().await);
         assert_eq!(db.pos().generation, first.generation);
         assert_eq!(generations(&mem).await, 1, "one generation throughout");
-        let out = d.path().join("out.db");
-        assert_eq!(
-            restored(mem.clone(), &out).await,
-            (0..44).collect::<Vec<i64>>()
-        );
-        let ok: String = Connection::open(&out)
-            .unwrap()
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(ok, "ok");
+        assert_restores_rows(&mem, &d.path().join("out.db"), 44).await;
     }
 
     /// The application is away when walship releases: walship's close is the last and removes
@@ -876,11 +884,7 @@ mod tests {
         assert!(r.stop().await);
         assert_eq!(db.pos().generation, first.generation);
         assert_eq!(generations(&mem).await, 1, "one generation throughout");
-        let out = d.path().join("out.db");
-        assert_eq!(
-            restored(mem.clone(), &out).await,
-            (0..7).collect::<Vec<i64>>()
-        );
+        assert_restores_rows(&mem, &d.path().join("out.db"), 7).await;
     }
 
     /// Releasing is safe: the application commits many small transactions past its
@@ -903,16 +907,7 @@ mod tests {
             }
         }
         assert!(r.stop().await);
-        let out = d.path().join("out.db");
-        assert_eq!(
-            restored(mem.clone(), &out).await,
-            (0..next).collect::<Vec<i64>>()
-        );
-        let ok: String = Connection::open(&out)
-            .unwrap()
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(ok, "ok");
+        assert_restores_rows(&mem, &d.path().join("out.db"), next).await;
         eprintln!("generations: {}", generations(&mem).await);
     }
 
