@@ -143,9 +143,11 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     // takes SIGUSR1 (without a handler the signal kills it).
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let mut running: Vec<RunningDb> = Vec::new();
+    let expecting = walship_core::db::budget::Budget::process().expecting(prepared.len());
     for (dbc, shippers) in prepared {
         running.push(start_db(dbc, shippers, &ops)?);
     }
+    drop(expecting);
     // Directory entries with `watch: true`: databases created, removed and renamed while
     // running are started and stopped by the same code a reload runs.
     let (dir_tx, mut dir_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -683,6 +685,7 @@ async fn reconcile(
     let mut starts: Vec<usize> = plan.add.clone();
     starts.extend(plan.restart.iter().map(|&(_, j)| j));
     starts.sort_unstable();
+    let _expecting = walship_core::db::budget::Budget::process().expecting(starts.len());
     for j in starts {
         let dbc = &desired[j];
         let shippers = built.remove(&j).unwrap_or_default();

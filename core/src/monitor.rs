@@ -146,6 +146,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         // When to release the database if nothing changes before (see `Db::release`).
         let release_after = mdb.options().release_after;
         let mut release_at: Option<tokio::time::Instant> = None;
+        let mut last_try: Option<tokio::time::Instant> = None;
         // The coalescing window a restart interrupted: (its deadline, the mark it began at).
         let mut window: Option<(tokio::time::Instant, crate::pace::WalMark)> = None;
         // Shippers waiting for a copy; answered by the next step that starts after they asked.
@@ -170,6 +171,14 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             let generation = mdb.pos().generation;
             if !generation.is_empty() {
                 watch.arm_also(&mdb.meta().shadow_dir(&generation));
+            }
+            if res.as_ref().is_ok_and(|r| r.deferred) {
+                // Over the descriptor budget: wait for a database to be released.
+                tokio::select! {
+                    slot = mdb.budget().take() => mdb.grant(slot),
+                    _ = mrx.changed() => return,
+                }
+                continue;
             }
             mstats.record(started.elapsed(), &res);
             match res {
@@ -215,10 +224,22 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 }
                 continue;
             }
+            // Enabled before looking at `contended`, so a wait that starts in between wakes it.
+            let pressure = mdb.budget().pressure().notified();
+            tokio::pin!(pressure);
+            pressure.as_mut().enable();
+            if release_at.is_some() && mdb.budget().contended() {
+                // Databases wait for descriptors: release as soon as idle, not after
+                // release-after (a busy one is tried again at most every PRESSURE_RETRY).
+                let now = tokio::time::Instant::now();
+                let soon = last_try.map_or(now, |t| (t + PRESSURE_RETRY).max(now));
+                release_at = release_at.map(|t| t.min(soon));
+            }
             let release_in =
                 release_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
             tokio::select! {
                 _ = watch.notify.notified() => idle_wait = idle_poll,
+                _ = &mut pressure, if release_at.is_some() => continue,
                 _ = mdb.reattached().notified() => {
                     if !release_after.is_zero() {
                         release_at = Some(tokio::time::Instant::now() + release_after);
@@ -228,10 +249,14 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 _ = tokio::time::sleep(release_in.map_or(idle_wait, |r| r.min(idle_wait))) => {
                     if release_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
                         let retry = RELEASE_RETRY.min(release_after).max(interval);
+                        last_try = Some(tokio::time::Instant::now());
                         release_at = match release_db(&mdb).await {
                             Ok(true) => {
                                 crate::trim::after_burst();
                                 None
+                            }
+                            Ok(false) if mdb.budget().contended() => {
+                                Some(tokio::time::Instant::now() + PRESSURE_RETRY)
                             }
                             Ok(false) => Some(tokio::time::Instant::now() + retry),
                             Err(e) => {
@@ -433,6 +458,9 @@ const REQUESTS_QUEUED: usize = 16;
 /// A release that found the database busy (a commit, a reader holding the checkpoint back, a
 /// file changed within the last second) is tried again this much later.
 const RELEASE_RETRY: Duration = Duration::from_secs(5);
+/// While databases wait for descriptors ([`crate::db::budget`]), an attached idle database tries
+/// to release at most this often.
+const PRESSURE_RETRY: Duration = Duration::from_secs(1);
 
 /// [`Db::release`] on the blocking pool.
 async fn release_db(db: &Arc<Db>) -> Result<bool> {
@@ -1041,5 +1069,80 @@ mod tests {
         assert_eq!(s.consecutive_errors.load(Ordering::Relaxed), 0);
         assert_eq!(s.wal_bytes.load(Ordering::Relaxed), 8304);
         assert_eq!(s.sync_nanos.load(Ordering::Relaxed), 5_000_000);
+    }
+
+    /// More databases than the descriptor budget attaches at once (room for one here): each
+    /// waits for a slot, waiting makes the idle attached one release at once (release-after is an
+    /// hour), and every database replicates, again after a write to a released one, with never
+    /// more than one attached. Restored exactly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn databases_over_the_descriptor_budget_take_turns_and_all_replicate() {
+        use crate::db::budget::{Budget, PER_ATTACHED};
+        let budget = Budget::new(2 * PER_ATTACHED);
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut apps = Vec::new();
+        for (i, d) in dirs.iter().enumerate() {
+            let app = Connection::open(d.path().join("app.db")).unwrap();
+            app.execute_batch(
+                "PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER); CREATE TABLE pad (b BLOB);",
+            )
+            .unwrap();
+            insert_rows(&app, 0, 3 + i as i64);
+            apps.push(app);
+        }
+        // A release needs files unchanged for QUIET.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let opts = DbOptions {
+            monitor_interval: Duration::from_millis(50),
+            release_after: Duration::from_secs(3600),
+            budget: Some(budget.clone()),
+            ..DbOptions::default()
+        };
+        let mut running = Vec::new();
+        for d in &dirs {
+            let db = Db::open(&d.path().join("app.db"), opts.clone()).unwrap();
+            let mem = MemoryReplica::new();
+            let s = Shipper::new(
+                db.clone(),
+                mem.clone(),
+                ReplicaOptions {
+                    name: "mem".into(),
+                    sync_interval: Duration::from_millis(100),
+                    ..ReplicaOptions::default()
+                },
+            );
+            running.push((mem, start(db, vec![s])));
+        }
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let watcher = tokio::spawn({
+            let (budget, most) = (budget.clone(), most.clone());
+            async move {
+                loop {
+                    most.fetch_max(budget.attached(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        for (mem, _) in &running {
+            until(60, "every database replicated", || !mem.keys().is_empty()).await;
+        }
+        // A write to a database that gave its slot away: it waits for one and ships.
+        let first = running[0].1.db.clone();
+        until(60, "the first database released", || first.is_released()).await;
+        let before = first.pos();
+        insert_rows(&apps[0], 3, 5);
+        until(60, "the write reached the shadow", || first.pos() != before).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        for (i, (mem, r)) in running.into_iter().enumerate() {
+            assert!(r.stop().await);
+            let want = if i == 0 { 8 } else { 3 + i as i64 };
+            assert_restores_rows(&mem, &dirs[i].path().join("out.db"), want).await;
+        }
+        watcher.abort();
+        assert_eq!(
+            most.load(Ordering::Relaxed),
+            1,
+            "never more than the budget attached"
+        );
     }
 }

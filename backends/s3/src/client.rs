@@ -111,12 +111,44 @@ pub(crate) async fn build(cfg: &S3Config) -> Result<Client> {
     ))
 }
 
+/// Requests one shared client has in flight at most. Ten thousand tenant databases starting at
+/// once otherwise opened a connection each for their first listings and snapshots (the bench's
+/// proxy ran out of threads; DigitalOcean Spaces answers such a burst with 503 SlowDown), where
+/// a few dozen connections carry the same work as fast.
+const IN_FLIGHT: usize = 64;
+
+/// A client shared by many replicas, and the limit on their requests in flight.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub client: Client,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("free", &self.slots.available_permits())
+            .finish()
+    }
+}
+
+impl Shared {
+    /// Waits for room for one more request; the request runs while the permit lives.
+    pub async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
 /// The client for `cfg`, shared by every replica of this runtime that differs only in bucket and
 /// prefix: each client carries its own HTTP connection pool and TLS set-up, and a thousand
 /// tenant replicas with one client each held about 0.5 MiB apiece (walship-bench `many`).
 /// Clients are per runtime: a connection pool outliving the runtime that drives it hangs.
-pub(crate) async fn shared(cfg: &S3Config) -> Result<Client> {
-    type Cache = Vec<((S3Config, tokio::runtime::Id), Client)>;
+pub(crate) async fn shared(cfg: &S3Config) -> Result<Shared> {
+    type Cache = Vec<((S3Config, tokio::runtime::Id), Shared)>;
     static CLIENTS: std::sync::Mutex<Cache> = std::sync::Mutex::new(Vec::new());
     let mut key = cfg.clone();
     key.prefix.clear();
@@ -129,7 +161,10 @@ pub(crate) async fn shared(cfg: &S3Config) -> Result<Client> {
     if let Some(c) = find(&CLIENTS.lock().unwrap_or_else(|p| p.into_inner())) {
         return Ok(c);
     }
-    let built = build(cfg).await?;
+    let built = Shared {
+        client: build(cfg).await?,
+        slots: std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+    };
     let mut cache = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = find(&cache) {
         return Ok(c);

@@ -20,7 +20,7 @@ const DELETE_BATCH: usize = 1000;
 pub struct S3Replica {
     cfg: Arc<S3Config>,
     /// Built at first use: the default credential chain and the region lookup are async.
-    client: OnceCell<Client>,
+    client: OnceCell<client::Shared>,
 }
 
 impl S3Replica {
@@ -35,10 +35,13 @@ impl S3Replica {
         &self.cfg
     }
 
-    async fn client(&self) -> Result<&Client> {
-        self.client
+    /// The client, and room for one request in flight ([`client::Shared::slot`]).
+    async fn client(&self) -> Result<(&Client, tokio::sync::OwnedSemaphorePermit)> {
+        let shared = self
+            .client
             .get_or_try_init(|| client::shared(&self.cfg))
-            .await
+            .await?;
+        Ok((&shared.client, shared.slot().await))
     }
 
     /// Every object under `prefix`, after the full key `start_after` when given.
@@ -47,7 +50,7 @@ impl S3Replica {
         prefix: &str,
         start_after: Option<String>,
     ) -> Result<Vec<ObjectMeta>> {
-        let client = self.client().await?;
+        let (client, _slot) = self.client().await?;
         let full = self.cfg.object_key(prefix);
         let w = what("ListObjectsV2", &self.cfg.bucket, &full);
         let mut pages = client
@@ -121,7 +124,7 @@ impl Replica for S3Replica {
     }
 
     async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
-        let client = self.client().await?;
+        let (client, _slot) = self.client().await?;
         upload::put(client, &self.cfg.bucket, &self.cfg.object_key(key), source).await
     }
 
@@ -137,7 +140,8 @@ impl Replica for S3Replica {
         offset: u64,
         version: Option<&str>,
     ) -> Result<ObjectReader> {
-        let client = self.client().await?;
+        // The slot covers the request, not the body a caller may read for long after.
+        let (client, _slot) = self.client().await?;
         let okey = self.cfg.object_key(key);
         let out = get_object(client, &self.cfg.bucket, &okey, offset, version).await?;
         Ok(ObjectReader {
@@ -161,7 +165,7 @@ impl Replica for S3Replica {
         if keys.is_empty() {
             return Ok(());
         }
-        let client = self.client().await?;
+        let (client, _slot) = self.client().await?;
         for batch in keys.chunks(DELETE_BATCH) {
             let first = self.cfg.object_key(&batch[0]);
             let w = if batch.len() > 1 {

@@ -21,6 +21,7 @@
 //! (another device/inode at the path): the next snapshot must come from the file the
 //! application now uses, never from a descriptor of the old one.
 
+pub mod budget;
 mod checkpoint;
 mod release;
 
@@ -71,6 +72,9 @@ pub struct DbOptions {
     /// This process answers `walship snapshot` requests (a running `replicate`); the lock file
     /// says so, and only then does `walship snapshot` signal the holder.
     pub takes_requests: bool,
+    /// The descriptor budget the database counts against; None: the process's
+    /// ([`budget::Budget::process`]).
+    pub budget: Option<Arc<budget::Budget>>,
 }
 
 impl Default for DbOptions {
@@ -86,6 +90,7 @@ impl Default for DbOptions {
             max_copy_bytes: 256 * 1024 * 1024,
             release_after: Duration::ZERO,
             takes_requests: false,
+            budget: None,
         }
     }
 }
@@ -200,6 +205,9 @@ pub struct SyncReport {
     /// database may never come (a WAL left above max-checkpoint-page-count, and an application
     /// RESTART/TRUNCATE checkpoint waiting on walship's read transaction until it times out).
     pub checkpoint_pending: bool,
+    /// The database needed attaching and the descriptor budget had no slot: the monitor waits
+    /// for one ([`budget::Budget::take`], [`Db::grant`]) and syncs again.
+    pub deferred: bool,
 }
 
 /// A checkpoint attempt that ran, for logs and the `litestream_checkpoint_*` metrics.
@@ -250,6 +258,11 @@ pub struct Db {
     reattached: tokio::sync::Notify,
     /// Mirrors `State::released` for readers that must not wait for a sync (metrics, monitor).
     released: std::sync::atomic::AtomicBool,
+    budget: Arc<budget::Budget>,
+    /// Held while the database is attached (or about to be: granted by the monitor after
+    /// waiting); given back when it is released, detached or closed.
+    slot: Mutex<Option<budget::Slot>>,
+    _member: budget::Member,
 }
 
 impl std::fmt::Debug for Db {
@@ -279,7 +292,11 @@ impl Db {
         meta.own_file(&meta.lock_file());
         meta.remove_tmp_files();
         let (pos_tx, _) = watch::channel(DbPos::default());
+        let budget = opts.budget.clone().unwrap_or_else(budget::Budget::process);
         Ok(Arc::new(Db {
+            _member: budget.member(),
+            budget,
+            slot: Mutex::new(None),
             wal_path: wal_path_of(&path),
             path,
             meta,
@@ -356,7 +373,13 @@ impl Db {
     }
     /// [`Db::hold_checkpoints`] on an attached database: a released one ([`Db::release`]) is
     /// attached first, since a snapshot reads the file under walship's read transaction.
+    /// Waits for a descriptor slot first if the budget has none free (before the hold, which
+    /// would keep the monitor from releasing another database meanwhile).
     pub async fn hold_attached(self: &Arc<Self>) -> Result<CheckpointHold> {
+        if self.is_released() && !self.has_slot() {
+            let slot = self.budget.take().await;
+            self.grant(slot);
+        }
         let hold = self.hold_checkpoints().await;
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.attach_now())
@@ -435,7 +458,20 @@ impl Db {
                     release::Since::Quiet | release::Since::Changed => {}
                 }
             }
-            self.init(st, &mut report)?;
+            if !self.has_slot() {
+                match self.budget.try_take() {
+                    Some(slot) => self.grant(slot),
+                    None => {
+                        report.deferred = true;
+                        return Ok(report);
+                    }
+                }
+            }
+            let res = self.init(st, &mut report);
+            if st.open.is_none() {
+                self.free_slot();
+            }
+            res?;
         }
         // Still none: the WAL was emptied during start-up; the next sync tries again.
         let Some(open) = st.open.as_mut() else {
@@ -556,6 +592,7 @@ impl Db {
         // Only after the connections: closing it earlier would drop their POSIX locks on -shm.
         *self.shm_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.db_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.free_slot();
         st.force_new_generation = Some(reason);
         true
     }
@@ -1031,6 +1068,30 @@ impl Db {
         if let Some(open) = self.lock_state().open.take() {
             let _ = open.conns.r.execute_batch("ROLLBACK");
         }
+        self.free_slot();
+    }
+
+    /// Gives the database a slot of the descriptor budget the monitor waited for; the next sync
+    /// that needs to attach uses it.
+    pub fn grant(&self, slot: budget::Slot) {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
+    }
+
+    fn has_slot(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Called once walship holds no descriptor of the database but its lock.
+    fn free_slot(&self) {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// The descriptor budget this database counts against.
+    pub fn budget(&self) -> &Arc<budget::Budget> {
+        &self.budget
     }
 }
 

@@ -223,6 +223,7 @@ impl Db {
         // Only after the connections: closing these first would drop their POSIX locks.
         *self.shm_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.db_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.free_slot();
         tracing::debug!(db = %self.path.display(), generation = %released.generation, index = released.index, size = released.size, "released idle database");
         st.released = Some(released);
         self.released.store(true, Ordering::Relaxed);
@@ -248,6 +249,7 @@ impl Db {
             }
         }
         if st.open.is_none() {
+            self.free_slot();
             return Err(crate::Error::transient(format!(
                 "{}: not attached (the file is missing or its WAL keeps being emptied); the next attempt tries again",
                 self.path.display()
