@@ -154,6 +154,7 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     let mut live = Live {
         watcher: crate::dirs::Watcher::start(&configured.dirs, dir_tx.clone())?,
         cfg: configured,
+        stopping: Default::default(),
     };
     let health = Arc::new(crate::health::Shared::new(health_of(&running)));
     let mut background = Vec::new();
@@ -233,7 +234,7 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
                 while let Ok(ev) = dir_rx.try_recv() {
                     events.push(ev);
                 }
-                if on_dir_events(&live, events, &mut running, &ops).await {
+                if on_dir_events(&mut live, events, &mut running, &ops).await {
                     health.set(health_of(&running));
                     if let Some(n) = &notifier {
                         n.send(&crate::notify::status_line(&health.get().summary()));
@@ -264,6 +265,7 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     if let Some(n) = &notifier {
         n.send("STOPPING=1\nSTATUS=shutting down: final sync");
     }
+    live.settle(None).await;
     for r in running {
         if !r.running.stop().await {
             code = 1;
@@ -498,6 +500,25 @@ fn plan_reload(old: &[walship_config::DbConfig], new: &[walship_config::DbConfig
 struct Live {
     cfg: Config,
     watcher: Option<crate::dirs::Watcher>,
+    /// Databases removed from their directory, making their final sync in the background: a
+    /// slow or failing store must not hold up the databases added meanwhile (the final sync of
+    /// each removed tenant ran inline, one after the other).
+    stopping: std::collections::HashMap<std::path::PathBuf, tokio::task::JoinHandle<()>>,
+}
+
+impl Live {
+    /// Waits for the final syncs still running: of the database at `path`, or of all. A database
+    /// starts again at a path only once its old instance has let go of the lock.
+    async fn settle(&mut self, path: Option<&Path>) {
+        let done: Vec<_> = match path {
+            Some(p) => self.stopping.remove(p).into_iter().collect(),
+            None => self.stopping.drain().map(|(_, h)| h).collect(),
+        };
+        for h in done {
+            let _ = h.await;
+        }
+        self.stopping.retain(|_, h| !h.is_finished());
+    }
 }
 
 /// SIGHUP: re-reads the config. Databases added are started, removed ones get a final sync and
@@ -560,6 +581,7 @@ async fn reload(
     };
     live.cfg = cfg;
     live.watcher = watcher;
+    live.settle(None).await;
     if let Err(e) = reconcile(&desired, running, ops, "config reloaded").await {
         tracing::error!(config = %file.display(), error = %format!("{e:#}"), "config reload failed; the running config stays");
     }
@@ -568,13 +590,14 @@ async fn reload(
 /// Events from the directory watcher: each path is judged on its own (a rescan when events were
 /// lost or a directory appeared). Returns whether the running set changed.
 async fn on_dir_events(
-    live: &Live,
+    live: &mut Live,
     events: Vec<crate::dirs::Event>,
     running: &mut Vec<RunningDb>,
     ops: &Arc<crate::metrics::Ops>,
 ) -> bool {
     use crate::dirs::{Change, Event};
     if events.iter().any(|e| matches!(e, Event::Rescan)) {
+        live.settle(None).await;
         let desired = crate::dirs::desired(&live.cfg);
         if let Err(e) = reconcile(&desired, running, ops, "directories rescanned").await {
             tracing::error!(error = %format!("{e:#}"), "directory rescan failed");
@@ -613,6 +636,7 @@ async fn on_dir_events(
                     }
                 };
                 changed = true;
+                live.settle(Some(&dbc.path)).await;
                 if let Some(i) = at {
                     let _ = running.remove(i).running.stop().await;
                 }
@@ -633,11 +657,15 @@ async fn on_dir_events(
                 changed = true;
                 let r = running.remove(i);
                 tracing::info!(db = %path.display(), "database removed from its directory: final sync, then stopped");
-                if r.running.stop().await {
-                    tracing::info!(db = %path.display(), "stopped after its final sync");
-                } else {
-                    tracing::warn!(db = %path.display(), "stopped; its final sync failed (the file is gone)");
-                }
+                live.settle(Some(&path)).await;
+                let stop = tokio::spawn(async move {
+                    if r.running.stop().await {
+                        tracing::info!(db = %r.cfg.path.display(), "stopped after its final sync");
+                    } else {
+                        tracing::warn!(db = %r.cfg.path.display(), "stopped; its final sync failed (the file is gone)");
+                    }
+                });
+                live.stopping.insert(path, stop);
             }
         }
     }
