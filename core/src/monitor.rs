@@ -173,9 +173,11 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                 watch.arm_also(&mdb.meta().shadow_dir(&generation));
             }
             if res.as_ref().is_ok_and(|r| r.deferred) {
-                // Over the descriptor budget: wait for a database to be released.
+                // Over the descriptor budget: wait for a database to be released, or for a
+                // snapshot that got a slot first to attach this one.
                 tokio::select! {
                     slot = mdb.budget().take() => mdb.grant(slot),
+                    _ = mdb.reattached().notified() => {}
                     _ = mrx.changed() => return,
                 }
                 continue;
@@ -364,9 +366,20 @@ impl Running {
         let _ = self.stop_monitor.send(true);
         let _ = self.monitor.await;
         let mut ok = true;
-        if let Err(e) = sync_db(&self.db).await {
-            tracing::error!(db = %self.db.path().display(), error = %e, "final sync error");
-            ok = false;
+        // A database waiting for a descriptor slot still gets its final copy: wait for one.
+        loop {
+            match sync_db(&self.db).await {
+                Ok(r) if r.deferred => {
+                    let slot = self.db.budget().take().await;
+                    self.db.grant(slot);
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(db = %self.db.path().display(), error = %e, "final sync error");
+                    ok = false;
+                    break;
+                }
+            }
         }
         let _ = self.stop_shippers.send(true);
         for (name, h) in self.shippers {
@@ -1144,5 +1157,35 @@ mod tests {
             1,
             "never more than the budget attached"
         );
+    }
+
+    /// Databases that never release (`release-after: 0s`, the default of `path:` entries) do
+    /// not wait for the descriptor budget: waiting would stop them for good, where before the
+    /// budget they simply opened their files. They count against it all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn databases_that_never_release_are_not_held_back_by_the_budget() {
+        use crate::db::budget::{Budget, PER_ATTACHED};
+        let budget = Budget::new(2 * PER_ATTACHED);
+        let opts = DbOptions {
+            monitor_interval: Duration::from_millis(50),
+            budget: Some(budget.clone()),
+            ..DbOptions::default()
+        };
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut all = Vec::new();
+        for d in &dirs {
+            let (app, mem, r) = running_with(d.path(), opts.clone(), Duration::from_millis(100));
+            insert_rows(&app, 0, 2);
+            all.push((app, mem, r));
+        }
+        for (_, mem, _) in &all {
+            until(20, "every database replicated", || !mem.keys().is_empty()).await;
+        }
+        assert_eq!(budget.attached(), 3, "counted, over a limit of one");
+        for ((_, mem, r), d) in all.into_iter().zip(&dirs) {
+            assert!(r.stop().await);
+            assert_restores_rows(&mem, &d.path().join("out.db"), 2).await;
+        }
+        assert_eq!(budget.attached(), 0);
     }
 }

@@ -92,6 +92,8 @@ pub struct Expecting(Arc<Budget>);
 impl Drop for Expecting {
     fn drop(&mut self) {
         self.0.lock().floor = 0;
+        // The limit may have risen by many slots.
+        self.0.freed.notify_waiters();
     }
 }
 
@@ -160,6 +162,15 @@ impl Budget {
             );
         }
         None
+    }
+
+    /// A slot even over the limit, for a database that never gives its slot back
+    /// (`release-after: 0s`, the default of `path:` entries): making it wait would stop it for
+    /// good, where before the budget it simply opened its files. It still counts, so databases
+    /// that can be released wait for it instead.
+    pub fn take_anyway(self: &Arc<Self>) -> Slot {
+        self.lock().attached += 1;
+        Slot(self.clone())
     }
 
     /// Waits for a slot.

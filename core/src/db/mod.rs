@@ -376,18 +376,28 @@ impl Db {
     /// Waits for a descriptor slot first if the budget has none free (before the hold, which
     /// would keep the monitor from releasing another database meanwhile).
     pub async fn hold_attached(self: &Arc<Self>) -> Result<CheckpointHold> {
-        if self.is_released() && !self.has_slot() {
-            let slot = self.budget.take().await;
-            self.grant(slot);
+        // A release may land between the look and the attach (the monitor releases early while
+        // databases wait for slots): then wait for a slot and try again.
+        for _attempt in 0..3 {
+            if self.is_released() && !self.has_slot() {
+                let slot = self.budget.take().await;
+                self.grant(slot);
+            }
+            let hold = self.hold_checkpoints().await;
+            let db = self.clone();
+            let attached = tokio::task::spawn_blocking(move || db.attach_now())
+                .await
+                .map_err(|e| {
+                    Error::new(crate::ErrorKind::Other, format!("attach task failed: {e}"))
+                })??;
+            if attached {
+                return Ok(hold);
+            }
         }
-        let hold = self.hold_checkpoints().await;
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || db.attach_now())
-            .await
-            .map_err(|e| {
-                Error::new(crate::ErrorKind::Other, format!("attach task failed: {e}"))
-            })??;
-        Ok(hold)
+        Err(Error::transient(format!(
+            "{}: no descriptor slot to attach the database (see the descriptor budget); the next attempt tries again",
+            self.path.display()
+        )))
     }
     /// The right to run a restore drill on this database now, unless another replica's drill
     /// holds it (it is tried again later, never waited for in a shipper's loop).
@@ -418,10 +428,12 @@ impl Db {
     /// One monitor step: copy committed frames, roll indexes, checkpoint when due. Blocking.
     pub fn sync(&self) -> Result<SyncReport> {
         let mut st = self.lock_state();
-        let report = self.sync_locked(&mut st, false)?;
+        let report = self.sync_locked(&mut st, false);
         let Some(open) = &st.open else {
-            return Ok(report);
+            self.let_go();
+            return report;
         };
+        let report = report?;
         self.publish(open);
         drop(st);
         self.clean_shadows();
@@ -459,19 +471,19 @@ impl Db {
                 }
             }
             if !self.has_slot() {
-                match self.budget.try_take() {
-                    Some(slot) => self.grant(slot),
-                    None => {
-                        report.deferred = true;
-                        return Ok(report);
+                if self.opts.release_after.is_zero() {
+                    self.grant(self.budget.take_anyway());
+                } else {
+                    match self.budget.try_take() {
+                        Some(slot) => self.grant(slot),
+                        None => {
+                            report.deferred = true;
+                            return Ok(report);
+                        }
                     }
                 }
             }
-            let res = self.init(st, &mut report);
-            if st.open.is_none() {
-                self.free_slot();
-            }
-            res?;
+            self.init(st, &mut report)?;
         }
         // Still none: the WAL was emptied during start-up; the next sync tries again.
         let Some(open) = st.open.as_mut() else {
@@ -1087,6 +1099,15 @@ impl Db {
     /// Called once walship holds no descriptor of the database but its lock.
     fn free_slot(&self) {
         self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// With no connection open (not attached yet, released, or an attach that failed half
+    /// way): the database file and `-shm` descriptors go too, having no lock of walship's to
+    /// keep, and so does the slot.
+    fn let_go(&self) {
+        *self.shm_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.db_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.free_slot();
     }
 
     /// The descriptor budget this database counts against.

@@ -236,26 +236,35 @@ impl Db {
     }
 
     /// Attaches a released database again, whatever changed: a snapshot or drill reads the file
-    /// under walship's read transaction.
-    /// Refuses (transient) when the database could not be attached: nothing would pin the WAL
-    /// while the file is read.
-    pub(super) fn attach_now(&self) -> Result<()> {
+    /// under walship's read transaction. False: no slot of the descriptor budget was free.
+    /// Refuses (transient) when the database could not be attached otherwise: nothing would pin
+    /// the WAL while the file is read.
+    pub(super) fn attach_now(&self) -> Result<bool> {
         let mut st = self.lock_state();
-        if st.released.is_some() {
-            self.sync_locked(&mut st, true)?;
-            if let Some(open) = &st.open {
-                self.publish(open);
-                self.reattached.notify_one();
-            }
-        }
+        let mut deferred = false;
+        let res = if st.released.is_some() {
+            self.sync_locked(&mut st, true).map(|r| {
+                deferred = r.deferred;
+                if let Some(open) = &st.open {
+                    self.publish(open);
+                    self.reattached.notify_one();
+                }
+            })
+        } else {
+            Ok(())
+        };
         if st.open.is_none() {
-            self.free_slot();
+            self.let_go();
+            res?;
+            if deferred {
+                return Ok(false);
+            }
             return Err(crate::Error::transient(format!(
                 "{}: not attached (the file is missing or its WAL keeps being emptied); the next attempt tries again",
                 self.path.display()
             )));
         }
-        Ok(())
+        res.map(|()| true)
     }
 
     /// Signalled when [`Db::hold_attached`] attached a released database.
