@@ -15,6 +15,9 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v curl >/dev/null || need_apt+=(curl)
+# gdb: a replicator that does not stop within 180 s of SIGTERM has its threads' stacks taken
+# before it is killed (integration Proc::stop), so an intermittent hang says where it waits.
+command -v gdb >/dev/null || need_apt+=(gdb)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null

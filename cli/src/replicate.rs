@@ -2,6 +2,7 @@
 
 use crate::setup;
 use anyhow::{anyhow, bail, Result};
+use futures::StreamExt;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::process::Command;
@@ -266,10 +267,15 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
         n.send("STOPPING=1\nSTATUS=shutting down: final sync");
     }
     live.settle(None).await;
-    for r in running {
-        if !r.running.stop().await {
-            code = 1;
-        }
+    // Several at once: one after another, thousands of databases (each a final copy and a final
+    // request per replica) could outlast systemd's stop timeout and be killed part way. A few
+    // at a time bounds the descriptors that final copies of released databases open again.
+    let stopped: Vec<bool> = futures::stream::iter(running.into_iter().map(|r| r.running.stop()))
+        .buffer_unordered(STOP_TOGETHER)
+        .collect()
+        .await;
+    if stopped.contains(&false) {
+        code = 1;
     }
     for t in background {
         t.abort();
@@ -277,6 +283,9 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     tracing::info!("litestream shut down");
     Ok(code)
 }
+
+/// Databases stopped at once at shutdown (see `run`).
+const STOP_TOGETHER: usize = 16;
 
 /// `-restore-if-db-not-exists` (v0.5's name): each configured database whose file does not exist
 /// is restored (latest state, the replica whose generation was updated last, quick integrity

@@ -363,19 +363,19 @@ impl Running {
     /// Returns false when any final sync failed.
     pub async fn stop(self) -> bool {
         // Order matters: the last frames reach the shadow WAL before any shipper's final sync.
+        let path = self.db.path().to_path_buf();
         let _ = self.stop_monitor.send(true);
-        let _ = self.monitor.await;
+        let _ = noting_delay(self.monitor, &path, "the monitor's current step").await;
         let mut ok = true;
-        // A database waiting for a descriptor slot still gets its final copy: wait for one.
+        // The final copy, at shutdown, with no budget left (the databases stopping one after
+        // another hold theirs until they close), takes a slot over the limit: waiting could wait
+        // on a database that stops after this one. Stopping closes it moments later.
         loop {
-            match sync_db(&self.db).await {
-                Ok(r) if r.deferred => {
-                    let slot = self.db.budget().take().await;
-                    self.db.grant(slot);
-                }
+            match noting_delay(sync_db(&self.db), &path, "the final copy").await {
+                Ok(r) if r.deferred => self.db.grant(self.db.budget().take_anyway()),
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::error!(db = %self.db.path().display(), error = %e, "final sync error");
+                    tracing::error!(db = %path.display(), error = %e, "final sync error");
                     ok = false;
                     break;
                 }
@@ -383,7 +383,8 @@ impl Running {
         }
         let _ = self.stop_shippers.send(true);
         for (name, h) in self.shippers {
-            match h.await {
+            let what = format!("replica {name}'s final sync");
+            match noting_delay(h, &path, &what).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::error!(db = %self.db.path().display(), replica = %name, error = %e, "final replica sync failed");
@@ -396,7 +397,12 @@ impl Running {
             }
         }
         let db = self.db.clone();
-        let _ = tokio::task::spawn_blocking(move || db.close()).await;
+        let _ = noting_delay(
+            tokio::task::spawn_blocking(move || db.close()),
+            &path,
+            "the database to close",
+        )
+        .await;
         ok
     }
 }
@@ -474,6 +480,25 @@ const RELEASE_RETRY: Duration = Duration::from_secs(5);
 /// While databases wait for descriptors ([`crate::db::budget`]), an attached idle database tries
 /// to release at most this often.
 const PRESSURE_RETRY: Duration = Duration::from_secs(1);
+
+/// A stop that takes long says, every STOP_NOTE, what it is waiting for: a shutdown that
+/// stalls (a store that does not answer, a lock held elsewhere) is then visible in the log,
+/// naming the database and the step, rather than a log that simply ends.
+async fn noting_delay<F: std::future::Future>(f: F, db: &std::path::Path, what: &str) -> F::Output {
+    tokio::pin!(f);
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            out = &mut f => return out,
+            _ = tokio::time::sleep(STOP_NOTE) => {
+                tracing::warn!(db = %db.display(), waited = ?started.elapsed(), "stopping: still waiting for {what}");
+            }
+        }
+    }
+}
+
+/// See [`noting_delay`].
+const STOP_NOTE: Duration = Duration::from_secs(15);
 
 /// [`Db::release`] on the blocking pool.
 async fn release_db(db: &Arc<Db>) -> Result<bool> {

@@ -10,7 +10,7 @@ use crate::layout::{self, Pos};
 use crate::listing::{Listing, SegmentInfo};
 use crate::plan::{self, Reads, Target};
 use crate::replica::{DynReplica, PutSource};
-use crate::restore::decoded_len;
+use crate::restore::download_decoded;
 use crate::retention;
 use crate::retry::RetryPolicy;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod drill;
+mod tail;
 pub use drill::{Drill, DrillReport, DRILL_BYTES_PER_SEC};
 
 /// A request for a snapshot now (`walship snapshot` through a running `replicate`), answered
@@ -190,7 +191,10 @@ impl Shipper {
                 .filter(|s| s.index == dbpos.index)
                 .max_by_key(|s| s.offset);
             self.pos = match last {
-                Some(seg) => Some(Pos::new(g.clone(), seg.index, self.segment_end(seg).await?)),
+                Some(seg) => self
+                    .segment_end(seg)
+                    .await?
+                    .map(|end| Pos::new(g.clone(), seg.index, end)),
                 None => None,
             };
             return Ok((self.snapshot_locked().await?, true));
@@ -211,7 +215,13 @@ impl Shipper {
             .filter(|s| s.index >= snap_index)
             .max_by_key(|s| (s.index, s.offset));
         let pos = match last {
-            Some(seg) => Pos::new(g.clone(), seg.index, self.segment_end(seg).await?),
+            Some(seg) => match self.segment_end(seg).await? {
+                Some(end) => Pos::new(g.clone(), seg.index, end),
+                None => {
+                    self.pos = None;
+                    return Ok((self.snapshot_locked().await?, true));
+                }
+            },
             None => Pos::new(g.clone(), snap_index, 0),
         };
         // The replica can only be behind or equal; anything else is another writer's tree.
@@ -240,19 +250,48 @@ impl Shipper {
     /// next upload rewrites that segment from the shadow WAL under the same key. The shadow WAL
     /// only grows within an index, so the new object holds the old bytes and possibly more, and
     /// the put is atomic: a reader never sees a gap or an overlap.
-    async fn segment_end(&self, seg: &SegmentInfo) -> Result<u64> {
+    /// A damaged segment (it does not decode, or its bytes differ from the shadow WAL's) is
+    /// rewritten the same way; None when the shadow WAL no longer holds its bytes: the caller
+    /// takes a snapshot, so shipping goes on from there (see [`tail`]).
+    async fn segment_end(&self, seg: &SegmentInfo) -> Result<Option<u64>> {
         let age = &self.opts.age;
         if age.encrypts() && !age.decrypts() {
             tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, key = %seg.key, "no age identity: the last segment will be uploaded again");
-            return Ok(seg.offset);
+            return Ok(Some(seg.offset));
         }
-        match decoded_len(self.replica.clone(), age, &seg.key).await {
-            Ok(n) => Ok(seg.offset + n),
+        let g = self.db.pos().generation;
+        let shadow = self.db.meta().shadow_path(&g, seg.index);
+        let check = tail::ShadowCheck::open(&shadow, seg.offset);
+        let damage = match download_decoded(
+            self.replica.clone(),
+            age,
+            seg.key.clone(),
+            "nowhere",
+            check,
+        )
+        .await
+        {
+            Ok((n, check)) => match check.differs_at() {
+                None => return Ok(Some(seg.offset + n)),
+                Some(at) => format!("its byte {at} differs from the shadow WAL"),
+            },
             Err(e) if e.kind() == ErrorKind::PermissionDenied => {
                 tracing::warn!(db = %self.db.path().display(), replica = %self.opts.name, key = %seg.key, error = %e, "cannot read the last segment; it will be uploaded again");
-                Ok(seg.offset)
+                return Ok(Some(seg.offset));
             }
-            Err(e) => Err(e),
+            Err(e) if e.kind() == ErrorKind::Corrupt => e.to_string(),
+            Err(e) => return Err(e),
+        };
+        if self
+            .db
+            .shadow_len(&g, seg.index)
+            .is_some_and(|len| len > seg.offset)
+        {
+            tracing::warn!(db = %self.db.path().display(), replica = %self.opts.name, key = %seg.key, damage = %damage, "the replica's last WAL segment is damaged; uploading it again from the shadow WAL");
+            Ok(Some(seg.offset))
+        } else {
+            tracing::warn!(db = %self.db.path().display(), replica = %self.opts.name, key = %seg.key, damage = %damage, "the replica's last WAL segment is damaged and the shadow WAL no longer holds it; taking a snapshot");
+            Ok(None)
         }
     }
 

@@ -48,6 +48,13 @@ impl MemoryReplica {
         self.lock().get(key).map(|o| o.0.clone())
     }
 
+    /// Replaces the stored bytes of an existing `key` (damage, for tests).
+    pub fn replace(&self, key: &str, bytes: Bytes) {
+        if let Some(o) = self.lock().get_mut(key) {
+            o.0 = bytes;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Bytes, SystemTime)>> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -119,11 +119,19 @@ impl Proc {
         match self.stop_within(Duration::from_secs(180)) {
             Some(code) => code,
             None => panic!(
-                "{} did not exit within 180 s of SIGTERM (killed); log:\n{}",
+                "{} did not exit within 180 s of SIGTERM (killed); log:\n{}\nthreads before the kill:\n{}",
                 self.log.display(),
-                self.log_text()
+                self.log_text(),
+                std::fs::read_to_string(self.stacks_path()).unwrap_or_default()
             ),
         }
+    }
+
+    /// Where [`Proc::stop_within`] writes the threads' stacks of a process it has to kill.
+    fn stacks_path(&self) -> PathBuf {
+        let mut p = self.log.clone().into_os_string();
+        p.push(".stacks");
+        PathBuf::from(p)
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within `timeout`: the exit code, or None when
@@ -137,6 +145,21 @@ impl Proc {
                 return Some(st.code().unwrap_or(-1));
             }
             if Instant::now() >= deadline {
+                // An intermittent hang is diagnosed from where each thread waits, not from a
+                // log that stops.
+                let stacks = Command::new("gdb")
+                    .args([
+                        "-p",
+                        &c.id().to_string(),
+                        "-batch",
+                        "-ex",
+                        "thread apply all bt",
+                    ])
+                    .stdin(Stdio::null())
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_else(|e| format!("gdb: {e}"));
+                let _ = std::fs::write(self.stacks_path(), stacks);
                 unsafe { libc_kill(c.id() as i32, 9) };
                 let _ = c.wait();
                 return None;
@@ -494,13 +517,32 @@ pub fn wait_caught_up_with(
     timeout: Duration,
 ) -> String {
     let want = digest(source);
-    wait_until(timeout, "replica to catch up", || {
+    let deadline = Instant::now() + timeout;
+    // What the last attempt saw, for the failure message: a restore error and a restore that is
+    // merely behind need different fixes.
+    let mut last;
+    loop {
         let _ = std::fs::remove_file(scratch);
         let mut a = vec!["restore", "-o", scratch.to_str().unwrap()];
         a.extend_from_slice(restore_args);
         let o = walship(&a);
-        o.status.success() && digest(scratch) == want
-    });
+        if o.status.success() {
+            let got = digest(scratch);
+            if got == want {
+                break;
+            }
+            last = format!("the restore holds {got}, the source {want}");
+        } else {
+            last = format!(
+                "restore failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for the replica to catch up; last attempt: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = std::fs::remove_file(scratch);
     want
 }

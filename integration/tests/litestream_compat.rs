@@ -293,6 +293,20 @@ fn walship_restores_litestream_replica() {
 /// generation; both tools restore the result.
 #[test]
 fn handover_litestream_to_walship() {
+    handover_from_litestream(false);
+}
+
+/// (c) with Litestream's last segment torn (cut in half), as v0.3.13's shutdown race can leave
+/// it (two syncs write one segment under one temporary name; see `stop_clean`): walship finds
+/// it against the shadow WAL and uploads it again. Before, walship failed to decode it at every
+/// start and never caught up (CI, 2026-12-05: "timed out after 30s waiting for replica to catch
+/// up" in a run where v0.3.13 hit its race).
+#[test]
+fn handover_litestream_to_walship_over_a_torn_last_segment() {
+    handover_from_litestream(true);
+}
+
+fn handover_from_litestream(torn: bool) {
     let Some(ls) = litestream_bin() else { return };
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
@@ -312,6 +326,15 @@ fn handover_litestream_to_walship() {
         "litestream should have written one generation: {gens:?}"
     );
     let header_before = wal_header(&s.db);
+    if torn {
+        let last = replica_objects(&s.replica)
+            .into_iter()
+            .filter(|o| o.offset.is_some())
+            .max_by_key(|o| (o.index, o.offset))
+            .expect("litestream wrote WAL segments");
+        let bytes = std::fs::read(&last.path).unwrap();
+        std::fs::write(&last.path, &bytes[..bytes.len() / 2]).unwrap();
+    }
 
     // Nobody replicates: the application goes on (its autocheckpoint is off, the WAL keeps its salts).
     writes(&mut w, 300);
@@ -323,12 +346,18 @@ fn handover_litestream_to_walship() {
 
     let mut wsp = spawn_walship(&s, &s.cfg_walship, "walship.log");
     let scratch = s.dir.join("scratch.db");
-    wait_caught_up(
-        &file_url(&s.replica),
-        &s.db,
-        &scratch,
-        Duration::from_secs(30),
-    );
+    let caught_up = std::panic::catch_unwind(|| {
+        wait_caught_up(
+            &file_url(&s.replica),
+            &s.db,
+            &scratch,
+            Duration::from_secs(30),
+        )
+    });
+    if let Err(e) = caught_up {
+        eprintln!("walship's log:\n{}", wsp.log_text());
+        std::panic::resume_unwind(e);
+    }
     assert_same_generation(&s, &gens, "walship", &wsp);
 
     writes(&mut w, 2000);
@@ -345,7 +374,7 @@ fn handover_litestream_to_walship() {
     restore_with_walship(&s, &want);
     restore_litestream(&ls, &s, &want);
     eprintln!(
-        "handover_litestream_to_walship: {want} in {:?}",
+        "handover_litestream_to_walship (torn last segment: {torn}): {want} in {:?}",
         t0.elapsed()
     );
 }

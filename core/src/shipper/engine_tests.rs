@@ -5,8 +5,10 @@ use super::*;
 use crate::db::DbOptions;
 use crate::plan::{self, Target};
 use crate::replica::Replica;
+use crate::restore::decoded_len;
 use crate::testing::{Calls, Fault, Faulty, MemoryReplica, Op};
 use rusqlite::Connection;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// A WAL-mode database written by an "application" connection, monitored by a [`Db`].
@@ -257,6 +259,68 @@ async fn a_new_shipper_resumes_after_the_last_segment() {
         restore_latest(r.clone(), &f.out("out.db")).await.unwrap(),
         f.content()
     );
+}
+
+/// The replica's last segment damaged (cut short, or a valid frame of other bytes: what
+/// Litestream v0.3.13 leaves when its shutdown race writes one segment twice under one
+/// temporary name) does not stop replication: a new shipper finds the damage against the
+/// shadow WAL, uploads that segment again under the same key, and the replica restores exactly.
+/// Before, every start failed decoding it, for good (a CI handover test stalled on it).
+#[tokio::test]
+async fn a_damaged_last_segment_is_uploaded_again() {
+    for damage in ["cut short", "other bytes"] {
+        let mut f = Fixture::new();
+        let mem = MemoryReplica::new();
+        let r: DynReplica = mem.clone();
+        let mut s = f.shipper(r.clone());
+        f.write(30).await;
+        s.sync().await.unwrap();
+        f.write(3).await;
+        s.sync().await.unwrap();
+        drop(s);
+        let listing = Listing::fetch(r.as_ref(), None).await.unwrap();
+        let last = listing
+            .segments
+            .iter()
+            .max_by_key(|s| (s.index, s.offset))
+            .unwrap()
+            .key
+            .clone();
+        let good = mem.bytes(&last).unwrap();
+        let bad = if damage == "cut short" {
+            good.slice(..good.len() / 2)
+        } else {
+            let mut plain = Vec::new();
+            crate::codec::decoder(&good[..])
+                .read_to_end(&mut plain)
+                .unwrap();
+            let i = plain.len() - 100;
+            plain[i] ^= 0x55;
+            bytes::Bytes::from(crate::codec::compress(&plain))
+        };
+        mem.replace(&last, bad);
+        assert!(
+            restore_latest(r.clone(), &f.out("broken.db"))
+                .await
+                .is_err(),
+            "{damage}: the damage breaks restores"
+        );
+        let mut s = f.shipper(r.clone());
+        s.sync().await.unwrap();
+        assert_eq!(
+            mem.bytes(&last),
+            Some(good),
+            "{damage}: the segment was uploaded again from the shadow WAL"
+        );
+        f.write(3).await;
+        s.sync().await.unwrap();
+        assert_no_gap(&r).await;
+        assert_eq!(
+            restore_latest(r.clone(), &f.out("out.db")).await.unwrap(),
+            f.content(),
+            "{damage}"
+        );
+    }
 }
 
 /// Retention keeps the newest snapshot and what follows it, deletes what is older than the
