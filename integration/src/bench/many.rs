@@ -38,6 +38,9 @@ pub struct Many {
     pub write_cpu_pct: Option<f64>,
     pub lag_p99_ms: Option<f64>,
     pub unseen: usize,
+    /// SIGTERM to exit, every database's final sync included (systemd kills a service still
+    /// running 90 s after it, by default).
+    pub stop_secs: Option<f64>,
 }
 
 fn rel(i: usize) -> String {
@@ -217,7 +220,9 @@ pub fn run(
     out.lag_p99_ms = quantile(&lags, 0.99);
     drop(pollers);
     drop(writers);
+    let stopping = Instant::now();
     let code = p.stop();
+    out.stop_secs = Some(stopping.elapsed().as_secs_f64());
     if code != 0 {
         warn(format!("many: {name}: replicate exited {code}"));
     }

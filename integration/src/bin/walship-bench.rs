@@ -1273,6 +1273,9 @@ fn many_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<Stri
         format!("{n} dbs, 1 % at 10 tx/s: commits never seen"),
         &|s| Val::Num(s.unseen as f64, 0),
     );
+    row(format!("{n} dbs: SIGTERM to exit (s)"), &|s| {
+        num(s.stop_secs, 1)
+    });
 }
 
 /// `history`: one replica per length, built once by walship on the suite's S3 server, restored by
