@@ -65,7 +65,7 @@ pub struct Running {
     pub stats: Arc<DbStats>,
     monitor: JoinHandle<()>,
     catch_up: CatchUp,
-    shippers: Vec<(String, JoinHandle<Result<()>>)>,
+    shippers: Vec<(String, crate::shipper::Phase, JoinHandle<Result<()>>)>,
     requests: Vec<(String, mpsc::Sender<Request>)>,
     stop_monitor: watch::Sender<bool>,
     stop_shippers: watch::Sender<bool>,
@@ -325,10 +325,12 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         .into_iter()
         .map(|s| {
             let name = s.name().to_string();
+            let phase = s.phase();
             let (tx, requests_rx) = mpsc::channel(REQUESTS_QUEUED);
             requests.push((name.clone(), tx));
             (
                 name,
+                phase,
                 tokio::spawn(s.run(rx.clone(), requests_rx, catch_up.clone())),
             )
         })
@@ -365,13 +367,13 @@ impl Running {
         // Order matters: the last frames reach the shadow WAL before any shipper's final sync.
         let path = self.db.path().to_path_buf();
         let _ = self.stop_monitor.send(true);
-        let _ = noting_delay(self.monitor, &path, "the monitor's current step").await;
+        let _ = noting_delay(self.monitor, &path, || "the monitor's current step".into()).await;
         let mut ok = true;
         // The final copy, at shutdown, with no budget left (the databases stopping one after
         // another hold theirs until they close), takes a slot over the limit: waiting could wait
         // on a database that stops after this one. Stopping closes it moments later.
         loop {
-            match noting_delay(sync_db(&self.db), &path, "the final copy").await {
+            match noting_delay(sync_db(&self.db), &path, || "the final copy".into()).await {
                 Ok(r) if r.deferred => self.db.grant(self.db.budget().take_anyway()),
                 Ok(_) => break,
                 Err(e) => {
@@ -382,9 +384,9 @@ impl Running {
             }
         }
         let _ = self.stop_shippers.send(true);
-        for (name, h) in self.shippers {
-            let what = format!("replica {name}'s final sync");
-            match noting_delay(h, &path, &what).await {
+        for (name, phase, h) in self.shippers {
+            let what = || format!("replica {name}'s final sync (at: {})", phase.get());
+            match noting_delay(h, &path, what).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::error!(db = %self.db.path().display(), replica = %name, error = %e, "final replica sync failed");
@@ -400,7 +402,7 @@ impl Running {
         let _ = noting_delay(
             tokio::task::spawn_blocking(move || db.close()),
             &path,
-            "the database to close",
+            || "the database to close".into(),
         )
         .await;
         ok
@@ -484,14 +486,18 @@ const PRESSURE_RETRY: Duration = Duration::from_secs(1);
 /// A stop that takes long says, every STOP_NOTE, what it is waiting for: a shutdown that
 /// stalls (a store that does not answer, a lock held elsewhere) is then visible in the log,
 /// naming the database and the step, rather than a log that simply ends.
-async fn noting_delay<F: std::future::Future>(f: F, db: &std::path::Path, what: &str) -> F::Output {
+async fn noting_delay<F: std::future::Future>(
+    f: F,
+    db: &std::path::Path,
+    what: impl Fn() -> String,
+) -> F::Output {
     tokio::pin!(f);
     let started = tokio::time::Instant::now();
     loop {
         tokio::select! {
             out = &mut f => return out,
             _ = tokio::time::sleep(STOP_NOTE) => {
-                tracing::warn!(db = %db.display(), waited = ?started.elapsed(), "stopping: still waiting for {what}");
+                tracing::warn!(db = %db.display(), waited = ?started.elapsed(), "stopping: still waiting for {}", what());
             }
         }
     }
@@ -570,7 +576,17 @@ mod tests {
             "PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER); CREATE TABLE pad (b BLOB);",
         )
         .unwrap();
-        let db = Db::open(&path, opts).unwrap();
+        let (mem, r) = shipping(&path, opts, sync_interval);
+        (app, mem, r)
+    }
+
+    /// The database at `path` monitored, with one shipper to a replica in memory.
+    fn shipping(
+        path: &std::path::Path,
+        opts: DbOptions,
+        sync_interval: Duration,
+    ) -> (std::sync::Arc<MemoryReplica>, Running) {
+        let db = Db::open(path, opts).unwrap();
         let mem = MemoryReplica::new();
         let s = Shipper::new(
             db.clone(),
@@ -581,7 +597,7 @@ mod tests {
                 ..ReplicaOptions::default()
             },
         );
-        (app, mem, start(db, vec![s]))
+        (mem, start(db, vec![s]))
     }
 
     async fn restored(replica: DynReplica, out: &std::path::Path) -> Vec<i64> {
@@ -1136,21 +1152,16 @@ mod tests {
             budget: Some(budget.clone()),
             ..DbOptions::default()
         };
-        let mut running = Vec::new();
-        for d in &dirs {
-            let db = Db::open(&d.path().join("app.db"), opts.clone()).unwrap();
-            let mem = MemoryReplica::new();
-            let s = Shipper::new(
-                db.clone(),
-                mem.clone(),
-                ReplicaOptions {
-                    name: "mem".into(),
-                    sync_interval: Duration::from_millis(100),
-                    ..ReplicaOptions::default()
-                },
-            );
-            running.push((mem, start(db, vec![s])));
-        }
+        let running: Vec<_> = dirs
+            .iter()
+            .map(|d| {
+                shipping(
+                    &d.path().join("app.db"),
+                    opts.clone(),
+                    Duration::from_millis(100),
+                )
+            })
+            .collect();
         let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let watcher = tokio::spawn({
             let (budget, most) = (budget.clone(), most.clone());

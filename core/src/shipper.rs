@@ -85,6 +85,23 @@ pub struct Shipper {
     /// Segments uploaded for the newest index: (index, count, stored bytes). A snapshot of that
     /// index keeps them in its restore (an index replays from offset 0 on top of its snapshot).
     index_uploads: (u32, u64, u64),
+    phase: Phase,
+}
+
+/// Where a shipper's task is: a stop that waits long for its final sync names the step
+/// (`monitor::Running::stop`), so a stall says where it stalls instead of a log that ends.
+#[derive(Clone, Debug, Default)]
+pub struct Phase(Arc<std::sync::Mutex<&'static str>>);
+
+impl Phase {
+    fn set(&self, what: &'static str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = what;
+    }
+
+    /// The step the shipper entered last.
+    pub fn get(&self) -> &'static str {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What a shipper last achieved, for `replicas`, metrics and the heartbeat.
@@ -127,7 +144,13 @@ impl Shipper {
             status: Arc::new(watch::channel(ShipperStatus::default()).0),
             budget: None,
             index_uploads: (0, 0, 0),
+            phase: Phase::default(),
         }
+    }
+
+    /// A handle on the step this shipper is at (see [`Phase`]).
+    pub fn phase(&self) -> Phase {
+        self.phase.clone()
     }
 
     /// The replica's name, from its options.
@@ -181,6 +204,7 @@ impl Shipper {
     /// The replica's position in the current generation, from its listing (format §6).
     /// Also says whether it had to take a snapshot to get one.
     async fn resume_position(&mut self, dbpos: &DbPos) -> Result<(Pos, bool)> {
+        self.phase.set("listing the replica");
         let g = &dbpos.generation;
         let listing = Listing::fetch(self.replica.as_ref(), Some(g)).await?;
         if listing.snapshots.is_empty() {
@@ -360,6 +384,7 @@ impl Shipper {
         });
         // v0.3.13's two INFO lines per upload, with its fields: users tail the log to see backups
         // happen. `position` is where the segment starts and `sz` the WAL bytes it holds.
+        self.phase.set("uploading a WAL segment");
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %pos, "write wal segment");
         tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, key = %key, wal_bytes = end - pos.offset, "replica sync: put");
         let started = Instant::now();
@@ -399,6 +424,8 @@ impl Shipper {
         if self.owes_past_indexes() {
             self.ship_until(None).await?;
         }
+        self.phase
+            .set("snapshot: holding checkpoints and attaching the database");
         let _hold = self.db.hold_attached().await?;
         let dbpos = self.db.pos();
         // Ship the snapshot's index up to now first: the file may already hold pages of those
@@ -420,6 +447,7 @@ impl Shipper {
             use crate::snapshot::Snapshotter;
             age.encrypt(Lz4Encoder::new(snap.open()?))
         });
+        self.phase.set("uploading a snapshot");
         tracing::info!(db = %self.db.path().display(), replica = %self.opts.name, position = %dbpos.pos(), "write snapshot");
         tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, key = %key, "snapshot: put");
         let started = Instant::now();
@@ -545,6 +573,7 @@ impl Shipper {
             if *shutdown.borrow() {
                 break;
             }
+            self.phase.set("syncing");
             if let Err(e) = self.sync().await {
                 backoff = failures.next().unwrap_or(failure_policy.max_delay);
                 tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, retry_in = ?backoff, "monitor error");
@@ -585,6 +614,7 @@ impl Shipper {
                 next_snapshot = Some(now + self.opts.snapshot_interval);
             }
             if next_retention.is_some_and(|t| now >= t) && !drill_on {
+                self.phase.set("retention");
                 // The next check at retention-check-interval, or later when the listing shows
                 // that nothing can be due before then.
                 let mut wait = ri;
@@ -607,6 +637,7 @@ impl Shipper {
             if drilling.is_none()
                 && (!verify_asked.is_empty() || next_validation.is_some_and(|t| now >= t))
             {
+                self.phase.set("preparing a restore drill");
                 match self.prepare_drill().await {
                     Ok(Some(d)) => {
                         let status = self.status.clone();
@@ -643,6 +674,7 @@ impl Shipper {
             }
             // Wait the sync interval, then for a change of the shadow WAL (or a schedule).
             // A request cuts the wait short: the user is waiting for its answer.
+            self.phase.set("waiting for the sync interval");
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.changed() => continue,
@@ -652,6 +684,7 @@ impl Shipper {
             let armed = commits.as_ref().is_some_and(|w| w.arm());
             // What was committed during the wait is copied now, not at the monitor's next cycle:
             // the upload that follows carries it, so a commit waits about one sync-interval.
+            self.phase.set("waiting for the monitor's copy");
             catch_up.now().await;
             if asked.is_empty()
                 && verify_asked.is_empty()
@@ -676,9 +709,13 @@ impl Shipper {
                         _ => std::future::pending().await,
                     }
                 };
+                self.phase.set("caught up: waiting for a change");
                 tokio::select! {
                     _ = db_rx.changed() => {}
-                    _ = commit => catch_up.now().await,
+                    _ = commit => {
+                        self.phase.set("a commit: waiting for the monitor's copy");
+                        catch_up.now().await
+                    }
                     _ = sleep => {}
                     _ = shutdown.changed() => {}
                     Some(r) = requests.recv() => take(r, &mut asked, &mut verify_asked),
@@ -688,6 +725,7 @@ impl Shipper {
         if let Some(h) = drilling {
             h.abort();
         }
+        self.phase.set("final sync");
         self.final_sync().await
     }
 

@@ -270,11 +270,9 @@ async fn a_new_shipper_resumes_after_the_last_segment() {
 async fn a_damaged_last_segment_is_uploaded_again() {
     for damage in ["cut short", "other bytes"] {
         let mut f = Fixture::new();
-        let mem = MemoryReplica::new();
-        let r: DynReplica = mem.clone();
-        let mut s = f.shipper(r.clone());
-        f.write(30).await;
-        s.sync().await.unwrap();
+        // No fault is injected: the damage is done by hand below.
+        let (mem, faulty, mut s) = f.shipping(30).await;
+        let r: DynReplica = faulty;
         f.write(3).await;
         s.sync().await.unwrap();
         drop(s);
