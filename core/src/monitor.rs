@@ -106,7 +106,14 @@ impl CatchUp {
         let Some(tx) = &self.tx else { return };
         let (done, wait) = oneshot::channel();
         if tx.send(done).await.is_ok() {
-            let _ = wait.await;
+            // Also done when the monitor has gone: a request sent with a slot taken just before
+            // the monitor stopped stays queued in the channel (tokio drops queued messages when
+            // the receiver goes, but not one pushed just after that), so `wait` alone could wait
+            // for ever.
+            tokio::select! {
+                _ = wait => {}
+                _ = tx.closed() => {}
+            }
         }
     }
 }

@@ -75,6 +75,9 @@ impl WeedServer {
                 "-s3.port.lance=0",
                 "-s3.autoCreateBucket=false",
                 "-s3.allowDeleteBucketNotEmpty=false",
+                // One volume per bucket with data; the default count follows free disk space
+                // (see scripts/test.sh).
+                "-volume.max=1000",
             ])
             .arg(format!("-s3.port={b}"))
             .arg(format!("-master.port={}", b + 1))
