@@ -50,6 +50,7 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     };
     let file = walship_config::resolve_config_path(a.config);
     crate::dirs::check_dirs(&cfg, &file)?;
+    set_stop_limit(&cfg);
     // The databases under directory entries, found now, run like configured ones.
     let configured = cfg.clone();
     let cfg = walship_config::Config {
@@ -270,10 +271,14 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     // Several at once: one after another, thousands of databases (each a final copy and a final
     // request per replica) could outlast systemd's stop timeout and be killed part way. A few
     // at a time bounds the descriptors that final copies of released databases open again.
-    let stopped: Vec<bool> = futures::stream::iter(running.into_iter().map(|r| r.running.stop()))
-        .buffer_unordered(STOP_TOGETHER)
-        .collect()
-        .await;
+    let stopped: Vec<bool> = futures::stream::iter(
+        running
+            .into_iter()
+            .map(|r| r.running.stop_within(stop_limit())),
+    )
+    .buffer_unordered(STOP_TOGETHER)
+    .collect()
+    .await;
     if stopped.contains(&false) {
         code = 1;
     }
@@ -282,6 +287,27 @@ pub async fn run(a: ReplicateArgs<'_>) -> Result<i32> {
     }
     tracing::info!("litestream shut down");
     Ok(code)
+}
+
+/// `shutdown-sync-timeout` of the config in force, in milliseconds (see [`stop_limit`]).
+static STOP_LIMIT_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(monitor::DEFAULT_SHUTDOWN_SYNC_TIMEOUT.as_millis() as u64);
+
+/// Follows the config (at start and at each reload): a database stopping in the background when
+/// a reload lands keeps the bound it started with.
+fn set_stop_limit(cfg: &Config) {
+    let limit = cfg
+        .shutdown_sync_timeout
+        .unwrap_or(monitor::DEFAULT_SHUTDOWN_SYNC_TIMEOUT);
+    STOP_LIMIT_MS.store(
+        u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// How long one database may take to stop: its final copy and its replicas' final syncs.
+fn stop_limit() -> std::time::Duration {
+    std::time::Duration::from_millis(STOP_LIMIT_MS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Databases stopped at once at shutdown (see `run`).
@@ -588,6 +614,7 @@ async fn reload(
             }
         }
     };
+    set_stop_limit(&cfg);
     live.cfg = cfg;
     live.watcher = watcher;
     live.settle(None).await;
@@ -647,7 +674,7 @@ async fn on_dir_events(
                 changed = true;
                 live.settle(Some(&dbc.path)).await;
                 if let Some(i) = at {
-                    let _ = running.remove(i).running.stop().await;
+                    let _ = running.remove(i).running.stop_within(stop_limit()).await;
                 }
                 match start_db(&dbc, shippers, ops) {
                     Ok(r) => running.push(r),
@@ -668,7 +695,7 @@ async fn on_dir_events(
                 tracing::info!(db = %path.display(), "database removed from its directory: final sync, then stopped");
                 live.settle(Some(&path)).await;
                 let stop = tokio::spawn(async move {
-                    if r.running.stop().await {
+                    if r.running.stop_within(stop_limit()).await {
                         tracing::info!(db = %r.cfg.path.display(), "stopped after its final sync");
                     } else {
                         tracing::warn!(db = %r.cfg.path.display(), "stopped; its final sync failed (the file is gone)");
@@ -712,7 +739,7 @@ async fn reconcile(
     }
     for r in stopped {
         let path = r.cfg.path.clone();
-        if r.running.stop().await {
+        if r.running.stop_within(stop_limit()).await {
             tracing::info!(db = %path.display(), "stopped after its final sync");
         } else {
             tracing::error!(db = %path.display(), "stopped; its final sync failed (the next start resumes from the replica)");

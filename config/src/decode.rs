@@ -139,6 +139,7 @@ impl<'a> Decoder<'a> {
                 "heartbeat-url" => cfg.heartbeat_url = self.string(&e)?,
                 "heartbeat-interval" => cfg.heartbeat_interval = self.duration(&e)?,
                 "metrics" => cfg.metrics_per_db = self.metrics(&e)?,
+                "shutdown-sync-timeout" => cfg.shutdown_sync_timeout = self.duration(&e)?,
                 _ => self.unknown(&e, ""),
             }
         }

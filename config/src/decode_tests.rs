@@ -574,8 +574,11 @@ fn env_expansion_on_and_off() {
 
 #[test]
 fn walship_additions() {
-    let (c, w) = parse("heartbeat-url: https://hc.example/ping/abc\nheartbeat-interval: 5m\n");
-    assert!(w.is_empty());
+    let (c, w) = parse(
+        "heartbeat-url: https://hc.example/ping/abc\nheartbeat-interval: 5m\nshutdown-sync-timeout: 2m\n",
+    );
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.shutdown_sync_timeout, secs(120));
     assert_eq!(
         c.heartbeat_url.as_deref(),
         Some("https://hc.example/ping/abc")

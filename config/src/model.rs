@@ -35,6 +35,10 @@ pub struct Config {
     /// walship addition (`metrics: per-db: false`): only aggregate series, for thousands of
     /// databases. `None`: per-database series on, as v0.3.13.
     pub metrics_per_db: Option<bool>,
+    /// walship addition (`shutdown-sync-timeout`): how long one database's final copy and final
+    /// syncs may take at shutdown before they are abandoned (logged, exit code 1). `None`: the
+    /// default; zero: no bound.
+    pub shutdown_sync_timeout: Option<Duration>,
 }
 
 /// `logging:` section.
@@ -259,6 +263,7 @@ impl fmt::Debug for Config {
             )
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("metrics_per_db", &self.metrics_per_db)
+            .field("shutdown_sync_timeout", &self.shutdown_sync_timeout)
             .finish()
     }
 }

@@ -368,53 +368,127 @@ impl Running {
         }
     }
 
-    /// Stops monitoring, copies what is left, lets every shipper make its final sync.
-    /// Returns false when any final sync failed.
+    /// Stops monitoring, copies what is left, lets every shipper make its final sync, within
+    /// [`DEFAULT_SHUTDOWN_SYNC_TIMEOUT`]. Returns false when any final sync failed.
     pub async fn stop(self) -> bool {
-        // Order matters: the last frames reach the shadow WAL before any shipper's final sync.
+        self.stop_within(DEFAULT_SHUTDOWN_SYNC_TIMEOUT).await
+    }
+
+    /// [`Running::stop`] bounded by `limit` (zero: no bound). A step still running at the limit
+    /// is abandoned with an ERROR naming it, and the stop counts as failed (exit code 1): a
+    /// service manager's stop timeout would otherwise kill the process part way with nothing in
+    /// the log, and a replicator that never exits blocks the deploy or reboot behind it.
+    /// Abandoning loses nothing: every upload is atomic under its final key (an interrupted one
+    /// leaves a temporary object removed at the next start), and the next start resumes from
+    /// what the replica holds.
+    pub async fn stop_within(self, limit: Duration) -> bool {
         let path = self.db.path().to_path_buf();
+        let stop = Stopping {
+            path: &path,
+            deadline: (!limit.is_zero()).then(|| tokio::time::Instant::now() + limit),
+            limit,
+        };
+        // Order matters: the last frames reach the shadow WAL before any shipper's final sync.
         let _ = self.stop_monitor.send(true);
-        let _ = noting_delay(self.monitor, &path, || "the monitor's current step".into()).await;
-        let mut ok = true;
+        let mut ok = stop
+            .task(self.monitor, || "the monitor's current step".into())
+            .await
+            .is_some();
+        let mut copying = true;
         // The final copy, at shutdown, with no budget left (the databases stopping one after
         // another hold theirs until they close), takes a slot over the limit: waiting could wait
         // on a database that stops after this one. Stopping closes it moments later.
-        loop {
-            match noting_delay(sync_db(&self.db), &path, || "the final copy".into()).await {
-                Ok(r) if r.deferred => self.db.grant(self.db.budget().take_anyway()),
-                Ok(_) => break,
-                Err(e) => {
+        while copying {
+            copying = false;
+            match stop
+                .step(sync_db(&self.db), || "the final copy".into())
+                .await
+            {
+                Some(Ok(r)) if r.deferred => {
+                    self.db.grant(self.db.budget().take_anyway());
+                    copying = true;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
                     tracing::error!(db = %path.display(), error = %e, "final sync error");
                     ok = false;
-                    break;
                 }
+                None => ok = false,
             }
         }
         let _ = self.stop_shippers.send(true);
         for (name, phase, h) in self.shippers {
             let what = || format!("replica {name}'s final sync (at: {})", phase.get());
-            match noting_delay(h, &path, what).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(db = %self.db.path().display(), replica = %name, error = %e, "final replica sync failed");
+            match stop.task(h, what).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::error!(db = %path.display(), replica = %name, error = %e, "final replica sync failed");
                     ok = false;
                 }
-                Err(e) => {
-                    tracing::error!(db = %self.db.path().display(), replica = %name, error = %e, "replica task failed");
-                    ok = false;
-                }
+                None => ok = false,
             }
         }
         let db = self.db.clone();
-        let _ = noting_delay(
-            tokio::task::spawn_blocking(move || db.close()),
-            &path,
-            || "the database to close".into(),
-        )
-        .await;
+        let closed = tokio::task::spawn_blocking(move || db.close());
+        if stop
+            .task(closed, || "the database to close".into())
+            .await
+            .is_none()
+        {
+            ok = false;
+        }
         ok
     }
 }
+
+/// The bound of one database's stop (see [`Running::stop_within`]).
+struct Stopping<'a> {
+    path: &'a std::path::Path,
+    deadline: Option<tokio::time::Instant>,
+    limit: Duration,
+}
+
+impl Stopping<'_> {
+    /// `f` to its end, or None when the deadline came first (logged, naming `what`).
+    async fn step<F: std::future::Future>(
+        &self,
+        f: F,
+        what: impl Fn() -> String,
+    ) -> Option<F::Output> {
+        let noted = noting_delay(f, self.path, &what);
+        let Some(deadline) = self.deadline else {
+            return Some(noted.await);
+        };
+        match tokio::time::timeout_at(deadline, noted).await {
+            Ok(out) => Some(out),
+            Err(_) => {
+                tracing::error!(db = %self.path.display(), limit = ?self.limit, "stopping: gave up waiting for {} after shutdown-sync-timeout; the next start resumes from what the replicas hold", what());
+                None
+            }
+        }
+    }
+
+    /// A task to its end (None when it failed, logged, or the deadline came first: then it is
+    /// aborted).
+    async fn task<T>(&self, mut h: JoinHandle<T>, what: impl Fn() -> String) -> Option<T> {
+        match self.step(&mut h, &what).await {
+            Some(Ok(out)) => Some(out),
+            Some(Err(e)) => {
+                tracing::error!(db = %self.path.display(), error = %e, "task failed while stopping: {}", what());
+                None
+            }
+            None => {
+                h.abort();
+                None
+            }
+        }
+    }
+}
+
+/// How long one database may take to stop (final copy and every replica's final sync) unless
+/// `shutdown-sync-timeout` says otherwise: under systemd's default stop timeout (90 s), so a
+/// stop that cannot finish is logged and exits 1 instead of being killed silently.
+pub const DEFAULT_SHUTDOWN_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Asks a running database's replicas for a snapshot now (`walship snapshot` through a running
 /// `replicate`).
@@ -1230,5 +1304,75 @@ mod tests {
             assert_restores_rows(&mem, &d.path().join("out.db"), 2).await;
         }
         assert_eq!(budget.attached(), 0);
+    }
+
+    /// A final sync that cannot finish (a store that accepts the connection and never answers)
+    /// is abandoned at the stop's bound, and the stop says it failed: without the bound the
+    /// replicator never exited after SIGTERM, until the service manager killed it. What reached
+    /// the replica before still restores exactly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_final_sync_that_never_ends_is_abandoned_at_the_bound() {
+        use crate::testing::{Calls, Fault, Faulty, Op};
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("app.db");
+        let app = Connection::open(&path).unwrap();
+        app.execute_batch(
+            "PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER); CREATE TABLE pad (b BLOB);",
+        )
+        .unwrap();
+        let opts = DbOptions {
+            monitor_interval: Duration::from_millis(50),
+            ..DbOptions::default()
+        };
+        let db = Db::open(&path, opts).unwrap();
+        let mem = MemoryReplica::new();
+        let faulty = Faulty::new(mem.clone());
+        let s = Shipper::new(
+            db.clone(),
+            faulty.clone(),
+            ReplicaOptions {
+                name: "stuck".into(),
+                sync_interval: Duration::from_millis(50),
+                ..ReplicaOptions::default()
+            },
+        );
+        let r = start(db.clone(), vec![s]);
+        insert_rows(&app, 0, 3);
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        let probe = d.path().join("probe.db");
+        loop {
+            let _ = std::fs::remove_file(&probe);
+            let listing = Listing::fetch(mem.as_ref(), None).await.unwrap();
+            if let Ok(p) = plan::plan(&listing, None, Target::Latest) {
+                let replica: DynReplica = mem.clone();
+                if crate::restore::execute(replica, &Age::default(), &p, &probe, 1)
+                    .await
+                    .is_ok()
+                    && rows(&Connection::open(&probe).unwrap()).len() == 3
+                {
+                    break;
+                }
+            }
+            assert!(tokio::time::Instant::now() < end, "the rows never shipped");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        faulty.inject(
+            Op::Put,
+            Calls::From(faulty.calls(Op::Put) + 1),
+            Fault::Delay(Duration::from_secs(3600)),
+        );
+        insert_rows(&app, 3, 2);
+        let started = std::time::Instant::now();
+        assert!(
+            !r.stop_within(Duration::from_secs(2)).await,
+            "an abandoned final sync is a failed stop"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+            "stopped after {took:?}"
+        );
+        drop(app);
+        assert_restores_rows(&mem, &d.path().join("out.db"), 3).await;
     }
 }
