@@ -1375,4 +1375,80 @@ mod tests {
         drop(app);
         assert_restores_rows(&mem, &d.path().join("out.db"), 3).await;
     }
+
+    /// Stopping finishes whatever step each task is at: a busy database (commits, application
+    /// checkpoints of every mode) stopped at moments spread over its cycles, with the writer
+    /// still going or just stopped, stops well within the bound every time, with every commit
+    /// made before the stop restored. Rounds: `WALSHIP_STOP_ROUNDS` (default 12).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_at_any_moment_of_a_busy_database_finishes() {
+        let rounds: u64 = std::env::var("WALSHIP_STOP_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(12);
+        for round in 0..rounds {
+            let d = tempfile::tempdir().unwrap();
+            let opts = DbOptions {
+                monitor_interval: Duration::from_millis(20 + 40 * (round % 3)),
+                min_checkpoint_page_count: 50,
+                ..DbOptions::default()
+            };
+            let (app, mem, r) =
+                running_with(d.path(), opts, Duration::from_millis(30 + 70 * (round % 4)));
+            let phases: Vec<_> = r.shippers.iter().map(|(_, p, _)| p.clone()).collect();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut writer = Some({
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let modes = ["PASSIVE", "FULL", "RESTART", "TRUNCATE"];
+                    let mut n = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        insert_rows(&app, n, 1);
+                        n += 1;
+                        if n % 25 == 0 {
+                            let _ = app.execute_batch(&format!(
+                                "PRAGMA wal_checkpoint({})",
+                                modes[(n / 25) as usize % 4]
+                            ));
+                        }
+                    }
+                    n
+                })
+            });
+            // Spread over monitor and sync cycles; odd rounds stop the writer first (the
+            // application quiet at SIGTERM), even ones stop while it writes.
+            tokio::time::sleep(Duration::from_millis(150 + (round * 137) % 600)).await;
+            let quiet_first = round % 2 == 1;
+            let mut written = None;
+            if quiet_first {
+                stop.store(true, Ordering::SeqCst);
+                written = writer.take().map(|w| w.join().unwrap());
+                tokio::time::sleep(Duration::from_millis((round * 53) % 400)).await;
+            }
+            let started = std::time::Instant::now();
+            let stopped = r.stop_within(Duration::from_secs(20)).await;
+            let steps: Vec<&str> = phases.iter().map(|p| p.get()).collect();
+            assert!(
+                stopped,
+                "round {round}: the stop failed or was abandoned (steps {steps:?})"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "round {round}: stop took {:?} (steps {steps:?})",
+                started.elapsed()
+            );
+            stop.store(true, Ordering::SeqCst);
+            let n = written.unwrap_or_else(|| writer.take().unwrap().join().unwrap());
+            let got = restored(mem.clone(), &d.path().join("out.db")).await;
+            if quiet_first {
+                assert_eq!(got, (0..n).collect::<Vec<i64>>(), "round {round}");
+            } else {
+                // Commits after the final copy are for the next start; those before are all in.
+                assert!(
+                    got.len() as i64 <= n && got == (0..got.len() as i64).collect::<Vec<_>>(),
+                    "round {round}"
+                );
+            }
+        }
+    }
 }
