@@ -681,6 +681,25 @@ mod tests {
         (mem, start(db, vec![s]))
     }
 
+    /// The database at `path` monitored with `opts`, with one shipper (`replica`'s options) to
+    /// a replica in memory behind a [`crate::testing::Faulty`] wrapper, which counts calls and
+    /// takes faults.
+    fn shipping_faulty(
+        path: &std::path::Path,
+        opts: DbOptions,
+        replica: ReplicaOptions,
+    ) -> (
+        std::sync::Arc<MemoryReplica>,
+        std::sync::Arc<crate::testing::Faulty>,
+        Running,
+    ) {
+        let db = Db::open(path, opts).unwrap();
+        let mem = MemoryReplica::new();
+        let faulty = crate::testing::Faulty::new(mem.clone());
+        let s = Shipper::new(db.clone(), faulty.clone(), replica);
+        (mem, faulty, start(db, vec![s]))
+    }
+
     async fn restored(replica: DynReplica, out: &std::path::Path) -> Vec<i64> {
         let listing = Listing::fetch(replica.as_ref(), None).await.unwrap();
         let p = plan::plan(&listing, None, Target::Latest).unwrap();
@@ -697,7 +716,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn back_to_back_drills_do_not_starve_scheduled_snapshots() {
         use crate::replica::Replica;
-        use crate::testing::{Calls, Fault, Faulty, Op};
+        use crate::testing::{Calls, Fault, Op};
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("app.db");
         let app = Connection::open(&path).unwrap();
@@ -706,25 +725,12 @@ mod tests {
         for i in 0..50 {
             app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
         }
-        let db = Db::open(
+        let (mem, slow, r) = shipping_faulty(
             &path,
             DbOptions {
                 monitor_interval: Duration::from_millis(50),
                 ..DbOptions::default()
             },
-        )
-        .unwrap();
-        let mem = MemoryReplica::new();
-        let slow = Faulty::new(mem.clone());
-        // Every download is slow, so a drill lasts several shipper rounds.
-        slow.inject(
-            Op::Get,
-            Calls::From(1),
-            Fault::Delay(Duration::from_millis(300)),
-        );
-        let s = Shipper::new(
-            db.clone(),
-            slow.clone(),
             ReplicaOptions {
                 name: "mem".into(),
                 sync_interval: Duration::from_millis(50),
@@ -733,7 +739,12 @@ mod tests {
                 ..ReplicaOptions::default()
             },
         );
-        let r = start(db, vec![s]);
+        // Every download is slow, so a drill lasts several shipper rounds.
+        slow.inject(
+            Op::Get,
+            Calls::From(1),
+            Fault::Delay(Duration::from_millis(300)),
+        );
         let snapshot_times = || async {
             let mut v: Vec<_> = mem
                 .list("generations/")
@@ -843,7 +854,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_retention_lists_only_when_something_can_be_due() {
         use crate::replica::Replica;
-        use crate::testing::{Faulty, Op};
+        use crate::testing::Op;
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("app.db");
         let app = Connection::open(&path).unwrap();
@@ -852,12 +863,9 @@ mod tests {
         for i in 0..20 {
             app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
         }
-        let db = Db::open(&path, DbOptions::default()).unwrap();
-        let mem = MemoryReplica::new();
-        let counted = Faulty::new(mem.clone());
-        let s = Shipper::new(
-            db.clone(),
-            counted.clone(),
+        let (mem, counted, r) = shipping_faulty(
+            &path,
+            DbOptions::default(),
             ReplicaOptions {
                 name: "mem".into(),
                 sync_interval: Duration::from_millis(50),
@@ -866,7 +874,6 @@ mod tests {
                 ..ReplicaOptions::default()
             },
         );
-        let r = start(db, vec![s]);
         tokio::time::sleep(Duration::from_millis(800)).await;
         let settled = counted.calls(Op::List);
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -1312,7 +1319,7 @@ mod tests {
     /// the replica before still restores exactly.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_final_sync_that_never_ends_is_abandoned_at_the_bound() {
-        use crate::testing::{Calls, Fault, Faulty, Op};
+        use crate::testing::{Calls, Fault, Op};
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("app.db");
         let app = Connection::open(&path).unwrap();
@@ -1324,19 +1331,15 @@ mod tests {
             monitor_interval: Duration::from_millis(50),
             ..DbOptions::default()
         };
-        let db = Db::open(&path, opts).unwrap();
-        let mem = MemoryReplica::new();
-        let faulty = Faulty::new(mem.clone());
-        let s = Shipper::new(
-            db.clone(),
-            faulty.clone(),
+        let (mem, faulty, r) = shipping_faulty(
+            &path,
+            opts,
             ReplicaOptions {
                 name: "stuck".into(),
                 sync_interval: Duration::from_millis(50),
                 ..ReplicaOptions::default()
             },
         );
-        let r = start(db.clone(), vec![s]);
         insert_rows(&app, 0, 3);
         let end = tokio::time::Instant::now() + Duration::from_secs(10);
         let probe = d.path().join("probe.db");

@@ -283,6 +283,7 @@ impl Shipper {
             tracing::debug!(db = %self.db.path().display(), replica = %self.opts.name, key = %seg.key, "no age identity: the last segment will be uploaded again");
             return Ok(Some(seg.offset));
         }
+        self.phase.set("reading the replica's last WAL segment");
         let g = self.db.pos().generation;
         let shadow = self.db.meta().shadow_path(&g, seg.index);
         let check = tail::ShadowCheck::open(&shadow, seg.offset);
