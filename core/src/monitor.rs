@@ -379,8 +379,9 @@ impl Running {
     /// service manager's stop timeout would otherwise kill the process part way with nothing in
     /// the log, and a replicator that never exits blocks the deploy or reboot behind it.
     /// Abandoning loses nothing: every upload is atomic under its final key (an interrupted one
-    /// leaves a temporary object removed at the next start), and the next start resumes from
-    /// what the replica holds.
+    /// leaves a temporary file, removed at the next start, or an S3 incomplete multipart upload,
+    /// left to the bucket's lifecycle rule), and the next start resumes from what the replica
+    /// holds.
     pub async fn stop_within(self, limit: Duration) -> bool {
         let path = self.db.path().to_path_buf();
         let stop = Stopping {
@@ -394,26 +395,25 @@ impl Running {
             .task(self.monitor, || "the monitor's current step".into())
             .await
             .is_some();
-        let mut copying = true;
         // The final copy, at shutdown, with no budget left (the databases stopping one after
         // another hold theirs until they close), takes a slot over the limit: waiting could wait
         // on a database that stops after this one. Stopping closes it moments later.
-        while copying {
-            copying = false;
+        loop {
             match stop
                 .step(sync_db(&self.db), || "the final copy".into())
                 .await
             {
-                Some(Ok(r)) if r.deferred => {
-                    self.db.grant(self.db.budget().take_anyway());
-                    copying = true;
-                }
-                Some(Ok(_)) => {}
+                Some(Ok(r)) if r.deferred => self.db.grant(self.db.budget().take_anyway()),
+                Some(Ok(_)) => break,
                 Some(Err(e)) => {
                     tracing::error!(db = %path.display(), error = %e, "final sync error");
                     ok = false;
+                    break;
                 }
-                None => ok = false,
+                None => {
+                    ok = false;
+                    break;
+                }
             }
         }
         let _ = self.stop_shippers.send(true);
