@@ -147,6 +147,8 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         let mut idle_wait = idle_poll;
         // A due checkpoint that did not complete: sync again after monitor-interval.
         let mut retry_checkpoint = false;
+        // When the WAL will have been quiet long enough for the checkpoint after a burst.
+        let mut quiet_at: Option<tokio::time::Instant> = None;
         let mut recent = RateWindow::new(RATE_WINDOW);
         let mut errors = 0u32;
         let mut last = tokio::time::Instant::now();
@@ -208,6 +210,9 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                         }
                     }
                     retry_checkpoint = r.checkpoint_pending;
+                    quiet_at = r
+                        .quiet_checkpoint_in
+                        .map(|d| tokio::time::Instant::now() + d);
                 }
                 Err(e) => {
                     errors += 1;
@@ -246,6 +251,13 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             }
             let release_in =
                 release_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
+            let quiet_in =
+                quiet_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
+            let sleep = [release_in, quiet_in, Some(idle_wait)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(idle_wait);
             tokio::select! {
                 _ = watch.notify.notified() => idle_wait = idle_poll,
                 _ = &mut pressure, if release_at.is_some() => continue,
@@ -255,7 +267,12 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
                     }
                     continue;
                 }
-                _ = tokio::time::sleep(release_in.map_or(idle_wait, |r| r.min(idle_wait))) => {
+                _ = tokio::time::sleep(sleep) => {
+                    if quiet_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
+                        // The sync checkpoints the quiet WAL; the idle polls keep their pace.
+                        quiet_at = None;
+                        continue;
+                    }
                     if release_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
                         let retry = RELEASE_RETRY.min(release_after).max(interval);
                         last_try = Some(tokio::time::Instant::now());

@@ -104,6 +104,72 @@ pub(super) fn checkpoint_due(
     }
 }
 
+/// How long the WAL must stay unchanged, with frames walship has not backfilled, before walship
+/// checkpoints it whatever the thresholds say: `monitor-interval`, at least a second.
+///
+/// Why: `R` keeps a read transaction open at all times, so an application's own FULL, RESTART
+/// or TRUNCATE checkpoint cannot finish while frames are left that walship has not backfilled:
+/// it waits out its busy timeout holding the write lock (walship cannot checkpoint meanwhile)
+/// and returns SQLITE_BUSY. Below min-checkpoint-page-count that lasted until
+/// checkpoint-interval (1 minute), as it does under v0.3.13. Backfilling once the writer pauses
+/// leaves `R` on the database file (read-mark 0), where it blocks neither a restart nor a
+/// TRUNCATE, so the application's next checkpoint completes at once. A steady writer never
+/// pauses that long and keeps v0.3.13's thresholds; a pausing one gets one checkpoint per burst,
+/// which SQLite's own autocheckpoint would have made at 1,000 pages anyway.
+pub(crate) fn quiet_after(o: &DbOptions) -> Duration {
+    o.monitor_interval.max(Duration::from_secs(1))
+}
+
+/// Attempts of the quiet checkpoint at one WAL position: an application that keeps a read
+/// transaction open makes every attempt partial, and retrying each monitor-interval forever
+/// would cost an idle database a write lock a second.
+pub(super) const QUIET_TRIES: u8 = 10;
+
+/// The WAL position the quiet checkpoint watches ([`quiet_after`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Quiet {
+    /// (index, size) of the shadow when last seen changing.
+    pos: (u32, u64),
+    since: Instant,
+    tries: u8,
+}
+
+impl Quiet {
+    pub(super) fn new(sh: &Shadow) -> Quiet {
+        Quiet {
+            pos: (sh.index, sh.size),
+            since: Instant::now(),
+            tries: 0,
+        }
+    }
+
+    /// Records the shadow's position after a sync's copy: a change starts the wait again.
+    pub(super) fn observe(&mut self, sh: &Shadow) {
+        if self.pos != (sh.index, sh.size) {
+            *self = Quiet::new(sh);
+        }
+    }
+
+    /// How long until a quiet checkpoint is due at this position, or None when none will be:
+    /// nothing left to backfill, or the attempts are used up.
+    pub(super) fn due_in(
+        &self,
+        o: &DbOptions,
+        sh: &Shadow,
+        checkpointed_at: Option<(u32, u64)>,
+    ) -> Option<Duration> {
+        let unbackfilled =
+            sh.size > HEADER_SIZE as u64 && checkpointed_at != Some((sh.index, sh.size));
+        (unbackfilled && self.tries < QUIET_TRIES)
+            .then(|| quiet_after(o).saturating_sub(self.since.elapsed()))
+    }
+
+    /// Counts an attempt made at this position.
+    pub(super) fn tried(&mut self) {
+        self.tries = self.tries.saturating_add(1);
+    }
+}
+
 impl Db {
     /// Takes SQLite's write lock on `w` (transient error when busy).
     pub(super) fn begin_immediate(&self, w: &Connection) -> Result<()> {
@@ -421,6 +487,91 @@ pub(super) mod tests {
             scan.committed_len > HEADER_SIZE as u64,
             "the new life was copied"
         );
+    }
+
+    /// The flaky CI failure of 2026-12-06 (`continuity.rs`, "TRUNCATE checkpoint never
+    /// completed"): 23 frames after walship's last checkpoint, below min-checkpoint-page-count,
+    /// and an idle application whose TRUNCATE checkpoint then got SQLITE_BUSY for a whole
+    /// checkpoint-interval, because `R` pinned frames nobody would backfill. Now a WAL that stays
+    /// quiet for `quiet_after` is checkpointed, and the application's checkpoint completes.
+    #[test]
+    fn a_quiet_wal_is_checkpointed_so_the_application_can_truncate_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, db) = super::super::tests::app_and_db(d.path());
+        let generation = db.pos().generation;
+        app.busy_timeout(Duration::ZERO).unwrap();
+        let truncate = || {
+            app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .unwrap()
+        };
+        for i in 0..5 {
+            app.execute("INSERT INTO t VALUES (?1)", [format!("burst {i}")])
+                .unwrap();
+        }
+        let report = db.sync().unwrap();
+        assert!(report.copied_bytes > 0);
+        assert!(report.checkpoint.is_none(), "below every threshold");
+        let wait = report
+            .quiet_checkpoint_in
+            .expect("a quiet checkpoint is planned");
+        assert!(wait <= quiet_after(&db.opts) && wait > Duration::ZERO);
+        assert_eq!(
+            truncate().0,
+            1,
+            "R pins the frames: the application is busy"
+        );
+        std::thread::sleep(quiet_after(&db.opts));
+        let report = db.sync().unwrap();
+        assert_eq!(report.copied_bytes, 0);
+        assert!(report.checkpoint.is_some_and(|c| c.complete), "{report:?}");
+        assert_eq!(report.quiet_checkpoint_in, None, "nothing left to backfill");
+        let (busy, log, done) = truncate();
+        assert_eq!(
+            (busy, log, done),
+            (0, 0, 0),
+            "the application's TRUNCATE completes"
+        );
+        assert_eq!(std::fs::metadata(db.wal_path()).unwrap().len(), 0);
+        // The application's next commit continues the generation in the next index.
+        app.execute("INSERT INTO t VALUES ('after')", []).unwrap();
+        let report = db.sync().unwrap();
+        assert_eq!(report.new_generation, None);
+        assert_eq!(db.pos().generation, generation);
+        assert_eq!(db.pos().index, 1);
+    }
+
+    /// An application read transaction makes every attempt partial: the quiet checkpoint gives
+    /// up after QUIET_TRIES instead of taking the write lock every monitor-interval for ever.
+    #[test]
+    fn the_quiet_checkpoint_gives_up_on_a_wal_an_application_reader_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, db) = super::super::tests::app_and_db(d.path());
+        app.execute("INSERT INTO t VALUES ('pinned')", []).unwrap();
+        let reader = rusqlite::Connection::open(d.path().join("a.db")).unwrap();
+        reader
+            .execute_batch("BEGIN; SELECT COUNT(*) FROM t;")
+            .unwrap();
+        app.execute("INSERT INTO t VALUES ('after the reader')", [])
+            .unwrap();
+        db.sync().unwrap();
+        std::thread::sleep(quiet_after(&db.opts));
+        let mut attempts = 0;
+        for _ in 0..QUIET_TRIES + 3 {
+            let report = db.sync().unwrap();
+            if let Some(c) = report.checkpoint {
+                assert!(!c.complete, "the application's reader holds frames");
+                attempts += 1;
+            }
+        }
+        assert_eq!(attempts, QUIET_TRIES);
+        assert_eq!(db.sync().unwrap().quiet_checkpoint_in, None);
+        reader.execute_batch("COMMIT").unwrap();
     }
 
     fn shadow(frames: u64, index: u32) -> Shadow {

@@ -31,7 +31,7 @@ use crate::meta::{default_meta_dir, InstanceLock, MetaDir};
 use crate::sqlite::{self, CheckpointMode};
 use crate::wal::{self, FrameReader, WalHeader, HEADER_SIZE};
 pub(crate) use checkpoint::proves_one_restart;
-use checkpoint::{checkpoint_due, write_lock_busy, Proof};
+use checkpoint::{checkpoint_due, write_lock_busy, Proof, Quiet};
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -170,6 +170,9 @@ struct Open {
     /// saturating writer's time. Once the WAL has restarted, `R` moves onto it (read-mark >= 1:
     /// the application backfills up to it once, then its attempts stop early).
     reader_on_db_file: Option<u32>,
+    /// Since when the WAL has not changed: a quiet checkpoint after a burst
+    /// ([`checkpoint::quiet_after`]).
+    quiet: Quiet,
     /// Device and inode of the database file the connections and descriptor refer to.
     file_id: (u64, u64),
 }
@@ -208,6 +211,10 @@ pub struct SyncReport {
     /// The database needed attaching and the descriptor budget had no slot: the monitor waits
     /// for one ([`budget::Budget::take`], [`Db::grant`]) and syncs again.
     pub deferred: bool,
+    /// Sync again after this long (if nothing changes first): the WAL then has been quiet long
+    /// enough for the checkpoint that lets an application's own checkpoints finish
+    /// ([`checkpoint::quiet_after`]).
+    pub quiet_checkpoint_in: Option<Duration>,
 }
 
 /// A checkpoint attempt that ran, for logs and the `litestream_checkpoint_*` metrics.
@@ -553,16 +560,29 @@ impl Db {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(mode) = checkpoint_due(
+        open.quiet.observe(&open.shadow);
+        let quiet = open
+            .quiet
+            .due_in(&self.opts, &open.shadow, open.checkpointed_at)
+            .is_some_and(|d| d.is_zero());
+        let due = checkpoint_due(
             &self.opts,
             &open.shadow,
             open.checkpointed_at,
             st.last_checkpoint,
             st.started,
-        ) {
+        )
+        .or(quiet.then_some(CheckpointMode::Passive));
+        if let Some(mode) = due {
             report.checkpoint = self.checkpoint(open, &mut st.last_checkpoint, mode)?;
             report.checkpoint_pending = report.checkpoint.is_none_or(|c| !c.complete);
+            if quiet {
+                open.quiet.tried();
+            }
         }
+        report.quiet_checkpoint_in =
+            open.quiet
+                .due_in(&self.opts, &open.shadow, open.checkpointed_at);
         Ok(report)
     }
 
@@ -707,6 +727,7 @@ impl Db {
             };
             let mut open = Open {
                 conns,
+                quiet: Quiet::new(&shadow),
                 shadow,
                 proof: None,
                 checkpointed_at: None,
