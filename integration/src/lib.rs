@@ -4,6 +4,7 @@
 //! logical content of every user table (rows, `_litestream_*` excluded) equals the source's.
 
 pub mod behaviour;
+pub mod cloud;
 pub mod crash;
 pub mod faults;
 pub mod latency;
@@ -16,6 +17,8 @@ pub mod weed;
 
 // Link the backends, so their registrations are present in every test binary.
 use walship_file as _;
+use walship_abs as _;
+use walship_gcs as _;
 use walship_s3 as _;
 use walship_sftp as _;
 

@@ -9,6 +9,7 @@ use walship_core::registry::{self, ReplicaSettings};
 use walship_core::replica::DynReplica;
 use walship_core::retry::{RetryLayer, RetryPolicy};
 use walship_integration::behaviour;
+use walship_integration::cloud::{self, AbsTarget, GcsTarget};
 use walship_integration::s3::S3Target;
 use walship_integration::sftp::SftpTarget;
 use walship_integration::*;
@@ -61,6 +62,30 @@ where
     f(t.replica(&t.new_dir(tag))).await;
 }
 
+/// Runs a behaviour under a fresh key prefix of the GCS emulator's bucket.
+async fn on_gcs<F, Fut>(tag: &str, f: F)
+where
+    F: FnOnce(DynReplica) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(t) = GcsTarget::from_env() else {
+        return;
+    };
+    f(t.replica(&cloud::new_prefix(tag))).await;
+}
+
+/// Runs a behaviour under a fresh key prefix of Azurite's container.
+async fn on_abs<F, Fut>(tag: &str, f: F)
+where
+    F: FnOnce(DynReplica) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(t) = AbsTarget::from_env() else {
+        return;
+    };
+    f(t.replica(&cloud::new_prefix(tag))).await;
+}
+
 macro_rules! behaviour_tests {
     ($($name:ident),* $(,)?) => {
         mod file {
@@ -87,6 +112,24 @@ macro_rules! behaviour_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     on_sftp(stringify!($name), behaviour::$name).await;
+                }
+            )*
+        }
+        mod gcs {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    on_gcs(stringify!($name), behaviour::$name).await;
+                }
+            )*
+        }
+        mod abs {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    on_abs(stringify!($name), behaviour::$name).await;
                 }
             )*
         }

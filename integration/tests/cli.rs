@@ -118,13 +118,13 @@ fn bad_config_inputs() {
     let p = write(
         "gcs.yml",
         &format!(
-            "dbs:\n  - path: {}\n    replicas:\n      - type: gcs\n        bucket: b\n",
+            "dbs:\n  - path: {}\n    replicas:\n      - type: gcs\n        path: x\n",
             db.display()
         ),
     );
     assert_fails(
         &walship(&["replicate", "-config", p.to_str().unwrap()]),
-        "not supported by this build",
+        "bucket required for gcs replica",
     );
     let p = write(
         "malformed.yml",

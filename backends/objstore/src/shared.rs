@@ -1,0 +1,69 @@
+//! One client per store and credentials in a process (per runtime), and a bound on its
+//! requests in flight.
+
+use object_store::ObjectStore;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use walship_core::Result;
+
+/// Requests one shared client has in flight at most: ten thousand tenant databases starting at
+/// once would otherwise open a connection each for their first listings and snapshots (as seen
+/// with S3), where a few dozen connections carry the same work as fast.
+const IN_FLIGHT: usize = 64;
+
+/// Builds a client for a replica section (the same closure for every replica of one store).
+pub type Build = Arc<dyn Fn() -> Result<Arc<dyn ObjectStore>> + Send + Sync>;
+
+/// A client shared by many replicas, and the limit on their requests in flight.
+#[derive(Clone)]
+pub struct Shared {
+    /// The store; keys are full object names (the replica adds its root).
+    pub store: Arc<dyn ObjectStore>,
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("free", &self.slots.available_permits())
+            .finish()
+    }
+}
+
+impl Shared {
+    /// Waits for room for one more request; the request runs while the permit lives.
+    pub async fn slot(&self) -> OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
+/// The client for `key` (a backend's description of store and credentials, never printed),
+/// built by `build` the first time this runtime asks. Clients are per runtime: a connection
+/// pool outliving the runtime that drives its connections hangs.
+pub fn shared(key: &str, build: &Build) -> Result<Shared> {
+    type Cache = Vec<((String, Option<tokio::runtime::Id>), Shared)>;
+    static CLIENTS: Mutex<Cache> = Mutex::new(Vec::new());
+    let id = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+    let find = |c: &Cache| {
+        c.iter()
+            .find(|((k, r), _)| k == key && *r == id)
+            .map(|(_, s)| s.clone())
+    };
+    if let Some(s) = find(&CLIENTS.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(s);
+    }
+    let built = Shared {
+        store: build()?,
+        slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+    };
+    let mut cache = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = find(&cache) {
+        return Ok(s);
+    }
+    cache.push(((key.to_owned(), id), built.clone()));
+    Ok(built)
+}

@@ -1,0 +1,273 @@
+//! [`ObjectStoreReplica`]: the replica trait on an `object_store` client, keys under a root.
+
+use crate::errors::map_error;
+use crate::shared::{shared, Build, Shared};
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange};
+use std::future::Future;
+use std::time::Duration;
+use walship_core::replica::{ByteReader, ObjectMeta, ObjectReader, PutSource, Replica};
+use walship_core::{Error, ErrorKind, Result};
+
+/// A replica in a bucket (GCS) or container (Azure) under a key prefix.
+pub struct ObjectStoreReplica {
+    kind: &'static str,
+    /// `gcs://bucket/root` or `abs://account@container/root`: names objects in errors.
+    base: String,
+    /// `base` plus where the service is, for humans.
+    target: String,
+    /// Key prefix without a leading or trailing `/` (empty: the bucket's root).
+    root: String,
+    client_key: String,
+    build: Build,
+    secrets: Vec<String>,
+    operation_timeout: Duration,
+}
+
+impl std::fmt::Debug for ObjectStoreReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreReplica")
+            .field("kind", &self.kind)
+            .field("target", &self.target)
+            .field("operation_timeout", &self.operation_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a backend hands over to make a replica.
+pub struct Parts {
+    /// The `type:` of the replica (`gcs`, `abs`).
+    pub kind: &'static str,
+    /// How objects are named in errors, e.g. `gcs://bucket/backups/app` (no secret).
+    pub base: String,
+    /// `base` and the service's address, for humans (no secret).
+    pub target: String,
+    /// Key prefix; leading and trailing `/` are dropped (`object_store` names cannot start
+    /// with one).
+    pub root: String,
+    /// Identifies store and credentials, so replicas that share them share a client; never
+    /// printed.
+    pub client_key: String,
+    /// Builds the client.
+    pub build: Build,
+    /// Values that must never appear in an error (keys, SAS tokens).
+    pub secrets: Vec<String>,
+    /// Longest a single request may take (`operation-timeout`).
+    pub operation_timeout: Duration,
+}
+
+impl ObjectStoreReplica {
+    /// A replica over the client `p.build` makes; the client itself is built at first use, in
+    /// the runtime that uses it (see [`shared`]).
+    pub fn new(p: Parts) -> Self {
+        ObjectStoreReplica {
+            kind: p.kind,
+            base: p.base,
+            target: p.target,
+            root: p.root.trim_matches('/').to_owned(),
+            client_key: p.client_key,
+            build: p.build,
+            secrets: p.secrets,
+            operation_timeout: p.operation_timeout,
+        }
+    }
+
+    pub(crate) fn client(&self) -> Result<Shared> {
+        shared(&self.client_key, &self.build)
+    }
+
+    /// The full object name of a replica-relative key.
+    pub(crate) fn full(&self, key: &str) -> String {
+        if self.root.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.root)
+        }
+    }
+
+    pub(crate) fn path(&self, key: &str) -> Result<Path> {
+        Path::parse(self.full(key)).map_err(|e| {
+            Error::config(format!(
+                "object name {:?} is not valid on {}: {e}",
+                self.full(key),
+                self.kind
+            ))
+        })
+    }
+
+    /// How errors name the object `key`.
+    pub(crate) fn what(&self, key: &str) -> String {
+        format!("{}/{key}", self.base.trim_end_matches('/'))
+    }
+
+    pub(crate) fn error(&self, op: &str, key: &str, e: object_store::Error) -> Error {
+        map_error(op, &self.what(key), e, &self.secrets)
+    }
+
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
+    /// Runs one request under `operation-timeout` (a stall is transient: the retry layer tries
+    /// again).
+    pub(crate) async fn timed<T>(
+        &self,
+        op: &str,
+        key: &str,
+        fut: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.operation_timeout, fut).await {
+            Ok(r) => r.map_err(|e| self.error(op, key, e)),
+            Err(_) => Err(Error::transient(format!(
+                "{op} {}: no answer within operation-timeout ({:?})",
+                self.what(key),
+                self.operation_timeout
+            ))),
+        }
+    }
+
+    fn relative<'a>(&self, full: &'a str) -> Option<&'a str> {
+        if self.root.is_empty() {
+            Some(full)
+        } else {
+            full.strip_prefix(self.root.as_str())?.strip_prefix('/')
+        }
+    }
+
+    /// Every object whose key starts with `prefix` (a string prefix, as on S3, not
+    /// `object_store`'s whole path segments), after `after` when given.
+    async fn list_from(&self, prefix: &str, after: Option<&str>) -> Result<Vec<ObjectMeta>> {
+        let shared = self.client()?;
+        let _slot = shared.slot().await;
+        let full_prefix = self.full(prefix);
+        let dir = full_prefix.rfind('/').map_or("", |i| &full_prefix[..i]);
+        let dir = (!dir.is_empty()).then(|| Path::from(dir));
+        let mut stream = match after.filter(|a| !a.is_empty()) {
+            Some(a) => shared
+                .store
+                .list_with_offset(dir.as_ref(), &self.path(a)?),
+            None => shared.store.list(dir.as_ref()),
+        };
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            let m = item.map_err(|e| self.error("List", prefix, e))?;
+            let loc = m.location.as_ref();
+            if !loc.starts_with(&full_prefix) {
+                continue;
+            }
+            let Some(key) = self.relative(loc) else {
+                continue;
+            };
+            if after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            out.push(ObjectMeta {
+                key: key.to_owned(),
+                size: m.size,
+                modified: m.last_modified.into(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Replica for ObjectStoreReplica {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+
+    async fn put(&self, key: &str, source: PutSource) -> Result<u64> {
+        crate::upload::put(self, key, source).await
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteReader> {
+        Ok(self.get_from(key, 0, None).await?.reader)
+    }
+
+    /// A ranged GET, pinned to the ETag when resuming (`If-Match`), so a resumed download never
+    /// splices two versions of an object.
+    async fn get_from(
+        &self,
+        key: &str,
+        offset: u64,
+        version: Option<&str>,
+    ) -> Result<ObjectReader> {
+        let shared = self.client()?;
+        let path = self.path(key)?;
+        let opts = GetOptions {
+            range: (offset > 0).then_some(GetRange::Offset(offset)),
+            if_match: version.map(str::to_owned),
+            ..Default::default()
+        };
+        let got = {
+            // The slot covers the request, not the body a caller may read for long after.
+            let _slot = shared.slot().await;
+            self.timed("Get", key, shared.store.get_opts(&path, opts))
+                .await
+                .map_err(|e| match e.kind() {
+                    ErrorKind::NotFound => {
+                        Error::not_found(format!("object {} not found", self.what(key)))
+                    }
+                    _ => e,
+                })?
+        };
+        let remaining = got.range.end.saturating_sub(got.range.start);
+        let version = got.meta.e_tag.clone();
+        let what = self.what(key);
+        let body = got
+            .into_stream()
+            .map_err(move |e| std::io::Error::other(format!("read {what}: {e}")));
+        Ok(ObjectReader {
+            reader: Box::new(tokio_util::io::StreamReader::new(body)),
+            remaining: Some(remaining),
+            version,
+        })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.list_from(prefix, None).await
+    }
+
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        self.list_from(prefix, Some(start_after)).await
+    }
+
+    /// In bulk where the service has it (Azure batch), else one request per key; a key that
+    /// is already gone is not an error.
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let shared = self.client()?;
+        let _slot = shared.slot().await;
+        let paths = keys
+            .iter()
+            .map(|k| self.path(k))
+            .collect::<Result<Vec<_>>>()?;
+        let first = keys[0].clone();
+        let mut results = shared
+            .store
+            .delete_stream(futures::stream::iter(paths.into_iter().map(Ok)).boxed());
+        loop {
+            match tokio::time::timeout(self.operation_timeout, results.next()).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(Ok(_))) | Ok(Some(Err(object_store::Error::NotFound { .. }))) => {}
+                Ok(Some(Err(e))) => return Err(self.error("Delete", &first, e)),
+                Err(_) => {
+                    return Err(Error::transient(format!(
+                        "Delete {}: no answer within operation-timeout ({:?})",
+                        self.what(&first),
+                        self.operation_timeout
+                    )))
+                }
+            }
+        }
+    }
+}
