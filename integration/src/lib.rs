@@ -16,8 +16,8 @@ pub mod tls;
 pub mod weed;
 
 // Link the backends, so their registrations are present in every test binary.
-use walship_file as _;
 use walship_abs as _;
+use walship_file as _;
 use walship_gcs as _;
 use walship_s3 as _;
 use walship_sftp as _;

@@ -56,7 +56,10 @@ impl Cloud for GcsTarget {
         socket(self.emulator_host.trim_start_matches("http://"))
     }
     fn through(&self, prefix: &str, via: &str) -> (String, Vec<(&'static str, String)>) {
-        (self.yaml(prefix), vec![("STORAGE_EMULATOR_HOST", via.to_owned())])
+        (
+            self.yaml(prefix),
+            vec![("STORAGE_EMULATOR_HOST", via.to_owned())],
+        )
     }
 }
 
@@ -209,7 +212,12 @@ fn walship_replica_restores_with_both_tools(c: &dyn Cloud) {
         wal_indexes(c, &s.prefix)
     );
     let out = s.dir.join("walship-restored.db");
-    assert_restored(&restore(&walship_bin(), &s, &out), &out, &want, "walship restore");
+    assert_restored(
+        &restore(&walship_bin(), &s, &out),
+        &out,
+        &want,
+        "walship restore",
+    );
     let n = block_on(assert_no_wal_gap(&c.replica(&s.prefix)));
     if let Some(ls) = litestream_bin() {
         let out = s.dir.join("ls-restored.db");
@@ -220,7 +228,10 @@ fn walship_replica_restores_with_both_tools(c: &dyn Cloud) {
             "litestream v0.3.13 restore of walship's replica",
         );
     }
-    eprintln!("{}: walship's replica ({n} segments) restored by both tools: {want}", c.name());
+    eprintln!(
+        "{}: walship's replica ({n} segments) restored by both tools: {want}",
+        c.name()
+    );
 }
 
 /// Litestream v0.3.13 replicates; walship restores it exactly.
@@ -244,7 +255,10 @@ fn litestream_replica_restores_with_walship(c: &dyn Cloud) {
     let want = digest(&s.db);
     match p.stop_within(Duration::from_secs(30)) {
         Some(code) => assert_eq!(code, 0, "litestream exit code; log:\n{}", p.log_text()),
-        None => eprintln!("litestream hung at shutdown and was killed; log:\n{}", p.log_text()),
+        None => eprintln!(
+            "litestream hung at shutdown and was killed; log:\n{}",
+            p.log_text()
+        ),
     }
     drop(w);
     let out = s.dir.join("ws-restored.db");
@@ -254,7 +268,10 @@ fn litestream_replica_restores_with_walship(c: &dyn Cloud) {
         &want,
         "walship restore of Litestream's replica",
     );
-    eprintln!("{}: walship restored Litestream v0.3.13's replica: {want}", c.name());
+    eprintln!(
+        "{}: walship restored Litestream v0.3.13's replica: {want}",
+        c.name()
+    );
 }
 
 /// `walship check` passes on a good replica and names the cause on a bad one, with exit 1.
@@ -262,7 +279,10 @@ fn check_names_what_is_wrong(c: &dyn Cloud, bad: &str, cause: &str) {
     let s = case(c, "check", "");
     let mut w = Writer::new(&s.db, 33);
     w.tx();
-    let ok = run(&walship_bin(), &["check", "-config", s.cfg.to_str().unwrap()]);
+    let ok = run(
+        &walship_bin(),
+        &["check", "-config", s.cfg.to_str().unwrap()],
+    );
     assert!(
         ok.status.success(),
         "check of a good replica: {}{}",
@@ -336,8 +356,11 @@ fn abs_check_names_a_wrong_key_and_hides_it() {
         let s = case(&t, "check-secret", "");
         Writer::new(&s.db, 34).tx();
         let cfg = s.dir.join("bad.yml");
-        std::fs::write(&cfg, format!("dbs:\n  - path: {}\n    replicas:\n{bad}", s.db.display()))
-            .unwrap();
+        std::fs::write(
+            &cfg,
+            format!("dbs:\n  - path: {}\n    replicas:\n{bad}", s.db.display()),
+        )
+        .unwrap();
         let o = run(&walship_bin(), &["check", "-config", cfg.to_str().unwrap()]);
         let text = format!(
             "{}{}",
@@ -362,7 +385,12 @@ fn big_database_in_bounded_memory(c: &dyn Cloud) {
     build_big_db(&s.db, (mib << 20) / 1024);
     let want = digest(&s.db);
     let size = std::fs::metadata(&s.db).unwrap().len();
-    eprintln!("{}: built a {:.2} GiB database in {:?}", c.name(), size as f64 / (1u64 << 30) as f64, t0.elapsed());
+    eprintln!(
+        "{}: built a {:.2} GiB database in {:?}",
+        c.name(),
+        size as f64 / (1u64 << 30) as f64,
+        t0.elapsed()
+    );
     let t1 = Instant::now();
     let mut p = Proc::spawn(
         &walship_bin(),
@@ -373,8 +401,16 @@ fn big_database_in_bounded_memory(c: &dyn Cloud) {
     let deadline = Instant::now() + Duration::from_secs(900);
     while !keys(c, &s.prefix).iter().any(|k| k.contains("/snapshots/")) {
         hwm_kib = hwm_kib.max(proc_status_kib(p.pid(), "VmHWM"));
-        assert!(p.wait_exit(Duration::from_millis(500)).is_none(), "{}", p.log_text());
-        assert!(Instant::now() < deadline, "no snapshot after 900 s:\n{}", p.log_text());
+        assert!(
+            p.wait_exit(Duration::from_millis(500)).is_none(),
+            "{}",
+            p.log_text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot after 900 s:\n{}",
+            p.log_text()
+        );
     }
     hwm_kib = hwm_kib.max(proc_status_kib(p.pid(), "VmHWM"));
     let snap_wall = t1.elapsed();
@@ -400,8 +436,14 @@ fn big_database_in_bounded_memory(c: &dyn Cloud) {
         t2.elapsed(),
         restore_kib as f64 / 1024.0
     );
-    assert!(hwm_kib < 100 * 1024, "replicate peak RSS {hwm_kib} KiB >= 100 MiB");
-    assert!(restore_kib < 100 * 1024, "restore peak RSS {restore_kib} KiB >= 100 MiB");
+    assert!(
+        hwm_kib < 100 * 1024,
+        "replicate peak RSS {hwm_kib} KiB >= 100 MiB"
+    );
+    assert!(
+        restore_kib < 100 * 1024,
+        "restore peak RSS {restore_kib} KiB >= 100 MiB"
+    );
 }
 
 #[test]
@@ -472,7 +514,12 @@ fn replication_survives_network_faults(c: &dyn Cloud) {
         std::thread::sleep(Duration::from_millis(50));
     }
     proxy.set_enabled(false);
-    eprintln!("{}: fault phase {} in {:?}", c.name(), proxy.counts.summary(), t0.elapsed());
+    eprintln!(
+        "{}: fault phase {} in {:?}",
+        c.name(),
+        proxy.counts.summary(),
+        t0.elapsed()
+    );
     let after = keys(c, &s.prefix).len();
     assert!(
         after > before + 10,
@@ -490,7 +537,11 @@ fn replication_survives_network_faults(c: &dyn Cloud) {
         if o.status.success() && digest(&out) == want {
             break;
         }
-        assert!(Instant::now() < deadline, "not caught up 60 s after the faults; log:\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "not caught up 60 s after the faults; log:\n{}",
+            p.log_text()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(p.stop(), 0, "walship exit code; log:\n{}", p.log_text());
@@ -498,8 +549,16 @@ fn replication_survives_network_faults(c: &dyn Cloud) {
     assert_eq!(integrity(&out), "ok");
     let segs = block_on(assert_no_wal_gap(&c.replica(&s.prefix)));
     let gens = generations_listed(&s.cfg, &s.db);
-    assert_eq!(gens.len(), 1, "faults started generations {gens:?}; log:\n{}", p.log_text());
-    eprintln!("{}: no WAL gap over {segs} segments, one generation, restore exact", c.name());
+    assert_eq!(
+        gens.len(),
+        1,
+        "faults started generations {gens:?}; log:\n{}",
+        p.log_text()
+    );
+    eprintln!(
+        "{}: no WAL gap over {segs} segments, one generation, restore exact",
+        c.name()
+    );
     drop(proxy);
 }
 
@@ -528,11 +587,18 @@ fn handover_both_ways_continues_the_generation(c: &dyn Cloud) {
         w.tx();
     }
     let spawn = |bin: &Path, log: &str| {
-        Proc::spawn(bin, &["replicate", "-config", s.cfg.to_str().unwrap()], &s.dir.join(log))
+        Proc::spawn(
+            bin,
+            &["replicate", "-config", s.cfg.to_str().unwrap()],
+            &s.dir.join(log),
+        )
     };
     let stop = |p: &mut Proc, who: &str| match p.stop_within(Duration::from_secs(30)) {
         Some(code) => assert_eq!(code, 0, "{who} exit code; log:\n{}", p.log_text()),
-        None => eprintln!("{who} hung at shutdown and was killed; log:\n{}", p.log_text()),
+        None => eprintln!(
+            "{who} hung at shutdown and was killed; log:\n{}",
+            p.log_text()
+        ),
     };
     let mut p = spawn(&ls, "litestream-1.log");
     wait_snapshot(c, &s.prefix, &mut p);
@@ -551,13 +617,24 @@ fn handover_both_ways_continues_the_generation(c: &dyn Cloud) {
     let out = s.dir.join("mid.db");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(restore(&walship_bin(), &s, &out).status.success() && digest(&out) == want) {
-        assert!(Instant::now() < deadline, "walship did not catch up; log:\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "walship did not catch up; log:\n{}",
+            p.log_text()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(p.stop(), 0, "{}", p.log_text());
     let log = p.log_text();
-    assert!(!log.contains("new generation"), "walship started a generation:\n{log}");
-    assert_eq!(generations_listed(&s.cfg, &s.db), first, "one generation after the handover");
+    assert!(
+        !log.contains("new generation"),
+        "walship started a generation:\n{log}"
+    );
+    assert_eq!(
+        generations_listed(&s.cfg, &s.db),
+        first,
+        "one generation after the handover"
+    );
     let mut p = spawn(&ls, "litestream-2.log");
     for _ in 0..300 {
         w.tx();
@@ -566,12 +643,24 @@ fn handover_both_ways_continues_the_generation(c: &dyn Cloud) {
     stop(&mut p, "litestream");
     drop(w);
     let want = digest(&s.db);
-    assert_eq!(generations_listed(&s.cfg, &s.db), first, "one generation after handing back");
+    assert_eq!(
+        generations_listed(&s.cfg, &s.db),
+        first,
+        "one generation after handing back"
+    );
     for (bin, how) in [(&walship_bin(), "walship"), (&ls, "litestream")] {
         let out = s.dir.join(format!("{how}-final.db"));
-        assert_restored(&restore(bin, &s, &out), &out, &want, &format!("{how} restore after both handovers"));
+        assert_restored(
+            &restore(bin, &s, &out),
+            &out,
+            &want,
+            &format!("{how} restore after both handovers"),
+        );
     }
-    eprintln!("{}: handover both ways kept generation {first:?}: {want}", c.name());
+    eprintln!(
+        "{}: handover both ways kept generation {first:?}: {want}",
+        c.name()
+    );
 }
 
 #[test]

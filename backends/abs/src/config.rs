@@ -9,7 +9,7 @@ use std::time::Duration;
 use walship_core::registry::ReplicaSettings;
 use walship_core::{Error, Result};
 use walship_objstore::config::{operation_timeout, section_prefix, split_url};
-use walship_objstore::{client_options, retry_config, ObjectStoreReplica, Parts};
+use walship_objstore::{client_options, retry_config, Client, ObjectStoreReplica, Parts};
 
 /// How requests are authorized. `Debug` never shows a secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -55,7 +55,11 @@ impl AbsConfig {
         s: &ReplicaSettings,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<AbsConfig> {
-        let nonempty = |v: Option<&str>| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let nonempty = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
         if s.url.is_some() && s.path.as_deref().is_some_and(|p| !p.is_empty()) {
             return Err(Error::config("cannot specify url & path for abs replica"));
         }
@@ -91,11 +95,10 @@ impl AbsConfig {
             return Err(Error::config("bucket required for abs replica"));
         }
         let account = account.ok_or_else(|| {
-            Error::config(
-                "account-name required for abs replica (or abs://ACCOUNT@container/path)",
-            )
+            Error::config("account-name required for abs replica (or abs://ACCOUNT@container/path)")
         })?;
-        let key = nonempty(s.option("account-key")).or_else(|| nonempty(env("LITESTREAM_AZURE_ACCOUNT_KEY").as_deref()));
+        let key = nonempty(s.option("account-key"))
+            .or_else(|| nonempty(env("LITESTREAM_AZURE_ACCOUNT_KEY").as_deref()));
         let sas = nonempty(s.option("sas-token"));
         let auth = match (key, sas) {
             (Some(_), Some(_)) => {
@@ -153,7 +156,7 @@ impl AbsConfig {
         }
     }
 
-    fn build(&self) -> Result<Arc<dyn ObjectStore>> {
+    fn build(&self) -> Result<Client> {
         let mut opts = client_options(self.operation_timeout);
         let mut b = MicrosoftAzureBuilder::new()
             .with_account(&self.account)
@@ -179,7 +182,10 @@ impl AbsConfig {
             }
             Error::config(m)
         })?;
-        Ok(Arc::new(store))
+        Ok(Client {
+            store: Arc::new(store) as Arc<dyn ObjectStore>,
+            upload: None,
+        })
     }
 
     /// The replica; the client is built now once, so a malformed key fails at start.
@@ -234,8 +240,9 @@ mod tests {
 
     #[test]
     fn urls_fields_and_their_conflicts_as_v0_3() {
-        let c = AbsConfig::from_settings(&section(Some("abs://acct@box/db/app"), None, &[]), &no_env)
-            .unwrap();
+        let c =
+            AbsConfig::from_settings(&section(Some("abs://acct@box/db/app"), None, &[]), &no_env)
+                .unwrap();
         assert_eq!(
             (c.account.as_str(), c.container.as_str(), c.prefix.as_str()),
             ("acct", "box", "db/app")
@@ -248,9 +255,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.account, "other");
-        let err = |s: ReplicaSettings| AbsConfig::from_settings(&s, &no_env).unwrap_err().to_string();
+        let err = |s: ReplicaSettings| {
+            AbsConfig::from_settings(&s, &no_env)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(section(Some("abs://a@b/p"), Some("x"), &[])).contains("url & path"));
-        assert!(err(section(Some("abs://a@b/p"), None, &[("bucket", "b")])).contains("url & bucket"));
+        assert!(
+            err(section(Some("abs://a@b/p"), None, &[("bucket", "b")])).contains("url & bucket")
+        );
         assert!(err(section(None, None, &[("account-name", "a")])).contains("bucket required"));
         assert!(err(section(None, None, &[("bucket", "b")])).contains("account-name required"));
         let e = err(section(Some("abs://a:S3CR3TKEY@b/p"), None, &[]));
@@ -268,9 +281,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.auth, AbsAuth::Key("c2VjdGlvbg==".into()));
-        assert!(!format!("{c:?}").contains("c2VjdGlvbg"), "Debug hides the key");
+        assert!(
+            !format!("{c:?}").contains("c2VjdGlvbg"),
+            "Debug hides the key"
+        );
         let c = AbsConfig::from_settings(
-            &section(Some("abs://a@b"), None, &[("sas-token", "?sv=1&sig=abcdSIG")]),
+            &section(
+                Some("abs://a@b"),
+                None,
+                &[("sas-token", "?sv=1&sig=abcdSIG")],
+            ),
             &no_env,
         )
         .unwrap();
@@ -285,10 +305,17 @@ mod tests {
         );
         assert!(AbsConfig::from_settings(&both, &no_env).is_err());
         let c = AbsConfig::from_settings(
-            &section(Some("abs://a@b"), None, &[("endpoint", "127.0.0.1:10000/devstoreaccount1")]),
+            &section(
+                Some("abs://a@b"),
+                None,
+                &[("endpoint", "127.0.0.1:10000/devstoreaccount1")],
+            ),
             &no_env,
         )
         .unwrap();
-        assert_eq!(c.endpoint.as_deref(), Some("https://127.0.0.1:10000/devstoreaccount1"));
+        assert_eq!(
+            c.endpoint.as_deref(),
+            Some("https://127.0.0.1:10000/devstoreaccount1")
+        );
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use walship_core::registry::ReplicaSettings;
 use walship_core::{Error, Result};
 use walship_objstore::config::{operation_timeout, section_prefix, split_url};
-use walship_objstore::{client_options, retry_config, ObjectStoreReplica, Parts};
+use walship_objstore::{
+    client_options, retry_config, Client, ObjectStoreReplica, Parts, CONNECT_TIMEOUT,
+};
 
 /// A resolved GCS replica configuration (no secret in it: credentials stay in their file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +75,7 @@ impl GcsConfig {
         }
     }
 
-    fn build(&self) -> Result<Arc<dyn ObjectStore>> {
+    fn build(&self) -> Result<Client> {
         let mut opts = client_options(self.operation_timeout);
         let mut b = GoogleCloudStorageBuilder::new()
             .with_bucket_name(&self.bucket)
@@ -98,7 +100,24 @@ impl GcsConfig {
             };
             Error::config(format!("{what}: {e}"))
         })?;
-        Ok(Arc::new(store))
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(self.operation_timeout)
+            .build()
+            .map_err(|e| Error::config(format!("gcs replica: HTTP client: {e}")))?;
+        let upload = crate::upload::JsonUpload {
+            http,
+            base: self
+                .emulator
+                .clone()
+                .unwrap_or_else(|| "https://storage.googleapis.com".to_owned()),
+            bucket: self.bucket.clone(),
+            credentials: store.credentials().clone(),
+        };
+        Ok(Client {
+            store: Arc::new(store) as Arc<dyn ObjectStore>,
+            upload: Some(Arc::new(upload)),
+        })
     }
 
     /// The replica; the client is built now once, so a bad credentials file fails at start.
@@ -160,12 +179,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.base(), "gcs://bk/backups/app");
-        let err = |s: ReplicaSettings| GcsConfig::from_settings(&s, &no_env).unwrap_err().to_string();
+        let err = |s: ReplicaSettings| {
+            GcsConfig::from_settings(&s, &no_env)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(section(Some("gcs://b/p"), Some("x"), &[])).contains("url & path"));
         assert!(err(section(Some("gcs://b/p"), None, &[("bucket", "b")])).contains("url & bucket"));
         assert!(err(section(None, Some("x"), &[])).contains("bucket required"));
-        assert!(err(section(None, None, &[("bucket", "b"), ("operation-timeout", "0s")]))
-            .contains("operation-timeout"));
+        assert!(err(section(
+            None,
+            None,
+            &[("bucket", "b"), ("operation-timeout", "0s")]
+        ))
+        .contains("operation-timeout"));
     }
 
     #[test]

@@ -17,7 +17,11 @@ pub fn split_url<'a>(url: &'a str, kind: &str, schemes: &[&str]) -> Result<(&'a 
             Error::config(format!(
                 "invalid {kind} replica url: expected {}://{}/path",
                 schemes[0],
-                if kind == "abs" { "[account@]container" } else { "bucket" }
+                if kind == "abs" {
+                    "[account@]container"
+                } else {
+                    "bucket"
+                }
             ))
         })?;
     let rest = rest.split(['?', '#']).next().unwrap_or("");

@@ -73,10 +73,15 @@ pub fn map_error(operation: &str, what: &str, e: object_store::Error, secrets: &
         msg = msg.replace(s.as_str(), "***");
     }
     if kind == ErrorKind::PermissionDenied {
-        msg.push_str(" (check the replica's credentials and their access to the bucket or container)");
+        msg.push_str(
+            " (check the replica's credentials and their access to the bucket or container)",
+        );
     }
     // Writes and listings name no object that could be missing: the bucket or container is.
-    if kind == ErrorKind::NotFound && !operation.starts_with("Get") && !operation.starts_with("Delete") {
+    if kind == ErrorKind::NotFound
+        && !operation.starts_with("Get")
+        && !operation.starts_with("Delete")
+    {
         msg.push_str(" (the bucket or container does not exist, or the credentials cannot see it)");
         return Error::new(ErrorKind::Config, msg);
     }
@@ -130,19 +135,32 @@ mod tests {
             t("Error performing PUT http://x/b/k in 2ms - Server returned non-2xx status code: 503 Service Unavailable: "),
             ErrorKind::Transient
         );
-        assert_eq!(t("... status code: 429 Too Many Requests"), ErrorKind::Transient);
-        assert_eq!(t("... status code: 400 Bad Request: InvalidBlockList"), ErrorKind::Invalid);
+        assert_eq!(
+            t("... status code: 429 Too Many Requests"),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            t("... status code: 400 Bad Request: InvalidBlockList"),
+            ErrorKind::Invalid
+        );
         assert_eq!(t("... status code: 404 Not Found"), ErrorKind::NotFound);
         assert_eq!(t("something else"), ErrorKind::Other);
-        let transport = generic(Box::new(HttpError::new(HttpErrorKind::Connect, Text("refused"))));
+        let transport = generic(Box::new(HttpError::new(
+            HttpErrorKind::Connect,
+            Text("refused"),
+        )));
         assert_eq!(classify(&transport), ErrorKind::Transient);
-        let io = generic(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        let io = generic(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
         assert_eq!(classify(&io), ErrorKind::Transient);
     }
 
     #[test]
     fn secrets_are_scrubbed_and_causes_named_once() {
-        let e = generic(Box::new(Text("GET https://a.blob/c/k?sig=SeCrEtSiG failed")));
+        let e = generic(Box::new(Text(
+            "GET https://a.blob/c/k?sig=SeCrEtSiG failed",
+        )));
         let m = map_error("GetBlob", "abs://a@c/k", e, &["SeCrEtSiG".into()]);
         assert!(!m.to_string().contains("SeCrEtSiG"), "{m}");
         assert!(m.to_string().contains("GetBlob abs://a@c/k"), "{m}");

@@ -19,9 +19,9 @@ mod store;
 mod upload;
 
 pub use errors::{classify, map_error};
-pub use shared::{shared, Shared};
+pub use shared::{shared, Build, Client, Shared};
 pub use store::{ObjectStoreReplica, Parts};
-pub use upload::{PartRetry, PART_CONCURRENCY, PART_SIZE};
+pub use upload::{Chunks, PartRetry, Upload, PART_CONCURRENCY, PART_SIZE};
 
 use std::time::Duration;
 

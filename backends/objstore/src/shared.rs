@@ -11,14 +11,25 @@ use walship_core::Result;
 /// with S3), where a few dozen connections carry the same work as fast.
 const IN_FLIGHT: usize = 64;
 
+/// What a backend builds for a replica section.
+pub struct Client {
+    /// The store; keys are full object names (the replica adds its root).
+    pub store: Arc<dyn ObjectStore>,
+    /// The backend's own upload path, when `object_store`'s does not serve (GCS: the JSON API's
+    /// resumable upload, which every GCS server and emulator has).
+    pub upload: Option<Arc<dyn crate::Upload>>,
+}
+
 /// Builds a client for a replica section (the same closure for every replica of one store).
-pub type Build = Arc<dyn Fn() -> Result<Arc<dyn ObjectStore>> + Send + Sync>;
+pub type Build = Arc<dyn Fn() -> Result<Client> + Send + Sync>;
 
 /// A client shared by many replicas, and the limit on their requests in flight.
 #[derive(Clone)]
 pub struct Shared {
     /// The store; keys are full object names (the replica adds its root).
     pub store: Arc<dyn ObjectStore>,
+    /// See [`Client::upload`].
+    pub upload: Option<Arc<dyn crate::Upload>>,
     slots: Arc<Semaphore>,
 }
 
@@ -56,8 +67,10 @@ pub fn shared(key: &str, build: &Build) -> Result<Shared> {
     if let Some(s) = find(&CLIENTS.lock().unwrap_or_else(|p| p.into_inner())) {
         return Ok(s);
     }
+    let client = build()?;
     let built = Shared {
-        store: build()?,
+        store: client.store,
+        upload: client.upload,
         slots: Arc::new(Semaphore::new(IN_FLIGHT)),
     };
     let mut cache = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());

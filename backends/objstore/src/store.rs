@@ -145,9 +145,7 @@ impl ObjectStoreReplica {
         let dir = full_prefix.rfind('/').map_or("", |i| &full_prefix[..i]);
         let dir = (!dir.is_empty()).then(|| Path::from(dir));
         let mut stream = match after.filter(|a| !a.is_empty()) {
-            Some(a) => shared
-                .store
-                .list_with_offset(dir.as_ref(), &self.path(a)?),
+            Some(a) => shared.store.list_with_offset(dir.as_ref(), &self.path(a)?),
             None => shared.store.list(dir.as_ref()),
         };
         let mut out = Vec::new();

@@ -46,14 +46,50 @@ impl RetryPolicy for PartRetry {
         if ctx.attempt > PART_RETRIES || !part_retryable(&ctx.failure) {
             return false;
         }
-        let exp = u32::try_from(ctx.attempt.saturating_sub(1)).unwrap_or(u32::MAX).min(4);
+        let exp = u32::try_from(ctx.attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(4);
         tokio::time::sleep(Duration::from_millis(500) * 2u32.pow(exp)).await;
         true
     }
 }
 
-/// Reads the source on a blocking thread, a part at a time, into `tx`. The last chunk is
-/// shorter than [`PART_SIZE`] (empty when the source ends on a part boundary).
+/// A backend's own upload of a whole object (see [`crate::Client::upload`]).
+#[async_trait]
+pub trait Upload: Send + Sync {
+    /// Stores the chunks at the full object name `name` (`what` names it in errors), each
+    /// request bounded by `timeout`; returns the bytes stored.
+    async fn put(&self, name: &str, what: &str, chunks: Chunks, timeout: Duration) -> Result<u64>;
+}
+
+/// The source of an upload, [`PART_SIZE`] bytes at a time, read on a blocking thread one chunk
+/// ahead of the consumer. The last chunk is shorter than [`PART_SIZE`] (empty when the source
+/// ends on a part boundary).
+pub struct Chunks {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+}
+
+impl Chunks {
+    /// Starts reading `source`.
+    pub fn start(source: PutSource) -> Chunks {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::task::spawn_blocking(move || read_parts(source, tx));
+        Chunks { rx }
+    }
+
+    /// The next chunk; `what` names the object in errors.
+    pub async fn next(&mut self, what: &str) -> Result<Bytes> {
+        match self.rx.recv().await {
+            Some(Ok(b)) => Ok(b),
+            Some(Err(e)) => Err(Error::io(format!("read the source of {what}"), e)),
+            None => Err(Error::io(
+                format!("read the source of {what}"),
+                std::io::Error::other("the reading thread ended early"),
+            )),
+        }
+    }
+}
+
 fn read_parts(source: PutSource, tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) {
     let mut src = match source.open() {
         Ok(s) => s,
@@ -88,25 +124,15 @@ fn read_parts(source: PutSource, tx: tokio::sync::mpsc::Sender<std::io::Result<B
 pub(crate) async fn put(r: &ObjectStoreReplica, key: &str, source: PutSource) -> Result<u64> {
     let path = r.path(key)?;
     let shared = r.client()?;
-    // One chunk read ahead of the parts in flight.
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-    tokio::task::spawn_blocking(move || read_parts(source, tx));
     let what = r.what(key);
-    let mut next = || {
-        let what = what.clone();
-        let rx = &mut rx;
-        async move {
-            match rx.recv().await {
-                Some(Ok(b)) => Ok(b),
-                Some(Err(e)) => Err(Error::io(format!("read the source of {what}"), e)),
-                None => Err(Error::io(
-                    format!("read the source of {what}"),
-                    std::io::Error::other("the reading thread ended early"),
-                )),
-            }
-        }
-    };
-    let first = next().await?;
+    let mut chunks = Chunks::start(source);
+    if let Some(up) = &shared.upload {
+        let _slot = shared.slot().await;
+        return up
+            .put(path.as_ref(), &what, chunks, r.operation_timeout())
+            .await;
+    }
+    let first = chunks.next(&what).await?;
     if first.len() < PART_SIZE {
         let n = first.len() as u64;
         let _slot = shared.slot().await;
@@ -151,7 +177,7 @@ pub(crate) async fn put(r: &ObjectStoreReplica, key: &str, source: PutSource) ->
                 part_done(r, key, inflight.next().await)?;
             }
             if !last {
-                chunk = Some(next().await?);
+                chunk = Some(chunks.next(&what).await?);
             }
         }
         while let Some(done) = inflight.next().await {
@@ -203,6 +229,8 @@ mod tests {
         assert!(part_retryable(&status(429)));
         assert!(!part_retryable(&status(403)));
         assert!(!part_retryable(&status(400)));
-        assert!(part_retryable(&RetryFailure::Transport(HttpErrorKind::Connect)));
+        assert!(part_retryable(&RetryFailure::Transport(
+            HttpErrorKind::Connect
+        )));
     }
 }
