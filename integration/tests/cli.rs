@@ -48,7 +48,7 @@ fn registry_lists_linked_backends() {
         .collect();
     got.sort();
     // The set this build is expected to link; update with each backend crate.
-    assert_eq!(got, vec!["file", "s3", "sftp"]);
+    assert_eq!(got, vec!["abs", "file", "gcs", "s3", "sftp"]);
 }
 
 #[test]
