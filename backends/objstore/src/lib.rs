@@ -3,10 +3,12 @@
 //! (`walship-abs`) backends, which only turn a replica section into a client.
 //!
 //! - [`ObjectStoreReplica`]: keys under a root prefix; one PUT up to [`PART_SIZE`], a multipart
-//!   upload above it (GCS XML multipart, Azure staged blocks) with [`PART_CONCURRENCY`] parts in
-//!   flight, each part retried alone ([`PartRetry`]) and the upload aborted on failure, so memory
-//!   stays bounded whatever the object's size; ranged downloads pinned to the ETag when resumed;
-//!   listings page through any number of keys; deletes in bulk where the API has it.
+//!   upload above it (Azure: staged blocks) with [`PART_CONCURRENCY`] parts in flight, each part
+//!   retried alone ([`PartRetry`]) and the upload aborted on failure, so memory stays bounded
+//!   whatever the object's size; a backend may bring its own [`Upload`] instead (GCS: the JSON
+//!   API's resumable upload, which every GCS server and emulator serves); ranged downloads pinned
+//!   to the ETag when resumed; listings page through any number of keys; deletes in bulk where
+//!   the API has it.
 //! - The client's own request retries are off: core's retry layer is the one policy
 //!   (`object_store`'s are set to zero by [`client_options`] and [`retry_config`]).
 //! - [`shared`]: one client per store and credentials in a process, whatever the number of
