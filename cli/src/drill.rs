@@ -208,7 +208,11 @@ async fn restore_and_check(
         .unwrap_or_default();
     let out =
         std::env::temp_dir().join(format!("walship-verify-{}-{nanos}.db", std::process::id()));
-    let paced = walship_core::throttle::throttled(r, walship_core::shipper::DRILL_BYTES_PER_SEC);
+    let paced = walship_core::throttle::throttled(
+        r,
+        walship_core::shipper::DRILL_BYTES_PER_SEC,
+        tokio_util::sync::CancellationToken::new(),
+    );
     let res = async {
         walship_core::restore::execute(paced, age, &plan, &out, 2).await?;
         crate::verify::check(&out, crate::verify::IntegrityCheck::Full)?;

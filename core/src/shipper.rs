@@ -543,6 +543,7 @@ impl Shipper {
         // of the drill's index would replace the object its restore reads (snapshot keys name
         // the index only), and retention could delete it.
         let mut drilling: Option<tokio::task::JoinHandle<()>> = None;
+        let drill_stop = tokio_util::sync::CancellationToken::new();
         let mut next_snapshot =
             (!self.opts.snapshot_interval.is_zero()).then(tokio::time::Instant::now);
         if next_snapshot.is_some() {
@@ -643,8 +644,9 @@ impl Shipper {
                     Ok(Some(d)) => {
                         let status = self.status.clone();
                         let waiting = std::mem::take(&mut verify_asked);
+                        let stop = drill_stop.clone();
                         drilling = Some(tokio::spawn(async move {
-                            let answer = d.run_and_record(status).await;
+                            let answer = d.run_and_record(status, stop).await;
                             for tx in waiting {
                                 let _ = tx.send(answer.clone());
                             }
@@ -723,8 +725,16 @@ impl Shipper {
                 }
             }
         }
-        if let Some(h) = drilling {
-            h.abort();
+        if let Some(mut h) = drilling {
+            // Not an abort: that would drop the restore's future while its decoders go on
+            // reading on blocking threads, through pacing timers the runtime is about to shut
+            // down (a panic). Stopped, every download fails at once and the drill ends.
+            self.phase.set("stopping the restore drill");
+            drill_stop.cancel();
+            if tokio::time::timeout(DRILL_STOP_WAIT, &mut h).await.is_err() {
+                tracing::warn!(db = %self.db.path().display(), replica = %self.opts.name, "the restore drill did not stop in time; abandoning it");
+                h.abort();
+            }
         }
         self.phase.set("final sync");
         self.final_sync().await
@@ -737,6 +747,10 @@ impl Shipper {
         })
     }
 }
+
+/// How long a stopping shipper waits for its drill to end once told to: reads fail at once, so
+/// this only covers a decoder finishing the block it holds and a digest in progress.
+const DRILL_STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Longest wait between failed syncs once sync-interval is shorter: a store that comes back
 /// after an outage of any length is tried again within this, so the replica catches up in

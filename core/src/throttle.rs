@@ -1,6 +1,12 @@
 //! A replica whose downloads share a bandwidth cap: what a restore drill reads through, so that a
 //! scheduled check of a large database never saturates the server's link (or disk) while the
 //! application and the uploads use it. Uploads, listings and deletes pass through untouched.
+//!
+//! A drill also stops here: once its stop token is cancelled every read fails at once (a pacing
+//! wait included). A drill's decoder reads on a blocking thread through the runtime; if that
+//! thread were still waiting on a pacing timer while `replicate` shut the runtime down, the timer
+//! would panic ("context is being shutdown"). Stopping the reads first lets the shipper wait for
+//! the drill to end before the runtime goes.
 
 use crate::replica::{ByteReader, DynReplica, WrappedReads};
 use std::future::Future;
@@ -11,6 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Bytes read so far by every reader of one throttled replica, against a rate from its start.
 #[derive(Debug)]
@@ -28,8 +35,9 @@ impl Pacer {
     }
 }
 
-/// `inner` with every download paced to `bytes_per_sec` on average, all downloads together.
-pub fn throttled(inner: DynReplica, bytes_per_sec: u64) -> DynReplica {
+/// `inner` with every download paced to `bytes_per_sec` on average, all downloads together; every
+/// read fails once `stop` is cancelled.
+pub fn throttled(inner: DynReplica, bytes_per_sec: u64, stop: CancellationToken) -> DynReplica {
     let pacer = Arc::new(Pacer {
         start: Instant::now(),
         bytes_per_sec: bytes_per_sec.max(1),
@@ -42,6 +50,7 @@ pub fn throttled(inner: DynReplica, bytes_per_sec: u64) -> DynReplica {
                 inner: r,
                 pacer: pacer.clone(),
                 wait: None,
+                stopped: Box::pin(stop.clone().cancelled_owned()),
             }) as ByteReader
         }),
     )
@@ -51,6 +60,11 @@ struct PacedReader {
     inner: ByteReader,
     pacer: Arc<Pacer>,
     wait: Option<Pin<Box<Sleep>>>,
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+fn stopped() -> std::io::Error {
+    std::io::Error::other("download stopped: walship is shutting down")
 }
 
 impl AsyncRead for PacedReader {
@@ -59,6 +73,11 @@ impl AsyncRead for PacedReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        // Before the timer: a stopped reader must not poll it (the runtime may be going away).
+        if self.stopped.as_mut().poll(cx).is_ready() {
+            self.wait = None;
+            return Poll::Ready(Err(stopped()));
+        }
         if let Some(w) = self.wait.as_mut() {
             if w.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -95,7 +114,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let t = throttled(mem, 200_000);
+        let t = throttled(mem, 200_000, CancellationToken::new());
         let started = Instant::now();
         let (mut a, mut b) = (t.get("a").await.unwrap(), t.get("b").await.unwrap());
         let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -105,5 +124,30 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(450), "{took:?}");
         assert!(took <= Duration::from_secs(3), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_download_fails_at_once_even_while_it_waits() {
+        let mem = Arc::new(MemoryReplica::default());
+        mem.put("a", PutSource::Bytes(vec![7u8; 200_000].into()))
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        // 1 KB/s: the first read is followed by a wait of minutes.
+        let t = throttled(mem, 1_000, stop.clone());
+        let mut a = t.get("a").await.unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        assert!(a.read(&mut buf).await.unwrap() > 0);
+        let started = Instant::now();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.cancel();
+        });
+        let e = a.read(&mut buf).await.unwrap_err();
+        canceller.await.unwrap();
+        assert!(e.to_string().contains("shutting down"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // And every read after it.
+        assert!(a.read(&mut buf).await.is_err());
     }
 }

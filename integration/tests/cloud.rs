@@ -505,8 +505,9 @@ fn replication_survives_network_faults(c: &dyn Cloud) {
         }
         assert!(
             t0.elapsed() < Duration::from_secs(200),
-            "only {} after 200 s",
-            proxy.counts.summary()
+            "only {} after 200 s; log:\n{}",
+            proxy.counts.summary(),
+            p.log_text()
         );
         for _ in 0..10 {
             w.tx();
@@ -562,8 +563,12 @@ fn replication_survives_network_faults(c: &dyn Cloud) {
     drop(proxy);
 }
 
-// GCS is not run through the fault proxy: fake-gcs-server answers object_store's XML listing
-// only when the Host header names its -public-host, which a proxy in front of it changes.
+#[test]
+fn gcs_replication_survives_network_faults() {
+    if let Some(t) = GcsTarget::from_env() {
+        replication_survives_network_faults(&t);
+    }
+}
 
 #[test]
 fn abs_replication_survives_network_faults() {

@@ -185,6 +185,8 @@ impl AbsConfig {
         Ok(Client {
             store: Arc::new(store) as Arc<dyn ObjectStore>,
             upload: None,
+            list: None,
+            download: None,
         })
     }
 

@@ -105,7 +105,7 @@ impl GcsConfig {
             .read_timeout(self.operation_timeout)
             .build()
             .map_err(|e| Error::config(format!("gcs replica: HTTP client: {e}")))?;
-        let upload = crate::upload::JsonUpload {
+        let api = Arc::new(crate::api::JsonApi {
             http,
             base: self
                 .emulator
@@ -113,10 +113,12 @@ impl GcsConfig {
                 .unwrap_or_else(|| "https://storage.googleapis.com".to_owned()),
             bucket: self.bucket.clone(),
             credentials: store.credentials().clone(),
-        };
+        });
         Ok(Client {
             store: Arc::new(store) as Arc<dyn ObjectStore>,
-            upload: Some(Arc::new(upload)),
+            upload: Some(api.clone()),
+            list: Some(api.clone()),
+            download: Some(api),
         })
     }
 

@@ -5,10 +5,13 @@
 //! the JSON file named by `GOOGLE_APPLICATION_CREDENTIALS` (a service account or an authorized
 //! user), then gcloud's own file, then the metadata server of the VM. `STORAGE_EMULATOR_HOST`
 //! (`host:port` or a URL) sends every request to an emulator, without credentials, as every
-//! Google client library does. Uploads go through the JSON API (a resumable upload above one
-//! part); reads, listings and deletes through `object_store`.
+//! Google client library does. Uploads, listings and reads go through the JSON API (a resumable
+//! upload above one part); deletes and credentials through `object_store`.
 
+mod api;
 mod config;
+mod download;
+mod list;
 mod upload;
 
 pub use config::GcsConfig;

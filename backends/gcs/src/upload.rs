@@ -1,41 +1,17 @@
 //! Uploads through the GCS JSON API: one media upload up to a part, a resumable upload above
 //! (chunks of [`PART_SIZE`], each resent from what the server says it holds when a request
-//! fails). `object_store` uploads through the XML API, which fake-gcs-server, the emulator the
-//! tests run, does not serve; every GCS server serves this one.
+//! fails).
 
+use crate::api::{answer_error, enc, JsonApi};
 use async_trait::async_trait;
 use bytes::Bytes;
-use object_store::gcp::GcpCredentialProvider;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use reqwest::header::{
-    HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE,
-};
-use reqwest::StatusCode;
+use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use std::time::Duration;
 use walship_core::{Error, ErrorKind, Result};
 use walship_objstore::{Chunks, Upload, PART_SIZE};
 
 /// Attempts of one chunk after its first.
 const CHUNK_RETRIES: u32 = 4;
-
-pub(crate) struct JsonUpload {
-    pub http: reqwest::Client,
-    /// `https://storage.googleapis.com`, or the emulator.
-    pub base: String,
-    pub bucket: String,
-    pub credentials: GcpCredentialProvider,
-}
-
-/// The walship kind of an HTTP answer. Pure, for the tests.
-fn status_kind(s: StatusCode) -> ErrorKind {
-    match s.as_u16() {
-        404 => ErrorKind::Config,
-        401 | 403 => ErrorKind::PermissionDenied,
-        408 | 429 => ErrorKind::Transient,
-        n if n >= 500 => ErrorKind::Transient,
-        _ => ErrorKind::Invalid,
-    }
-}
 
 /// `Range: bytes=0-N` of a 308 answer: how many bytes the server holds (0 without the header).
 fn persisted(range: Option<&HeaderValue>) -> Option<u64> {
@@ -44,69 +20,7 @@ fn persisted(range: Option<&HeaderValue>) -> Option<u64> {
     end.trim().parse::<u64>().ok().map(|n| n + 1)
 }
 
-fn enc(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
-}
-
-fn transport(op: &str, what: &str, e: reqwest::Error) -> Error {
-    // A URL in the text names the bucket and object only; the token travels in a header.
-    let msg = format!("{op} {what}: {e}");
-    if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() {
-        Error::transient(msg)
-    } else {
-        Error::new(ErrorKind::Other, msg)
-    }
-}
-
-async fn answer_error(op: &str, what: &str, resp: reqwest::Response) -> Error {
-    let status = resp.status();
-    let body: String = resp
-        .text()
-        .await
-        .unwrap_or_default()
-        .chars()
-        .take(300)
-        .collect();
-    let kind = status_kind(status);
-    let hint = match kind {
-        ErrorKind::Config => " (the bucket does not exist, or the credentials cannot see it)",
-        ErrorKind::PermissionDenied => {
-            " (check the replica's credentials and their access to the bucket)"
-        }
-        _ => "",
-    };
-    Error::new(kind, format!("{op} {what}: HTTP {status}: {body}{hint}"))
-}
-
-impl JsonUpload {
-    async fn authorize(
-        &self,
-        req: reqwest::RequestBuilder,
-        what: &str,
-    ) -> Result<reqwest::RequestBuilder> {
-        let cred = self
-            .credentials
-            .get_credential()
-            .await
-            .map_err(|e| walship_objstore::map_error("GetToken", what, e, &[]))?;
-        Ok(if cred.bearer.is_empty() {
-            req
-        } else {
-            req.header(AUTHORIZATION, format!("Bearer {}", cred.bearer))
-        })
-    }
-
-    async fn send(
-        &self,
-        op: &str,
-        what: &str,
-        req: reqwest::RequestBuilder,
-        timeout: Duration,
-    ) -> Result<reqwest::Response> {
-        let req = self.authorize(req.timeout(timeout), what).await?;
-        req.send().await.map_err(|e| transport(op, what, e))
-    }
-
+impl JsonApi {
     fn upload_url(&self, kind: &str, name: &str) -> String {
         format!(
             "{}/upload/storage/v1/b/{}/o?uploadType={kind}&name={}",
@@ -174,19 +88,17 @@ impl JsonUpload {
             let failed = match self.send("UploadChunk", what, req, timeout).await {
                 Ok(resp) => match resp.status().as_u16() {
                     200 | 201 if total.is_some() => return Ok(()),
-                    308 if total.is_none() => {
-                        match persisted(resp.headers().get(RANGE)) {
-                            Some(held) if held >= end => return Ok(()),
-                            // The server kept a prefix: send the rest (not a failure).
-                            Some(held) if held > from => {
-                                from = held;
-                                continue;
-                            }
-                            _ => Error::transient(format!(
-                                "UploadChunk {what}: the server kept nothing of the chunk"
-                            )),
+                    // Part of the chunk kept (a last chunk too): send the rest, not a failure.
+                    308 => match persisted(resp.headers().get(RANGE)) {
+                        Some(held) if total.is_none() && held >= end => return Ok(()),
+                        Some(held) if held > from && held < end => {
+                            from = held;
+                            continue;
                         }
-                    }
+                        _ => Error::transient(format!(
+                            "UploadChunk {what}: the server kept nothing of the chunk"
+                        )),
+                    },
                     _ => answer_error("UploadChunk", what, resp).await,
                 },
                 Err(e) => e,
@@ -215,7 +127,7 @@ impl JsonUpload {
 }
 
 #[async_trait]
-impl Upload for JsonUpload {
+impl Upload for JsonApi {
     async fn put(
         &self,
         name: &str,
@@ -290,21 +202,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_and_ranges() {
-        assert_eq!(
-            status_kind(StatusCode::SERVICE_UNAVAILABLE),
-            ErrorKind::Transient
-        );
-        assert_eq!(
-            status_kind(StatusCode::TOO_MANY_REQUESTS),
-            ErrorKind::Transient
-        );
-        assert_eq!(
-            status_kind(StatusCode::FORBIDDEN),
-            ErrorKind::PermissionDenied
-        );
-        assert_eq!(status_kind(StatusCode::NOT_FOUND), ErrorKind::Config);
-        assert_eq!(status_kind(StatusCode::BAD_REQUEST), ErrorKind::Invalid);
+    fn ranges() {
         assert_eq!(persisted(None), Some(0));
         assert_eq!(
             persisted(Some(&HeaderValue::from_static("bytes=0-8388607"))),
@@ -314,6 +212,5 @@ mod tests {
             persisted(Some(&HeaderValue::from_static("bytes=5-9"))),
             None
         );
-        assert_eq!(enc("a/b c"), "a%2Fb%20c");
     }
 }

@@ -18,6 +18,12 @@ pub struct Client {
     /// The backend's own upload path, when `object_store`'s does not serve (GCS: the JSON API's
     /// resumable upload, which every GCS server and emulator has).
     pub upload: Option<Arc<dyn crate::Upload>>,
+    /// The backend's own listing (GCS: the JSON API's; `object_store` lists through the XML
+    /// API, which fake-gcs-server answers only for its `-public-host`, so never through a proxy).
+    pub list: Option<Arc<dyn crate::List>>,
+    /// The backend's own download (GCS: the JSON API's media download; fake-gcs-server answers
+    /// the XML API's reads only for its `-public-host`).
+    pub download: Option<Arc<dyn crate::Download>>,
 }
 
 /// Builds a client for a replica section (the same closure for every replica of one store).
@@ -30,6 +36,10 @@ pub struct Shared {
     pub store: Arc<dyn ObjectStore>,
     /// See [`Client::upload`].
     pub upload: Option<Arc<dyn crate::Upload>>,
+    /// See [`Client::list`].
+    pub list: Option<Arc<dyn crate::List>>,
+    /// See [`Client::download`].
+    pub download: Option<Arc<dyn crate::Download>>,
     slots: Arc<Semaphore>,
 }
 
@@ -71,6 +81,8 @@ pub fn shared(key: &str, build: &Build) -> Result<Shared> {
     let built = Shared {
         store: client.store,
         upload: client.upload,
+        list: client.list,
+        download: client.download,
         slots: Arc::new(Semaphore::new(IN_FLIGHT)),
     };
     let mut cache = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());

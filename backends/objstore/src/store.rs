@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange};
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use walship_core::replica::{ByteReader, ObjectMeta, ObjectReader, PutSource, Replica};
 use walship_core::{Error, ErrorKind, Result};
 
@@ -142,20 +142,42 @@ impl ObjectStoreReplica {
         let shared = self.client()?;
         let _slot = shared.slot().await;
         let full_prefix = self.full(prefix);
-        let dir = full_prefix.rfind('/').map_or("", |i| &full_prefix[..i]);
-        let dir = (!dir.is_empty()).then(|| Path::from(dir));
-        let mut stream = match after.filter(|a| !a.is_empty()) {
-            Some(a) => shared.store.list_with_offset(dir.as_ref(), &self.path(a)?),
-            None => shared.store.list(dir.as_ref()),
+        let after = after.filter(|a| !a.is_empty());
+        let listed: Vec<(String, u64, SystemTime)> = match &shared.list {
+            Some(l) => {
+                let start = after.map(|a| self.full(a));
+                l.list(
+                    &full_prefix,
+                    start.as_deref(),
+                    &self.what(prefix),
+                    self.operation_timeout,
+                )
+                .await?
+                .into_iter()
+                .map(|o| (o.name, o.size, o.modified))
+                .collect()
+            }
+            None => {
+                let dir = full_prefix.rfind('/').map_or("", |i| &full_prefix[..i]);
+                let dir = (!dir.is_empty()).then(|| Path::from(dir));
+                let mut stream = match after {
+                    Some(a) => shared.store.list_with_offset(dir.as_ref(), &self.path(a)?),
+                    None => shared.store.list(dir.as_ref()),
+                };
+                let mut out = Vec::new();
+                while let Some(item) = stream.next().await {
+                    let m = item.map_err(|e| self.error("List", prefix, e))?;
+                    out.push((m.location.to_string(), m.size, m.last_modified.into()));
+                }
+                out
+            }
         };
         let mut out = Vec::new();
-        while let Some(item) = stream.next().await {
-            let m = item.map_err(|e| self.error("List", prefix, e))?;
-            let loc = m.location.as_ref();
-            if !loc.starts_with(&full_prefix) {
+        for (name, size, modified) in listed {
+            if !name.starts_with(&full_prefix) {
                 continue;
             }
-            let Some(key) = self.relative(loc) else {
+            let Some(key) = self.relative(&name) else {
                 continue;
             };
             if after.is_some_and(|a| key <= a) {
@@ -163,8 +185,8 @@ impl ObjectStoreReplica {
             }
             out.push(ObjectMeta {
                 key: key.to_owned(),
-                size: m.size,
-                modified: m.last_modified.into(),
+                size,
+                modified,
             });
         }
         Ok(out)
@@ -198,6 +220,18 @@ impl Replica for ObjectStoreReplica {
         version: Option<&str>,
     ) -> Result<ObjectReader> {
         let shared = self.client()?;
+        if let Some(d) = &shared.download {
+            let _slot = shared.slot().await;
+            return d
+                .get(
+                    &self.full(key),
+                    offset,
+                    version,
+                    &self.what(key),
+                    self.operation_timeout,
+                )
+                .await;
+        }
         let path = self.path(key)?;
         let opts = GetOptions {
             range: (offset > 0).then_some(GetRange::Offset(offset)),

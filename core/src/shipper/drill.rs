@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Requests in flight while a drill restores: few, so that a drill never crowds out the
 /// shipper's own uploads on a thin link; restore's own budgets bound its memory.
@@ -164,7 +165,7 @@ impl Shipper {
     /// Prepares and runs a whole drill here (`walship verify` without a running replicate).
     pub async fn drill_now(&mut self) -> Result<Option<DrillReport>> {
         match self.prepare_drill().await? {
-            Some(d) => d.run().await.map(Some),
+            Some(d) => d.run(&CancellationToken::new()).await.map(Some),
             None => Ok(None),
         }
     }
@@ -179,11 +180,12 @@ impl Drop for Drill {
 
 impl Drill {
     /// The replica's half: restores the plan into a private file beside the meta directory,
-    /// digests it and compares. The file is removed whatever happens.
-    pub async fn run(self) -> Result<DrillReport> {
+    /// digests it and compares. The file is removed whatever happens. Cancelling `stop` makes
+    /// every download fail at once, so the drill (its blocking decoders included) ends soon.
+    pub async fn run(self, stop: &CancellationToken) -> Result<DrillReport> {
         let _ = std::fs::remove_file(&self.scratch);
         let res = crate::restore::execute(
-            crate::throttle::throttled(self.replica.clone(), DRILL_BYTES_PER_SEC),
+            crate::throttle::throttled(self.replica.clone(), DRILL_BYTES_PER_SEC, stop.clone()),
             &self.age,
             &self.plan,
             &self.scratch,
@@ -240,13 +242,20 @@ impl Drill {
     }
 
     /// Runs the drill, logs its verdict and records it in the replica's status: a mismatch or a
-    /// drill that could not complete makes the replica unhealthy until one matches.
+    /// drill that could not complete makes the replica unhealthy until one matches. A drill
+    /// stopped by `stop` (replicate shutting down) proves nothing either way: it is logged and
+    /// not recorded.
     pub async fn run_and_record(
         self,
         status: Arc<watch::Sender<ShipperStatus>>,
+        stop: CancellationToken,
     ) -> std::result::Result<DrillReport, String> {
         let (db, name) = (self.db.clone(), self.replica_name.clone());
-        let res = self.run().await;
+        let res = self.run(&stop).await;
+        if res.is_err() && stop.is_cancelled() {
+            tracing::info!(db = %db, replica = %name, "restore drill stopped: walship is shutting down");
+            return Err("the drill was stopped: walship is shutting down".into());
+        }
         match &res {
             Ok(r) if r.mismatch.is_none() => {
                 tracing::info!(db = %db, replica = %name, position = %r.pos, pages = r.pages, objects = r.objects, bytes = r.bytes, elapsed = ?r.elapsed, checkpoints_held = ?r.held, "validation ok: the replica restores this database exactly");
