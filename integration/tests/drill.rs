@@ -386,3 +386,51 @@ fn verify_of_a_missing_database_answers_at_once() {
     );
     assert_eq!(p.stop(), 0, "{}", p.log_text());
 }
+
+/// Regression (CI of stop 36, 2026-12-06): `replicate` stopped while a drill restored panicked
+/// on a blocking thread ("A Tokio 1.x context was found, but it is being shutdown"): the drill's
+/// task was aborted, but its decoder went on reading through a pacing timer of the runtime that
+/// was shutting down. Now the drill is told to stop, every download fails at once, the shipper
+/// waits for it, and nothing of it is recorded or left behind. With the abort put back, this
+/// fails on "panicked" (or on the drill that never says it stopped).
+#[test]
+fn stopping_replicate_while_a_drill_restores_ends_the_drill_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("app.db");
+    // About 300 MB, stored as about 165 MB: a drill reading at 64 MiB/s takes over 2 s.
+    build_big_db(&db, 300_000);
+    let cfg = d.path().join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    replicas:\n{}",
+            db.display(),
+            file_replica(&d.path().join("replica"))
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &d.path().join("w.log"),
+    );
+    wait_until(Duration::from_secs(120), "a drill restoring", || {
+        p.log_text().contains("restoring snapshot")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let code = p.stop();
+    let took = t.elapsed();
+    let log = p.log_text();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("restore drill stopped"), "{log}");
+    assert!(!log.contains("validation failed"), "{log}");
+    assert!(took < Duration::from_secs(10), "stop took {took:?}:\n{log}");
+    let meta = d.path().join(".app.db-litestream");
+    let left: Vec<String> = files(&meta)
+        .into_iter()
+        .filter(|f| f.contains("drill-"))
+        .collect();
+    assert!(left.is_empty(), "the drill left {left:?} behind");
+}

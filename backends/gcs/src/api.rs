@@ -91,7 +91,6 @@ impl JsonApi {
         let req = self.authorize(req.timeout(timeout), what).await?;
         req.send().await.map_err(|e| transport(op, what, e))
     }
-
 }
 
 #[cfg(test)]

@@ -49,7 +49,12 @@ fn parse_page(body: &[u8], what: &str) -> Result<(Vec<Listed>, Option<String>)> 
             &it.updated,
             &time::format_description::well_known::Rfc3339,
         )
-        .map_err(|e| bad(format!("object {:?} updated {:?}: {e}", it.name, it.updated)))?
+        .map_err(|e| {
+            bad(format!(
+                "object {:?} updated {:?}: {e}",
+                it.name, it.updated
+            ))
+        })?
         .into();
         out.push(Listed {
             name: it.name,
@@ -127,9 +132,12 @@ mod tests {
 
     #[test]
     fn a_bad_page_names_the_listing_and_the_object() {
-        let e = parse_page(br#"{"items":[{"name":"k","size":"x","updated":"2026-12-06T10:00:00Z"}]}"#, "gcs://b/p")
-            .unwrap_err()
-            .to_string();
+        let e = parse_page(
+            br#"{"items":[{"name":"k","size":"x","updated":"2026-12-06T10:00:00Z"}]}"#,
+            "gcs://b/p",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("gcs://b/p") && e.contains("\"k\""), "{e}");
         let e = parse_page(b"<html>", "gcs://b/p").unwrap_err().to_string();
         assert!(e.contains("unreadable"), "{e}");
