@@ -373,31 +373,43 @@ async fn download_index(
     futures::pin_mut!(ahead);
     while let Some(next) = ahead.next().await {
         let (s, fetched) = next?;
-        if s.offset != end {
+        if s.offset > end {
             return Err(Error::corrupt(format!(
                 "gap in WAL index {index:08x} of generation {}: segment {} starts at offset {} but the previous segments end at {end}",
                 s.generation, s.key, s.offset
             )));
         }
+        // Litestream v0.3.13 sometimes ships part of an index again from an earlier offset
+        // (its own restore then fails with "missing WAL offset"). The shadow WAL of one index
+        // is append-only, so both copies hold the same frames: keep what is here, take only
+        // what the segment adds. The scan below proves the whole index is still one valid WAL.
+        let overlap = end - s.offset;
+        if overlap > 0 {
+            tracing::warn!(key = %s.key, overlap, "WAL segment overlaps the previous segments (as Litestream v0.3.13 sometimes writes them): using only the bytes after them");
+        }
         tracing::debug!(key = %s.key, "downloaded wal");
+        let skipping = Skip {
+            inner: w,
+            left: overlap,
+        };
         let (n, back) = match fetched {
             Ahead::Fetched(body, permit) => {
-                let r = decode_fetched(age, s.key.clone(), &dest, w, body).await?;
+                let r = decode_fetched(age, s.key.clone(), &dest, skipping, body).await?;
                 drop(permit);
                 r
             }
             Ahead::Stream => {
-                download_decoded(replica.clone(), age, s.key.clone(), &dest, w).await?
+                download_decoded(replica.clone(), age, s.key.clone(), &dest, skipping).await?
             }
         };
-        w = back;
+        w = back.inner;
         if n == 0 {
             return Err(Error::corrupt(format!(
                 "object {}: empty WAL segment",
                 s.key
             )));
         }
-        end += n;
+        end = end.max(s.offset + n);
     }
     let wal = w.finish()?;
     // Validate now, so corruption names the object instead of a replay stopping early.
@@ -423,6 +435,29 @@ async fn download_index(
     let _: WalHeader = scan.header;
     debug_assert!(end >= HEADER_SIZE as u64);
     Ok((wal, end))
+}
+
+/// A writer that drops the first `left` bytes written to it: the part of an overlapping WAL
+/// segment already held.
+struct Skip<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: Write> Write for Skip<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let drop = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if drop > 0 {
+            self.left -= drop as u64;
+            return Ok(drop);
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Decoded WAL bytes of one index kept in memory, across every index ahead, in KiB. Each index

@@ -1042,6 +1042,41 @@ fn a_gap_inside_an_index_and_a_bad_frame_checksum_are_refused() {
         digest(&s.db),
         "the replica put back restores exactly"
     );
+
+    // Regression (CI of 2026-12-06): Litestream v0.3.13 sometimes ships part of an index again
+    // from an earlier offset ("segment ... starts at offset 29412712 but the previous segments
+    // end at 32424432"; v0.3.13's own restore fails on it with "missing WAL offset"). A segment
+    // that overlaps the previous ones is restored exactly, its overlap used once.
+    let parse = |key: &str| {
+        let name = key.rsplit('/').next().unwrap();
+        let (i, rest) = name.split_once('_').unwrap();
+        (i.to_string(), u64::from_str_radix(&rest[..8], 16).unwrap())
+    };
+    let pair = segs
+        .windows(2)
+        .find(|w| parse(&w[0]).0 == parse(&w[1]).0)
+        .expect("two segments of one index");
+    let ((ia, oa), (_, ob)) = (parse(&pair[0]), parse(&pair[1]));
+    let wa = lz4_decode(&std::fs::read(s.replica.join(&pair[0])).unwrap());
+    let wb = lz4_decode(&std::fs::read(s.replica.join(&pair[1])).unwrap());
+    assert_eq!(oa + wa.len() as u64, ob, "{pair:?}");
+    let cut = wa.len() / 2;
+    let mut again = wa[cut..].to_vec();
+    again.extend_from_slice(&wb);
+    let dir = pair[0].rsplit_once('/').unwrap().0;
+    let again_key = format!("{dir}/{ia}_{:08x}.wal.lz4", oa + cut as u64);
+    std::fs::write(s.replica.join(&again_key), lz4_encode(&again)).unwrap();
+    let out2 = s.dir.path().join("out2.db");
+    let o = walship(&["restore", "-o", out2.to_str().unwrap(), &s.url]);
+    let text = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("overlaps the previous segments"), "{text}");
+    assert_eq!(integrity(&out2), "ok");
+    assert_eq!(
+        digest(&out2),
+        digest(&s.db),
+        "a replica with an overlapping segment restores exactly"
+    );
 }
 
 /// Issue 16.14: at the default level the log shows every upload with v0.3.13's messages and
