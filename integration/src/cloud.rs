@@ -72,7 +72,18 @@ impl GcsTarget {
         format!("gcs://{}/{prefix}", self.bucket)
     }
 
+    /// A URL section; a section with `bucket` and `path` when `prefix` starts with `/` (a URL's
+    /// path never keeps one).
     pub fn settings(&self, prefix: &str) -> ReplicaSettings {
+        if prefix.starts_with('/') {
+            return ReplicaSettings {
+                name: "gcs".into(),
+                kind: "gcs".into(),
+                path: Some(prefix.to_owned()),
+                options: [("bucket".to_owned(), self.bucket.clone())].into(),
+                ..Default::default()
+            };
+        }
         ReplicaSettings {
             name: "gcs".into(),
             kind: "gcs".into(),
@@ -88,6 +99,12 @@ impl GcsTarget {
 
     /// The YAML lines of a replica section (indented for `replicas:`).
     pub fn yaml(&self, prefix: &str) -> String {
+        if prefix.starts_with('/') {
+            return format!(
+                "      - type: gcs\n        bucket: {}\n        path: {prefix}\n",
+                self.bucket
+            );
+        }
         format!("      - url: {}\n", self.url(prefix))
     }
 }

@@ -98,7 +98,11 @@ fn case(c: &dyn Cloud, tag: &str, extra_db: &str) -> Case {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let db = dir.join("app.db");
-    let prefix = new_prefix(tag);
+    // A tag starting with `/` gives a `path:` starting with one (v0.3.13 kept it in GCS names).
+    let prefix = match tag.strip_prefix('/') {
+        Some(t) => format!("/{}", new_prefix(t)),
+        None => new_prefix(tag),
+    };
     let cfg = dir.join("litestream.yml");
     std::fs::write(
         &cfg,
@@ -178,9 +182,9 @@ fn assert_restored(o: &std::process::Output, out: &Path, want: &str, how: &str) 
 
 /// walship replicates (through WAL restarts, at the default checkpoint settings); walship and
 /// Litestream v0.3.13 both restore it exactly, and no WAL segment is missing.
-fn walship_replica_restores_with_both_tools(c: &dyn Cloud) {
+fn walship_replica_restores_with_both_tools(c: &dyn Cloud, tag: &str) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = case(c, "ws-replica", "");
+    let s = case(c, tag, "");
     let mut w = Writer::new(&s.db, 31);
     for _ in 0..20 {
         w.tx();
@@ -235,10 +239,10 @@ fn walship_replica_restores_with_both_tools(c: &dyn Cloud) {
 }
 
 /// Litestream v0.3.13 replicates; walship restores it exactly.
-fn litestream_replica_restores_with_walship(c: &dyn Cloud) {
+fn litestream_replica_restores_with_walship(c: &dyn Cloud, tag: &str) {
     let Some(ls) = litestream_bin() else { return };
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = case(c, "ls-replica", NO_LITESTREAM_CHECKPOINTS);
+    let s = case(c, tag, NO_LITESTREAM_CHECKPOINTS);
     let mut w = Writer::new(&s.db, 32);
     for _ in 0..20 {
         w.tx();
@@ -308,28 +312,50 @@ fn check_names_what_is_wrong(c: &dyn Cloud, bad: &str, cause: &str) {
 #[test]
 fn gcs_walship_replica_restores_with_both_tools() {
     if let Some(t) = GcsTarget::from_env() {
-        walship_replica_restores_with_both_tools(&t);
+        walship_replica_restores_with_both_tools(&t, "ws-replica");
     }
 }
 
 #[test]
 fn gcs_litestream_replica_restores_with_walship() {
     if let Some(t) = GcsTarget::from_env() {
-        litestream_replica_restores_with_walship(&t);
+        litestream_replica_restores_with_walship(&t, "ls-replica");
+    }
+}
+
+/// v0.3.13 joined a `path:` starting with `/` into GCS object names as it stood
+/// (`/backups/app/generations/...`): under such a path each tool restores the other's replica,
+/// and walship's objects carry the leading `/` exactly as v0.3.13's do.
+#[test]
+fn gcs_path_with_a_leading_slash_names_objects_as_v0_3() {
+    let Some(t) = GcsTarget::from_env() else {
+        return;
+    };
+    litestream_replica_restores_with_walship(&t, "/ls-slash");
+    walship_replica_restores_with_both_tools(&t, "/ws-slash");
+    // From the bucket's root: every object of both replicas starts with `/`.
+    let root = t.replica("");
+    for tag in ["/ls-slash", "/ws-slash"] {
+        let all = block_on(root.list("/")).unwrap();
+        let n = all
+            .iter()
+            .filter(|o| o.key.contains(&tag[1..]) && o.key.contains("/generations/"))
+            .count();
+        assert!(n > 0, "no object under a {tag} path named with a leading '/'");
     }
 }
 
 #[test]
 fn abs_walship_replica_restores_with_both_tools() {
     if let Some(t) = AbsTarget::from_env() {
-        walship_replica_restores_with_both_tools(&t);
+        walship_replica_restores_with_both_tools(&t, "ws-replica");
     }
 }
 
 #[test]
 fn abs_litestream_replica_restores_with_walship() {
     if let Some(t) = AbsTarget::from_env() {
-        litestream_replica_restores_with_walship(&t);
+        litestream_replica_restores_with_walship(&t, "ls-replica");
     }
 }
 

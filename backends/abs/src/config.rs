@@ -88,7 +88,7 @@ impl AbsConfig {
             }
             None => (
                 s.option("bucket").unwrap_or("").to_owned(),
-                section_prefix(s, "abs"),
+                section_prefix(s, "abs", false),
             ),
         };
         if container.is_empty() {
@@ -187,6 +187,7 @@ impl AbsConfig {
             upload: None,
             list: None,
             download: None,
+            delete: None,
         })
     }
 

@@ -16,7 +16,7 @@ use walship_objstore::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcsConfig {
     pub bucket: String,
-    /// Key prefix without a leading or trailing `/`.
+    /// Key prefix without a trailing `/`; with a leading one when `path:` had it (as v0.3.13).
     pub prefix: String,
     /// `STORAGE_EMULATOR_HOST` as a URL: requests go there, unauthenticated.
     pub emulator: Option<String>,
@@ -43,7 +43,7 @@ impl GcsConfig {
                 let (host, path) = split_url(url, "gcs", &["gcs", "gs"])?;
                 (host.to_owned(), path)
             }
-            None => (bucket_opt.unwrap_or_default(), section_prefix(s, "gcs")),
+            None => (bucket_opt.unwrap_or_default(), section_prefix(s, "gcs", true)),
         };
         if bucket.is_empty() {
             return Err(Error::config("bucket required for gcs replica"));
@@ -118,7 +118,8 @@ impl GcsConfig {
             store: Arc::new(store) as Arc<dyn ObjectStore>,
             upload: Some(api.clone()),
             list: Some(api.clone()),
-            download: Some(api),
+            download: Some(api.clone()),
+            delete: Some(api),
         })
     }
 
@@ -181,6 +182,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.base(), "gcs://bk/backups/app");
+        // v0.3.13 joined `path:` verbatim: a leading `/` is part of every object name.
+        let c = GcsConfig::from_settings(
+            &section(None, Some("/backups//app/"), &[("bucket", "bk")]),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.prefix, "/backups/app");
+        // A URL's path never keeps it (v0.3.13 trimmed it there too).
+        let c = GcsConfig::from_settings(&section(Some("gcs://bk//x"), None, &[]), &no_env)
+            .unwrap();
+        assert_eq!(c.prefix, "x");
         let err = |s: ReplicaSettings| {
             GcsConfig::from_settings(&s, &no_env)
                 .unwrap_err()

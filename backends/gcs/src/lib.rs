@@ -5,11 +5,13 @@
 //! the JSON file named by `GOOGLE_APPLICATION_CREDENTIALS` (a service account or an authorized
 //! user), then gcloud's own file, then the metadata server of the VM. `STORAGE_EMULATOR_HOST`
 //! (`host:port` or a URL) sends every request to an emulator, without credentials, as every
-//! Google client library does. Uploads, listings and reads go through the JSON API (a resumable
-//! upload above one part); deletes and credentials through `object_store`.
+//! Google client library does. Uploads, listings, reads and deletes go through the JSON API (a
+//! resumable upload above one part), so object names are exactly v0.3.13's (a `path:` that
+//! starts with `/` keeps it); credentials are `object_store`'s.
 
 mod api;
 mod config;
+mod delete;
 mod download;
 mod list;
 mod upload;

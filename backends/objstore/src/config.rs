@@ -61,12 +61,16 @@ pub fn operation_timeout(s: &ReplicaSettings) -> Result<Duration> {
     }
 }
 
-/// The key prefix of a `path:` field: v0.3.13 used it verbatim, so a leading `/` became part
-/// of every object name; `object_store` cannot name such objects, so it is dropped, and said
-/// once (a v0.3.13 replica written there is not seen by walship).
-pub fn section_prefix(s: &ReplicaSettings, kind: &str) -> String {
+/// The key prefix of a `path:` field. v0.3.13 used it verbatim (Go's `path.Join`), so a leading
+/// `/` became part of every object name. A backend that names such objects (`keeps_leading`:
+/// GCS, through the JSON API) keeps it; the others cannot (`object_store` paths never start with
+/// `/`), so it is dropped, and said once (a v0.3.13 replica written there is not seen).
+pub fn section_prefix(s: &ReplicaSettings, kind: &str, keeps_leading: bool) -> String {
     let p = s.path.clone().unwrap_or_default();
     if p.starts_with('/') {
+        if keeps_leading {
+            return format!("/{}", clean(&p));
+        }
         tracing::warn!(
             replica = %s.name,
             path = %p,

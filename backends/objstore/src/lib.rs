@@ -6,8 +6,8 @@
 //!   upload above it (Azure: staged blocks) with [`PART_CONCURRENCY`] parts in flight, each part
 //!   retried alone ([`PartRetry`]) and the upload aborted on failure, so memory stays bounded
 //!   whatever the object's size; a backend may bring its own [`Upload`] instead (GCS: the JSON
-//!   API's resumable upload, which every GCS server and emulator serves) and its own [`List`] and
-//!   [`Download`] (GCS: the JSON API's); ranged downloads pinned
+//!   API's resumable upload, which every GCS server and emulator serves) and its own [`List`],
+//!   [`Download`] and [`Delete`] (GCS: the JSON API's); ranged downloads pinned
 //!   to the ETag when resumed; listings page through any number of keys; deletes in bulk where
 //!   the API has it.
 //! - The client's own request retries are off: core's retry layer is the one policy
@@ -23,7 +23,7 @@ mod store;
 mod upload;
 
 pub use errors::{classify, map_error};
-pub use list::{Download, List, Listed};
+pub use list::{Delete, Download, List, Listed};
 pub use shared::{shared, Build, Client, Shared};
 pub use store::{ObjectStoreReplica, Parts};
 pub use upload::{Chunks, PartRetry, Upload, PART_CONCURRENCY, PART_SIZE};

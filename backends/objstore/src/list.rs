@@ -1,4 +1,4 @@
-//! A backend's own listing and download, for a service whose listings and reads `object_store`
+//! A backend's own listing, download and delete, for a service whose listings and reads `object_store`
 //! makes in a way not every server of that service answers (see [`crate::Client::list`]).
 
 use async_trait::async_trait;
@@ -43,4 +43,12 @@ pub trait Download: Send + Sync {
         what: &str,
         timeout: Duration,
     ) -> Result<walship_core::replica::ObjectReader>;
+}
+
+/// A backend's own delete (see [`crate::Client::delete`]).
+#[async_trait]
+pub trait Delete: Send + Sync {
+    /// Deletes the objects with these full names; one already gone is not an error. `what`
+    /// names the first in errors; `timeout` bounds each request.
+    async fn delete(&self, names: &[String], what: &str, timeout: Duration) -> Result<()>;
 }

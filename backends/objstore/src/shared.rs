@@ -24,6 +24,9 @@ pub struct Client {
     /// The backend's own download (GCS: the JSON API's media download; fake-gcs-server answers
     /// the XML API's reads only for its `-public-host`).
     pub download: Option<Arc<dyn crate::Download>>,
+    /// The backend's own delete (GCS: the JSON API's, which names any object, one whose name
+    /// starts with `/` included).
+    pub delete: Option<Arc<dyn crate::Delete>>,
 }
 
 /// Builds a client for a replica section (the same closure for every replica of one store).
@@ -40,6 +43,8 @@ pub struct Shared {
     pub list: Option<Arc<dyn crate::List>>,
     /// See [`Client::download`].
     pub download: Option<Arc<dyn crate::Download>>,
+    /// See [`Client::delete`].
+    pub delete: Option<Arc<dyn crate::Delete>>,
     slots: Arc<Semaphore>,
 }
 
@@ -83,6 +88,7 @@ pub fn shared(key: &str, build: &Build) -> Result<Shared> {
         upload: client.upload,
         list: client.list,
         download: client.download,
+        delete: client.delete,
         slots: Arc::new(Semaphore::new(IN_FLIGHT)),
     };
     let mut cache = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());

@@ -18,7 +18,8 @@ pub struct ObjectStoreReplica {
     base: String,
     /// `base` plus where the service is, for humans.
     target: String,
-    /// Key prefix without a leading or trailing `/` (empty: the bucket's root).
+    /// What every full object name starts with: empty (the bucket's root), or the prefix and
+    /// a `/` (`backups/app/`; `/backups/app/` where the backend keeps a leading `/`).
     root: String,
     client_key: String,
     build: Build,
@@ -44,8 +45,9 @@ pub struct Parts {
     pub base: String,
     /// `base` and the service's address, for humans (no secret).
     pub target: String,
-    /// Key prefix; leading and trailing `/` are dropped (`object_store` names cannot start
-    /// with one).
+    /// Key prefix; trailing `/` are dropped, and a leading one too unless the backend brings
+    /// its own [`crate::Delete`] (an `object_store` path cannot start with `/`; v0.3.13 kept
+    /// it in GCS object names, so GCS does).
     pub root: String,
     /// Identifies store and credentials, so replicas that share them share a client; never
     /// printed.
@@ -66,7 +68,7 @@ impl ObjectStoreReplica {
             kind: p.kind,
             base: p.base,
             target: p.target,
-            root: p.root.trim_matches('/').to_owned(),
+            root: root_of(&p.root),
             client_key: p.client_key,
             build: p.build,
             secrets: p.secrets,
@@ -80,11 +82,7 @@ impl ObjectStoreReplica {
 
     /// The full object name of a replica-relative key.
     pub(crate) fn full(&self, key: &str) -> String {
-        if self.root.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}/{key}", self.root)
-        }
+        format!("{}{key}", self.root)
     }
 
     pub(crate) fn path(&self, key: &str) -> Result<Path> {
@@ -129,11 +127,7 @@ impl ObjectStoreReplica {
     }
 
     fn relative<'a>(&self, full: &'a str) -> Option<&'a str> {
-        if self.root.is_empty() {
-            Some(full)
-        } else {
-            full.strip_prefix(self.root.as_str())?.strip_prefix('/')
-        }
+        full.strip_prefix(self.root.as_str())
     }
 
     /// Every object whose key starts with `prefix` (a string prefix, as on S3, not
@@ -190,6 +184,19 @@ impl ObjectStoreReplica {
             });
         }
         Ok(out)
+    }
+}
+
+/// The prefix every full object name starts with, from a section's key prefix: `/` separated,
+/// no trailing `/` kept, a leading one kept (the backend drops it first when it cannot name such
+/// objects). Pure, for the tests.
+fn root_of(prefix: &str) -> String {
+    let inner = prefix.trim_matches('/');
+    match (prefix.starts_with('/'), inner.is_empty()) {
+        (false, true) => String::new(),
+        (false, false) => format!("{inner}/"),
+        (true, true) => "/".to_owned(),
+        (true, false) => format!("/{inner}/"),
     }
 }
 
@@ -279,6 +286,12 @@ impl Replica for ObjectStoreReplica {
         }
         let shared = self.client()?;
         let _slot = shared.slot().await;
+        if let Some(d) = &shared.delete {
+            let names: Vec<String> = keys.iter().map(|k| self.full(k)).collect();
+            return d
+                .delete(&names, &self.what(&keys[0]), self.operation_timeout)
+                .await;
+        }
         let paths = keys
             .iter()
             .map(|k| self.path(k))
@@ -301,5 +314,20 @@ impl Replica for ObjectStoreReplica {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::root_of;
+
+    #[test]
+    fn roots_keep_a_leading_slash_as_v0_3_path_join_did() {
+        assert_eq!(root_of(""), "");
+        assert_eq!(root_of("a/b"), "a/b/");
+        assert_eq!(root_of("a/b/"), "a/b/");
+        // path.Join("/", "generations") = "/generations"; path.Join("/a", ...) = "/a/..."
+        assert_eq!(root_of("/"), "/");
+        assert_eq!(root_of("/a/b"), "/a/b/");
     }
 }

@@ -122,16 +122,16 @@ fn read_parts(source: PutSource, tx: tokio::sync::mpsc::Sender<std::io::Result<B
 
 /// Stores `source` at `key`; returns the bytes stored.
 pub(crate) async fn put(r: &ObjectStoreReplica, key: &str, source: PutSource) -> Result<u64> {
-    let path = r.path(key)?;
     let shared = r.client()?;
     let what = r.what(key);
     let mut chunks = Chunks::start(source);
     if let Some(up) = &shared.upload {
         let _slot = shared.slot().await;
         return up
-            .put(path.as_ref(), &what, chunks, r.operation_timeout())
+            .put(&r.full(key), &what, chunks, r.operation_timeout())
             .await;
     }
+    let path = r.path(key)?;
     let first = chunks.next(&what).await?;
     if first.len() < PART_SIZE {
         let n = first.len() as u64;

@@ -1,0 +1,46 @@
+//! Deletes through the GCS JSON API (`objects.delete`), a few at a time. The JSON API's batch
+//! endpoint takes a multipart body of sub-requests; retention deletes at most a generation's
+//! objects at once, and a handful of requests in flight on one connection pool does that fast.
+
+use crate::api::{answer_error, enc, JsonApi};
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use std::time::Duration;
+use walship_core::Result;
+use walship_objstore::Delete;
+
+/// Deletes in flight at once.
+const IN_FLIGHT: usize = 8;
+
+impl JsonApi {
+    fn object_url(&self, name: &str) -> String {
+        format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.base,
+            enc(&self.bucket),
+            enc(name)
+        )
+    }
+
+    async fn delete_one(&self, name: &str, what: &str, timeout: Duration) -> Result<()> {
+        let resp = self
+            .send("Delete", what, self.http.delete(self.object_url(name)), timeout)
+            .await?;
+        match resp.status().as_u16() {
+            200 | 204 | 404 => Ok(()),
+            _ => Err(answer_error("Delete", what, resp).await),
+        }
+    }
+}
+
+#[async_trait]
+impl Delete for JsonApi {
+    async fn delete(&self, names: &[String], what: &str, timeout: Duration) -> Result<()> {
+        futures::stream::iter(names)
+            .map(|n| self.delete_one(n, what, timeout))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+}
