@@ -341,7 +341,10 @@ fn gcs_path_with_a_leading_slash_names_objects_as_v0_3() {
             .iter()
             .filter(|o| o.key.contains(&tag[1..]) && o.key.contains("/generations/"))
             .count();
-        assert!(n > 0, "no object under a {tag} path named with a leading '/'");
+        assert!(
+            n > 0,
+            "no object under a {tag} path named with a leading '/'"
+        );
     }
 }
 

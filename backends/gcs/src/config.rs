@@ -43,7 +43,10 @@ impl GcsConfig {
                 let (host, path) = split_url(url, "gcs", &["gcs", "gs"])?;
                 (host.to_owned(), path)
             }
-            None => (bucket_opt.unwrap_or_default(), section_prefix(s, "gcs", true)),
+            None => (
+                bucket_opt.unwrap_or_default(),
+                section_prefix(s, "gcs", true),
+            ),
         };
         if bucket.is_empty() {
             return Err(Error::config("bucket required for gcs replica"));
@@ -190,8 +193,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.prefix, "/backups/app");
         // A URL's path never keeps it (v0.3.13 trimmed it there too).
-        let c = GcsConfig::from_settings(&section(Some("gcs://bk//x"), None, &[]), &no_env)
-            .unwrap();
+        let c =
+            GcsConfig::from_settings(&section(Some("gcs://bk//x"), None, &[]), &no_env).unwrap();
         assert_eq!(c.prefix, "x");
         let err = |s: ReplicaSettings| {
             GcsConfig::from_settings(&s, &no_env)

@@ -4,12 +4,11 @@
 
 use crate::api::{answer_error, enc, JsonApi};
 use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
 use std::time::Duration;
 use walship_core::Result;
 use walship_objstore::Delete;
 
-/// Deletes in flight at once.
+/// Deletes in flight at once (in batches of this many).
 const IN_FLIGHT: usize = 8;
 
 impl JsonApi {
@@ -24,7 +23,12 @@ impl JsonApi {
 
     async fn delete_one(&self, name: &str, what: &str, timeout: Duration) -> Result<()> {
         let resp = self
-            .send("Delete", what, self.http.delete(self.object_url(name)), timeout)
+            .send(
+                "Delete",
+                what,
+                self.http.delete(self.object_url(name)),
+                timeout,
+            )
             .await?;
         match resp.status().as_u16() {
             200 | 204 | 404 => Ok(()),
@@ -36,11 +40,13 @@ impl JsonApi {
 #[async_trait]
 impl Delete for JsonApi {
     async fn delete(&self, names: &[String], what: &str, timeout: Duration) -> Result<()> {
-        futures::stream::iter(names)
-            .map(|n| self.delete_one(n, what, timeout))
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|_| ())
+        for chunk in names.chunks(IN_FLIGHT) {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for n in chunk {
+                batch.push(self.delete_one(n, what, timeout));
+            }
+            futures::future::try_join_all(batch).await?;
+        }
+        Ok(())
     }
 }
