@@ -207,6 +207,11 @@ echo "Azure Blob Storage (Azurite $AZURITE_VERSION) ready at $TEST_ABS_ENDPOINT,
 . scripts/toolchain.sh
 cargo zigbuild --release --locked --workspace --all-targets --target "$RELEASE_TARGET"
 export WALSHIP_BIN="$RELEASE_BIN"
+# Size knobs of the longest tests, at the size CI runs (about 4 minutes less than the full
+# size; set them to run the full size): faults injected per network-fault test (full: 200 on S3,
+# 150 on GCS and Azure) and the GCS/Azure big database (full: 1024 MiB; S3's stays 1 GiB).
+# The crash campaign's knobs (CRASH_KILLS_FILE, CRASH_KILLS_S3) default to the CI size.
+export WALSHIP_FAULTS="${WALSHIP_FAULTS:-60}" WALSHIP_CLOUD_BIG_MIB="${WALSHIP_CLOUD_BIG_MIB:-512}"
 # When a Docker daemon answers, the cargo tests run S3 against MinIO through testcontainers (the
 # SeaweedFS above then serves only the deployment test and the tests' private instances).
 if [ -S /var/run/docker.sock ] && curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; then

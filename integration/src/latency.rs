@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Counts of what passed through the proxy.
@@ -21,7 +21,14 @@ pub struct ProxyCounts {
     pub delayed_now: AtomicU64,
     /// The most chunks ever delayed at once: 1 means requests went one after another.
     pub most_delayed: AtomicU64,
+    /// What clients sent, when the proxy was started with [`LatencyProxy::recording`] (at most
+    /// [`RECORD_MAX`] bytes): what a client asked the server, as the server received it.
+    pub sent: Mutex<Vec<u8>>,
+    record: AtomicBool,
 }
+
+/// The most client bytes a recording proxy keeps.
+pub const RECORD_MAX: usize = 32 << 20;
 
 /// A running proxy; stops accepting when dropped (open connections end with their peers).
 pub struct LatencyProxy {
@@ -61,6 +68,15 @@ impl LatencyProxy {
                 }
             })?;
         Ok(LatencyProxy { addr, stop, counts })
+    }
+
+    /// A proxy that adds no delay and keeps what clients send ([`ProxyCounts::sent`]): what a
+    /// client really asked for, where the server would not show it (an emulator that
+    /// normalises names, for one).
+    pub fn recording(target: SocketAddr) -> std::io::Result<LatencyProxy> {
+        let p = LatencyProxy::start(target, Duration::ZERO)?;
+        p.counts.record.store(true, Ordering::SeqCst);
+        Ok(p)
     }
 
     /// A proxy in front of an `http://IP:PORT` endpoint (the suite's S3 server).
@@ -144,9 +160,16 @@ fn serve(client: TcpStream, target: SocketAddr, delay: Duration, counts: &ProxyC
             Ok(n) => {
                 touch(&last);
                 counts.writes.fetch_add(1, Ordering::Relaxed);
+                if counts.record.load(Ordering::Relaxed) {
+                    let mut sent = counts.sent.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = RECORD_MAX.saturating_sub(sent.len()).min(n);
+                    sent.extend_from_slice(&buf[..room]);
+                }
                 let now = counts.delayed_now.fetch_add(1, Ordering::SeqCst) + 1;
                 counts.most_delayed.fetch_max(now, Ordering::SeqCst);
-                std::thread::sleep(delay);
+                if !delay.is_zero() {
+                    std::thread::sleep(delay);
+                }
                 counts.delayed_now.fetch_sub(1, Ordering::SeqCst);
                 if (&*server).write_all(&buf[..n]).is_err() {
                     break;

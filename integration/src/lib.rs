@@ -33,6 +33,15 @@ pub fn ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 
+/// A size knob of a long test (faults injected, database size, kills): the variable's value, or
+/// `default` (the full size; scripts/test.sh sets smaller ones for CI and says which).
+pub fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The `walship` binary built by this workspace (`WALSHIP_BIN` overrides).
 pub fn walship_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("WALSHIP_BIN") {

@@ -38,13 +38,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const RATE: &str = "450";
 const PITR_RESTORES: usize = 30;
 
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[derive(Clone)]
 enum Tool {
     Walship,
