@@ -5,6 +5,7 @@ mod args;
 mod check;
 mod dirs;
 mod drill;
+mod follow;
 mod health;
 mod heartbeat;
 mod list;
@@ -137,7 +138,9 @@ enum Cmd {
   # Restore from a URL, no config needed; on boot, only when the database is missing.
   $ walship restore -if-db-not-exists -if-replica-exists -o /var/lib/app/db.sqlite s3://mybkt/db
   # The missing databases of a directory entry (`dir: /var/lib/app/tenants`), 4 at a time.
-  $ walship restore -if-db-not-exists -dir /var/lib/app/tenants /var/lib/app/tenants")]
+  $ walship restore -if-db-not-exists -dir /var/lib/app/tenants /var/lib/app/tenants
+  # A read replica on another server: restore, then follow the primary's replica.
+  $ walship restore -f -o /var/lib/app/replica.db s3://mybkt/db")]
     Restore {
         #[command(flatten)]
         c: ConfigFlags,
@@ -175,6 +178,18 @@ enum Cmd {
             value_name = "LEVEL"
         )]
         integrity_check: verify::IntegrityCheck,
+        /// Follow: after restoring, keep applying the replica's new WAL segments to the output
+        /// until SIGINT or SIGTERM. The output is then a read replica that any process may open
+        /// (read-only) while it follows; readers only ever see whole transactions of the primary.
+        #[arg(short = 'f', conflicts_with_all = ["index", "timestamp", "generation", "if_db_not_exists"])]
+        follow: bool,
+        /// With -f: how long to wait between polls of the replica when nothing was new.
+        #[arg(
+            long = "follow-interval",
+            default_value = "1s",
+            value_name = "DURATION"
+        )]
+        follow_interval: String,
         /// Restore every database of a directory entry into OUT_DIR (each at its relative
         /// path): the target is then the entry's `dir`, or a replica URL of its location.
         #[arg(long = "dir", value_name = "OUT_DIR", conflicts_with_all = ["output", "generation", "index"])]
@@ -350,6 +365,7 @@ const VALUE_FLAGS: &[&str] = &[
     "integrity-check",
     "dir",
     "concurrency",
+    "follow-interval",
 ];
 
 /// walship's own crates: the configured level applies to them. Libraries log at warnings and
@@ -630,6 +646,34 @@ async fn run(cli: Cli) -> i32 {
             Cmd::Restore { parallelism, .. } if parallelism < 0 => Err(anyhow::anyhow!(
                 "invalid -parallelism {parallelism}: must not be negative (it is how many WAL indexes download at once)"
             )),
+            Cmd::Restore {
+                follow: true, dir: Some(_), ..
+            } => Err(anyhow::anyhow!(
+                "-f follows one database: it cannot be used with -dir"
+            )),
+            Cmd::Restore {
+                c,
+                follow: true,
+                output,
+                replica,
+                parallelism,
+                follow_interval,
+                target,
+                ..
+            } => {
+                let interval = walship_core::duration::parse_duration(&follow_interval)
+                    .map_err(|e| anyhow::anyhow!("invalid -follow-interval {follow_interval:?}: {e}"))?;
+                follow::run(follow::FollowArgs {
+                    config: c.config.as_deref(),
+                    no_expand_env: c.no_expand_env,
+                    output,
+                    replica: replica.as_deref(),
+                    interval,
+                    parallelism: parallelism.max(1) as usize,
+                    target: &target,
+                })
+                .await
+            }
             Cmd::Restore {
                 c,
                 dir: Some(out_dir),

@@ -16,6 +16,7 @@ pub mod db;
 pub mod drill;
 pub mod duration;
 pub mod error;
+pub mod follow;
 pub mod layout;
 pub mod listing;
 pub mod local;

@@ -439,9 +439,9 @@ async fn download_index(
 
 /// A writer that drops the first `left` bytes written to it: the part of an overlapping WAL
 /// segment already held.
-struct Skip<W> {
-    inner: W,
-    left: u64,
+pub(crate) struct Skip<W> {
+    pub(crate) inner: W,
+    pub(crate) left: u64,
 }
 
 impl<W: Write> Write for Skip<W> {

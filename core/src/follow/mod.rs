@@ -1,0 +1,713 @@
+//! Following a replica (`restore -f`): restore the latest state, then apply the primary's new WAL
+//! segments as they appear, so the output is a read replica that any process may open while it
+//! follows.
+//!
+//! The invariants (ARCHITECTURE.md, "Read replicas"):
+//! - Every state a reader of the output can see is the primary's state after one of its commits:
+//!   segments are applied whole transactions at a time, in one SQLite transaction of the output
+//!   ([`apply`]), and a switch to a fresh restore (a new generation, lost segments, an unknown
+//!   position after a crash) is one such transaction too ([`Follower::rebase`]).
+//! - A poll lists only what follows the follower's position (`list_after` the last applied
+//!   segment), so its cost does not grow with the replica's retention.
+//! - The position beside the output ([`state`]) is never ahead of the output; when it may be
+//!   behind or ahead (a crash around a commit), the follower re-bases instead of guessing.
+//! - The output is only ever written through SQLite, and only if it is a follower's output (its
+//!   state file exists): a user's database at that path is never overwritten.
+
+pub mod apply;
+pub mod state;
+
+use crate::crypt::Age;
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout;
+use crate::listing::{Listing, SegmentInfo};
+use crate::plan::{self, Plan, Target};
+use crate::replica::DynReplica;
+use crate::restore;
+use rusqlite::Connection;
+use state::{Position, State};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How a follower polls.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// Time between polls when nothing new was found (`-follow-interval`).
+    pub interval: Duration,
+    /// Decoded WAL bytes one batch gathers at most before it is applied (a follower far behind
+    /// applies in several transactions, each a state of the primary, instead of one huge one).
+    pub max_batch_bytes: u64,
+    /// How often the generations are listed again, to see a new generation on the primary.
+    pub generation_check: Duration,
+    /// How long a missing WAL segment may stay missing (an upload still under way) before the
+    /// follower re-bases on a fresh restore.
+    pub gap_grace: Duration,
+    /// Passed to the restores (`-parallelism`).
+    pub parallelism: usize,
+}
+
+impl FollowOptions {
+    /// Options for polls every `interval`: the generations are listed again, and a missing
+    /// segment waited for, 30 intervals (at least a second) before anything drastic.
+    pub fn every(interval: Duration) -> FollowOptions {
+        let patience = (interval * 30).max(Duration::from_secs(1));
+        FollowOptions {
+            interval,
+            max_batch_bytes: 256 << 20,
+            generation_check: patience,
+            gap_grace: patience,
+            parallelism: 8,
+        }
+    }
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Commits of the primary applied.
+    Applied {
+        /// How many.
+        commits: usize,
+        /// The batch was full: more may be waiting, poll again at once.
+        more: bool,
+    },
+    /// Nothing new.
+    Idle,
+    /// The output was replaced by a fresh restore of `generation`, for `reason`.
+    Rebased {
+        /// The generation the output now holds.
+        generation: String,
+        /// Why (logged too).
+        reason: &'static str,
+    },
+}
+
+/// A follower of one replica, writing one output database.
+pub struct Follower {
+    replica: DynReplica,
+    age: Age,
+    output: PathBuf,
+    state_path: PathBuf,
+    conn: Connection,
+    pos: Position,
+    opts: FollowOptions,
+    generation_checked: Instant,
+    gap_since: Option<Instant>,
+    /// Upload time of the newest segment applied: the follower's lag behind the replica.
+    newest_applied: Option<SystemTime>,
+}
+
+impl Follower {
+    /// Resumes the follower of `output`, or restores it first when it does not exist. An output
+    /// that exists without a follower's state file is refused: it is not ours to overwrite.
+    pub async fn start(
+        replica: DynReplica,
+        age: Age,
+        output: &Path,
+        opts: FollowOptions,
+    ) -> Result<Follower> {
+        let state_path = state::path_for(output);
+        if output.exists() {
+            let st = match state::read(&state_path) {
+                Ok(Some(s)) => Some(s),
+                Ok(None) => {
+                    return Err(Error::invalid(format!(
+                    "{} exists and is not a follower's output (no {}): refusing to write to it; \
+                         give -o a new path",
+                    output.display(),
+                    state_path.display()
+                )))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "follower state unreadable: restoring afresh");
+                    None
+                }
+            };
+            let conn = apply::open_output(output)?;
+            let pos = st.as_ref().map_or_else(
+                || Position {
+                    generation: String::new(),
+                    index: 0,
+                    offset: 0,
+                    header: None,
+                    seed: (0, 0),
+                    after: String::new(),
+                },
+                |s| s.applied.clone(),
+            );
+            let mut f = Follower::with(replica, age, output, state_path, conn, pos, opts);
+            match st {
+                Some(s) if !s.pending => {
+                    tracing::info!(output = %output.display(), position = %f.position(), "following: resuming");
+                }
+                Some(_) => {
+                    f.rebase("a commit was under way when the follower stopped")
+                        .await?;
+                }
+                None => {
+                    f.rebase("the follower's state file was unreadable").await?;
+                }
+            }
+            return Ok(f);
+        }
+        let (staged, pos) = fresh_restore(&replica, &age, output, opts.parallelism).await?;
+        // The state first, then the output: a crash between them leaves no output, which the
+        // next start restores again; the other order would leave an output without a state.
+        let done = (|| {
+            state::write(
+                &state_path,
+                &State {
+                    applied: pos.clone(),
+                    pending: false,
+                },
+                true,
+            )
+            .map_err(|e| Error::io(format!("write {}", state_path.display()), e))?;
+            std::fs::hard_link(&staged, output)
+                .map_err(|e| Error::io(format!("create {}", output.display()), e))
+        })();
+        discard(&staged);
+        done?;
+        let conn = apply::open_output(output)?;
+        let f = Follower::with(replica, age, output, state_path, conn, pos, opts);
+        tracing::info!(output = %output.display(), position = %f.position(), "following: restored");
+        Ok(f)
+    }
+
+    fn with(
+        replica: DynReplica,
+        age: Age,
+        output: &Path,
+        state_path: PathBuf,
+        conn: Connection,
+        pos: Position,
+        opts: FollowOptions,
+    ) -> Follower {
+        Follower {
+            replica,
+            age,
+            output: output.to_path_buf(),
+            state_path,
+            conn,
+            pos,
+            opts,
+            generation_checked: Instant::now(),
+            gap_since: None,
+            newest_applied: None,
+        }
+    }
+
+    /// `generation/index:offset`, as walship logs positions.
+    pub fn position(&self) -> String {
+        format!(
+            "{}/{:08x}:{}",
+            self.pos.generation, self.pos.index, self.pos.offset
+        )
+    }
+
+    /// Upload time of the newest segment applied (None before the first one this run).
+    pub fn newest_applied(&self) -> Option<SystemTime> {
+        self.newest_applied
+    }
+
+    /// Polls until `stop` resolves: applies what is new, waits `interval` when nothing is. A
+    /// store that cannot be reached is logged and tried again; the output keeps its last state.
+    pub async fn run(&mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::pin!(stop);
+        let mut failing = false;
+        loop {
+            let wait = match self.poll().await {
+                Ok(Step::Applied { more: true, .. }) => Duration::ZERO,
+                Ok(_) => {
+                    if failing {
+                        tracing::info!(position = %self.position(), "following: the replica answers again");
+                        failing = false;
+                    }
+                    self.opts.interval
+                }
+                Err(e) if e.kind() == ErrorKind::Invalid || e.kind() == ErrorKind::Io => {
+                    return Err(e)
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(error = %e, position = %self.position(), "following: poll failed; the output keeps its last state, trying again");
+                        failing = true;
+                    }
+                    self.opts.interval
+                }
+            };
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One poll: list what follows the position, download it, apply the whole transactions in
+    /// it. Re-bases when the primary moved to another generation, or when a segment stays missing
+    /// longer than `gap_grace` (retention deleted it before the follower applied it).
+    pub async fn poll(&mut self) -> Result<Step> {
+        // A primary that starts a new generation stops shipping to the old one, so only a
+        // follower that has seen nothing new for a while lists the generations (a listing of the
+        // whole replica), and then at most once per `generation_check`.
+        if self.generation_checked.elapsed() >= self.opts.generation_check {
+            self.generation_checked = Instant::now();
+            let listing = Listing::fetch(self.replica.as_ref(), None).await?;
+            let latest = plan::choose_generation(&listing, None, Target::Latest)?;
+            if latest != self.pos.generation {
+                return self
+                    .rebase_step("the primary started a new generation")
+                    .await;
+            }
+        }
+        let g = self.pos.generation.clone();
+        let listed = self
+            .replica
+            .list_after(&layout::wal_prefix(&g), &self.pos.after)
+            .await?;
+        let mut segs: Vec<SegmentInfo> = listed
+            .into_iter()
+            .filter_map(|o| match layout::parse_key(&o.key) {
+                Some(layout::Entry::WalSegment {
+                    generation,
+                    index,
+                    offset,
+                }) if generation == g => Some(SegmentInfo {
+                    generation,
+                    index,
+                    offset,
+                    size: o.size,
+                    created: o.modified,
+                    key: o.key,
+                }),
+                _ => None,
+            })
+            .collect();
+        segs.sort_by_key(|s| (s.index, s.offset));
+        let gathered = match self.gather(&segs).await {
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                tracing::error!(error = %e, position = %self.position(), "following: a shipped WAL segment is damaged");
+                return self.rebase_step("a shipped WAL segment is damaged").await;
+            }
+            r => r?,
+        };
+        if gathered.gap && gathered.commits == 0 {
+            let since = *self.gap_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.opts.gap_grace {
+                return self
+                    .rebase_step("a WAL segment the follower needs is missing from the replica")
+                    .await;
+            }
+        } else {
+            self.gap_since = None;
+        }
+        if gathered.commits == 0 {
+            return Ok(Step::Idle);
+        }
+        self.generation_checked = Instant::now();
+        self.apply(gathered).await
+    }
+
+    async fn rebase_step(&mut self, reason: &'static str) -> Result<Step> {
+        self.rebase(reason).await?;
+        Ok(Step::Rebased {
+            generation: self.pos.generation.clone(),
+            reason,
+        })
+    }
+
+    /// Replaces the output's content by a fresh restore of the replica's latest state, in one
+    /// transaction of the output: readers see the old state or the new one.
+    pub async fn rebase(&mut self, reason: &'static str) -> Result<()> {
+        tracing::info!(output = %self.output.display(), reason, "following: restoring afresh");
+        let (staged, pos) = fresh_restore(
+            &self.replica,
+            &self.age,
+            &self.output,
+            self.opts.parallelism,
+        )
+        .await?;
+        let res = self.write_whole(&staged, &pos);
+        discard(&staged);
+        res?;
+        self.pos = pos;
+        self.gap_since = None;
+        self.generation_checked = Instant::now();
+        tracing::info!(output = %self.output.display(), position = %self.position(), "following: restored afresh");
+        Ok(())
+    }
+
+    fn write_whole(&self, staged: &Path, pos: &Position) -> Result<()> {
+        let f =
+            File::open(staged).map_err(|e| Error::io(format!("open {}", staged.display()), e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", staged.display()), e))?
+            .len();
+        let mut head = [0u8; 100];
+        apply::read_at(&f, 0, &mut head)?;
+        let page_size = match u16::from_be_bytes([head[16], head[17]]) {
+            1 => 65536,
+            n => usize::from(n),
+        };
+        let pages = u32::try_from(len / page_size as u64)
+            .map_err(|_| Error::invalid("restored database too large"))?;
+        self.commit(
+            1..=pages,
+            |p, buf| apply::read_at(&f, u64::from(p - 1) * page_size as u64, buf),
+            page_size,
+            pages,
+            pos,
+        )
+    }
+
+    /// Writes a batch with the state file's two steps around its commit.
+    fn commit(
+        &self,
+        pages: impl IntoIterator<Item = u32>,
+        read_page: impl FnMut(u32, &mut [u8]) -> Result<()>,
+        page_size: usize,
+        size: u32,
+        pos: &Position,
+    ) -> Result<()> {
+        let write_state = |pending: bool| {
+            state::write(
+                &self.state_path,
+                &State {
+                    applied: pos.clone(),
+                    pending,
+                },
+                pending,
+            )
+            .map_err(|e| Error::io(format!("write {}", self.state_path.display()), e))
+        };
+        apply::write_batch(&self.conn, pages, read_page, page_size, size, || {
+            write_state(true)
+        })?;
+        write_state(false)
+    }
+
+    /// Downloads the segments that continue the position, in order, into one spool per index,
+    /// until a gap, the end, or `max_batch_bytes`, and scans them.
+    async fn gather(&self, segs: &[SegmentInfo]) -> Result<Gathered> {
+        let mut out = Gathered::default();
+        let (mut index, mut end) = (self.pos.index, self.pos.offset);
+        let mut bytes = 0u64;
+        for s in segs {
+            if bytes >= self.opts.max_batch_bytes {
+                out.more = true;
+                break;
+            }
+            let starts_index = s.index == index + 1 && s.offset == 0;
+            let continues = s.index == index && s.offset <= end;
+            if !(starts_index || continues) {
+                out.gap = true;
+                break;
+            }
+            if starts_index {
+                index = s.index;
+                end = 0;
+            }
+            if out.spools.last().is_none_or(|sp| sp.index != index) {
+                let file = tempfile_beside(&self.output)?;
+                out.spools.push(Spool {
+                    index,
+                    base: end,
+                    file,
+                    len: 0,
+                    segments: Vec::new(),
+                });
+            }
+            let sp = out.spools.last_mut().expect("pushed above");
+            let skip = end - s.offset;
+            let w = restore::Skip {
+                inner: std::io::BufWriter::new(
+                    sp.file.try_clone().map_err(|e| Error::io("spool", e))?,
+                ),
+                left: skip,
+            };
+            let (n, w) = restore::download_decoded(
+                self.replica.clone(),
+                &self.age,
+                s.key.clone(),
+                "spool",
+                w,
+            )
+            .await?;
+            let mut inner = w.inner;
+            std::io::Write::flush(&mut inner).map_err(|e| Error::io("spool", e))?;
+            let seg_end = s.offset + n;
+            if seg_end > end {
+                sp.len += seg_end - end;
+                bytes += seg_end - end;
+                end = seg_end;
+            }
+            sp.segments
+                .push((s.key.clone(), s.offset, seg_end, s.created));
+        }
+        // Scan each index; a later index means the earlier one's frames after its last commit
+        // were never committed (the primary restarted its WAL past them).
+        let (mut header, mut seed) = (self.pos.header, self.pos.seed);
+        for (i, sp) in out.spools.iter().enumerate() {
+            let (h, sd) = if sp.base == 0 {
+                (None, (0, 0))
+            } else {
+                (header, seed)
+            };
+            let sc = apply::scan_spool(&sp.file, i, sp.base, h, sd)?;
+            if sc.valid_len < sp.len && i + 1 == out.spools.len() && !out.more {
+                // Shipped bytes that are not valid frames, at the end of what exists: walship
+                // and v0.3.13 ship only frames they read as valid, so these are damaged.
+                return Err(Error::corrupt(format!(
+                    "WAL index {:08x} of generation {}: the frames shipped from offset {} are not valid past byte {}",
+                    sp.index,
+                    self.pos.generation,
+                    sp.base,
+                    sp.base + sc.valid_len
+                )));
+            }
+            header = Some(sc.header);
+            if let Some(last) = sc.commits.last() {
+                seed = last.seed;
+            } else if sp.base == 0 {
+                seed = sc.header.checksum;
+            }
+            out.commits += sc.commits.len();
+            out.scans.push(sc);
+        }
+        Ok(out)
+    }
+
+    async fn apply(&mut self, g: Gathered) -> Result<Step> {
+        // The last spool with a commit decides the new position.
+        let (last_i, last) = g
+            .scans
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, sc)| sc.commits.last().map(|c| (i, c.clone())))
+            .expect("commits > 0");
+        let page_size = g.scans[last_i].header.page_size as usize;
+        let (pages, size) = apply::batch_pages(g.scans.iter().flat_map(|s| &s.commits));
+        let sp = &g.spools[last_i];
+        let pos = Position {
+            generation: self.pos.generation.clone(),
+            index: sp.index,
+            offset: last.end,
+            header: Some(g.scans[last_i].header),
+            seed: last.seed,
+            after: after_key(&sp.segments, last.end),
+        };
+        let files: Vec<&File> = g.spools.iter().map(|s| &s.file).collect();
+        self.commit(
+            pages.keys().copied(),
+            |p, buf| {
+                let at = pages[&p];
+                apply::read_at(files[at.spool], at.at, buf)
+            },
+            page_size,
+            size,
+            &pos,
+        )?;
+        let newest = sp
+            .segments
+            .iter()
+            .filter(|(_, start, _, _)| *start < last.end)
+            .map(|(_, _, _, t)| *t)
+            .max();
+        if newest.is_some() {
+            self.newest_applied = newest;
+        }
+        tracing::debug!(position = %format!("{}/{:08x}:{}", pos.generation, pos.index, pos.offset), commits = g.commits, pages = pages.len(), "following: applied");
+        self.pos = pos;
+        Ok(Step::Applied {
+            commits: g.commits,
+            more: g.more,
+        })
+    }
+}
+
+/// One index's new bytes, decoded, from byte `base` of its WAL.
+struct Spool {
+    index: u32,
+    base: u64,
+    file: File,
+    len: u64,
+    /// (key, first byte, end byte, upload time) of each segment in it.
+    segments: Vec<(String, u64, u64, SystemTime)>,
+}
+
+#[derive(Default)]
+struct Gathered {
+    spools: Vec<Spool>,
+    scans: Vec<apply::Scanned>,
+    commits: usize,
+    /// A segment that should come next is not there (yet).
+    gap: bool,
+    /// The batch is full; more segments wait.
+    more: bool,
+}
+
+/// Where the next listing continues: after the segment that holds byte `end` when its bytes
+/// after `end` are not applied (listing it again), else after the last segment.
+fn after_key(segments: &[(String, u64, u64, SystemTime)], end: u64) -> String {
+    for (key, start, seg_end, _) in segments {
+        if *start <= end && end < *seg_end {
+            return key
+                .strip_suffix(".wal.lz4")
+                .unwrap_or(key.as_str())
+                .to_owned();
+        }
+    }
+    segments.last().map(|s| s.0.clone()).unwrap_or_default()
+}
+
+fn tempfile_beside(output: &Path) -> Result<File> {
+    let dir = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile_in(dir)
+}
+
+/// An unnamed temporary file in `dir` (gone when closed, whatever happens to the process).
+fn tempfile_in(dir: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+        .map_err(|e| Error::io(format!("create a temporary file in {}", dir.display()), e))
+}
+
+fn staging_for(output: &Path) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(".walship-follow-restore");
+    PathBuf::from(s)
+}
+
+fn discard(staged: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut s = staged.as_os_str().to_owned();
+        s.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(s));
+    }
+}
+
+/// Restores the latest state beside `output` and returns it with the position it holds.
+async fn fresh_restore(
+    replica: &DynReplica,
+    age: &Age,
+    output: &Path,
+    parallelism: usize,
+) -> Result<(PathBuf, Position)> {
+    let listing = Listing::fetch(replica.as_ref(), None).await?;
+    let plan = plan::plan(&listing, None, Target::Latest)?;
+    let staged = staging_for(output);
+    discard(&staged);
+    let res = async {
+        restore::execute(replica.clone(), age, &plan, &staged, parallelism).await?;
+        quick_check(&staged)?;
+        position_after(replica, age, &plan, output).await
+    }
+    .await;
+    match res {
+        Ok(pos) => Ok((staged, pos)),
+        Err(e) => {
+            discard(&staged);
+            Err(e)
+        }
+    }
+}
+
+fn quick_check(db: &Path) -> Result<()> {
+    let conn = Connection::open(db).map_err(|e| Error::sqlite("quick_check", e))?;
+    let ok: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite("quick_check", e))?;
+    if ok != "ok" {
+        return Err(Error::corrupt(format!(
+            "the restored database fails quick_check: {ok}"
+        )));
+    }
+    Ok(())
+}
+
+/// The position a restore of `plan` reached: the last commit of its last index, found by
+/// reading that index again (one index, bounded by the primary's checkpoint thresholds).
+async fn position_after(
+    replica: &DynReplica,
+    age: &Age,
+    plan: &Plan,
+    output: &Path,
+) -> Result<Position> {
+    let g = plan.generation.clone();
+    let Some((index, segs)) = plan.indexes.last() else {
+        let index = plan.snapshot.index;
+        return Ok(Position {
+            after: format!("{}{index:08x}_", layout::wal_prefix(&g)),
+            generation: g,
+            index,
+            offset: 0,
+            header: None,
+            seed: (0, 0),
+        });
+    };
+    let file = tempfile_beside(output)?;
+    let mut end = 0u64;
+    let mut segments = Vec::new();
+    for s in segs {
+        let w = restore::Skip {
+            inner: std::io::BufWriter::new(file.try_clone().map_err(|e| Error::io("spool", e))?),
+            left: end.saturating_sub(s.offset),
+        };
+        let (n, w) =
+            restore::download_decoded(replica.clone(), age, s.key.clone(), "spool", w).await?;
+        let mut inner = w.inner;
+        std::io::Write::flush(&mut inner).map_err(|e| Error::io("spool", e))?;
+        end = end.max(s.offset + n);
+        segments.push((s.key.clone(), s.offset, s.offset + n, s.created));
+    }
+    let sc = apply::scan_spool(&file, 0, 0, None, (0, 0))?;
+    Ok(match sc.commits.last() {
+        Some(c) => Position {
+            generation: g,
+            index: *index,
+            offset: c.end,
+            header: Some(sc.header),
+            seed: c.seed,
+            after: after_key(&segments, c.end),
+        },
+        None => Position {
+            after: format!("{}{index:08x}_", layout::wal_prefix(&g)),
+            generation: g,
+            index: *index,
+            offset: 0,
+            header: None,
+            seed: (0, 0),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_continue_after_what_is_wholly_applied() {
+        let t = SystemTime::UNIX_EPOCH;
+        let segs = vec![
+            ("g/wal/00000001_00000000.wal.lz4".to_owned(), 0, 100, t),
+            ("g/wal/00000001_00000064.wal.lz4".to_owned(), 100, 250, t),
+        ];
+        // Everything applied: continue after the last segment.
+        assert_eq!(after_key(&segs, 250), "g/wal/00000001_00000064.wal.lz4");
+        // Its tail not applied: list that segment again (the bare name sorts before its key).
+        assert_eq!(after_key(&segs, 180), "g/wal/00000001_00000064");
+        assert!("g/wal/00000001_00000064" < "g/wal/00000001_00000064.wal.lz4");
+        assert_eq!(after_key(&segs, 40), "g/wal/00000001_00000000");
+    }
+}
