@@ -10,6 +10,7 @@ use super::procstat::{cpu_secs, status_kib};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use walship_integration::faults::{FaultPlan, FaultProxy};
 use walship_integration::latency::LatencyProxy;
 use walship_integration::s3::S3Target;
 use walship_integration::{app_conn, Proc, Writer};
@@ -24,6 +25,8 @@ pub struct ManyOpts {
     pub sync_interval: String,
     /// walship's `release-after` for the entry; None: its default (1m for a directory entry).
     pub release_after: Option<String>,
+    /// Seconds from start during which the S3 link fails; 0: never.
+    pub fault_secs: f64,
 }
 
 /// What one tool did.
@@ -90,6 +93,38 @@ fn config(
     c
 }
 
+/// Databases with a snapshot in the S3 bucket (listed straight from the server, not through the
+/// counting proxy).
+fn s3_snapshots(t: &S3Target, bucket: &str) -> usize {
+    let sdk = t.sdk();
+    walship_integration::block_on(async {
+        let mut dbs = std::collections::HashSet::new();
+        let mut token = None;
+        loop {
+            let Ok(page) = sdk
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix("tenants/")
+                .set_continuation_token(token)
+                .send()
+                .await
+            else {
+                return 0;
+            };
+            for o in page.contents() {
+                let key = o.key().unwrap_or_default();
+                if key.ends_with(".snapshot.lz4") {
+                    dbs.insert(key.split('/').nth(1).unwrap_or_default().to_string());
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return dbs.len(),
+            }
+        }
+    })
+}
+
 fn has_snapshot(replica: &Path) -> bool {
     walship_integration::files(replica)
         .iter()
@@ -118,8 +153,26 @@ pub fn run(
         )
         .unwrap();
     }
-    let proxy = LatencyProxy::in_front_of(&t.endpoint, Duration::ZERO)
-        .unwrap_or_else(|e| panic!("many: proxy before {}: {e}", t.endpoint));
+    // Counting proxy -> (fault proxy, when asked) -> S3.
+    let faults = (o.fault_secs > 0.0).then(|| {
+        let upstream = t
+            .endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let f = FaultProxy::start(
+            upstream.parse().expect("S3 endpoint http://IP:PORT"),
+            FaultPlan {
+                rate: 0.3,
+                stall: Duration::from_secs(2),
+                ..FaultPlan::default()
+            },
+        );
+        f.set_enabled(true);
+        f
+    });
+    let upstream = faults.as_ref().map_or(t.endpoint.clone(), |f| f.endpoint());
+    let proxy = LatencyProxy::in_front_of(&upstream, Duration::ZERO)
+        .unwrap_or_else(|e| panic!("many: proxy before {upstream}: {e}"));
     let bucket = walship_integration::block_on(t.new_bucket(&format!("many-{name}")));
     let s3 = |path: &str| s3_replica(t, &proxy, &bucket, path, &o.sync_interval);
     let cfg = d.path().join("litestream.yml");
@@ -147,6 +200,32 @@ pub fn run(
             o.n,
             t0.elapsed()
         ));
+    }
+    // The idle window starts once the S3 replicas caught up too: a slow store still taking first
+    // snapshots is start-up, not idle cost.
+    let mut in_s3 = 0;
+    while Instant::now() < deadline {
+        in_s3 = s3_snapshots(t, &bucket);
+        if in_s3 >= o.n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    if in_s3 < o.n {
+        warn(format!(
+            "many: {name}: {} of {} databases without a snapshot in S3 after {:?}",
+            o.n - in_s3,
+            o.n,
+            t0.elapsed()
+        ));
+    }
+    if let Some(f) = &faults {
+        let until = t0 + Duration::from_secs_f64(o.fault_secs);
+        if let Some(d) = until.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        f.set_enabled(false);
+        eprintln!("many: {name}: faults off, {}", f.counts.summary());
     }
     std::thread::sleep(Duration::from_secs_f64(o.warm_secs));
 
@@ -227,20 +306,48 @@ pub fn run(
         warn(format!("many: {name}: replicate exited {code}"));
     }
     let log = p.log_text();
-    let errors = log
+    let errors: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("ERROR") || l.contains("level=ERROR"))
-        .count();
-    if errors > 0 {
-        warn(format!("many: {name}: {errors} error lines in its log"));
+        .collect();
+    if !errors.is_empty() {
+        warn(format!(
+            "many: {name}: {} error lines in its log; the first of each kind:\n{}",
+            errors.len(),
+            error_samples(&errors, 6)
+        ));
     }
     out
+}
+
+/// Up to `max` error lines, one per kind (the text after the database path), each cut to a
+/// readable length: a failed CI run shows why without its logs.
+fn error_samples(lines: &[&str], max: usize) -> String {
+    let mut kinds: Vec<String> = Vec::new();
+    let mut shown = Vec::new();
+    for l in lines {
+        // Databases differ only in their numbers: the kind is the line without digits.
+        let kind: String = l
+            .chars()
+            .skip_while(|c| !c.is_alphabetic())
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        if kinds.contains(&kind) {
+            continue;
+        }
+        kinds.push(kind);
+        shown.push(format!("    {}", l.chars().take(400).collect::<String>()));
+        if shown.len() == max {
+            break;
+        }
+    }
+    shown.join("\n")
 }
 
 /// The workload in one line, for the table's notes.
 pub fn describe(o: &ManyOpts) -> String {
     format!(
-        "many: {} databases (walship: one `dir` entry{}; v0.3.13: one entry each), two replicas each (a local directory, and S3 through a counting proxy), sync-interval {}, retention-check-interval 1m; warm-up {} s after every first snapshot, idle window {} s, then 1 % of the databases at 10 tx/s for {} s",
+        "many: {} databases (walship: one `dir` entry{}; v0.3.13: one entry each), two replicas each (a local directory, and S3 through a counting proxy), sync-interval {}, retention-check-interval 1m; warm-up {} s after every first snapshot (in both replicas){}, idle window {} s, then 1 % of the databases at 10 tx/s for {} s",
         o.n,
         o.release_after
             .as_ref()
@@ -248,6 +355,11 @@ pub fn describe(o: &ManyOpts) -> String {
             .unwrap_or_else(|| ", release-after 1m (default)".into()),
         o.sync_interval,
         o.warm_secs,
+        if o.fault_secs > 0.0 {
+            format!(", the S3 link failing for the first {} s", o.fault_secs)
+        } else {
+            String::new()
+        },
         o.idle_secs,
         o.write_secs
     )

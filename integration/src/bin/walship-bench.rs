@@ -49,6 +49,9 @@ struct Opts {
     many_idle_secs: f64,
     many_write_secs: f64,
     many_release_after: Option<String>,
+    /// `many`: seconds from start during which the S3 link fails (resets, dropped, cut and
+    /// stalled responses); the idle window after it must still be idle.
+    many_fault_secs: f64,
     /// `many`: walship alone (10,000 databases as v0.3.13 entries is beyond this machine).
     many_walship_only: bool,
 }
@@ -83,7 +86,7 @@ fn usage() -> ! {
         "usage: walship-bench [--quick] [--check] [--only steady|lag|saturating|big|idle|history|indexes]... \
          [--steady-secs N] [--sat-secs N] [--big-gib X] [--idle-secs N] [--idle-dbs N] [--sync-interval D] \
          [--lag-intervals D,D...] [--history-segments N,N...] [--history-delay-ms N] [--indexes-secs N]\n\
-         [--many-dbs N] [--many-warm-secs N] [--many-idle-secs N] [--many-write-secs N] [--many-release-after D] [--many-walship-only]\n\
+         [--many-dbs N] [--many-warm-secs N] [--many-idle-secs N] [--many-write-secs N] [--many-release-after D] [--many-fault-secs N] [--many-walship-only]\n\
          env: WALSHIP_BIN (default target/release/walship), LITESTREAM_BIN (default `litestream` on PATH), \
          BENCH_KEEP=1 (keep the indexes workload's directories and logs, named on stderr)"
     );
@@ -111,6 +114,7 @@ fn parse_args() -> Opts {
             many_idle_secs: 40.0,
             many_write_secs: 10.0,
             many_release_after: Some("5s".into()),
+            many_fault_secs: 0.0,
             many_walship_only: false,
         }
     } else {
@@ -131,6 +135,7 @@ fn parse_args() -> Opts {
             many_idle_secs: 180.0,
             many_write_secs: 30.0,
             many_release_after: None,
+            many_fault_secs: 0.0,
             many_walship_only: false,
         }
     };
@@ -196,6 +201,7 @@ fn parse_args() -> Opts {
             "--many-idle-secs" => o.many_idle_secs = num(&v),
             "--many-write-secs" => o.many_write_secs = num(&v),
             "--many-release-after" => o.many_release_after = Some(v),
+            "--many-fault-secs" => o.many_fault_secs = num(&v),
             "--only" => {
                 if ![
                     "steady",
@@ -1215,9 +1221,23 @@ fn main() {
 /// `many`: walship with one directory entry, v0.3.13 with one entry per database, both with a
 /// local and an S3 replica per database (requests counted at a proxy).
 fn many_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<String>) {
-    let Some(t) = walship_integration::s3::S3Target::from_env() else {
-        warn("many: no S3 server (TEST_S3_ENDPOINT unset; scripts/test.sh sets it)".into());
-        return;
+    // A private SeaweedFS when the suite's binary is known: after the whole test suite the shared
+    // server holds hundreds of buckets and may be busy with its own housekeeping, which is not
+    // what an idle fleet costs. The shared server otherwise.
+    let dir = tempfile::tempdir().unwrap();
+    let private = std::env::var_os("TEST_WEED_BIN")
+        .is_some()
+        .then(|| walship_integration::weed::WeedServer::start(dir.path()))
+        .flatten();
+    let t = match &private {
+        Some(w) => w.target(),
+        None => match walship_integration::s3::S3Target::from_env() {
+            Some(t) => t,
+            None => {
+                warn("many: no S3 server (TEST_S3_ENDPOINT unset; scripts/test.sh sets it)".into());
+                return;
+            }
+        },
     };
     let mo = bench::many::ManyOpts {
         n: o.many_dbs,
@@ -1226,8 +1246,17 @@ fn many_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<Stri
         write_secs: o.many_write_secs,
         sync_interval: SYNC_INTERVAL.get().cloned().unwrap_or_else(|| "1s".into()),
         release_after: o.many_release_after.clone(),
+        fault_secs: o.many_fault_secs,
     };
     notes.push(bench::many::describe(&mo));
+    notes.push(format!(
+        "many: S3 is {}",
+        if private.is_some() {
+            "a private SeaweedFS started for this workload (the suite's shared one has served every test by then)"
+        } else {
+            "the suite's server (TEST_S3_ENDPOINT)"
+        }
+    ));
     let r: Vec<bench::many::Many> = tools
         .iter()
         .take(if o.many_walship_only { 1 } else { 2 })
