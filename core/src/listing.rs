@@ -38,6 +38,25 @@ pub struct SegmentInfo {
     pub key: String,
 }
 
+impl SegmentInfo {
+    /// The segment a listed object is, given what its key says (`layout::parse_key`).
+    pub fn listed(
+        generation: String,
+        index: u32,
+        offset: u64,
+        o: crate::replica::ObjectMeta,
+    ) -> SegmentInfo {
+        SegmentInfo {
+            generation,
+            index,
+            offset,
+            size: o.size,
+            created: o.modified,
+            key: o.key,
+        }
+    }
+}
+
 /// Everything under `generations/`, sorted by (generation, index[, offset]).
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
@@ -81,14 +100,9 @@ impl Listing {
                     generation,
                     index,
                     offset,
-                }) => l.segments.push(SegmentInfo {
-                    generation,
-                    index,
-                    offset,
-                    size: o.size,
-                    created: o.modified,
-                    key: o.key,
-                }),
+                }) => l
+                    .segments
+                    .push(SegmentInfo::listed(generation, index, offset, o)),
                 None => {}
             }
         }

@@ -273,14 +273,7 @@ impl Follower {
                     generation,
                     index,
                     offset,
-                }) if generation == g => Some(SegmentInfo {
-                    generation,
-                    index,
-                    offset,
-                    size: o.size,
-                    created: o.modified,
-                    key: o.key,
-                }),
+                }) if generation == g => Some(SegmentInfo::listed(generation, index, offset, o)),
                 _ => None,
             })
             .collect();
