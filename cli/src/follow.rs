@@ -16,12 +16,19 @@ pub struct FollowArgs<'a> {
     pub interval: Duration,
     pub parallelism: usize,
     pub target: &'a str,
+    /// `-addr`: serve the follower's metrics there.
+    pub addr: Option<&'a str>,
 }
 
 pub async fn run(a: FollowArgs<'_>) -> Result<i32> {
     if a.interval.is_zero() {
         bail!("invalid -follow-interval: must be more than 0");
     }
+    // Bound first: a bad or busy address fails before anything is restored.
+    let listener = match a.addr {
+        Some(addr) => Some(crate::metrics::listen(addr).await?),
+        None => None,
+    };
     let (db_path, replicas) = setup::replicas_for(a.target, a.config, a.no_expand_env, a.replica)?;
     let output = match (a.output.clone(), db_path) {
         (Some(o), _) => setup::abs_path(&o.to_string_lossy())?,
@@ -66,6 +73,18 @@ pub async fn run(a: FollowArgs<'_>) -> Result<i32> {
         ..FollowOptions::every(a.interval)
     };
     let mut f = Follower::start(replica, age, &output, opts).await?;
+    let _metrics = listener.map(|l| {
+        let status = f.status();
+        let shown = output.display().to_string();
+        let render = move || {
+            let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            crate::metrics::render_follow(&shown, &s)
+        };
+        AbortOnDrop(tokio::spawn(crate::metrics::serve_with(
+            l,
+            std::sync::Arc::new(render),
+        )))
+    });
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -78,4 +97,13 @@ pub async fn run(a: FollowArgs<'_>) -> Result<i32> {
     f.run(stop).await?;
     tracing::info!(position = %f.position(), "following stopped");
     Ok(0)
+}
+
+/// Stops the metrics server with the follower.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

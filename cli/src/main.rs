@@ -190,6 +190,10 @@ enum Cmd {
             value_name = "DURATION"
         )]
         follow_interval: String,
+        /// With -f: serve the follower's Prometheus metrics (its lag, position, commits applied)
+        /// on this address, as `replicate`'s `addr:` does (`:9091` binds every interface).
+        #[arg(long = "addr", value_name = "ADDR", requires = "follow")]
+        addr: Option<String>,
         /// Restore every database of a directory entry into OUT_DIR (each at its relative
         /// path): the target is then the entry's `dir`, or a replica URL of its location.
         #[arg(long = "dir", value_name = "OUT_DIR", conflicts_with_all = ["output", "generation", "index"])]
@@ -366,6 +370,7 @@ const VALUE_FLAGS: &[&str] = &[
     "dir",
     "concurrency",
     "follow-interval",
+    "addr",
 ];
 
 /// walship's own crates: the configured level applies to them. Libraries log at warnings and
@@ -658,6 +663,7 @@ async fn run(cli: Cli) -> i32 {
                 replica,
                 parallelism,
                 follow_interval,
+                addr,
                 target,
                 ..
             } => {
@@ -671,6 +677,7 @@ async fn run(cli: Cli) -> i32 {
                     interval,
                     parallelism: parallelism.max(1) as usize,
                     target: &target,
+                    addr: addr.as_deref(),
                 })
                 .await
             }

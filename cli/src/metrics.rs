@@ -478,6 +478,86 @@ fn aggregates(out: &mut String, h: &Health, ops: &Ops) {
     );
 }
 
+/// The Prometheus text of a follower (`restore -f -addr`).
+pub fn render_follow(output: &str, s: &walship_core::follow::FollowStatus) -> String {
+    let now = SystemTime::now();
+    let secs = |t: Option<SystemTime>| {
+        t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let label = format!("output=\"{}\"", esc(output));
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, labels: &str, v: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    };
+    family(
+        "walship_follow_lag_seconds",
+        "gauge",
+        "Seconds since the output last held everything its replica held (about -follow-interval while it keeps up)",
+        &label,
+        s.lag(now).as_secs_f64(),
+    );
+    family(
+        "walship_follow_last_poll_timestamp_seconds",
+        "gauge",
+        "Unix time of the last poll that reached the replica (0: none yet)",
+        &label,
+        secs(s.last_poll),
+    );
+    family(
+        "walship_follow_applied_upload_timestamp_seconds",
+        "gauge",
+        "Upload time of the newest WAL segment applied to the output (0: none since start)",
+        &label,
+        secs(s.applied_upload),
+    );
+    family(
+        "walship_follow_commits_total",
+        "counter",
+        "Transactions of the primary applied to the output since start",
+        &label,
+        s.commits as f64,
+    );
+    family(
+        "walship_follow_rebases_total",
+        "counter",
+        "Fresh restores that replaced the output since start (a new generation, lost or damaged segments)",
+        &label,
+        s.rebases as f64,
+    );
+    family(
+        "walship_follow_poll_errors_total",
+        "counter",
+        "Polls of the replica that failed since start",
+        &label,
+        s.poll_errors as f64,
+    );
+    family(
+        "walship_follow_wal_index",
+        "gauge",
+        "WAL index of the position the output holds",
+        &label,
+        f64::from(s.index),
+    );
+    family(
+        "walship_follow_wal_offset",
+        "gauge",
+        "WAL offset of the position the output holds",
+        &label,
+        s.offset as f64,
+    );
+    family(
+        "walship_follow_generation_info",
+        "gauge",
+        "The generation the output follows",
+        &format!("{label},generation=\"{}\"", esc(&s.generation)),
+        1.0,
+    );
+    out
+}
+
 /// `addr` as v0.3.13 reads it: `:9090` binds every interface; the port is mandatory.
 pub fn bind_addr(addr: &str) -> Result<String> {
     let (host, port) = addr
@@ -517,8 +597,13 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a response may take to be read.
 const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves `/metrics` until the task is dropped.
+/// Serves `replicate`'s `/metrics` until the task is dropped.
 pub async fn serve(l: tokio::net::TcpListener, h: Arc<crate::health::Shared>, ops: Arc<Ops>) {
+    serve_with(l, Arc::new(move || render(&h.get(), &ops))).await
+}
+
+/// Serves `/metrics` as `render` writes it, until the task is dropped.
+pub async fn serve_with(l: tokio::net::TcpListener, render: Arc<dyn Fn() -> String + Send + Sync>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -533,7 +618,7 @@ pub async fn serve(l: tokio::net::TcpListener, h: Arc<crate::health::Shared>, op
                 continue;
             }
         };
-        let (h, ops) = (h.clone(), ops.clone());
+        let render = render.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let mut buf = Vec::with_capacity(1024);
@@ -559,7 +644,7 @@ pub async fn serve(l: tokio::net::TcpListener, h: Arc<crate::health::Shared>, op
                 ("GET" | "HEAD", "/metrics") => (
                     "200 OK",
                     "text/plain; version=0.0.4; charset=utf-8",
-                    render(&h.get(), &ops),
+                    render(),
                 ),
                 ("GET" | "HEAD", _) => {
                     ("404 Not Found", "text/plain", "404 page not found\n".into())
@@ -602,6 +687,41 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn a_follower_renders_its_position_and_lag() {
+        let now = SystemTime::now();
+        let s = walship_core::follow::FollowStatus {
+            generation: "0123456789abcdef".into(),
+            index: 3,
+            offset: 4152,
+            started: Some(now - std::time::Duration::from_secs(100)),
+            caught_up: Some(now - std::time::Duration::from_secs(7)),
+            commits: 12,
+            poll_errors: 2,
+            ..Default::default()
+        };
+        let text = render_follow("/var/lib/app/\"r\".db", &s);
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name}{{")))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+        };
+        let lag = value("walship_follow_lag_seconds");
+        assert!((7.0..8.0).contains(&lag), "{lag}");
+        assert_eq!(value("walship_follow_commits_total"), 12.0);
+        assert_eq!(value("walship_follow_poll_errors_total"), 2.0);
+        assert_eq!(value("walship_follow_wal_index"), 3.0);
+        assert_eq!(value("walship_follow_wal_offset"), 4152.0);
+        // Never polled: 0, not a made-up time.
+        assert_eq!(value("walship_follow_last_poll_timestamp_seconds"), 0.0);
+        assert!(text.contains(
+            "walship_follow_generation_info{output=\"/var/lib/app/\\\"r\\\".db\",generation=\"0123456789abcdef\"} 1"
+        ), "{text}");
+        assert!(text.contains("# TYPE walship_follow_commits_total counter"));
     }
 
     #[test]

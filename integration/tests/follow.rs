@@ -373,3 +373,229 @@ fn a_follower_follows_a_litestream_replica() {
     assert_eq!(rep.stop(), 0);
     assert_eq!(integrity(&s.out), "ok");
 }
+
+/// A `metrics` value of a scrape (the first series of that name).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the scrape:\n{text}"))
+}
+
+/// A follower of an S3 replica (a private SeaweedFS, stopped and started again by the test) at
+/// the runbook's sync-interval 1s and the default follow-interval 1s: its `-addr` metrics show
+/// commits applied and a lag of about the follow interval; while the store is down the output
+/// keeps its last state (readable, intact), polls fail, the lag grows and the log says so once;
+/// when the store is back the follower catches up and says so.
+#[test]
+fn a_follower_of_s3_keeps_its_state_while_the_store_is_down_and_reports_its_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut weed) = walship_integration::weed::WeedServer::start(&dir.path().join("weed"))
+    else {
+        return;
+    };
+    let t = weed.target();
+    let bucket = block_on(t.new_bucket("follow"));
+    let db = dir.path().join("app.db");
+    let cfg = dir.path().join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {db}\n    replicas:\n      - type: s3\n        bucket: {bucket}\n        path: app\n        endpoint: {endpoint}\n        region: {region}\n        force-path-style: true\n        access-key-id: {ak}\n        secret-access-key: {sk}\n        sync-interval: 1s\n",
+            db = db.display(),
+            endpoint = t.endpoint,
+            region = t.region,
+            ak = t.access_key,
+            sk = t.secret_key,
+        ),
+    )
+    .unwrap();
+    let c = primary(&db);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let mut rep = Proc::spawn(
+        &walship_bin(),
+        &["replicate", "-config", cfg.to_str().unwrap()],
+        &dir.path().join("replicate.log"),
+    );
+    let out = dir.path().join("follower").join("replica.db");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let addr = format!("127.0.0.1:{}", walship_integration::sftp::free_port());
+    let spawn_follower = || {
+        Proc::spawn(
+            &walship_bin(),
+            &[
+                "restore",
+                "-f",
+                "-addr",
+                &addr,
+                "-config",
+                cfg.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                db.to_str().unwrap(),
+            ],
+            &dir.path().join("follow.log"),
+        )
+    };
+    // The first restore needs a snapshot: retried until replicate has shipped one.
+    let mut f = spawn_follower();
+    let t0 = Instant::now();
+    while f.wait_exit(Duration::from_millis(500)).is_some() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the follower could not start:\n{}",
+            f.log_text()
+        );
+        f = spawn_follower();
+    }
+    let equal = |f: &mut Proc, what: &str| {
+        let want = digest(&db);
+        wait_until(Duration::from_secs(60), what, || {
+            assert!(
+                f.wait_exit(Duration::ZERO).is_none(),
+                "the follower exited:\n{}",
+                f.log_text()
+            );
+            out.exists() && digest_or_empty(&out) == want
+        });
+    };
+    for _ in 0..200 {
+        let _ = transfer(&c, &mut rng);
+    }
+    equal(&mut f, "the follower caught up");
+    let m = scrape(&addr, "/metrics");
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert!(metric(&m, "walship_follow_commits_total") >= 1.0, "{m}");
+    assert_eq!(metric(&m, "walship_follow_poll_errors_total"), 0.0, "{m}");
+    // Caught up at the last poll: the lag is about the follow interval (1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let lag = metric(&scrape(&addr, "/metrics"), "walship_follow_lag_seconds");
+    assert!(lag < 2.5, "lag {lag} s while keeping up");
+
+    // The store goes away: the output keeps its last state.
+    let held = digest(&out);
+    weed.stop();
+    for _ in 0..100 {
+        let _ = transfer(&c, &mut rng);
+    }
+    // A poll fails once its retries (about 3 s of backoff) are spent.
+    wait_until(Duration::from_secs(30), "a failed poll", || {
+        metric(
+            &scrape(&addr, "/metrics"),
+            "walship_follow_poll_errors_total",
+        ) >= 1.0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        digest(&out),
+        held,
+        "the output changed while the store was down"
+    );
+    assert_eq!(integrity(&out), "ok");
+    let lag = metric(&scrape(&addr, "/metrics"), "walship_follow_lag_seconds");
+    assert!(
+        lag >= 4.0,
+        "lag {lag} s after more than 4 s without the store"
+    );
+    let log = f.log_text();
+    assert_eq!(
+        log.matches("following: poll failed").count(),
+        1,
+        "one error line for one outage:\n{log}"
+    );
+
+    // Back: the follower catches up with what the primary shipped meanwhile.
+    weed.restart();
+    for _ in 0..50 {
+        let _ = transfer(&c, &mut rng);
+    }
+    equal(&mut f, "the follower caught up after the outage");
+    assert!(
+        f.log_text()
+            .contains("following: the replica answers again"),
+        "{}",
+        f.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let lag = metric(&scrape(&addr, "/metrics"), "walship_follow_lag_seconds");
+    assert!(lag < 2.5, "lag {lag} s after the outage");
+    assert_eq!(f.stop(), 0, "{}", f.log_text());
+    assert_eq!(rep.stop(), 0, "{}", rep.log_text());
+    assert_eq!(integrity(&out), "ok");
+}
+
+/// Retention deletes the WAL segments a stopped follower still needs (the primary snapshots every
+/// 2 s and keeps 2 s): the follower, continued, finds the gap, waits its grace, then restores
+/// afresh from a snapshot in one transaction, logs why, and ends equal to the primary.
+#[test]
+fn a_follower_whose_segments_retention_deleted_restores_afresh() {
+    let s = setup();
+    std::fs::write(
+        &s.cfg,
+        format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - type: file\n        path: {}\n        sync-interval: 1s\n        snapshot-interval: 2s\n        retention: 2s\n        retention-check-interval: 1s\n",
+            s.db.display(),
+            s.dir.path().join("replica").display()
+        ),
+    )
+    .unwrap();
+    let mut rep = replicate(&s, "replicate.log");
+    let mut f = follow(&s, "follow.log");
+    let c = primary(&s.db);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(24);
+    for _ in 0..100 {
+        let _ = transfer(&c, &mut rng);
+    }
+    wait_equal(&s, &mut f, "before the pause");
+    let wal_indexes = || -> Vec<u32> {
+        files(&s.dir.path().join("replica"))
+            .iter()
+            .filter_map(|p| {
+                let name = p.rsplit('/').next()?;
+                name.strip_suffix(".wal.lz4")?;
+                u32::from_str_radix(name.split('_').next()?, 16).ok()
+            })
+            .collect()
+    };
+    let held = wal_indexes().into_iter().max().unwrap_or(0);
+    unsafe { libc::kill(f.pid(), libc::SIGSTOP) };
+    // New WAL indexes, snapshots and retention until nothing up to the follower's next index is
+    // left in the replica.
+    let t0 = Instant::now();
+    while wal_indexes().iter().any(|&i| i <= held + 1) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "retention never removed WAL index {:08x}: {:?}",
+            held + 1,
+            files(&s.dir.path().join("replica"))
+        );
+        for _ in 0..20 {
+            let _ = transfer(&c, &mut rng);
+        }
+        // Without waiting: walship's read mark can hold TRUNCATE back; its own checkpoints at
+        // the default thresholds start new indexes too.
+        c.busy_timeout(Duration::from_millis(50)).unwrap();
+        let _ = c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    unsafe { libc::kill(f.pid(), libc::SIGCONT) };
+    for _ in 0..20 {
+        let _ = transfer(&c, &mut rng);
+    }
+    wait_equal(
+        &s,
+        &mut f,
+        "after retention removed what the follower needed",
+    );
+    let log = f.log_text();
+    assert!(
+        log.contains("a WAL segment the follower needs is missing from the replica")
+            && log.contains("following: restored afresh"),
+        "{log}"
+    );
+    assert_eq!(f.stop(), 0, "{log}");
+    assert_eq!(rep.stop(), 0);
+    assert_eq!(integrity(&s.out), "ok");
+}

@@ -83,6 +83,43 @@ pub enum Step {
     },
 }
 
+/// What a follower reports (its `-addr` metrics, its log), shared with whoever serves it.
+#[derive(Debug, Clone, Default)]
+pub struct FollowStatus {
+    /// The position the output holds: generation, WAL index, offset of a commit's end.
+    pub generation: String,
+    /// See `generation`.
+    pub index: u32,
+    /// See `generation`.
+    pub offset: u64,
+    /// When the follower started (the lag counts from it until the first catch-up).
+    pub started: Option<SystemTime>,
+    /// The last poll that reached the replica.
+    pub last_poll: Option<SystemTime>,
+    /// The last poll after which the output held everything the replica held.
+    pub caught_up: Option<SystemTime>,
+    /// Upload time of the newest WAL segment applied.
+    pub applied_upload: Option<SystemTime>,
+    /// Commits of the primary applied since start.
+    pub commits: u64,
+    /// Re-bases since start: fresh restores that replaced the output's content.
+    pub rebases: u64,
+    /// Polls that failed since start.
+    pub poll_errors: u64,
+}
+
+impl FollowStatus {
+    /// Time since the output last held everything the replica held: about the follow interval
+    /// while the follower keeps up, growing while it is behind or cannot reach the replica. The
+    /// primary's own lag (commit to replica) adds to it; its `-addr` metrics show that one.
+    pub fn lag(&self, now: SystemTime) -> Duration {
+        self.caught_up
+            .or(self.started)
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default()
+    }
+}
+
 /// A follower of one replica, writing one output database.
 pub struct Follower {
     replica: DynReplica,
@@ -94,8 +131,7 @@ pub struct Follower {
     opts: FollowOptions,
     generation_checked: Instant,
     gap_since: Option<Instant>,
-    /// Upload time of the newest segment applied: the follower's lag behind the replica.
-    newest_applied: Option<SystemTime>,
+    status: std::sync::Arc<std::sync::Mutex<FollowStatus>>,
 }
 
 impl Follower {
@@ -194,8 +230,39 @@ impl Follower {
             opts,
             generation_checked: Instant::now(),
             gap_since: None,
-            newest_applied: None,
+            status: std::sync::Arc::new(std::sync::Mutex::new(FollowStatus {
+                started: Some(SystemTime::now()),
+                ..FollowStatus::default()
+            })),
         }
+        .noted(|_| {})
+    }
+
+    /// Updates the shared status (the position always, then `f`).
+    fn note(&self, f: impl FnOnce(&mut FollowStatus)) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.generation.clone_from(&self.pos.generation);
+        s.index = self.pos.index;
+        s.offset = self.pos.offset;
+        f(&mut s);
+    }
+
+    fn noted(self, f: impl FnOnce(&mut FollowStatus)) -> Self {
+        self.note(f);
+        self
+    }
+
+    /// The status this follower keeps up to date, for metrics.
+    pub fn status(&self) -> std::sync::Arc<std::sync::Mutex<FollowStatus>> {
+        self.status.clone()
+    }
+
+    /// A copy of the status now.
+    pub fn status_now(&self) -> FollowStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// `generation/index:offset`, as walship logs positions.
@@ -206,18 +273,19 @@ impl Follower {
         )
     }
 
-    /// Upload time of the newest segment applied (None before the first one this run).
-    pub fn newest_applied(&self) -> Option<SystemTime> {
-        self.newest_applied
-    }
-
     /// Polls until `stop` resolves: applies what is new, waits `interval` when nothing is. A
     /// store that cannot be reached is logged and tried again; the output keeps its last state.
     pub async fn run(&mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         tokio::pin!(stop);
         let mut failing = false;
+        let mut report = Report::new();
         loop {
-            let wait = match self.poll().await {
+            let polled = self.poll().await;
+            if polled.is_err() {
+                self.note(|s| s.poll_errors += 1);
+            }
+            report.maybe(&self.status_now());
+            let wait = match polled {
                 Ok(Step::Applied { more: true, .. }) => Duration::ZERO,
                 Ok(_) => {
                     if failing {
@@ -285,6 +353,14 @@ impl Follower {
             }
             r => r?,
         };
+        let now = SystemTime::now();
+        let caught_up = !gathered.gap && !gathered.more;
+        self.note(|s| {
+            s.last_poll = Some(now);
+            if caught_up {
+                s.caught_up = Some(now);
+            }
+        });
         if gathered.gap && gathered.commits == 0 {
             let since = *self.gap_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.opts.gap_grace {
@@ -327,6 +403,12 @@ impl Follower {
         self.pos = pos;
         self.gap_since = None;
         self.generation_checked = Instant::now();
+        let now = SystemTime::now();
+        self.note(|s| {
+            s.rebases += 1;
+            s.last_poll = Some(now);
+            s.caught_up = Some(now);
+        });
         tracing::info!(output = %self.output.display(), position = %self.position(), "following: restored afresh");
         Ok(())
     }
@@ -509,15 +591,54 @@ impl Follower {
             .filter(|(_, start, _, _)| *start < last.end)
             .map(|(_, _, _, t)| *t)
             .max();
-        if newest.is_some() {
-            self.newest_applied = newest;
-        }
         tracing::debug!(position = %format!("{}/{:08x}:{}", pos.generation, pos.index, pos.offset), commits = g.commits, pages = pages.len(), "following: applied");
         self.pos = pos;
+        self.note(|s| {
+            s.commits += g.commits as u64;
+            if newest.is_some() {
+                s.applied_upload = newest;
+            }
+        });
         Ok(Step::Applied {
             commits: g.commits,
             more: g.more,
         })
+    }
+}
+
+/// The follower's periodic log line: once a minute when commits were applied or the lag is
+/// high, so a quiet follower stays quiet and a stuck one says so.
+struct Report {
+    last: Instant,
+    commits: u64,
+}
+
+impl Report {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn new() -> Report {
+        Report {
+            last: Instant::now(),
+            commits: 0,
+        }
+    }
+
+    fn maybe(&mut self, s: &FollowStatus) {
+        if self.last.elapsed() < Self::EVERY {
+            return;
+        }
+        let lag = s.lag(SystemTime::now());
+        let applied = s.commits - self.commits.min(s.commits);
+        if applied > 0 || lag >= Self::EVERY {
+            let position = format!("{}/{:08x}:{}", s.generation, s.index, s.offset);
+            if lag >= Self::EVERY {
+                tracing::warn!(position = %position, commits = applied, lag = ?lag, "following: behind the replica");
+            } else {
+                tracing::info!(position = %position, commits = applied, lag = ?lag, "following");
+            }
+        }
+        self.last = Instant::now();
+        self.commits = s.commits;
     }
 }
 
@@ -688,6 +809,21 @@ async fn position_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lag_counts_from_the_last_catch_up_else_from_the_start() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut s = FollowStatus {
+            started: Some(t),
+            ..FollowStatus::default()
+        };
+        assert_eq!(s.lag(t + Duration::from_secs(5)), Duration::from_secs(5));
+        s.caught_up = Some(t + Duration::from_secs(4));
+        assert_eq!(s.lag(t + Duration::from_secs(5)), Duration::from_secs(1));
+        // A clock that stepped back gives no lag rather than a panic.
+        assert_eq!(s.lag(t), Duration::ZERO);
+        assert_eq!(FollowStatus::default().lag(t), Duration::ZERO);
+    }
 
     #[test]
     fn listings_continue_after_what_is_wholly_applied() {

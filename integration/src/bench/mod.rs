@@ -3,6 +3,7 @@
 //!
 //! Compiled into the `walship-bench` binary only (via `#[path]`), not into the test harness.
 
+pub mod follow;
 pub mod history;
 pub mod lag;
 pub mod many;

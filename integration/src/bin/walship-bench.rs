@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release -p walship --bin walship
 //! cargo build --release -p walship-integration --bin walship-bench
-//! target/release/walship-bench [--quick] [--check] [--only steady|saturating|big|idle]...
+//! target/release/walship-bench [--quick] [--check] [--only WORKLOAD]...   (--help lists them)
 //! ```
 //!
 //! `--check` (the test script runs `--quick --check`) exits 1 when a promise of the README's
@@ -43,6 +43,11 @@ struct Opts {
     history_delay: Duration,
     /// `indexes`: seconds of the heavy writer.
     indexes_secs: f64,
+    /// `follow`: seconds at 200 tx/s, then seconds of a saturating writer.
+    follow_secs: f64,
+    follow_sat_secs: f64,
+    /// `follow`: the primary's sync-interval (the runbook's 1s unless told; 10s is its other).
+    follow_sync: String,
     /// `many`: databases, warm-up, idle window and writing seconds, walship's release-after.
     many_dbs: usize,
     many_warm_secs: f64,
@@ -59,6 +64,9 @@ struct Opts {
 /// Every replica's `sync-interval` (`--sync-interval`); 100ms unless told, the runbook uses 1s
 /// and 10s.
 static SYNC_INTERVAL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `follow`: issue 21's lag bound for the settings of this run, in ms.
+static FOLLOW_BOUND_MS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
 
 fn sync_interval() -> &'static str {
     SYNC_INTERVAL.get().map(String::as_str).unwrap_or("100ms")
@@ -83,9 +91,9 @@ fn config_at(dir: &Path, db: &Path, replica: &Path, sync: &str) -> PathBuf {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: walship-bench [--quick] [--check] [--only steady|lag|saturating|big|idle|history|indexes]... \
+        "usage: walship-bench [--quick] [--check] [--only steady|lag|saturating|big|idle|history|indexes|many|follow]... \
          [--steady-secs N] [--sat-secs N] [--big-gib X] [--idle-secs N] [--idle-dbs N] [--sync-interval D] \
-         [--lag-intervals D,D...] [--history-segments N,N...] [--history-delay-ms N] [--indexes-secs N]\n\
+         [--lag-intervals D,D...] [--history-segments N,N...] [--history-delay-ms N] [--indexes-secs N] [--follow-secs N] [--follow-sat-secs N] [--follow-sync-interval D]\n\
          [--many-dbs N] [--many-warm-secs N] [--many-idle-secs N] [--many-write-secs N] [--many-release-after D] [--many-fault-secs N] [--many-walship-only]\n\
          env: WALSHIP_BIN (default target/release/walship), LITESTREAM_BIN (default `litestream` on PATH), \
          BENCH_KEEP=1 (keep the indexes workload's directories and logs, named on stderr)"
@@ -109,6 +117,9 @@ fn parse_args() -> Opts {
             history_segments: vec![300],
             history_delay: Duration::from_millis(30),
             indexes_secs: 8.0,
+            follow_secs: 10.0,
+            follow_sat_secs: 5.0,
+            follow_sync: "1s".into(),
             many_dbs: 200,
             many_warm_secs: 12.0,
             many_idle_secs: 40.0,
@@ -130,6 +141,9 @@ fn parse_args() -> Opts {
             history_segments: vec![1000, 10_000],
             history_delay: Duration::from_millis(30),
             indexes_secs: 30.0,
+            follow_secs: 30.0,
+            follow_sat_secs: 20.0,
+            follow_sync: "1s".into(),
             many_dbs: 1000,
             many_warm_secs: 75.0,
             many_idle_secs: 180.0,
@@ -196,6 +210,15 @@ fn parse_args() -> Opts {
             }
             "--history-delay-ms" => o.history_delay = Duration::from_millis(num(&v) as u64),
             "--indexes-secs" => o.indexes_secs = num(&v),
+            "--follow-secs" => o.follow_secs = num(&v),
+            "--follow-sat-secs" => o.follow_sat_secs = num(&v),
+            "--follow-sync-interval" => {
+                if interval_secs(&v).is_none() {
+                    eprintln!("--follow-sync-interval: a duration such as 1s or 10s: {v}");
+                    usage();
+                }
+                o.follow_sync = v;
+            }
             "--many-dbs" => o.many_dbs = num(&v) as usize,
             "--many-warm-secs" => o.many_warm_secs = num(&v),
             "--many-idle-secs" => o.many_idle_secs = num(&v),
@@ -212,6 +235,7 @@ fn parse_args() -> Opts {
                     "history",
                     "indexes",
                     "many",
+                    "follow",
                 ]
                 .contains(&v.as_str())
                 {
@@ -378,6 +402,8 @@ fn print_table(rows: &[Row]) {
     println!("|---|---|---:|---:|---:|");
     for r in rows {
         let ratio = match (r.w.num(), r.l.num()) {
+            // Both columns are walship's follower there (of either tool's replica).
+            _ if r.workload == "follow" => "–".into(),
             (Some(w), Some(l)) if l != 0.0 => format!("{:.2}", w / l),
             _ => "–".into(),
         };
@@ -1179,6 +1205,9 @@ fn main() {
     if want("many") {
         many_rows(&o, &tools, &mut rows, &mut notes);
     }
+    if want("follow") {
+        follow_rows(&o, &tools, &mut rows, &mut notes);
+    }
 
     println!("## walship-bench");
     println!();
@@ -1216,6 +1245,60 @@ fn main() {
             rows.len()
         );
     }
+}
+
+/// `follow`: walship's follower of a replica walship writes, and of one v0.3.13 writes.
+fn follow_rows(o: &Opts, tools: &[Tool], rows: &mut Vec<Row>, notes: &mut Vec<String>) {
+    let Some(t) = walship_integration::s3::S3Target::from_env() else {
+        warn("follow: no S3 server (TEST_S3_ENDPOINT unset; scripts/test.sh sets it)".into());
+        return;
+    };
+    // The runbook's settings: sync-interval 1s (or 10s), the default follow-interval 1s.
+    let fo = bench::follow::FollowOpts {
+        steady_secs: o.follow_secs,
+        sat_secs: o.follow_sat_secs,
+        sync_interval: o.follow_sync.clone(),
+        follow_interval: "1s".into(),
+    };
+    let _ = FOLLOW_BOUND_MS.set(
+        (interval_secs(&fo.sync_interval).unwrap_or(1.0)
+            + interval_secs(&fo.follow_interval).unwrap_or(1.0)
+            + 1.0)
+            * 1e3,
+    );
+    notes.push(bench::follow::describe(&fo));
+    let r: Vec<bench::follow::Follow> = tools
+        .iter()
+        .map(|tool| bench::follow::run(tool.name, &tool.bin, &tools[0].bin, &t, &fo, &warn))
+        .collect();
+    let mut row = |m: &str, f: &dyn Fn(&bench::follow::Follow) -> Val| {
+        rows.push(Row {
+            workload: "follow",
+            metric: m.into(),
+            w: f(&r[0]),
+            l: f(&r[1]),
+        })
+    };
+    row("lag p50 at 200 tx/s (ms)", &|s| num(s.p50_ms, 0));
+    row("lag p99 at 200 tx/s (ms)", &|s| num(s.p99_ms, 0));
+    row("lag max at 200 tx/s (ms)", &|s| num(s.max_ms, 0));
+    row("commits never seen by a follower's reader", &|s| {
+        if s.p50_ms.is_none() {
+            Val::None
+        } else {
+            Val::Num(s.unseen as f64, 0)
+        }
+    });
+    row("follower CPU per 1k tx (ms)", &|s| num(s.cpu_ms_per_1k, 1));
+    row("follower peak RSS (MiB)", &|s| num(s.hwm_mib, 1));
+    row("saturating writer tx/s", &|s| num(s.sat_tx_per_s, 0));
+    row("lag p99 under the saturating writer (ms)", &|s| {
+        num(s.sat_p99_ms, 0)
+    });
+    row("catch-up after the saturating writer stops (s)", &|s| {
+        num(s.sat_catch_up_secs, 2)
+    });
+    row("follower output exact", &|s| yes_no(s.exact));
 }
 
 /// `many`: walship with one directory entry, v0.3.13 with one entry per database, both with a
@@ -1441,6 +1524,27 @@ fn check(rows: &[Row]) -> Vec<String> {
             && r.w.show() != "yes"
         {
             fail(r, format!("walship's replica restored as {}", r.w.show()));
+        }
+        if r.workload == "follow" {
+            // Both columns are walship's follower: each must keep issue 21's bound
+            // (sync-interval + follow-interval + 1 s), see every commit, end exact.
+            let bound = FOLLOW_BOUND_MS.get().copied().unwrap_or(3000.0);
+            for (v, col) in [
+                (&r.w, "of walship's replica"),
+                (&r.l, "of v0.3.13's replica"),
+            ] {
+                let x = v.num();
+                if m == "lag p99 at 200 tx/s (ms)" && x.is_none_or(|x| x > bound) {
+                    fail(r, format!("{} ms {col}, not <= {bound}", v.show()));
+                }
+                if m == "commits never seen by a follower's reader" && x != Some(0.0) {
+                    fail(r, format!("{} {col}", v.show()));
+                }
+                if m == "follower output exact" && v.show() != "yes" {
+                    fail(r, format!("{} {col}", v.show()));
+                }
+            }
+            continue;
         }
         if m.contains("idle store requests per database-hour") && w != Some(0.0) {
             fail(
