@@ -330,6 +330,8 @@ impl Follower {
             }
         }
         let g = self.pos.generation.clone();
+        // What the output holds once this poll's commits are applied is the replica as listed now.
+        let listed_at = SystemTime::now();
         let listed = self
             .replica
             .list_after(&layout::wal_prefix(&g), &self.pos.after)
@@ -353,12 +355,11 @@ impl Follower {
             }
             r => r?,
         };
-        let now = SystemTime::now();
         let caught_up = !gathered.gap && !gathered.more;
         self.note(|s| {
-            s.last_poll = Some(now);
-            if caught_up {
-                s.caught_up = Some(now);
+            s.last_poll = Some(listed_at);
+            if caught_up && gathered.commits == 0 {
+                s.caught_up = Some(listed_at);
             }
         });
         if gathered.gap && gathered.commits == 0 {
@@ -375,7 +376,11 @@ impl Follower {
             return Ok(Step::Idle);
         }
         self.generation_checked = Instant::now();
-        self.apply(gathered).await
+        let step = self.apply(gathered).await?;
+        if caught_up {
+            self.note(|s| s.caught_up = Some(listed_at));
+        }
+        Ok(step)
     }
 
     async fn rebase_step(&mut self, reason: &'static str) -> Result<Step> {
