@@ -129,6 +129,17 @@ impl S3Target {
         s
     }
 
+    /// One S3 replica item of a `replicas:` list (6-space indent) on this server, keys inline,
+    /// reached through `endpoint` (this server's, or a proxy's in front of it).
+    pub fn replica_yaml(&self, endpoint: &str, bucket: &str, path: &str, sync: &str) -> String {
+        format!(
+            "      - type: s3\n        bucket: {bucket}\n        path: {path}\n        endpoint: {endpoint}\n        region: {region}\n        force-path-style: true\n        access-key-id: {ak}\n        secret-access-key: {sk}\n        sync-interval: {sync}\n",
+            region = self.region,
+            ak = self.access_key,
+            sk = self.secret_key,
+        )
+    }
+
     /// Writes a litestream.yml (read by walship and by Litestream v0.3.13 alike) with one
     /// database and one S3 replica on this server, keys inline.
     pub fn write_config(
@@ -142,12 +153,9 @@ impl S3Target {
     ) -> std::path::PathBuf {
         let p = dir.join("litestream.yml");
         let text = format!(
-            "dbs:\n  - path: {db}\n{extra_db}    replicas:\n      - type: s3\n        bucket: {bucket}\n        path: {path}\n        endpoint: {endpoint}\n        region: {region}\n        force-path-style: true\n        access-key-id: {ak}\n        secret-access-key: {sk}\n        sync-interval: 100ms\n{extra_replica}",
+            "dbs:\n  - path: {db}\n{extra_db}    replicas:\n{}{extra_replica}",
+            self.replica_yaml(&self.endpoint, bucket, path, "100ms"),
             db = db.display(),
-            endpoint = self.endpoint,
-            region = self.region,
-            ak = self.access_key,
-            sk = self.secret_key,
         );
         std::fs::write(&p, text).unwrap();
         p

@@ -402,12 +402,9 @@ fn a_follower_of_s3_keeps_its_state_while_the_store_is_down_and_reports_its_lag(
     std::fs::write(
         &cfg,
         format!(
-            "dbs:\n  - path: {db}\n    replicas:\n      - type: s3\n        bucket: {bucket}\n        path: app\n        endpoint: {endpoint}\n        region: {region}\n        force-path-style: true\n        access-key-id: {ak}\n        secret-access-key: {sk}\n        sync-interval: 1s\n",
-            db = db.display(),
-            endpoint = t.endpoint,
-            region = t.region,
-            ak = t.access_key,
-            sk = t.secret_key,
+            "dbs:\n  - path: {}\n    replicas:\n{}",
+            db.display(),
+            t.replica_yaml(&t.endpoint, &bucket, "app", "1s")
         ),
     )
     .unwrap();

@@ -165,13 +165,9 @@ pub fn run(
     std::fs::write(
         &cfg,
         format!(
-            "dbs:\n  - path: {db}\n    replicas:\n      - type: s3\n        bucket: {bucket}\n        path: app\n        endpoint: {endpoint}\n        region: {region}\n        force-path-style: true\n        access-key-id: {ak}\n        secret-access-key: {sk}\n        sync-interval: {sync}\n",
-            db = db.display(),
-            endpoint = t.endpoint,
-            region = t.region,
-            ak = t.access_key,
-            sk = t.secret_key,
-            sync = o.sync_interval,
+            "dbs:\n  - path: {}\n    replicas:\n{}",
+            db.display(),
+            t.replica_yaml(&t.endpoint, &bucket, "app", &o.sync_interval)
         ),
     )
     .unwrap();

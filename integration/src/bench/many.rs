@@ -51,13 +51,8 @@ fn rel(i: usize) -> String {
 }
 
 fn s3_replica(t: &S3Target, proxy: &LatencyProxy, bucket: &str, path: &str, sync: &str) -> String {
-    format!(
-        "      - type: s3\n        bucket: {bucket}\n        path: {path}\n        endpoint: http://{addr}\n        region: {region}\n        force-path-style: true\n        access-key-id: {ak}\n        secret-access-key: {sk}\n        sync-interval: {sync}\n        retention-check-interval: 1m\n",
-        addr = proxy.addr(),
-        region = t.region,
-        ak = t.access_key,
-        sk = t.secret_key,
-    )
+    t.replica_yaml(&format!("http://{}", proxy.addr()), bucket, path, sync)
+        + "        retention-check-interval: 1m\n"
 }
 
 fn config(
