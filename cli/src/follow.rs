@@ -72,9 +72,9 @@ pub async fn run(a: FollowArgs<'_>) -> Result<i32> {
         parallelism: a.parallelism,
         ..FollowOptions::every(a.interval)
     };
-    let mut f = Follower::start(replica, age, &output, opts).await?;
+    // Served from now on: a scrape during the first restore sees the lag growing from start.
     let _metrics = listener.map(|l| {
-        let status = f.status();
+        let status = opts.status.clone();
         let shown = output.display().to_string();
         let render = move || {
             let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -85,6 +85,7 @@ pub async fn run(a: FollowArgs<'_>) -> Result<i32> {
             std::sync::Arc::new(render),
         )))
     });
+    let mut f = Follower::start(replica, age, &output, opts).await?;
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

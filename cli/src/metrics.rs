@@ -121,6 +121,11 @@ impl Replica for Metered {
         self.done("LIST", 0, &r);
         r
     }
+    async fn list_names(&self, prefix: &str) -> walship_core::Result<Vec<String>> {
+        let r = self.inner.list_names(prefix).await;
+        self.done("LIST", 0, &r);
+        r
+    }
     async fn delete(&self, keys: &[String]) -> walship_core::Result<()> {
         let r = self.inner.delete(keys).await;
         self.done("DELETE", 0, &r);

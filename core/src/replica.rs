@@ -150,6 +150,16 @@ pub trait Replica: Send + Sync + fmt::Debug {
         Ok(v)
     }
 
+    /// The names one level below `prefix` (which ends in `/`) under which objects exist, sorted:
+    /// what S3 returns as CommonPrefixes for delimiter `/`, without the objects. A follower looks
+    /// for a new generation this way at a cost that does not grow with the replica's history.
+    /// Stores that keep empty directories (a file replica, SeaweedFS) may also name prefixes
+    /// whose objects were all deleted. Stores that can list by delimiter override it; the
+    /// default reads the full listing.
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(names_below(prefix, self.list(prefix).await?))
+    }
+
     /// Deletes the keys; missing keys are not an error.
     async fn delete(&self, keys: &[String]) -> Result<()>;
 
@@ -214,6 +224,21 @@ impl WrappedReads {
     }
 }
 
+/// The distinct first path segments of `objects` below `prefix`, sorted (objects directly at
+/// `prefix` have none).
+pub fn names_below(prefix: &str, objects: Vec<ObjectMeta>) -> Vec<String> {
+    let mut names: Vec<String> = objects
+        .into_iter()
+        .filter_map(|o| {
+            let (name, _) = o.key.strip_prefix(prefix)?.split_once('/')?;
+            (!name.is_empty()).then(|| name.to_string())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 impl fmt::Debug for WrappedReads {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WrappedReads")
@@ -251,6 +276,9 @@ impl Replica for WrappedReads {
     }
     async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
         self.inner.list_after(prefix, start_after).await
+    }
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.list_names(prefix).await
     }
     async fn delete(&self, keys: &[String]) -> Result<()> {
         self.inner.delete(keys).await
@@ -290,6 +318,26 @@ pub type DynReplica = Arc<dyn Replica>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_below_a_prefix_are_first_segments_once_each() {
+        let o = |k: &str| ObjectMeta {
+            key: k.into(),
+            size: 0,
+            modified: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let names = names_below(
+            "generations/",
+            vec![
+                o("generations/b/wal/1"),
+                o("generations/a/snapshots/1"),
+                o("generations/b/snapshots/1"),
+                o("generations/stray"),
+                o("generations//x"),
+            ],
+        );
+        assert_eq!(names, ["a", "b"]);
+    }
 
     #[test]
     fn stale_temporary_names() {

@@ -218,6 +218,12 @@ impl Replica for RetryLayer {
         })
         .await
     }
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        self.retrying("LIST", prefix, || {
+            self.inner.list_names(prefix).instrument(self.span())
+        })
+        .await
+    }
     async fn delete(&self, keys: &[String]) -> Result<()> {
         let first = keys.first().map(String::as_str).unwrap_or("");
         self.retrying("DELETE", first, || {

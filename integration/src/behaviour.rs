@@ -206,8 +206,28 @@ pub async fn list_after(r: DynReplica) {
         "{}: past the end",
         r.target()
     );
+    // `list_names`: the names one level down, not the objects.
+    let names = |prefix: String| {
+        let r = r.clone();
+        async move {
+            r.list_names(&prefix)
+                .await
+                .unwrap_or_else(|e| panic!("{}: list_names {prefix}: {e}", r.target()))
+        }
+    };
+    let gens = names("generations/".into()).await;
+    for n in ["00000000000000ab", "00000000000000ac"] {
+        assert!(
+            gens.iter().any(|g| g == n),
+            "{}: list_names misses {n}: {gens:?}",
+            r.target()
+        );
+    }
+    assert!(gens.windows(2).all(|w| w[0] < w[1]), "{gens:?}");
+    assert_eq!(names(format!("{g}/")).await, ["wal"], "{}", r.target());
     let mut all: Vec<String> = keys.clone();
     all.push(other);
+    // After a delete, stores that keep empty directories (SeaweedFS) may still name it.
     r.delete(&all)
         .await
         .unwrap_or_else(|e| panic!("{}: delete: {e}", r.target()));

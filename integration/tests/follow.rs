@@ -435,17 +435,13 @@ fn a_follower_of_s3_keeps_its_state_while_the_store_is_down_and_reports_its_lag(
             &dir.path().join("follow.log"),
         )
     };
-    // The first restore needs a snapshot: retried until replicate has shipped one.
+    // The first restore needs a snapshot in the bucket.
+    wait_until(Duration::from_secs(60), "a snapshot in S3", || {
+        block_on(t.keys(&bucket, "app/"))
+            .iter()
+            .any(|k| k.ends_with(".snapshot.lz4"))
+    });
     let mut f = spawn_follower();
-    let t0 = Instant::now();
-    while f.wait_exit(Duration::from_millis(500)).is_some() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the follower could not start:\n{}",
-            f.log_text()
-        );
-        f = spawn_follower();
-    }
     let equal = |f: &mut Proc, what: &str| {
         let want = digest(&db);
         wait_until(Duration::from_secs(60), what, || {
@@ -468,7 +464,7 @@ fn a_follower_of_s3_keeps_its_state_while_the_store_is_down_and_reports_its_lag(
     // Caught up at the last poll: the lag is about the follow interval (1 s).
     std::thread::sleep(Duration::from_millis(1500));
     let lag = metric(&scrape(&addr, "/metrics"), "walship_follow_lag_seconds");
-    assert!(lag < 2.5, "lag {lag} s while keeping up");
+    assert!(lag < 3.0, "lag {lag} s while keeping up");
 
     // The store goes away: the output keeps its last state.
     let held = digest(&out);
@@ -516,7 +512,7 @@ fn a_follower_of_s3_keeps_its_state_while_the_store_is_down_and_reports_its_lag(
     );
     std::thread::sleep(Duration::from_millis(1500));
     let lag = metric(&scrape(&addr, "/metrics"), "walship_follow_lag_seconds");
-    assert!(lag < 2.5, "lag {lag} s after the outage");
+    assert!(lag < 3.0, "lag {lag} s after the outage");
     assert_eq!(f.stop(), 0, "{}", f.log_text());
     assert_eq!(rep.stop(), 0, "{}", rep.log_text());
     assert_eq!(integrity(&out), "ok");

@@ -280,6 +280,29 @@ impl Replica for FileReplica {
         blocking(move || me.list_blocking(&prefix)).await
     }
 
+    /// The directories below `prefix`: one `read_dir`, whatever the history under them.
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        blocking(move || {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+            };
+            let mut names = Vec::new();
+            for ent in rd {
+                let ent = ent.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+                // Not following links, as the full listing does not.
+                if ent.file_type().is_ok_and(|t| t.is_dir()) {
+                    names.push(ent.file_name().to_string_lossy().into_owned());
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<()> {
         let paths = keys
             .iter()

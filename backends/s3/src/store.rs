@@ -161,6 +161,37 @@ impl Replica for S3Replica {
         self.list_from(prefix, start).await
     }
 
+    /// ListObjectsV2 with delimiter `/`: one page per 1,000 names, no objects.
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let (client, _slot) = self.client().await?;
+        let full = self.cfg.object_key(prefix);
+        let w = what("ListObjectsV2", &self.cfg.bucket, &full);
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&self.cfg.bucket)
+            .prefix(&full)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk(&w, e))?;
+            for p in page.common_prefixes() {
+                let name = p
+                    .prefix()
+                    .and_then(|p| p.strip_prefix(full.as_str()))
+                    .and_then(|n| n.strip_suffix('/'))
+                    .filter(|n| !n.is_empty() && !n.contains('/'));
+                if let Some(n) = name {
+                    out.push(n.to_string());
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());

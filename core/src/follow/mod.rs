@@ -45,6 +45,9 @@ pub struct FollowOptions {
     pub gap_grace: Duration,
     /// Passed to the restores (`-parallelism`).
     pub parallelism: usize,
+    /// Where the follower reports, shared before it starts so that `-addr` answers during the
+    /// first restore too.
+    pub status: std::sync::Arc<std::sync::Mutex<FollowStatus>>,
 }
 
 impl FollowOptions {
@@ -58,6 +61,10 @@ impl FollowOptions {
             generation_check: patience,
             gap_grace: patience,
             parallelism: 8,
+            status: std::sync::Arc::new(std::sync::Mutex::new(FollowStatus {
+                started: Some(SystemTime::now()),
+                ..FollowStatus::default()
+            })),
         }
     }
 }
@@ -131,6 +138,8 @@ pub struct Follower {
     opts: FollowOptions,
     generation_checked: Instant,
     gap_since: Option<Instant>,
+    /// The generation names of the last look for a new one (empty: the next look reads all).
+    known_generations: Vec<String>,
     status: std::sync::Arc<std::sync::Mutex<FollowStatus>>,
 }
 
@@ -227,13 +236,11 @@ impl Follower {
             state_path,
             conn,
             pos,
-            opts,
             generation_checked: Instant::now(),
             gap_since: None,
-            status: std::sync::Arc::new(std::sync::Mutex::new(FollowStatus {
-                started: Some(SystemTime::now()),
-                ..FollowStatus::default()
-            })),
+            known_generations: Vec::new(),
+            status: opts.status.clone(),
+            opts,
         }
         .noted(|_| {})
     }
@@ -317,16 +324,29 @@ impl Follower {
     /// longer than `gap_grace` (retention deleted it before the follower applied it).
     pub async fn poll(&mut self) -> Result<Step> {
         // A primary that starts a new generation stops shipping to the old one, so only a
-        // follower that has seen nothing new for a while lists the generations (a listing of the
-        // whole replica), and then at most once per `generation_check`.
+        // follower that has seen nothing new for a while looks for one, at most once per
+        // `generation_check`: it lists the generations' names (one delimiter listing), and reads
+        // the whole replica only when a name it has not seen appears, since a new generation
+        // always has a new random name.
         if self.generation_checked.elapsed() >= self.opts.generation_check {
             self.generation_checked = Instant::now();
-            let listing = Listing::fetch(self.replica.as_ref(), None).await?;
-            let latest = plan::choose_generation(&listing, None, Target::Latest)?;
-            if latest != self.pos.generation {
-                return self
-                    .rebase_step("the primary started a new generation")
-                    .await;
+            let prefix = format!("{}/", layout::GENERATIONS_DIR);
+            let mut names = self.replica.list_names(&prefix).await?;
+            names.retain(|n| layout::is_generation(n));
+            let look = !names.contains(&self.pos.generation)
+                || names.iter().any(|n| !self.known_generations.contains(n));
+            if look {
+                let listing = Listing::fetch(self.replica.as_ref(), None).await?;
+                let latest = plan::choose_generation(&listing, None, Target::Latest)?;
+                if latest != self.pos.generation {
+                    // Known only once the switch is done: a failed re-base looks again.
+                    let step = self
+                        .rebase_step("the primary started a new generation")
+                        .await?;
+                    self.known_generations = settled(&names, &listing);
+                    return Ok(step);
+                }
+                self.known_generations = settled(&names, &listing);
             }
         }
         let g = self.pos.generation.clone();
@@ -395,6 +415,8 @@ impl Follower {
     /// transaction of the output: readers see the old state or the new one.
     pub async fn rebase(&mut self, reason: &'static str) -> Result<()> {
         tracing::info!(output = %self.output.display(), reason, "following: restoring afresh");
+        // The restore holds the replica as listed when it began.
+        let listed_at = SystemTime::now();
         let (staged, pos) = fresh_restore(
             &self.replica,
             &self.age,
@@ -408,11 +430,10 @@ impl Follower {
         self.pos = pos;
         self.gap_since = None;
         self.generation_checked = Instant::now();
-        let now = SystemTime::now();
         self.note(|s| {
             s.rebases += 1;
-            s.last_poll = Some(now);
-            s.caught_up = Some(now);
+            s.last_poll = Some(listed_at);
+            s.caught_up = Some(listed_at);
         });
         tracing::info!(output = %self.output.display(), position = %self.position(), "following: restored afresh");
         Ok(())
@@ -647,6 +668,21 @@ impl Report {
     }
 }
 
+/// The generation `names` a follower need not look at again: those with a snapshot in
+/// `listing`, and those with no object at all (a deleted generation whose empty directory the
+/// store keeps). A generation with objects but no snapshot yet is one being started right now:
+/// it stays unknown, so the next look reads it again.
+fn settled(names: &[String], listing: &Listing) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| {
+            !listing.keys.contains_key(n.as_str())
+                || listing.snapshots.iter().any(|s| &s.generation == *n)
+        })
+        .cloned()
+        .collect()
+}
+
 /// One index's new bytes, decoded, from byte `base` of its WAL.
 struct Spool {
     index: u32,
@@ -814,6 +850,26 @@ async fn position_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_being_started_is_looked_at_again() {
+        let mut l = Listing::default();
+        for g in ["a", "b"] {
+            l.keys
+                .insert(g.into(), vec![format!("generations/{g}/wal/x")]);
+        }
+        l.snapshots.push(crate::listing::SnapshotInfo {
+            generation: "a".into(),
+            index: 0,
+            size: 1,
+            created: SystemTime::UNIX_EPOCH,
+            key: "generations/a/snapshots/00000000.snapshot.lz4".into(),
+        });
+        // a: has a snapshot; b: WAL but no snapshot yet (being started); c: no object at all
+        // (an empty directory left by a deleted generation).
+        let names = ["a", "b", "c"].map(String::from);
+        assert_eq!(settled(&names, &l), ["a", "c"]);
+    }
 
     #[test]
     fn the_lag_counts_from_the_last_catch_up_else_from_the_start() {

@@ -233,7 +233,8 @@ pub fn run(
     let last = commits.last().map_or(0, |c| c.0);
     let caught = wait_seen(&reader, last, Duration::from_secs(60));
     let c1 = cpu_secs(fpid);
-    if let (Some(a), Some(b)) = (c0, c1) {
+    // Only when it caught up: a timed-out wait would add a minute of idle polling.
+    if let (Some(a), Some(b), Some(_)) = (c0, c1, caught) {
         out.cpu_ms_per_1k = Some((b - a) * 1e3 / (commits.len() as f64 / 1e3));
     }
     if caught.is_none() {

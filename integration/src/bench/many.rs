@@ -198,14 +198,13 @@ pub fn run(
     }
     // The idle window starts once the S3 replicas caught up too: a slow store still taking first
     // snapshots is start-up, not idle cost.
-    let mut in_s3 = 0;
-    while Instant::now() < deadline {
-        in_s3 = s3_snapshots(t, &bucket);
-        if in_s3 >= o.n {
-            break;
+    let in_s3 = loop {
+        let n = s3_snapshots(t, &bucket);
+        if n >= o.n || Instant::now() >= deadline {
+            break n;
         }
         std::thread::sleep(Duration::from_millis(500));
-    }
+    };
     if in_s3 < o.n {
         warn(format!(
             "many: {name}: {} of {} databases without a snapshot in S3 after {:?}",
