@@ -63,7 +63,7 @@ BIN=${WALSHIP_BIN:-$ROOT/target/x86_64-unknown-linux-gnu/release/walship}
 [ -x "$BIN" ] || skip_or_fail "no release build at $BIN (cargo build --release -p walship)"
 
 # Refuse to touch a machine that already has any of this.
-for p in /etc/walship.yml /etc/litestream.yml /etc/walship /var/lib/app /var/backups/walship /root/walship-restore /etc/systemd/system/walship.service.d /lib/systemd/system/walship.service /usr/bin/walship; do
+for p in /etc/walship.yml /etc/litestream.yml /etc/walship /var/lib/app /var/backups/walship /root/walship-restore /etc/systemd/system/walship.service.d /etc/systemd/system/walship-follow.service /lib/systemd/system/walship.service /usr/bin/walship; do
   [ ! -e "$p" ] || fail "$p already exists; this test installs and removes it (run it on a CI machine)"
 done
 ! dpkg -s walship >/dev/null 2>&1 || fail "package walship is already installed"
@@ -88,11 +88,14 @@ cleanup() {
   [ -z "$WRITER_PID" ] || { touch "$WORK/stop-writer"; wait "$WRITER_PID"; }
   PATH=$SHIMS:$CLEAN_PATH systemctl stop walship >/dev/null 2>&1
   if [ -s "$STATE/walship.pid" ]; then kill -KILL "$(cat "$STATE/walship.pid")" 2>/dev/null; fi
+  PATH=$SHIMS:$CLEAN_PATH systemctl stop walship-follow >/dev/null 2>&1
+  if [ -s "$STATE/walship-follow.pid" ]; then kill -KILL "$(cat "$STATE/walship-follow.pid")" 2>/dev/null; fi
+  if [ $rc != 0 ] && [ -s "$STATE/walship-follow.log" ]; then echo "--- walship-follow service log (last 40 lines)"; tail -40 "$STATE/walship-follow.log"; fi
   if [ -s "$STATE/notify.pid" ]; then kill "$(cat "$STATE/notify.pid")" 2>/dev/null; fi
   PATH=$SHIMS:$CLEAN_PATH systemctl stop litestream >/dev/null 2>&1
   if [ $rc != 0 ] && [ -s "$STATE/walship.log" ]; then echo "--- walship service log (last 40 lines)"; tail -40 "$STATE/walship.log"; fi
   dpkg -s walship >/dev/null 2>&1 && dpkg --purge walship >/dev/null
-  rm -rf /etc/walship.yml /etc/litestream.yml /etc/walship /etc/systemd/system/walship.service.d /var/lib/app /var/backups/walship
+  rm -rf /etc/walship.yml /etc/litestream.yml /etc/walship /etc/systemd/system/walship.service.d /etc/systemd/system/walship-follow.service /var/lib/app /var/backups/walship
   [ -z "$created_user" ] || userdel app 2>/dev/null
   rm -rf /root/walship-restore
   rm -rf "$WORK"
@@ -245,10 +248,32 @@ left=$(find /var/lib/app/.app.db-litestream -maxdepth 1 \( -name 'walship-snapsh
 [ -z "$left" ] || fail "verify left files behind: $left"
 sleep 3
 
+# --- a read replica (runbook section 14), on this host for the test: it follows app.db while
+# the application writes, through the same bucket, as the user app.
+run_block follow
+out=$(systemd-analyze verify /etc/systemd/system/walship-follow.service 2>&1) || { echo "$out" >&2; fail "systemd-analyze verify walship-follow.service"; }
+[ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify warns (walship-follow.service)"; }
+sleep 3
+metrics=$(curl -sf 127.0.0.1:9091/metrics) || fail "the follower's -addr 127.0.0.1:9091 does not answer"
+case $metrics in *"walship_follow_lag_seconds{"*) ;; *) fail "no walship_follow_lag_seconds in the follower's metrics" ;; esac
+run_block follow-check
+
 # --- round trip while the writer keeps writing: stop the app, then the service (final sync)
 step "round trip: stop the writer, stop the service (final sync), restore both databases"
 stop_writer
 PATH=$SHIMS:$CLEAN_PATH systemctl stop walship
+# The read replica reaches what the final sync shipped, then stops cleanly (exit 0).
+src=$(digest /var/lib/app/app.db) || fail "source app.db"
+for _ in $(seq 60); do
+  [ "$(digest /var/lib/app/replica.db 2>/dev/null)" = "$src" ] && break
+  sleep 1
+done
+got=$(digest /var/lib/app/replica.db) || fail "the read replica /var/lib/app/replica.db"
+echo "  app.db source $src, read replica $got"
+[ "$src" = "$got" ] || fail "the read replica did not reach the source within 60 s"
+case $(PATH=$SHIMS:$CLEAN_PATH journalctl -u walship-follow --no-pager) in *"following: restored"*) ;; *) fail "the follower's log has no first restore" ;; esac
+PATH=$SHIMS:$CLEAN_PATH systemctl disable --now walship-follow
+rm -f /etc/systemd/system/walship-follow.service /var/lib/app/replica.db /var/lib/app/replica.db-wal /var/lib/app/replica.db-shm /var/lib/app/replica.db.walship-follow
 for db in app queue; do
   src=$(digest "/var/lib/app/$db.db") || fail "source $db.db"
   with_env walship restore -o "$WORK/rt-$db.db" "/var/lib/app/$db.db"

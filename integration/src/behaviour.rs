@@ -225,6 +225,13 @@ pub async fn list_after(r: DynReplica) {
     }
     assert!(gens.windows(2).all(|w| w[0] < w[1]), "{gens:?}");
     assert_eq!(names(format!("{g}/")).await, ["wal"], "{}", r.target());
+    assert!(
+        names("generations/00000000000000ff/".into())
+            .await
+            .is_empty(),
+        "{}: names under a prefix that holds nothing",
+        r.target()
+    );
     let mut all: Vec<String> = keys.clone();
     all.push(other);
     // After a delete, stores that keep empty directories (SeaweedFS) may still name it.

@@ -592,3 +592,128 @@ fn a_follower_whose_segments_retention_deleted_restores_afresh() {
     assert_eq!(rep.stop(), 0);
     assert_eq!(integrity(&s.out), "ok");
 }
+
+/// Followers of an SFTP, a GCS and an Azure Blob Storage replica (the suite's sshd,
+/// fake-gcs-server and Azurite), side by side, at the runbook's sync-interval 1s and the default
+/// follow-interval 1s: each catches up with the primary, then switches to the primary's new
+/// generation (found by its generation-name listing, which each of these stores answers with one
+/// directory read or delimiter listing) and ends equal to the primary.
+#[test]
+fn followers_of_sftp_gcs_and_azure_replicas_follow_and_switch_generations() {
+    use walship_core::replica::DynReplica;
+    let mut remotes: Vec<(&str, String, DynReplica)> = Vec::new();
+    if let Some(t) = walship_integration::sftp::SftpTarget::from_env() {
+        let d = t.new_dir("follow");
+        remotes.push(("sftp", t.yaml(&d), t.replica(&d)));
+    }
+    if let Some(t) = walship_integration::cloud::GcsTarget::from_env() {
+        let p = walship_integration::cloud::new_prefix("follow");
+        remotes.push(("gcs", t.yaml(&p), t.replica(&p)));
+    }
+    if let Some(t) = walship_integration::cloud::AbsTarget::from_env() {
+        let p = walship_integration::cloud::new_prefix("follow");
+        remotes.push(("abs", t.yaml(&p), t.replica(&p)));
+    }
+    std::thread::scope(|scope| {
+        for (i, (kind, yaml, replica)) in remotes.into_iter().enumerate() {
+            scope.spawn(move || follow_remote(kind, &yaml, replica, 30 + i as u64));
+        }
+    });
+}
+
+fn follow_remote(kind: &str, yaml: &str, replica: walship_core::replica::DynReplica, seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let cfg = dir.path().join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    replicas:\n{yaml}        sync-interval: 1s\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let c = primary(&db);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let replicate = |log: &str| {
+        Proc::spawn(
+            &walship_bin(),
+            &["replicate", "-config", cfg.to_str().unwrap()],
+            &dir.path().join(log),
+        )
+    };
+    // Generations with a snapshot, as the replica lists them.
+    let snapshotted = || -> Vec<String> {
+        let mut g: Vec<String> = block_on(replica.list("generations/"))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| o.key.ends_with(".snapshot.lz4"))
+            .filter_map(|o| o.key.split('/').nth(1).map(str::to_owned))
+            .collect();
+        g.sort();
+        g.dedup();
+        g
+    };
+    let mut rep = replicate("replicate.log");
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{kind}: a snapshot"),
+        || !snapshotted().is_empty(),
+    );
+    let out = dir.path().join("follower").join("replica.db");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let mut f = Proc::spawn(
+        &walship_bin(),
+        &[
+            "restore",
+            "-f",
+            "-config",
+            cfg.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            db.to_str().unwrap(),
+        ],
+        &dir.path().join("follow.log"),
+    );
+    let equal = |f: &mut Proc, what: &str| {
+        let want = digest(&db);
+        // A new generation shows after up to 30 follow intervals, plus a fresh restore.
+        wait_until(Duration::from_secs(90), &format!("{kind}: {what}"), || {
+            assert!(
+                f.wait_exit(Duration::ZERO).is_none(),
+                "{kind}: the follower exited:\n{}",
+                f.log_text()
+            );
+            out.exists() && digest_or_empty(&out) == want
+        });
+    };
+    for _ in 0..200 {
+        let _ = transfer(&c, &mut rng);
+    }
+    equal(&mut f, "the follower caught up");
+
+    // A new generation (the primary's meta directory lost while replicate was stopped).
+    assert_eq!(rep.stop(), 0, "{kind}: {}", rep.log_text());
+    std::fs::remove_dir_all(dir.path().join(".app.db-litestream")).unwrap();
+    for _ in 0..30 {
+        let _ = transfer(&c, &mut rng);
+    }
+    let mut rep = replicate("replicate2.log");
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{kind}: the new generation's snapshot"),
+        || snapshotted().len() >= 2,
+    );
+    for _ in 0..30 {
+        let _ = transfer(&c, &mut rng);
+    }
+    equal(&mut f, "the follower switched to the new generation");
+    let log = f.log_text();
+    assert!(
+        log.contains("the primary started a new generation"),
+        "{kind}: {log}"
+    );
+    assert_eq!(f.stop(), 0, "{kind}: {log}");
+    assert_eq!(rep.stop(), 0, "{kind}: {}", rep.log_text());
+    assert_eq!(integrity(&out), "ok", "{kind}");
+}

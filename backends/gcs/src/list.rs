@@ -18,6 +18,15 @@ struct Page {
     next: Option<String>,
 }
 
+/// A delimiter listing's page: the prefixes only.
+#[derive(Deserialize)]
+struct NamesPage {
+    #[serde(default)]
+    prefixes: Vec<String>,
+    #[serde(rename = "nextPageToken")]
+    next: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct Item {
     name: String,
@@ -65,6 +74,47 @@ fn parse_page(body: &[u8], what: &str) -> Result<(Vec<Listed>, Option<String>)> 
     Ok((out, page.next.filter(|t| !t.is_empty())))
 }
 
+/// The prefixes of a delimiter listing's page. Pure, for the tests.
+fn parse_names_page(body: &[u8], what: &str) -> Result<(Vec<String>, Option<String>)> {
+    let page: NamesPage = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid(format!("List {what}: unreadable answer: {e}")))?;
+    Ok((page.prefixes, page.next.filter(|t| !t.is_empty())))
+}
+
+impl JsonApi {
+    /// `objects.list` from `url` (every parameter but the page token), each page parsed by
+    /// `parse`, to the last page.
+    async fn pages<T>(
+        &self,
+        url: &str,
+        what: &str,
+        timeout: Duration,
+        parse: impl Fn(&[u8], &str) -> Result<(Vec<T>, Option<String>)>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page_url = match &token {
+                Some(t) => format!("{url}&pageToken={}", enc(t)),
+                None => url.to_owned(),
+            };
+            let resp = self
+                .send("List", what, self.http.get(&page_url), timeout)
+                .await?;
+            if !resp.status().is_success() {
+                return Err(answer_error("List", what, resp).await);
+            }
+            let body = resp.bytes().await.map_err(|e| transport("List", what, e))?;
+            let (items, next) = parse(&body, what)?;
+            out.extend(items);
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl List for JsonApi {
     async fn list(
@@ -83,27 +133,17 @@ impl List for JsonApi {
         if let Some(s) = start {
             url.push_str(&format!("&startOffset={}", enc(s)));
         }
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page_url = match &token {
-                Some(t) => format!("{url}&pageToken={}", enc(t)),
-                None => url.clone(),
-            };
-            let resp = self
-                .send("List", what, self.http.get(&page_url), timeout)
-                .await?;
-            if !resp.status().is_success() {
-                return Err(answer_error("List", what, resp).await);
-            }
-            let body = resp.bytes().await.map_err(|e| transport("List", what, e))?;
-            let (items, next) = parse_page(&body, what)?;
-            out.extend(items);
-            match next {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
+        self.pages(&url, what, timeout, parse_page).await
+    }
+
+    async fn names(&self, prefix: &str, what: &str, timeout: Duration) -> Result<Vec<String>> {
+        let url = format!(
+            "{}/storage/v1/b/{}/o?maxResults={PAGE}&delimiter=%2F&fields=nextPageToken,prefixes&prefix={}",
+            self.base,
+            enc(&self.bucket),
+            enc(prefix)
+        );
+        self.pages(&url, what, timeout, parse_names_page).await
     }
 }
 
@@ -128,6 +168,16 @@ mod tests {
         assert!(none.is_empty() && end.is_none());
         let (_, end) = parse_page(br#"{"nextPageToken":""}"#, "w").unwrap();
         assert!(end.is_none());
+    }
+
+    #[test]
+    fn a_delimiter_page_gives_its_prefixes() {
+        let body = br#"{"kind":"storage#objects","prefixes":["db/generations/a/","db/generations/b/"],"nextPageToken":"t"}"#;
+        let (names, next) = parse_names_page(body, "w").unwrap();
+        assert_eq!(names, ["db/generations/a/", "db/generations/b/"]);
+        assert_eq!(next.as_deref(), Some("t"));
+        let (none, end) = parse_names_page(br#"{"kind":"storage#objects"}"#, "w").unwrap();
+        assert!(none.is_empty() && end.is_none());
     }
 
     #[test]

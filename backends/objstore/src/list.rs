@@ -25,6 +25,10 @@ pub trait List: Send + Sync {
         what: &str,
         timeout: Duration,
     ) -> Result<Vec<Listed>>;
+
+    /// The full names of the "directories" one level below `prefix` (which ends in `/`): a
+    /// delimiter listing's prefixes, each ending in `/`, every page, without the objects.
+    async fn names(&self, prefix: &str, what: &str, timeout: Duration) -> Result<Vec<String>>;
 }
 
 /// A backend's own download, for a service whose reads `object_store` makes in a way not every

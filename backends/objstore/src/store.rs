@@ -187,6 +187,20 @@ impl ObjectStoreReplica {
     }
 }
 
+/// The names one level below `prefix` from a delimiter listing's full prefixes (each ending in
+/// `/`), sorted, once each. Pure, for the tests.
+fn names_of(prefix: &str, full: Vec<String>) -> Vec<String> {
+    let mut names: Vec<String> = full
+        .iter()
+        .filter_map(|f| f.strip_prefix(prefix)?.strip_suffix('/'))
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The prefix every full object name starts with, from a section's key prefix: `/` separated,
 /// no trailing `/` kept, a leading one kept (the backend drops it first when it cannot name such
 /// objects). Pure, for the tests.
@@ -278,6 +292,35 @@ impl Replica for ObjectStoreReplica {
         self.list_from(prefix, Some(start_after)).await
     }
 
+    /// A delimiter listing (GCS `delimiter=/`, Azure `List Blobs` with a delimiter): one page
+    /// per 1,000 names, whatever the history under them.
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let shared = self.client()?;
+        let _slot = shared.slot().await;
+        let full_prefix = self.full(prefix);
+        let full: Vec<String> = match &shared.list {
+            Some(l) => {
+                l.names(&full_prefix, &self.what(prefix), self.operation_timeout)
+                    .await?
+            }
+            None => {
+                let dir = full_prefix.trim_end_matches('/');
+                let dir = (!dir.is_empty()).then(|| Path::from(dir));
+                self.timed(
+                    "List",
+                    prefix,
+                    shared.store.list_with_delimiter(dir.as_ref()),
+                )
+                .await?
+                .common_prefixes
+                .into_iter()
+                .map(|p| format!("{p}/"))
+                .collect()
+            }
+        };
+        Ok(names_of(&full_prefix, full))
+    }
+
     /// In bulk where the service has it (Azure batch), else one request per key; a key that
     /// is already gone is not an error.
     async fn delete(&self, keys: &[String]) -> Result<()> {
@@ -319,7 +362,22 @@ impl Replica for ObjectStoreReplica {
 
 #[cfg(test)]
 mod tests {
-    use super::root_of;
+    use super::{names_of, root_of};
+
+    #[test]
+    fn names_are_the_first_level_below_the_prefix() {
+        let full = [
+            "/r/generations/b/",
+            "/r/generations/a/",
+            "/r/generations/a/",
+            "/r/generations//",
+            "/r/other/c/",
+            "/r/generations/x/y/",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(names_of("/r/generations/", full), ["a", "b"]);
+    }
 
     #[test]
     fn roots_keep_a_leading_slash_as_v0_3_path_join_did() {

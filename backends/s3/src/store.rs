@@ -5,6 +5,7 @@ use crate::config::S3Config;
 use crate::errors::{map_sdk, what};
 use crate::upload;
 use async_trait::async_trait;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use std::sync::Arc;
@@ -50,19 +51,8 @@ impl S3Replica {
         prefix: &str,
         start_after: Option<String>,
     ) -> Result<Vec<ObjectMeta>> {
-        let (client, _slot) = self.client().await?;
-        let full = self.cfg.object_key(prefix);
-        let w = what("ListObjectsV2", &self.cfg.bucket, &full);
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(&self.cfg.bucket)
-            .prefix(&full)
-            .set_start_after(start_after)
-            .into_paginator()
-            .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_sdk(&w, e))?;
+        self.pages(prefix, start_after, None, |w, _, page| {
             for o in page.contents() {
                 let Some(k) = o.key() else { continue };
                 let Some(rel) = self.cfg.relative_key(k) else {
@@ -83,8 +73,36 @@ impl S3Replica {
                     modified,
                 });
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(out)
+    }
+
+    /// Runs ListObjectsV2 under `prefix` to its last page, handing `f` each page with the
+    /// request's description and the prefix as sent (the replica's root joined).
+    async fn pages(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        delimiter: Option<&str>,
+        mut f: impl FnMut(&str, &str, ListObjectsV2Output) -> Result<()>,
+    ) -> Result<()> {
+        let (client, _slot) = self.client().await?;
+        let full = self.cfg.object_key(prefix);
+        let w = what("ListObjectsV2", &self.cfg.bucket, &full);
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&self.cfg.bucket)
+            .prefix(&full)
+            .set_start_after(start_after)
+            .set_delimiter(delimiter.map(str::to_owned))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            f(&w, &full, page.map_err(|e| map_sdk(&w, e))?)?;
+        }
+        Ok(())
     }
 }
 
@@ -163,30 +181,21 @@ impl Replica for S3Replica {
 
     /// ListObjectsV2 with delimiter `/`: one page per 1,000 names, no objects.
     async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
-        let (client, _slot) = self.client().await?;
-        let full = self.cfg.object_key(prefix);
-        let w = what("ListObjectsV2", &self.cfg.bucket, &full);
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(&self.cfg.bucket)
-            .prefix(&full)
-            .delimiter("/")
-            .into_paginator()
-            .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_sdk(&w, e))?;
+        self.pages(prefix, None, Some("/"), |_, full, page| {
             for p in page.common_prefixes() {
                 let name = p
                     .prefix()
-                    .and_then(|p| p.strip_prefix(full.as_str()))
+                    .and_then(|p| p.strip_prefix(full))
                     .and_then(|n| n.strip_suffix('/'))
                     .filter(|n| !n.is_empty() && !n.contains('/'));
                 if let Some(n) = name {
                     out.push(n.to_string());
                 }
             }
-        }
+            Ok(())
+        })
+        .await?;
         out.sort();
         out.dedup();
         Ok(out)

@@ -403,6 +403,34 @@ impl SftpReplica {
         Ok(removed)
     }
 
+    async fn list_names_inner(&self, c: &Arc<Conn>, prefix: &str) -> Result<Vec<String>> {
+        let remote = self.cfg.remote_path(prefix.trim_end_matches('/'));
+        let Some(entries) = self.read_dir(c, &remote).await? else {
+            return Ok(Vec::new());
+        };
+        let mut names = Vec::new();
+        for f in entries {
+            if f.filename == "." || f.filename == ".." {
+                continue;
+            }
+            let dir = match f.attrs.file_type() {
+                FileType::Dir => true,
+                // Followed, as the full listing follows them.
+                FileType::Symlink => c
+                    .sftp
+                    .stat(rel_join(&remote, &f.filename))
+                    .await
+                    .is_ok_and(|a| a.attrs.file_type() == FileType::Dir),
+                _ => false,
+            };
+            if dir {
+                names.push(f.filename);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     async fn list_inner(&self, c: &Arc<Conn>, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let start = match prefix.rfind('/') {
             Some(i) => prefix[..i].to_string(),
@@ -690,6 +718,12 @@ impl Replica for SftpReplica {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let c = self.conn().await?;
         self.list_inner(&c, prefix).await
+    }
+
+    /// The directories below `prefix`: one `readdir`, whatever the history under them.
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let c = self.conn().await?;
+        self.list_names_inner(&c, prefix).await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<()> {

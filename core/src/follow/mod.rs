@@ -491,14 +491,26 @@ impl Follower {
 
     /// Downloads the segments that continue the position, in order, into one spool per index,
     /// until a gap, the end, or `max_batch_bytes`, and scans them.
+    ///
+    /// A full batch that holds no commit yet keeps gathering (another `max_batch_bytes` at a
+    /// time) until one: a transaction larger than a batch would otherwise come back without a
+    /// commit at every poll, and the follower would stall on it for ever.
     async fn gather(&self, segs: &[SegmentInfo]) -> Result<Gathered> {
         let mut out = Gathered::default();
         let (mut index, mut end) = (self.pos.index, self.pos.offset);
         let mut bytes = 0u64;
+        let mut limit = self.opts.max_batch_bytes;
         for s in segs {
-            if bytes >= self.opts.max_batch_bytes {
-                out.more = true;
-                break;
+            if bytes >= limit {
+                if self.scan(&out.spools, true)?.1 > 0 {
+                    out.more = true;
+                    break;
+                }
+                tracing::debug!(
+                    bytes,
+                    "following: one transaction is larger than a batch; gathering on to its commit"
+                );
+                limit = bytes.saturating_add(self.opts.max_batch_bytes);
             }
             let starts_index = s.index == index + 1 && s.offset == 0;
             let continues = s.index == index && s.offset <= end;
@@ -547,17 +559,29 @@ impl Follower {
             sp.segments
                 .push((s.key.clone(), s.offset, seg_end, s.created));
         }
-        // Scan each index; a later index means the earlier one's frames after its last commit
-        // were never committed (the primary restarted its WAL past them).
+        let (scans, commits) = self.scan(&out.spools, out.more)?;
+        out.scans = scans;
+        out.commits = commits;
+        Ok(out)
+    }
+
+    /// Scans each spool from the position's checksum chain: the scans and how many commits they
+    /// hold. `more`: segments wait after the last spool, so its invalid tail is an unfinished
+    /// download rather than damage.
+    fn scan(&self, spools: &[Spool], more: bool) -> Result<(Vec<apply::Scanned>, usize)> {
+        // A later index means the earlier one's frames after its last commit were never
+        // committed (the primary restarted its WAL past them).
         let (mut header, mut seed) = (self.pos.header, self.pos.seed);
-        for (i, sp) in out.spools.iter().enumerate() {
+        let mut scans = Vec::with_capacity(spools.len());
+        let mut commits = 0;
+        for (i, sp) in spools.iter().enumerate() {
             let (h, sd) = if sp.base == 0 {
                 (None, (0, 0))
             } else {
                 (header, seed)
             };
             let sc = apply::scan_spool(&sp.file, i, sp.base, h, sd)?;
-            if sc.valid_len < sp.len && i + 1 == out.spools.len() && !out.more {
+            if sc.valid_len < sp.len && i + 1 == spools.len() && !more {
                 // Shipped bytes that are not valid frames, at the end of what exists: walship
                 // and v0.3.13 ship only frames they read as valid, so these are damaged.
                 return Err(Error::corrupt(format!(
@@ -574,10 +598,10 @@ impl Follower {
             } else if sp.base == 0 {
                 seed = sc.header.checksum;
             }
-            out.commits += sc.commits.len();
-            out.scans.push(sc);
+            commits += sc.commits.len();
+            scans.push(sc);
         }
-        Ok(out)
+        Ok((scans, commits))
     }
 
     async fn apply(&mut self, g: Gathered) -> Result<Step> {
@@ -727,15 +751,50 @@ fn tempfile_beside(output: &Path) -> Result<File> {
 }
 
 /// An unnamed temporary file in `dir` (gone when closed, whatever happens to the process).
+/// Filesystems without `O_TMPFILE` (some network and FUSE filesystems, old kernels) get a named
+/// file unlinked at once instead: only a crash in between leaves it, under a name that says
+/// whose it is.
 fn tempfile_in(dir: &Path) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    let failed = |e| Error::io(format!("create a temporary file in {}", dir.display()), e);
+    match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_TMPFILE)
         .mode(0o600)
         .open(dir)
-        .map_err(|e| Error::io(format!("create a temporary file in {}", dir.display()), e))
+    {
+        Ok(f) => Ok(f),
+        Err(e) if tmpfile_unsupported(&e) => named_then_unlinked(dir).map_err(failed),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+fn named_then_unlinked(dir: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(
+        ".walship-follow-spool.{}-{n}.tmp",
+        std::process::id()
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(f)
+}
+
+/// Whether `open(O_TMPFILE)` failed because the filesystem or kernel lacks it (as open(2)
+/// lists: EOPNOTSUPP from the filesystem, EISDIR or EINVAL from kernels that do not know it).
+fn tmpfile_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+    )
 }
 
 fn staging_for(output: &Path) -> PathBuf {
@@ -884,6 +943,116 @@ mod tests {
         // A clock that stepped back gives no lag rather than a panic.
         assert_eq!(s.lag(t), Duration::ZERO);
         assert_eq!(FollowStatus::default().lag(t), Duration::ZERO);
+    }
+
+    /// A transaction split over segments larger than a batch, none of them but the last holding
+    /// its commit (a writer may cut segments anywhere between frames): the follower gathers on
+    /// to the commit. Before, every poll gathered the same commit-less batch and came back Idle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_larger_than_a_batch_is_applied() {
+        use crate::codec::compress;
+        use crate::replica::{PutSource, Replica};
+        use crate::testing::MemoryReplica;
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src.db");
+        let app = Connection::open(&src).unwrap();
+        app.execute_batch(
+            "PRAGMA journal_mode = wal; PRAGMA wal_autocheckpoint = 0;
+             CREATE TABLE t (x INTEGER, b BLOB); INSERT INTO t VALUES (0, x'00');
+             PRAGMA wal_checkpoint(TRUNCATE);",
+        )
+        .unwrap();
+        let mem = MemoryReplica::new();
+        let g = "0123456789abcdef";
+        let put = |key: String, raw: &[u8]| {
+            let mem = mem.clone();
+            let body = bytes::Bytes::from(compress(raw));
+            async move { mem.put(&key, PutSource::Bytes(body)).await.unwrap() }
+        };
+        put(layout::snapshot_key(g, 0), &std::fs::read(&src).unwrap()).await;
+        app.execute("INSERT INTO t VALUES (1, x'01')", []).unwrap();
+        let wal_path = d.path().join("src.db-wal");
+        let small = std::fs::read(&wal_path).unwrap();
+        put(layout::wal_segment_key(g, 0, 0), &small).await;
+
+        let opts = FollowOptions {
+            max_batch_bytes: 1,
+            ..FollowOptions::every(Duration::from_millis(10))
+        };
+        let out = d.path().join("out.db");
+        let replica: DynReplica = mem.clone();
+        let mut f = Follower::start(replica, Age::default(), &out, opts)
+            .await
+            .unwrap();
+        let count = |p: &Path| -> i64 {
+            Connection::open(p)
+                .unwrap()
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(count(&out), 2);
+
+        // One transaction of ~60 pages, shipped as segments of two frames each.
+        app.execute_batch(
+            "BEGIN; WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i < 61)
+             INSERT INTO t SELECT i, randomblob(3000) FROM n; COMMIT;",
+        )
+        .unwrap();
+        let wal = std::fs::read(&wal_path).unwrap();
+        let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+        let frame = 24 + page;
+        let frames = (wal.len() - small.len()) / frame;
+        assert!(frames > 20, "the transaction spans {frames} frames");
+        let mut at = small.len();
+        while at < wal.len() {
+            let end = (at + 2 * frame).min(wal.len());
+            put(layout::wal_segment_key(g, 0, at as u64), &wal[at..end]).await;
+            at = end;
+        }
+        let mut steps = Vec::new();
+        for _ in 0..5 {
+            let step = f.poll().await.unwrap();
+            steps.push(step.clone());
+            if matches!(step, Step::Applied { .. }) {
+                break;
+            }
+        }
+        assert_eq!(
+            steps.last(),
+            Some(&Step::Applied {
+                commits: 1,
+                more: false
+            }),
+            "polls: {steps:?}"
+        );
+        assert_eq!(count(&out), 62);
+        drop(app);
+    }
+
+    #[test]
+    fn spool_files_fall_back_where_the_filesystem_has_no_tmpfile() {
+        for errno in [libc::EOPNOTSUPP, libc::EISDIR, libc::EINVAL] {
+            assert!(tmpfile_unsupported(&std::io::Error::from_raw_os_error(
+                errno
+            )));
+        }
+        // A directory that is not there, or not ours to write: a real error, not a fallback.
+        for errno in [libc::ENOENT, libc::EACCES, libc::ENOSPC] {
+            assert!(!tmpfile_unsupported(&std::io::Error::from_raw_os_error(
+                errno
+            )));
+        }
+        let d = tempfile::tempdir().unwrap();
+        for mut f in [
+            tempfile_in(d.path()).unwrap(),
+            named_then_unlinked(d.path()).unwrap(),
+        ] {
+            std::io::Write::write_all(&mut f, b"spool").unwrap();
+            let mut back = [0u8; 5];
+            apply::read_at(&f, 0, &mut back).unwrap();
+            assert_eq!(&back, b"spool");
+        }
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
 
     #[test]
