@@ -126,6 +126,14 @@ impl Replica for Metered {
         self.done("LIST", 0, &r);
         r
     }
+    fn lists_after_natively(&self) -> bool {
+        self.inner.lists_after_natively()
+    }
+    async fn stat(&self, key: &str) -> walship_core::Result<Option<ObjectMeta>> {
+        let r = self.inner.stat(key).await;
+        self.done("HEAD", 0, &r);
+        r
+    }
     async fn delete(&self, keys: &[String]) -> walship_core::Result<()> {
         let r = self.inner.delete(keys).await;
         self.done("DELETE", 0, &r);

@@ -150,6 +150,19 @@ pub trait Replica: Send + Sync + fmt::Debug {
         Ok(v)
     }
 
+    /// Whether [`Replica::list_after`] starts at the key on the store's side, so its cost does
+    /// not grow with what sorts before the key. Where it does not (the default), a follower
+    /// polls by [`Replica::stat`] of the names that would come next instead.
+    fn lists_after_natively(&self) -> bool {
+        false
+    }
+
+    /// The object at `key` (its size and time), or `None` when there is none: one `stat` or
+    /// HEAD where the store has it. The default lists `key` as a prefix.
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        Ok(self.list(key).await?.into_iter().find(|o| o.key == key))
+    }
+
     /// The names one level below `prefix` (which ends in `/`) under which objects exist, sorted:
     /// what S3 returns as CommonPrefixes for delimiter `/`, without the objects. A follower looks
     /// for a new generation this way at a cost that does not grow with the replica's history.
@@ -279,6 +292,12 @@ impl Replica for WrappedReads {
     }
     async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
         self.inner.list_names(prefix).await
+    }
+    fn lists_after_natively(&self) -> bool {
+        self.inner.lists_after_natively()
+    }
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        self.inner.stat(key).await
     }
     async fn delete(&self, keys: &[String]) -> Result<()> {
         self.inner.delete(keys).await

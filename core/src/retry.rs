@@ -224,6 +224,13 @@ impl Replica for RetryLayer {
         })
         .await
     }
+    fn lists_after_natively(&self) -> bool {
+        self.inner.lists_after_natively()
+    }
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        self.retrying("HEAD", key, || self.inner.stat(key).instrument(self.span()))
+            .await
+    }
     async fn delete(&self, keys: &[String]) -> Result<()> {
         let first = keys.first().map(String::as_str).unwrap_or("");
         self.retrying("DELETE", first, || {

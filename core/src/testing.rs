@@ -23,12 +23,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 #[derive(Debug, Default)]
 pub struct MemoryReplica {
     objects: Mutex<BTreeMap<String, (Bytes, SystemTime)>>,
+    native_list_after: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryReplica {
     /// An empty store, shared (`Arc`) so a test can inspect it while a shipper or restore uses it.
     pub fn new() -> Arc<MemoryReplica> {
         Arc::new(MemoryReplica::default())
+    }
+
+    /// Makes [`Replica::lists_after_natively`] answer `yes`, as S3 does (the listing itself
+    /// stays the same), so a test can take either path of a caller.
+    pub fn set_lists_after_natively(&self, yes: bool) {
+        self.native_list_after.store(yes, Ordering::SeqCst);
     }
 
     /// Every key, sorted.
@@ -109,6 +116,10 @@ impl Replica for MemoryReplica {
         }
     }
 
+    fn lists_after_natively(&self) -> bool {
+        self.native_list_after.load(Ordering::SeqCst)
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let mut v: Vec<ObjectMeta> = self
             .lock()
@@ -144,6 +155,8 @@ pub enum Op {
     List,
     /// Calls of `delete`.
     Delete,
+    /// Calls of `stat`.
+    Stat,
 }
 
 /// What happens to a targeted call.
@@ -180,9 +193,9 @@ impl Calls {
 pub struct Faulty {
     inner: DynReplica,
     rules: Mutex<Vec<(Op, Calls, Fault)>>,
-    counts: [AtomicU64; 4],
-    in_flight: [AtomicU64; 4],
-    most_in_flight: [AtomicU64; 4],
+    counts: [AtomicU64; 5],
+    in_flight: [AtomicU64; 5],
+    most_in_flight: [AtomicU64; 5],
 }
 
 /// Counts a call of one operation as in flight until dropped.
@@ -317,6 +330,16 @@ impl Replica for Faulty {
         let _call = self.track(Op::List);
         self.enter(Op::List, prefix).await?;
         self.inner.list_after(prefix, start_after).await
+    }
+
+    fn lists_after_natively(&self) -> bool {
+        self.inner.lists_after_natively()
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let _call = self.track(Op::Stat);
+        self.enter(Op::Stat, key).await?;
+        self.inner.stat(key).await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<()> {

@@ -206,6 +206,35 @@ pub async fn list_after(r: DynReplica) {
         "{}: past the end",
         r.target()
     );
+    // `stat`: one object by its exact key; nothing for a missing key or a "directory".
+    let st = r
+        .stat(&keys[0])
+        .await
+        .unwrap_or_else(|e| panic!("{}: stat {}: {e}", r.target(), keys[0]))
+        .unwrap_or_else(|| panic!("{}: stat {} found nothing", r.target(), keys[0]));
+    assert_eq!(
+        (st.key.as_str(), st.size),
+        (keys[0].as_str(), keys[0].len() as u64),
+        "{}: stat",
+        r.target()
+    );
+    for missing in [
+        format!("{g}/wal/00000001_99999999.wal.lz4"),
+        format!("{g}/wal"),
+    ] {
+        let got = r
+            .stat(&missing)
+            .await
+            .unwrap_or_else(|e| panic!("{}: stat {missing}: {e}", r.target()));
+        assert!(got.is_none(), "{}: stat {missing}: {got:?}", r.target());
+    }
+    // Stores that list from a key on their side say so (S3 StartAfter, GCS startOffset).
+    assert_eq!(
+        r.lists_after_natively(),
+        matches!(r.kind(), "s3" | "gcs"),
+        "{}: lists_after_natively",
+        r.target()
+    );
     // `list_names`: the names one level down, not the objects.
     let names = |prefix: String| {
         let r = r.clone();

@@ -215,6 +215,8 @@ impl AbsConfig {
             build: Arc::new(move || me.build()),
             secrets: self.secrets(),
             operation_timeout: self.operation_timeout,
+            // List Blobs has only opaque continuation markers: no listing from a key.
+            lists_after_natively: false,
         }))
     }
 }

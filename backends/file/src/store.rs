@@ -280,6 +280,31 @@ impl Replica for FileReplica {
         blocking(move || me.list_blocking(&prefix)).await
     }
 
+    /// One `lstat`, classified as the listing classifies entries.
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let p = self.path(key)?;
+        let key = key.to_owned();
+        blocking(move || {
+            let meta = match fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(format!("stat {}", p.display()), e)),
+            };
+            if meta.is_dir() || key.ends_with(".tmp") {
+                return Ok(None);
+            }
+            let modified = meta
+                .modified()
+                .map_err(|e| Error::io(format!("stat {}", p.display()), e))?;
+            Ok(Some(ObjectMeta {
+                key,
+                size: meta.len(),
+                modified,
+            }))
+        })
+        .await
+    }
+
     /// The directories below `prefix`: one `read_dir`, whatever the history under them.
     async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
         let dir = self.path(prefix.trim_end_matches('/'))?;

@@ -146,6 +146,8 @@ impl GcsConfig {
             build: Arc::new(move || me.build()),
             secrets: Vec::new(),
             operation_timeout: self.operation_timeout,
+            // The JSON API's `startOffset` (crate::list).
+            lists_after_natively: true,
         }))
     }
 }

@@ -78,8 +78,10 @@ pub fn map_error(operation: &str, what: &str, e: object_store::Error, secrets: &
         );
     }
     // Writes and listings name no object that could be missing: the bucket or container is.
+    // (A read, a HEAD or a delete names one; a missing container then shows in the listings.)
     if kind == ErrorKind::NotFound
         && !operation.starts_with("Get")
+        && !operation.starts_with("Head")
         && !operation.starts_with("Delete")
     {
         msg.push_str(" (the bucket or container does not exist, or the credentials cannot see it)");

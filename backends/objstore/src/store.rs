@@ -5,7 +5,7 @@ use crate::shared::{shared, Build, Shared};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange};
+use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 use walship_core::replica::{ByteReader, ObjectMeta, ObjectReader, PutSource, Replica};
@@ -25,6 +25,7 @@ pub struct ObjectStoreReplica {
     build: Build,
     secrets: Vec<String>,
     operation_timeout: Duration,
+    lists_after_natively: bool,
 }
 
 impl std::fmt::Debug for ObjectStoreReplica {
@@ -58,6 +59,9 @@ pub struct Parts {
     pub secrets: Vec<String>,
     /// Longest a single request may take (`operation-timeout`).
     pub operation_timeout: Duration,
+    /// Whether the backend's listing starts at a key on the service's side (its own
+    /// [`crate::List`] with a start), see [`Replica::lists_after_natively`].
+    pub lists_after_natively: bool,
 }
 
 impl ObjectStoreReplica {
@@ -73,6 +77,7 @@ impl ObjectStoreReplica {
             build: p.build,
             secrets: p.secrets,
             operation_timeout: p.operation_timeout,
+            lists_after_natively: p.lists_after_natively,
         }
     }
 
@@ -290,6 +295,34 @@ impl Replica for ObjectStoreReplica {
 
     async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
         self.list_from(prefix, Some(start_after)).await
+    }
+
+    fn lists_after_natively(&self) -> bool {
+        self.lists_after_natively
+    }
+
+    /// A HEAD through `object_store`, or, for a backend with its own listing (whose reads
+    /// `object_store` may not make the way the service answers), a listing of the key.
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let shared = self.client()?;
+        if shared.list.is_some() {
+            return Ok(self
+                .list_from(key, None)
+                .await?
+                .into_iter()
+                .find(|o| o.key == key));
+        }
+        let path = self.path(key)?;
+        let _slot = shared.slot().await;
+        match self.timed("Head", key, shared.store.head(&path)).await {
+            Ok(m) => Ok(Some(ObjectMeta {
+                key: key.to_owned(),
+                size: m.size,
+                modified: m.last_modified.into(),
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A delimiter listing (GCS `delimiter=/`, Azure `List Blobs` with a delimiter): one page

@@ -179,6 +179,10 @@ impl Replica for S3Replica {
         self.list_from(prefix, start).await
     }
 
+    fn lists_after_natively(&self) -> bool {
+        true
+    }
+
     /// ListObjectsV2 with delimiter `/`: one page per 1,000 names, no objects.
     async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();

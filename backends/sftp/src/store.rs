@@ -720,6 +720,24 @@ impl Replica for SftpReplica {
         self.list_inner(&c, prefix).await
     }
 
+    /// One `stat` (links followed, as the listing follows them).
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let c = self.conn().await?;
+        let path = self.cfg.remote_path(key);
+        match c.sftp.stat(path.as_str()).await {
+            Ok(a) if a.attrs.file_type() == FileType::File && !key.ends_with(".tmp") => {
+                Ok(Some(ObjectMeta {
+                    key: key.to_owned(),
+                    size: a.attrs.size.unwrap_or(0),
+                    modified: mtime(&a.attrs),
+                }))
+            }
+            Ok(_) => Ok(None),
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::NoSuchFile => Ok(None),
+            Err(e) => Err(self.fail(&c, &format!("stat {path}"), e).await),
+        }
+    }
+
     /// The directories below `prefix`: one `readdir`, whatever the history under them.
     async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
         let c = self.conn().await?;

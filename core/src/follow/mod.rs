@@ -137,6 +137,8 @@ pub struct Follower {
     pos: Position,
     opts: FollowOptions,
     generation_checked: Instant,
+    /// The last poll that listed the WAL (rather than probing the next names).
+    wal_listed: Instant,
     gap_since: Option<Instant>,
     /// The generation names of the last look for a new one (empty: the next look reads all).
     known_generations: Vec<String>,
@@ -237,6 +239,7 @@ impl Follower {
             conn,
             pos,
             generation_checked: Instant::now(),
+            wal_listed: Instant::now(),
             gap_since: None,
             known_generations: Vec::new(),
             status: opts.status.clone(),
@@ -352,23 +355,32 @@ impl Follower {
         let g = self.pos.generation.clone();
         // What the output holds once this poll's commits are applied is the replica as listed now.
         let listed_at = SystemTime::now();
-        let listed = self
-            .replica
-            .list_after(&layout::wal_prefix(&g), &self.pos.after)
-            .await?;
-        let mut segs: Vec<SegmentInfo> = listed
-            .into_iter()
-            .filter_map(|o| match layout::parse_key(&o.key) {
-                Some(layout::Entry::WalSegment {
-                    generation,
-                    index,
-                    offset,
-                }) if generation == g => Some(SegmentInfo::listed(generation, index, offset, o)),
-                _ => None,
-            })
-            .collect();
-        segs.sort_by_key(|s| (s.index, s.offset));
-        let gathered = match self.gather(&segs).await {
+        let gathered = match self.probe_from() {
+            Some(from) => self.gather_probing(from).await,
+            None => {
+                self.wal_listed = Instant::now();
+                let listed = self
+                    .replica
+                    .list_after(&layout::wal_prefix(&g), &self.pos.after)
+                    .await?;
+                let mut segs: Vec<SegmentInfo> = listed
+                    .into_iter()
+                    .filter_map(|o| match layout::parse_key(&o.key) {
+                        Some(layout::Entry::WalSegment {
+                            generation,
+                            index,
+                            offset,
+                        }) if generation == g => {
+                            Some(SegmentInfo::listed(generation, index, offset, o))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                segs.sort_by_key(|s| (s.index, s.offset));
+                self.gather(&segs).await
+            }
+        };
+        let gathered = match gathered {
             Err(e) if e.kind() == ErrorKind::Corrupt => {
                 tracing::error!(error = %e, position = %self.position(), "following: a shipped WAL segment is damaged");
                 return self.rebase_step("a shipped WAL segment is damaged").await;
@@ -496,69 +508,107 @@ impl Follower {
     /// time) until one: a transaction larger than a batch would otherwise come back without a
     /// commit at every poll, and the follower would stall on it for ever.
     async fn gather(&self, segs: &[SegmentInfo]) -> Result<Gathered> {
-        let mut out = Gathered::default();
-        let (mut index, mut end) = (self.pos.index, self.pos.offset);
-        let mut bytes = 0u64;
-        let mut limit = self.opts.max_batch_bytes;
+        let mut g = Gathering::new(self);
         for s in segs {
-            if bytes >= limit {
-                if self.scan(&out.spools, true)?.1 > 0 {
-                    out.more = true;
-                    break;
-                }
-                tracing::debug!(
-                    bytes,
-                    "following: one transaction is larger than a batch; gathering on to its commit"
-                );
-                limit = bytes.saturating_add(self.opts.max_batch_bytes);
-            }
-            let starts_index = s.index == index + 1 && s.offset == 0;
-            let continues = s.index == index && s.offset <= end;
-            if !(starts_index || continues) {
-                out.gap = true;
+            if g.full(self)? {
                 break;
             }
-            if starts_index {
-                index = s.index;
-                end = 0;
+            let starts_index = s.index == g.index + 1 && s.offset == 0;
+            let continues = s.index == g.index && s.offset <= g.end;
+            if !(starts_index || continues) {
+                g.out.gap = true;
+                break;
             }
-            if out.spools.last().is_none_or(|sp| sp.index != index) {
-                let file = tempfile_beside(&self.output)?;
-                out.spools.push(Spool {
-                    index,
-                    base: end,
-                    file,
-                    len: 0,
-                    segments: Vec::new(),
-                });
-            }
-            let sp = out.spools.last_mut().expect("pushed above");
-            let skip = end - s.offset;
-            let w = restore::Skip {
-                inner: std::io::BufWriter::new(
-                    sp.file.try_clone().map_err(|e| Error::io("spool", e))?,
-                ),
-                left: skip,
-            };
-            let (n, w) = restore::download_decoded(
-                self.replica.clone(),
-                &self.age,
-                s.key.clone(),
-                "spool",
-                w,
-            )
-            .await?;
-            let mut inner = w.inner;
-            std::io::Write::flush(&mut inner).map_err(|e| Error::io("spool", e))?;
-            let seg_end = s.offset + n;
-            if seg_end > end {
-                sp.len += seg_end - end;
-                bytes += seg_end - end;
-                end = seg_end;
-            }
-            sp.segments
-                .push((s.key.clone(), s.offset, seg_end, s.created));
+            self.take(&mut g, s).await?;
         }
+        self.scanned(g.out)
+    }
+
+    /// Where the next segment starts when it can be named without a listing: the follower has
+    /// applied every byte of the segments it took (or none of its index yet), so the next one
+    /// is `<index>_<offset>` or, after a WAL restart, `<index + 1>_00000000`. `None` where the
+    /// store lists from a key by itself, or when a listing is due: while a segment is missing
+    /// (a probe cannot see past it), with a segment applied only in part, and once every
+    /// `generation_check`, so that nothing a probe cannot name (a gap, an overlap) goes unseen
+    /// for longer than that.
+    fn probe_from(&self) -> Option<(u32, u64)> {
+        let a = &self.pos.after;
+        let whole = a.is_empty() || a.ends_with(".wal.lz4") || a.ends_with('_');
+        let probing = !self.replica.lists_after_natively()
+            && whole
+            && self.gap_since.is_none()
+            && self.wal_listed.elapsed() < self.opts.generation_check;
+        probing.then_some((self.pos.index, self.pos.offset))
+    }
+
+    /// [`Follower::gather`] by names instead of a listing: `stat` the segment that would come
+    /// next, take it, and so on; where none continues the index, the next index's first.
+    async fn gather_probing(&self, from: (u32, u64)) -> Result<Gathered> {
+        let generation = self.pos.generation.clone();
+        let mut g = Gathering::new(self);
+        (g.index, g.end) = from;
+        loop {
+            if g.full(self)? {
+                break;
+            }
+            let mut found = None;
+            for (index, offset) in [(g.index, g.end), (g.index + 1, 0)] {
+                let key = layout::wal_segment_key(&generation, index, offset);
+                if let Some(o) = self.replica.stat(&key).await? {
+                    found = Some(SegmentInfo::listed(generation.clone(), index, offset, o));
+                    break;
+                }
+            }
+            match found {
+                Some(s) => self.take(&mut g, &s).await?,
+                None => break,
+            }
+        }
+        self.scanned(g.out)
+    }
+
+    /// Downloads segment `s` (which continues `g`'s position or starts the next index) into
+    /// the spool of its index.
+    async fn take(&self, g: &mut Gathering, s: &SegmentInfo) -> Result<()> {
+        if s.index == g.index + 1 && s.offset == 0 {
+            g.index = s.index;
+            g.end = 0;
+        }
+        let (index, end) = (g.index, g.end);
+        if g.out.spools.last().is_none_or(|sp| sp.index != index) {
+            let file = tempfile_beside(&self.output)?;
+            g.out.spools.push(Spool {
+                index,
+                base: end,
+                file,
+                len: 0,
+                segments: Vec::new(),
+            });
+        }
+        let sp = g.out.spools.last_mut().expect("pushed above");
+        let skip = end - s.offset;
+        let w = restore::Skip {
+            inner: std::io::BufWriter::new(sp.file.try_clone().map_err(|e| Error::io("spool", e))?),
+            left: skip,
+        };
+        let (n, w) =
+            restore::download_decoded(self.replica.clone(), &self.age, s.key.clone(), "spool", w)
+                .await?;
+        let mut inner = w.inner;
+        std::io::Write::flush(&mut inner).map_err(|e| Error::io("spool", e))?;
+        let seg_end = s.offset + n;
+        if seg_end > end {
+            sp.len += seg_end - end;
+            g.bytes += seg_end - end;
+            g.end = seg_end;
+        }
+        sp.segments
+            .push((s.key.clone(), s.offset, seg_end, s.created));
+        Ok(())
+    }
+
+    /// The gathered spools with their scans.
+    fn scanned(&self, mut out: Gathered) -> Result<Gathered> {
         let (scans, commits) = self.scan(&out.spools, out.more)?;
         out.scans = scans;
         out.commits = commits;
@@ -715,6 +765,45 @@ struct Spool {
     len: u64,
     /// (key, first byte, end byte, upload time) of each segment in it.
     segments: Vec<(String, u64, u64, SystemTime)>,
+}
+
+/// A batch being gathered: the spools so far and where they end.
+struct Gathering {
+    out: Gathered,
+    index: u32,
+    end: u64,
+    bytes: u64,
+    limit: u64,
+}
+
+impl Gathering {
+    fn new(f: &Follower) -> Gathering {
+        Gathering {
+            out: Gathered::default(),
+            index: f.pos.index,
+            end: f.pos.offset,
+            bytes: 0,
+            limit: f.opts.max_batch_bytes,
+        }
+    }
+
+    /// Whether the batch is full, which it is only once it holds a commit: a batch without
+    /// one applies nothing, and the same batch would come back at every poll.
+    fn full(&mut self, f: &Follower) -> Result<bool> {
+        if self.bytes < self.limit {
+            return Ok(false);
+        }
+        if f.scan(&self.out.spools, true)?.1 > 0 {
+            self.out.more = true;
+            return Ok(true);
+        }
+        tracing::debug!(
+            bytes = self.bytes,
+            "following: one transaction is larger than a batch; gathering on to its commit"
+        );
+        self.limit = self.bytes.saturating_add(f.opts.max_batch_bytes);
+        Ok(false)
+    }
 }
 
 #[derive(Default)]
@@ -945,88 +1034,191 @@ mod tests {
         assert_eq!(FollowStatus::default().lag(t), Duration::ZERO);
     }
 
-    /// A transaction split over segments larger than a batch, none of them but the last holding
-    /// its commit (a writer may cut segments anywhere between frames): the follower gathers on
-    /// to the commit. Before, every poll gathered the same commit-less batch and came back Idle.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_transaction_larger_than_a_batch_is_applied() {
-        use crate::codec::compress;
-        use crate::replica::{PutSource, Replica};
-        use crate::testing::MemoryReplica;
-        let d = tempfile::tempdir().unwrap();
-        let src = d.path().join("src.db");
-        let app = Connection::open(&src).unwrap();
-        app.execute_batch(
-            "PRAGMA journal_mode = wal; PRAGMA wal_autocheckpoint = 0;
-             CREATE TABLE t (x INTEGER, b BLOB); INSERT INTO t VALUES (0, x'00');
-             PRAGMA wal_checkpoint(TRUNCATE);",
-        )
-        .unwrap();
-        let mem = MemoryReplica::new();
-        let g = "0123456789abcdef";
-        let put = |key: String, raw: &[u8]| {
-            let mem = mem.clone();
-            let body = bytes::Bytes::from(compress(raw));
-            async move { mem.put(&key, PutSource::Bytes(body)).await.unwrap() }
-        };
-        put(layout::snapshot_key(g, 0), &std::fs::read(&src).unwrap()).await;
-        app.execute("INSERT INTO t VALUES (1, x'01')", []).unwrap();
-        let wal_path = d.path().join("src.db-wal");
-        let small = std::fs::read(&wal_path).unwrap();
-        put(layout::wal_segment_key(g, 0, 0), &small).await;
+    /// A primary's database and its WAL, shipped by hand to a replica in memory: a snapshot at
+    /// index 0 and the WAL's first transaction, so that a follower can start.
+    struct Shipped {
+        d: tempfile::TempDir,
+        app: Connection,
+        mem: std::sync::Arc<crate::testing::MemoryReplica>,
+        /// Bytes of the current WAL shipped so far.
+        shipped: usize,
+        index: u32,
+    }
 
-        let opts = FollowOptions {
-            max_batch_bytes: 1,
-            ..FollowOptions::every(Duration::from_millis(10))
-        };
-        let out = d.path().join("out.db");
-        let replica: DynReplica = mem.clone();
-        let mut f = Follower::start(replica, Age::default(), &out, opts)
-            .await
+    const G: &str = "0123456789abcdef";
+
+    impl Shipped {
+        async fn new() -> Shipped {
+            let d = tempfile::tempdir().unwrap();
+            let app = Connection::open(d.path().join("src.db")).unwrap();
+            app.execute_batch(
+                "PRAGMA journal_mode = wal; PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE t (x INTEGER, b BLOB); INSERT INTO t VALUES (0, x'00');
+                 PRAGMA wal_checkpoint(TRUNCATE);",
+            )
             .unwrap();
-        let count = |p: &Path| -> i64 {
-            Connection::open(p)
+            let mut s = Shipped {
+                d,
+                app,
+                mem: crate::testing::MemoryReplica::new(),
+                shipped: 0,
+                index: 0,
+            };
+            let snap = std::fs::read(s.d.path().join("src.db")).unwrap();
+            s.put(layout::snapshot_key(G, 0), &snap).await;
+            s.app
+                .execute("INSERT INTO t VALUES (1, x'01')", [])
+                .unwrap();
+            s.ship(usize::MAX).await;
+            s
+        }
+
+        async fn put(&self, key: String, raw: &[u8]) {
+            use crate::replica::{PutSource, Replica};
+            let body = bytes::Bytes::from(crate::codec::compress(raw));
+            self.mem.put(&key, PutSource::Bytes(body)).await.unwrap();
+        }
+
+        /// Ships what the WAL holds beyond what was shipped, in segments of at most `frames`
+        /// frames each.
+        async fn ship(&mut self, frames: usize) {
+            let wal = std::fs::read(self.d.path().join("src.db-wal")).unwrap();
+            let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+            let step = frames.saturating_mul(24 + page);
+            while self.shipped < wal.len() {
+                let end = self.shipped.saturating_add(step).min(wal.len());
+                let key = layout::wal_segment_key(G, self.index, self.shipped as u64);
+                self.put(key, &wal[self.shipped..end]).await;
+                self.shipped = end;
+            }
+        }
+
+        /// An application checkpoint that restarts the WAL: what follows is the next index.
+        fn restart_wal(&mut self) {
+            self.app
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+            self.index += 1;
+            self.shipped = 0;
+        }
+
+        fn out(&self) -> PathBuf {
+            self.d.path().join("out.db")
+        }
+
+        async fn follower(&self, replica: DynReplica, opts: FollowOptions) -> Follower {
+            Follower::start(replica, Age::default(), &self.out(), opts)
+                .await
+                .unwrap()
+        }
+
+        fn count(&self) -> i64 {
+            Connection::open(self.out())
                 .unwrap()
                 .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
                 .unwrap()
-        };
-        assert_eq!(count(&out), 2);
+        }
+    }
 
-        // One transaction of ~60 pages, shipped as segments of two frames each.
-        app.execute_batch(
-            "BEGIN; WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i < 61)
-             INSERT INTO t SELECT i, randomblob(3000) FROM n; COMMIT;",
-        )
-        .unwrap();
-        let wal = std::fs::read(&wal_path).unwrap();
-        let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
-        let frame = 24 + page;
-        let frames = (wal.len() - small.len()) / frame;
-        assert!(frames > 20, "the transaction spans {frames} frames");
-        let mut at = small.len();
-        while at < wal.len() {
-            let end = (at + 2 * frame).min(wal.len());
-            put(layout::wal_segment_key(g, 0, at as u64), &wal[at..end]).await;
-            at = end;
-        }
-        let mut steps = Vec::new();
-        for _ in 0..5 {
-            let step = f.poll().await.unwrap();
-            steps.push(step.clone());
-            if matches!(step, Step::Applied { .. }) {
-                break;
+    /// A transaction split over segments larger than a batch, none of them but the last holding
+    /// its commit (a writer may cut segments anywhere between frames): the follower gathers on
+    /// to the commit, listing (S3) or probing names (other stores). Before, every poll gathered
+    /// the same commit-less batch and came back Idle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_larger_than_a_batch_is_applied() {
+        for native in [true, false] {
+            let mut s = Shipped::new().await;
+            s.mem.set_lists_after_natively(native);
+            let opts = FollowOptions {
+                max_batch_bytes: 1,
+                ..FollowOptions::every(Duration::from_millis(10))
+            };
+            let mut f = s.follower(s.mem.clone(), opts).await;
+            assert_eq!(s.count(), 2);
+            // One transaction of ~60 pages, shipped as segments of two frames each.
+            s.app
+                .execute_batch(
+                    "BEGIN; WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i < 61)
+                     INSERT INTO t SELECT i, randomblob(3000) FROM n; COMMIT;",
+                )
+                .unwrap();
+            let before = s.mem.keys().len();
+            s.ship(2).await;
+            assert!(s.mem.keys().len() - before > 20, "segments shipped");
+            let mut steps = Vec::new();
+            for _ in 0..5 {
+                let step = f.poll().await.unwrap();
+                steps.push(step.clone());
+                if matches!(step, Step::Applied { .. }) {
+                    break;
+                }
             }
+            // (Probing cannot know that nothing follows a full batch: it may say `more`.)
+            assert!(
+                matches!(steps.last(), Some(Step::Applied { commits: 1, .. })),
+                "native listing {native}: polls {steps:?}"
+            );
+            assert_eq!(s.count(), 62, "native listing {native}");
         }
+    }
+
+    /// A store that cannot list from a key (a local directory, SFTP, Azure): an idle poll costs
+    /// two `stat`s (the next segment of the index, the first of the next index) and no listing,
+    /// whatever the history; segments and WAL restarts are found by name; a listing comes once
+    /// per `generation_check`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_of_a_store_without_start_after_probes_the_next_names() {
+        use crate::testing::{Faulty, Op};
+        let mut s = Shipped::new().await;
+        // A long history before the follower's position does not change what a poll costs.
+        for i in 0..50 {
+            s.app
+                .execute("INSERT INTO t VALUES (?1, x'02')", [100 + i])
+                .unwrap();
+            s.ship(usize::MAX).await;
+        }
+        let faulty = Faulty::new(s.mem.clone());
+        let opts = FollowOptions {
+            generation_check: Duration::from_secs(3600),
+            ..FollowOptions::every(Duration::from_millis(10))
+        };
+        let mut f = s.follower(faulty.clone(), opts).await;
+        assert_eq!(s.count(), 52);
+        let (lists, stats) = (faulty.calls(Op::List), faulty.calls(Op::Stat));
+        for _ in 0..5 {
+            assert_eq!(f.poll().await.unwrap(), Step::Idle);
+        }
+        assert_eq!(faulty.calls(Op::List) - lists, 0, "idle polls listed");
         assert_eq!(
-            steps.last(),
-            Some(&Step::Applied {
-                commits: 1,
-                more: false
-            }),
-            "polls: {steps:?}"
+            faulty.calls(Op::Stat) - stats,
+            10,
+            "two stats per idle poll"
         );
-        assert_eq!(count(&out), 62);
-        drop(app);
+
+        // New segments of the index, then a WAL restart: found by name, applied in order.
+        s.app
+            .execute("INSERT INTO t VALUES (200, x'03')", [])
+            .unwrap();
+        s.ship(usize::MAX).await;
+        s.app
+            .execute("INSERT INTO t VALUES (201, x'03')", [])
+            .unwrap();
+        s.ship(usize::MAX).await;
+        s.restart_wal();
+        s.app
+            .execute("INSERT INTO t VALUES (202, x'04')", [])
+            .unwrap();
+        s.ship(usize::MAX).await;
+        assert_eq!(
+            f.poll().await.unwrap(),
+            Step::Applied {
+                commits: 3,
+                more: false
+            }
+        );
+        assert_eq!(s.count(), 55);
+        assert_eq!(f.status_now().index, 1);
+        assert_eq!(faulty.calls(Op::List) - lists, 0, "polls listed");
     }
 
     #[test]
