@@ -7,8 +7,10 @@
 //!   segments are applied whole transactions at a time, in one SQLite transaction of the output
 //!   ([`apply`]), and a switch to a fresh restore (a new generation, lost segments, an unknown
 //!   position after a crash) is one such transaction too ([`Follower::rebase`]).
-//! - A poll lists only what follows the follower's position (`list_after` the last applied
-//!   segment), so its cost does not grow with the replica's retention.
+//! - A poll's cost does not grow with the replica's retention: it lists only what follows the
+//!   follower's position (`list_after` the last applied segment) where the store can list from
+//!   a key (S3, GCS), and elsewhere asks for the next segment by name (`Replica::stat`), with a
+//!   listing once per `generation_check` and wherever names cannot tell what comes next.
 //! - The position beside the output ([`state`]) is never ahead of the output; when it may be
 //!   behind or ahead (a crash around a commit), the follower re-bases instead of guessing.
 //! - The output is only ever written through SQLite, and only if it is a follower's output (its
@@ -38,7 +40,8 @@ pub struct FollowOptions {
     /// Decoded WAL bytes one batch gathers at most before it is applied (a follower far behind
     /// applies in several transactions, each a state of the primary, instead of one huge one).
     pub max_batch_bytes: u64,
-    /// How often the generations are listed again, to see a new generation on the primary.
+    /// How often the generations are listed again, to see a new generation on the primary; on
+    /// stores polled by name, also how often the WAL is listed anyway.
     pub generation_check: Duration,
     /// How long a missing WAL segment may stay missing (an upload still under way) before the
     /// follower re-bases on a fresh restore.
@@ -139,6 +142,9 @@ pub struct Follower {
     generation_checked: Instant,
     /// The last poll that listed the WAL (rather than probing the next names).
     wal_listed: Instant,
+    /// The next poll lists the WAL whatever the store: after a start or a re-base, after a
+    /// listing that ended at a gap, and when names could not tell what comes next.
+    list_due: bool,
     gap_since: Option<Instant>,
     /// The generation names of the last look for a new one (empty: the next look reads all).
     known_generations: Vec<String>,
@@ -240,6 +246,7 @@ impl Follower {
             pos,
             generation_checked: Instant::now(),
             wal_listed: Instant::now(),
+            list_due: true,
             gap_since: None,
             known_generations: Vec::new(),
             status: opts.status.clone(),
@@ -322,8 +329,8 @@ impl Follower {
         }
     }
 
-    /// One poll: list what follows the position, download it, apply the whole transactions in
-    /// it. Re-bases when the primary moved to another generation, or when a segment stays missing
+    /// One poll: find what follows the position (a listing from it, or the next names),
+    /// download it, apply the whole transactions in it. Re-bases when the primary moved to another generation, or when a segment stays missing
     /// longer than `gap_grace` (retention deleted it before the follower applied it).
     pub async fn poll(&mut self) -> Result<Step> {
         // A primary that starts a new generation stops shipping to the old one, so only a
@@ -355,9 +362,24 @@ impl Follower {
         let g = self.pos.generation.clone();
         // What the output holds once this poll's commits are applied is the replica as listed now.
         let listed_at = SystemTime::now();
-        let gathered = match self.probe_from() {
-            Some(from) => self.gather_probing(from).await,
+        let mut probed = None;
+        let mut relist = false;
+        if let Some(from) = self.probe_from() {
+            match self.gather_probing(from).await {
+                Ok((gathered, unsure)) => {
+                    relist = unsure;
+                    // Nothing taken yet: list now rather than a poll later.
+                    if !(unsure && gathered.spools.is_empty()) {
+                        probed = Some(Ok(gathered));
+                    }
+                }
+                Err(e) => probed = Some(Err(e)),
+            }
+        }
+        let gathered = match probed {
+            Some(r) => r,
             None => {
+                relist = false;
                 self.wal_listed = Instant::now();
                 let listed = self
                     .replica
@@ -377,9 +399,15 @@ impl Follower {
                     })
                     .collect();
                 segs.sort_by_key(|s| (s.index, s.offset));
-                self.gather(&segs).await
+                let r = self.gather(&segs).await;
+                // A gap stays in view: the next polls list too, until it fills or the grace ends.
+                if let Ok(gathered) = &r {
+                    relist = gathered.gap;
+                }
+                r
             }
         };
+        self.list_due = relist;
         let gathered = match gathered {
             Err(e) if e.kind() == ErrorKind::Corrupt => {
                 tracing::error!(error = %e, position = %self.position(), "following: a shipped WAL segment is damaged");
@@ -387,7 +415,7 @@ impl Follower {
             }
             r => r?,
         };
-        let caught_up = !gathered.gap && !gathered.more;
+        let caught_up = !gathered.gap && !gathered.more && !relist;
         self.note(|s| {
             s.last_poll = Some(listed_at);
             if caught_up && gathered.commits == 0 {
@@ -408,7 +436,14 @@ impl Follower {
             return Ok(Step::Idle);
         }
         self.generation_checked = Instant::now();
-        let step = self.apply(gathered).await?;
+        let step = match self.apply(gathered).await? {
+            // A listing is due: make it now rather than an interval later.
+            Step::Applied { commits, more } => Step::Applied {
+                commits,
+                more: more || relist,
+            },
+            other => other,
+        };
         if caught_up {
             self.note(|s| s.caught_up = Some(listed_at));
         }
@@ -441,6 +476,7 @@ impl Follower {
         res?;
         self.pos = pos;
         self.gap_since = None;
+        self.list_due = true;
         self.generation_checked = Instant::now();
         self.note(|s| {
             s.rebases += 1;
@@ -526,45 +562,56 @@ impl Follower {
 
     /// Where the next segment starts when it can be named without a listing: the follower has
     /// applied every byte of the segments it took (or none of its index yet), so the next one
-    /// is `<index>_<offset>` or, after a WAL restart, `<index + 1>_00000000`. `None` where the
-    /// store lists from a key by itself, or when a listing is due: while a segment is missing
-    /// (a probe cannot see past it), with a segment applied only in part, and once every
-    /// `generation_check`, so that nothing a probe cannot name (a gap, an overlap) goes unseen
-    /// for longer than that.
+    /// is `<index>_<offset>`. `None` where the store lists from a key by itself, or when a
+    /// listing is due (see `list_due`), with a segment applied only in part, and once every
+    /// `generation_check`, so that what names cannot show (segments retention deleted) is
+    /// seen within that.
     fn probe_from(&self) -> Option<(u32, u64)> {
         let a = &self.pos.after;
         let whole = a.is_empty() || a.ends_with(".wal.lz4") || a.ends_with('_');
         let probing = !self.replica.lists_after_natively()
             && whole
+            && !self.list_due
             && self.gap_since.is_none()
             && self.wal_listed.elapsed() < self.opts.generation_check;
         probing.then_some((self.pos.index, self.pos.offset))
     }
 
     /// [`Follower::gather`] by names instead of a listing: `stat` the segment that would come
-    /// next, take it, and so on; where none continues the index, the next index's first.
-    async fn gather_probing(&self, from: (u32, u64)) -> Result<Gathered> {
+    /// next in the index, take it, and so on. Also says whether a listing must decide what
+    /// comes next (`true`): when the next index has begun (`<index+1>_00000000` exists) but
+    /// no segment starts where this index's end was taken, the rest of this index may sit in
+    /// a segment that starts earlier (v0.3.13 ships again from an earlier offset), or be
+    /// missing; names cannot tell, and jumping to the next index would skip commits.
+    async fn gather_probing(&self, from: (u32, u64)) -> Result<(Gathered, bool)> {
         let generation = self.pos.generation.clone();
         let mut g = Gathering::new(self);
         (g.index, g.end) = from;
+        let mut unsure = false;
         loop {
             if g.full(self)? {
                 break;
             }
-            let mut found = None;
-            for (index, offset) in [(g.index, g.end), (g.index + 1, 0)] {
-                let key = layout::wal_segment_key(&generation, index, offset);
-                if let Some(o) = self.replica.stat(&key).await? {
-                    found = Some(SegmentInfo::listed(generation.clone(), index, offset, o));
+            let key = layout::wal_segment_key(&generation, g.index, g.end);
+            match self.replica.stat(&key).await? {
+                Some(o) => {
+                    let at = (g.index, g.end);
+                    let s = SegmentInfo::listed(generation.clone(), g.index, g.end, o);
+                    self.take(&mut g, &s).await?;
+                    if (g.index, g.end) == at {
+                        // An empty segment: its name would come back for ever.
+                        unsure = true;
+                        break;
+                    }
+                }
+                None => {
+                    let next = layout::wal_segment_key(&generation, g.index + 1, 0);
+                    unsure = self.replica.stat(&next).await?.is_some();
                     break;
                 }
             }
-            match found {
-                Some(s) => self.take(&mut g, &s).await?,
-                None => break,
-            }
         }
-        self.scanned(g.out)
+        Ok((self.scanned(g.out)?, unsure))
     }
 
     /// Downloads segment `s` (which continues `g`'s position or starts the next index) into
@@ -801,7 +848,12 @@ impl Gathering {
             bytes = self.bytes,
             "following: one transaction is larger than a batch; gathering on to its commit"
         );
-        self.limit = self.bytes.saturating_add(f.opts.max_batch_bytes);
+        // Doubling: each check scans the spools from their start, so the scans of a huge
+        // transaction add up to about twice its size.
+        self.limit = self
+            .bytes
+            .saturating_mul(2)
+            .max(self.bytes.saturating_add(f.opts.max_batch_bytes));
         Ok(false)
     }
 }
@@ -1093,6 +1145,18 @@ mod tests {
             }
         }
 
+        /// Ships what the WAL holds beyond what was shipped as one segment that starts a frame
+        /// early, overlapping the last one (as v0.3.13 may ship again from an earlier offset).
+        async fn ship_overlapping(&mut self) {
+            let wal = std::fs::read(self.d.path().join("src.db-wal")).unwrap();
+            let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+            let start = self.shipped - (24 + page);
+            assert!(start >= 32, "a frame to overlap");
+            let key = layout::wal_segment_key(G, self.index, start as u64);
+            self.put(key, &wal[start..]).await;
+            self.shipped = wal.len();
+        }
+
         /// An application checkpoint that restarts the WAL: what follows is the next index.
         fn restart_wal(&mut self) {
             self.app
@@ -1162,10 +1226,10 @@ mod tests {
         }
     }
 
-    /// A store that cannot list from a key (a local directory, SFTP, Azure): an idle poll costs
-    /// two `stat`s (the next segment of the index, the first of the next index) and no listing,
-    /// whatever the history; segments and WAL restarts are found by name; a listing comes once
-    /// per `generation_check`.
+    /// A store that cannot list from a key (a local directory, SFTP, Azure): after the first
+    /// poll (a listing), an idle poll costs two `stat`s (the next segment of the index, the
+    /// first of the next index) and no listing, whatever the history; new segments are found
+    /// by name; a WAL restart costs one listing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_follower_of_a_store_without_start_after_probes_the_next_names() {
         use crate::testing::{Faulty, Op};
@@ -1184,6 +1248,9 @@ mod tests {
         };
         let mut f = s.follower(faulty.clone(), opts).await;
         assert_eq!(s.count(), 52);
+        let lists = faulty.calls(Op::List);
+        assert_eq!(f.poll().await.unwrap(), Step::Idle);
+        assert_eq!(faulty.calls(Op::List) - lists, 1, "the first poll lists");
         let (lists, stats) = (faulty.calls(Op::List), faulty.calls(Op::Stat));
         for _ in 0..5 {
             assert_eq!(f.poll().await.unwrap(), Step::Idle);
@@ -1195,30 +1262,96 @@ mod tests {
             "two stats per idle poll"
         );
 
-        // New segments of the index, then a WAL restart: found by name, applied in order.
-        s.app
-            .execute("INSERT INTO t VALUES (200, x'03')", [])
-            .unwrap();
-        s.ship(usize::MAX).await;
-        s.app
-            .execute("INSERT INTO t VALUES (201, x'03')", [])
-            .unwrap();
-        s.ship(usize::MAX).await;
+        // New segments of the index: found by name.
+        for x in [200, 201] {
+            s.app
+                .execute("INSERT INTO t VALUES (?1, x'03')", [x])
+                .unwrap();
+            s.ship(usize::MAX).await;
+        }
+        assert_eq!(
+            f.poll().await.unwrap(),
+            Step::Applied {
+                commits: 2,
+                more: false
+            }
+        );
+        assert_eq!(faulty.calls(Op::List) - lists, 0, "segments found by name");
+        // A WAL restart: the next index's first segment shows it, a listing takes it.
         s.restart_wal();
         s.app
             .execute("INSERT INTO t VALUES (202, x'04')", [])
             .unwrap();
         s.ship(usize::MAX).await;
-        assert_eq!(
+        assert!(matches!(
             f.poll().await.unwrap(),
-            Step::Applied {
-                commits: 3,
-                more: false
-            }
-        );
+            Step::Applied { commits: 1, .. }
+        ));
         assert_eq!(s.count(), 55);
         assert_eq!(f.status_now().index, 1);
-        assert_eq!(faulty.calls(Op::List) - lists, 0, "polls listed");
+        assert_eq!(faulty.calls(Op::List) - lists, 1, "one listing per restart");
+    }
+
+    /// Polled by name, a segment that overlaps the position (shipped again from an earlier
+    /// offset) followed by a WAL restart: the follower lists before it moves to the next index,
+    /// and applies the overlapping segment's commit. Before, the first segment of the next index
+    /// was taken by name and the overlapping segment's commit was skipped for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_polling_by_name_never_skips_the_rest_of_an_index() {
+        let mut s = Shipped::new().await;
+        let opts = FollowOptions {
+            generation_check: Duration::from_secs(3600),
+            ..FollowOptions::every(Duration::from_millis(10))
+        };
+        let mut f = s.follower(s.mem.clone(), opts).await;
+        assert_eq!(f.poll().await.unwrap(), Step::Idle);
+        // Several frames, so the overlapping segment starts inside this one.
+        s.app
+            .execute("INSERT INTO t VALUES (10, randomblob(9000))", [])
+            .unwrap();
+        s.ship(usize::MAX).await;
+        // Overflow pages that only this transaction writes: the next index's images of the
+        // table's leaf page cannot bring them back if it is skipped.
+        s.app
+            .execute("INSERT INTO t VALUES (11, randomblob(20000))", [])
+            .unwrap();
+        s.ship_overlapping().await;
+        s.restart_wal();
+        s.app
+            .execute("INSERT INTO t VALUES (12, x'0c')", [])
+            .unwrap();
+        s.ship(usize::MAX).await;
+        for _ in 0..5 {
+            if f.poll().await.unwrap() == Step::Idle {
+                break;
+            }
+        }
+        assert_eq!(
+            s.mem.keys().len(),
+            5,
+            "snapshot, 3 segments of index 0, 1 of index 1"
+        );
+        assert_eq!(s.count(), 5, "every commit applied");
+        assert_eq!(f.status_now().index, 1);
+        let content = |c: &Connection| -> (String, String) {
+            let rows = c
+                .query_row(
+                    "SELECT group_concat(x || ':' || hex(b), ',') FROM (SELECT * FROM t ORDER BY x)",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or_else(|e| format!("unreadable: {e}"));
+            let check = c
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap_or_else(|e: rusqlite::Error| format!("unreadable: {e}"));
+            (rows, check)
+        };
+        let got = content(&Connection::open(s.out()).unwrap());
+        assert_eq!(got.1, "ok");
+        assert!(
+            got == content(&s.app),
+            "the output differs from the primary"
+        );
     }
 
     #[test]
