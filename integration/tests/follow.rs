@@ -289,7 +289,7 @@ fn readers_of_a_follower_only_ever_see_whole_transactions() {
 
     // A new generation on the primary (its meta directory lost while replicate was stopped):
     // the follower switches to it.
-    assert_eq!(rep.stop(), 0);
+    assert_eq!(rep.stop(), 0, "{}", rep.log_text());
     std::fs::remove_dir_all(s.dir.path().join(".app.db-litestream")).unwrap();
     for _ in 0..50 {
         let _ = transfer(&c, &mut rng);
@@ -306,7 +306,7 @@ fn readers_of_a_follower_only_ever_see_whole_transactions() {
         f.log_text()
     );
     assert_eq!(f.stop(), 0, "{}", f.log_text());
-    assert_eq!(rep.stop(), 0);
+    assert_eq!(rep.stop(), 0, "{}", rep.log_text());
     assert_eq!(integrity(&s.out), "ok");
 }
 
@@ -329,7 +329,7 @@ fn a_follower_never_writes_to_a_database_that_is_not_its_own() {
         "{err}"
     );
     assert_eq!(digest(&s.out), before, "the user's database changed");
-    assert_eq!(rep.stop(), 0);
+    assert_eq!(rep.stop(), 0, "{}", rep.log_text());
 }
 
 #[test]
@@ -370,7 +370,7 @@ fn a_follower_follows_a_litestream_replica() {
         "v0.3.13 never restarted the WAL, so the follower was not tried across indexes: {replica:?}"
     );
     assert_eq!(f.stop(), 0, "{}", f.log_text());
-    assert_eq!(rep.stop(), 0);
+    assert_eq!(rep.stop(), 0, "{}", rep.log_text());
     assert_eq!(integrity(&s.out), "ok");
 }
 
@@ -589,7 +589,7 @@ fn a_follower_whose_segments_retention_deleted_restores_afresh() {
         "{log}"
     );
     assert_eq!(f.stop(), 0, "{log}");
-    assert_eq!(rep.stop(), 0);
+    assert_eq!(rep.stop(), 0, "{}", rep.log_text());
     assert_eq!(integrity(&s.out), "ok");
 }
 
