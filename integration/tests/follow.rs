@@ -180,6 +180,20 @@ fn wait_equal(s: &Setup, f: &mut Proc, what: &str) -> Duration {
     }
 }
 
+/// Waits until the follower's output `out` holds what the primary `db` holds now; fails when
+/// the follower exits or `limit` passes.
+fn output_reaches(db: &Path, out: &Path, f: &mut Proc, limit: Duration, what: &str) {
+    let want = digest(db);
+    wait_until(limit, what, || {
+        assert!(
+            f.wait_exit(Duration::ZERO).is_none(),
+            "{what}: the follower exited:\n{}",
+            f.log_text()
+        );
+        out.exists() && digest_or_empty(out) == want
+    });
+}
+
 fn digest_or_empty(db: &Path) -> String {
     std::panic::catch_unwind(|| digest(db)).unwrap_or_default()
 }
@@ -442,17 +456,8 @@ fn a_follower_of_s3_keeps_its_state_while_the_store_is_down_and_reports_its_lag(
             .any(|k| k.ends_with(".snapshot.lz4"))
     });
     let mut f = spawn_follower();
-    let equal = |f: &mut Proc, what: &str| {
-        let want = digest(&db);
-        wait_until(Duration::from_secs(60), what, || {
-            assert!(
-                f.wait_exit(Duration::ZERO).is_none(),
-                "the follower exited:\n{}",
-                f.log_text()
-            );
-            out.exists() && digest_or_empty(&out) == want
-        });
-    };
+    let equal =
+        |f: &mut Proc, what: &str| output_reaches(&db, &out, f, Duration::from_secs(60), what);
     for _ in 0..200 {
         let _ = transfer(&c, &mut rng);
     }
@@ -675,17 +680,15 @@ fn follow_remote(kind: &str, yaml: &str, replica: walship_core::replica::DynRepl
         ],
         &dir.path().join("follow.log"),
     );
+    // A new generation shows after up to 30 follow intervals, plus a fresh restore.
     let equal = |f: &mut Proc, what: &str| {
-        let want = digest(&db);
-        // A new generation shows after up to 30 follow intervals, plus a fresh restore.
-        wait_until(Duration::from_secs(90), &format!("{kind}: {what}"), || {
-            assert!(
-                f.wait_exit(Duration::ZERO).is_none(),
-                "{kind}: the follower exited:\n{}",
-                f.log_text()
-            );
-            out.exists() && digest_or_empty(&out) == want
-        });
+        output_reaches(
+            &db,
+            &out,
+            f,
+            Duration::from_secs(90),
+            &format!("{kind}: {what}"),
+        )
     };
     for _ in 0..200 {
         let _ = transfer(&c, &mut rng);
