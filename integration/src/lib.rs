@@ -731,6 +731,42 @@ pub fn files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Waits until nothing under `dir` has been added, removed or resized for `quiet`.
+///
+/// Litestream v0.3.13 stopped while it ships can exit 1: its `DB.Close` runs a final
+/// `Replica.Sync` beside the replica goroutines it has cancelled but not yet waited for, so two
+/// writers race on one segment's temporary name. A test that checks its exit code stops it once
+/// its replica has been still for a few sync-intervals.
+pub fn wait_still(dir: &Path, quiet: Duration, timeout: Duration) {
+    fn sizes(dir: &Path) -> Vec<(String, u64)> {
+        files(dir)
+            .into_iter()
+            .map(|f| {
+                let len = std::fs::metadata(dir.join(&f))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                (f, len)
+            })
+            .collect()
+    }
+    let deadline = Instant::now() + timeout;
+    let mut last = sizes(dir);
+    let mut since = Instant::now();
+    while since.elapsed() < quiet {
+        assert!(
+            Instant::now() < deadline,
+            "{} kept changing for {timeout:?}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let now = sizes(dir);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+}
+
 /// Runs any binary (e.g. litestream) to completion, without config-path environment variables.
 pub fn run(bin: &Path, args: &[&str]) -> Output {
     Command::new(bin)

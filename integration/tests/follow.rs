@@ -384,6 +384,11 @@ fn a_follower_follows_a_litestream_replica() {
         "v0.3.13 never restarted the WAL, so the follower was not tried across indexes: {replica:?}"
     );
     assert_eq!(f.stop(), 0, "{}", f.log_text());
+    wait_still(
+        &s.dir.path().join("replica"),
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    );
     assert_eq!(rep.stop(), 0, "{}", rep.log_text());
     assert_eq!(integrity(&s.out), "ok");
 }
