@@ -55,13 +55,15 @@ fn run(seed: u64) {
     let page_bytes = 4096 + 24;
     let max_pages = max_wal.load(Ordering::Relaxed) / page_bytes;
     eprintln!("seed {seed}: {txs} tx in 20 s ({:.0} tx/s), max WAL {max_pages} pages, caught up in {catch_up:?}", txs as f64 / 20.0);
-    // Not yet the 2.5 x the issue asks for: at this test's ~60k tx/s of one-row transactions
-    // on 2 cores the WAL reaches 30-98k pages (checkpoints every 250-300 ms, each resetting the
-    // WAL; copying and shipping ~250 MB/s of WAL is the limit), walship-bench's 51k tx/s writer
-    // 16-19k. Issue 23 item 1 stays open for it.
+    // 2.5 x max-checkpoint-page-count, as the README promises "near" it. With the backfill at
+    // the RESTART threshold done under the write lock (the writer waits instead of growing the
+    // WAL) the peaks were 13,037-16,210 pages, also while a `dd` of 3 GB kept the disk's
+    // writeback busy; without it, 15,184-19,954 on an idle disk and 29,063-46,824 under that
+    // writeback (one slow unlocked backfill round of 976 ms). The pacing bug this also catches
+    // (the monitor paced by the `-wal` file's length, blind to restarts) reached 30,000-68,000.
     assert!(
-        max_pages <= 10 * MAX_PAGES,
-        "seed {seed}: WAL reached {max_pages} pages (> 10 x max-checkpoint-page-count {MAX_PAGES}) at {:?} into the run",
+        max_pages * 2 <= 5 * MAX_PAGES,
+        "seed {seed}: WAL reached {max_pages} pages (> 2.5 x max-checkpoint-page-count {MAX_PAGES}) at {:?} into the run",
         max_at.lock().unwrap()
     );
     assert!(

@@ -33,8 +33,10 @@
 //!
 //! # The checkpoint
 //! Always PASSIVE (RESTART and TRUNCATE wait on application readers while holding up application
-//! writers: v0.3.13's #724 outage). The bulk of the backfill runs with `R` moved to the WAL's end
-//! under a brief write lock; the final locked step only backfills what was committed meanwhile.
+//! writers: v0.3.13's #724 outage). Below max-checkpoint-page-count the bulk of the backfill runs
+//! with `R` moved to the WAL's end under a brief write lock, and the final locked step only
+//! backfills what was committed meanwhile. At the RESTART threshold the whole backfill runs under
+//! the write lock: the writer waits rather than growing the WAL past what the user allowed.
 //! A snapshot reading the database file holds the gate ([`Db::hold_checkpoints`]) and the monitor
 //! then neither checkpoints nor moves `R`, so no page the snapshot's position relies on moves.
 
@@ -255,13 +257,23 @@ impl Db {
         };
         let started = Instant::now();
         let mut round_lock_waits = [Duration::ZERO; 2];
-        // Move `R`'s read mark to the end of the WAL under a brief write lock, then do the bulk of
-        // the backfill up to it while application writers keep going; the locked step below only
-        // backfills what was committed meanwhile. A busy writer appends thousands of frames while
-        // a bulk backfill runs, and backfilling them under the lock kept it 10-15 ms: a second
-        // round takes most of them, and the WAL is flushed before the lock, so the locked
-        // checkpoint's own WAL sync has only the last moments to write.
-        if open.shadow.size > HEADER_SIZE as u64 {
+        let mut unlocked_rounds = 0u8;
+        // Below max-checkpoint-page-count: move `R`'s read mark to the end of the WAL under a
+        // brief write lock, then do the bulk of the backfill up to it while application writers
+        // keep going; the locked step below only backfills what was committed meanwhile. A busy
+        // writer appends thousands of frames while a bulk backfill runs, and backfilling them
+        // under the lock kept it 10-15 ms: a second round takes most of them, and the WAL is
+        // flushed before the lock, so the locked checkpoint's own WAL sync has only the last
+        // moments to write.
+        // At the RESTART (or TRUNCATE) threshold the WAL is already as long as the user allows,
+        // and an unlocked round lets a saturating writer grow it for as long as the backfill
+        // takes: one round slowed to 976 ms by disk writeback took the WAL to 46,824 pages
+        // (4.7 x the threshold). There the whole backfill runs under the lock, as v0.3.13's
+        // RESTART does: the writer waits (worst commit 56 ms in walship-bench's saturating
+        // workload, v0.3.13 442 ms) and the WAL stays near the threshold (the bulk rounds'
+        // peaks were 15-19k pages on an idle disk; without them 12-16k, and under writeback).
+        let bulk_rounds = mode == CheckpointMode::Passive;
+        if open.shadow.size > HEADER_SIZE as u64 && bulk_rounds {
             let frame = open.shadow.header.frame_size();
             let mut busy = false;
             for (round, lock_wait) in round_lock_waits.iter_mut().enumerate() {
@@ -274,6 +286,7 @@ impl Db {
                 match locked {
                     Ok(()) => {
                         let _ = checkpoint(&open.conns.w, CheckpointMode::Passive);
+                        unlocked_rounds += 1;
                     }
                     Err(e) if e.kind() == crate::ErrorKind::Transient && round == 0 => {
                         tracing::debug!(db = %self.path.display(), error = %e, "checkpoint skipped");
@@ -294,8 +307,9 @@ impl Db {
                     let _ = f.sync_data();
                 }
             }
-            self.copy_frames(&mut open.shadow, None)?;
         }
+        // Copied first without the lock: a locked copy of megabytes holds writers up.
+        self.copy_frames(&mut open.shadow, None)?;
         let waited = Instant::now();
         if let Err(e) = open.conns.w.execute_batch("BEGIN IMMEDIATE") {
             tracing::debug!(db = %self.path.display(), error = %e, "checkpoint skipped: write lock busy");
@@ -349,12 +363,13 @@ impl Db {
             open.checkpointed_at = Some((open.shadow.index, open.shadow.size));
             open.reader_on_db_file = Some(open.shadow.index);
         }
-        tracing::debug!(db = %self.path.display(), %mode, complete, ?lock_wait, ?lock_held, ?round_lock_waits, took = ?started.elapsed(), "checkpoint");
+        tracing::debug!(db = %self.path.display(), %mode, complete, ?lock_wait, ?lock_held, unlocked_rounds, ?round_lock_waits, took = ?started.elapsed(), "checkpoint");
         Ok(Some(super::CheckpointOutcome {
             mode,
             complete,
             lock_wait,
             lock_held,
+            unlocked_rounds,
         }))
     }
 }
@@ -409,11 +424,39 @@ pub(super) mod tests {
 
     /// What the monitor's checkpoint step does, run now whatever the policy says.
     pub(in crate::db) fn checkpoint_now(db: &Db) -> Option<CheckpointOutcome> {
+        checkpoint_as(db, CheckpointMode::Passive)
+    }
+
+    /// The checkpoint step as the policy's `mode` would have called it.
+    fn checkpoint_as(db: &Db, mode: CheckpointMode) -> Option<CheckpointOutcome> {
         let mut st = db.lock_state();
         let st = &mut *st;
         let open = st.open.as_mut().expect("synced once");
-        db.checkpoint(open, &mut st.last_checkpoint, CheckpointMode::Passive)
-            .unwrap()
+        db.checkpoint(open, &mut st.last_checkpoint, mode).unwrap()
+    }
+
+    /// Issue 23 item 1: an unlocked backfill round slowed to 976 ms by disk writeback let a
+    /// saturating writer take the WAL to 46,824 pages, 4.7 x max-checkpoint-page-count. At that
+    /// threshold (RESTART, and TRUNCATE past its own) the backfill runs under the write lock only;
+    /// below it (PASSIVE) the bulk still runs while writers go on, keeping the lock short.
+    #[test]
+    fn at_the_restart_threshold_no_backfill_runs_beside_the_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, db) = super::super::tests::app_and_db(d.path());
+        for (mode, rounds) in [
+            (CheckpointMode::Restart, 0),
+            (CheckpointMode::Truncate, 0),
+            (CheckpointMode::Passive, 1),
+        ] {
+            for i in 0..20 {
+                app.execute("INSERT INTO t VALUES (?1)", [format!("{mode} {i}")])
+                    .unwrap();
+            }
+            db.sync().unwrap();
+            let out = checkpoint_as(&db, mode).expect("not skipped");
+            assert!(out.complete, "{mode}");
+            assert_eq!(out.unlocked_rounds, rounds, "{mode}");
+        }
     }
 
     #[test]

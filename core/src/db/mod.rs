@@ -229,6 +229,9 @@ pub struct CheckpointOutcome {
     pub lock_wait: Duration,
     /// Time the write lock was held for that final step (copy and backfill under the lock).
     pub lock_held: Duration,
+    /// Backfill rounds run while application writers kept going (none at the RESTART threshold,
+    /// where the writer waits instead of growing the WAL).
+    pub unlocked_rounds: u8,
 }
 
 /// One monitored database: walship's connections, its shadow WAL in the meta directory and the
