@@ -159,10 +159,16 @@ fn follow(s: &Setup, log: &str) -> Proc {
 }
 
 fn wait_equal(s: &Setup, f: &mut Proc, what: &str) -> Duration {
-    let want = digest(&s.db);
+    output_reaches(&s.db, &s.out, f, Duration::from_secs(60), what)
+}
+
+/// Waits until the follower's output `out` holds what the primary `db` holds now, and says how
+/// long that took; fails when the follower exits or `limit` passes.
+fn output_reaches(db: &Path, out: &Path, f: &mut Proc, limit: Duration, what: &str) -> Duration {
+    let want = digest(db);
     let t0 = Instant::now();
     loop {
-        if s.out.exists() && digest_or_empty(&s.out) == want {
+        if out.exists() && digest_or_empty(out) == want {
             return t0.elapsed();
         }
         if let Some(code) = f.wait_exit(Duration::ZERO) {
@@ -172,26 +178,12 @@ fn wait_equal(s: &Setup, f: &mut Proc, what: &str) -> Duration {
             );
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{what}: the follower's output is not the primary's 60 s after the writer stopped:\n{}",
+            t0.elapsed() < limit,
+            "{what}: the follower's output is not the primary's after {limit:?}:\n{}",
             f.log_text()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Waits until the follower's output `out` holds what the primary `db` holds now; fails when
-/// the follower exits or `limit` passes.
-fn output_reaches(db: &Path, out: &Path, f: &mut Proc, limit: Duration, what: &str) {
-    let want = digest(db);
-    wait_until(limit, what, || {
-        assert!(
-            f.wait_exit(Duration::ZERO).is_none(),
-            "{what}: the follower exited:\n{}",
-            f.log_text()
-        );
-        out.exists() && digest_or_empty(out) == want
-    });
 }
 
 fn digest_or_empty(db: &Path) -> String {
