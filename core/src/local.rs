@@ -67,7 +67,7 @@ pub fn read(db: &Path, meta: &MetaDir) -> Result<LocalState> {
     let wal = wal_path(db);
     let changed = [mtime(db), mtime(&wal)].into_iter().flatten().max();
     let replicating = lock_held(&meta.lock_file());
-    let local = read_local(&wal, meta, replicating == Some(true))?;
+    let local = read_local(db, &wal, meta, replicating == Some(true))?;
     Ok(LocalState {
         local,
         changed,
@@ -75,7 +75,7 @@ pub fn read(db: &Path, meta: &MetaDir) -> Result<LocalState> {
     })
 }
 
-fn read_local(wal_file: &Path, meta: &MetaDir, replicating: bool) -> Result<Local> {
+fn read_local(db: &Path, wal_file: &Path, meta: &MetaDir, replicating: bool) -> Result<Local> {
     let Some(generation) = meta.read_generation()? else {
         return Ok(Local::NoGeneration);
     };
@@ -128,23 +128,26 @@ fn read_local(wal_file: &Path, meta: &MetaDir, replicating: bool) -> Result<Loca
     if real_header.raw != sh.raw {
         // Exactly one restart continues in the next index: a running walship proved it had
         // copied every frame (it notices within a monitor interval), and a stopped one will at
-        // its next start when nothing was committed after the frames it copied.
-        let continues = crate::db::proves_one_restart(&sh, &real_header)
-            && (replicating || {
-                let fsz = sh.frame_size();
-                let mut slot = vec![0u8; fsz as usize];
-                let have = real_len >= shadow_scan.committed_len + fsz
-                    && real
-                        .seek(SeekFrom::Start(shadow_scan.committed_len))
-                        .is_ok()
-                    && real.read_exact(&mut slot).is_ok();
-                wal::life_ended_at(
-                    &sh,
-                    shadow_scan.committed_seed,
-                    &real_header,
-                    have.then_some(&slot[..]),
-                ) == wal::LifeEnd::Ended
-            });
+        // its next start when nothing was committed after the frames it copied, or when the
+        // database file is as it was at walship's last complete checkpoint.
+        let end = (generation.as_str(), index, shadow_scan.committed_len, &sh);
+        let continues = crate::db::end_marked(meta, db, end, &real_header)
+            || crate::db::proves_one_restart(&sh, &real_header)
+                && (replicating || {
+                    let fsz = sh.frame_size();
+                    let mut slot = vec![0u8; fsz as usize];
+                    let have = real_len >= shadow_scan.committed_len + fsz
+                        && real
+                            .seek(SeekFrom::Start(shadow_scan.committed_len))
+                            .is_ok()
+                        && real.read_exact(&mut slot).is_ok();
+                    wal::life_ended_at(
+                        &sh,
+                        shadow_scan.committed_seed,
+                        &real_header,
+                        have.then_some(&slot[..]),
+                    ) == wal::LifeEnd::Ended
+                });
         if continues {
             let end = committed_end(
                 &mut real,
@@ -403,7 +406,7 @@ mod tests {
         real.extend_from_slice(&full[32..32 + 100]);
         let (_d, meta, wal) = setup(shadow, Some(&real));
         assert_eq!(
-            read_local(&wal, &meta, false).unwrap(),
+            read_local(&wal.with_file_name("app.db"), &wal, &meta, false).unwrap(),
             Local::At {
                 pos: p(3, full.len() as u64),
                 index_lens: BTreeMap::new()
@@ -412,7 +415,7 @@ mod tests {
         // Nothing new: the position is the shadow's end.
         let (_d, meta, wal) = setup(shadow, Some(shadow));
         assert!(
-            matches!(read_local(&wal, &meta, false).unwrap(), Local::At { pos, .. } if pos == p(3, 32 + 2 * frame as u64))
+            matches!(read_local(&wal.with_file_name("app.db"), &wal, &meta, false).unwrap(), Local::At { pos, .. } if pos == p(3, 32 + 2 * frame as u64))
         );
     }
 
@@ -424,11 +427,11 @@ mod tests {
         let restarted = build_wal(512, (2, 9), 1, &[1]);
         let (_d, meta, wal) = setup(shadow, Some(&restarted));
         assert!(matches!(
-            read_local(&wal, &meta, false).unwrap(),
+            read_local(&wal.with_file_name("app.db"), &wal, &meta, false).unwrap(),
             Local::NewGenerationPending { .. }
         ));
         assert_eq!(
-            read_local(&wal, &meta, true).unwrap(),
+            read_local(&wal.with_file_name("app.db"), &wal, &meta, true).unwrap(),
             Local::At {
                 pos: p(4, restarted.len() as u64),
                 index_lens: [(3, shadow.len() as u64)].into_iter().collect()
@@ -441,7 +444,7 @@ mod tests {
         lost[..restarted.len()].copy_from_slice(&restarted);
         let (_d, meta, wal) = setup(shadow, Some(&lost));
         assert!(matches!(
-            read_local(&wal, &meta, false).unwrap(),
+            read_local(&wal.with_file_name("app.db"), &wal, &meta, false).unwrap(),
             Local::NewGenerationPending { .. }
         ));
         let mut ended = shadow.to_vec();
@@ -449,7 +452,7 @@ mod tests {
         ended[..restarted.len()].copy_from_slice(&restarted);
         let (_d, meta, wal) = setup(shadow, Some(&ended));
         assert_eq!(
-            read_local(&wal, &meta, false).unwrap(),
+            read_local(&wal.with_file_name("app.db"), &wal, &meta, false).unwrap(),
             Local::At {
                 pos: p(4, restarted.len() as u64),
                 index_lens: [(3, shadow.len() as u64)].into_iter().collect()
@@ -458,17 +461,17 @@ mod tests {
         // Truncated, removed, overwritten.
         let (_d, meta, wal) = setup(shadow, Some(&full[..32 + 536]));
         assert!(
-            matches!(read_local(&wal, &meta, false).unwrap(), Local::NewGenerationPending { reason, .. } if reason.contains("truncated"))
+            matches!(read_local(&wal.with_file_name("app.db"), &wal, &meta, false).unwrap(), Local::NewGenerationPending { reason, .. } if reason.contains("truncated"))
         );
         let (_d, meta, wal) = setup(shadow, None);
         assert!(
-            matches!(read_local(&wal, &meta, false).unwrap(), Local::NewGenerationPending { reason, .. } if reason.contains("removed"))
+            matches!(read_local(&wal.with_file_name("app.db"), &wal, &meta, false).unwrap(), Local::NewGenerationPending { reason, .. } if reason.contains("removed"))
         );
         let mut over = full.clone();
         over[32 + 536 + 200] ^= 1;
         let (_d, meta, wal) = setup(shadow, Some(&over));
         assert!(
-            matches!(read_local(&wal, &meta, false).unwrap(), Local::NewGenerationPending { reason, .. } if reason.contains("overwritten"))
+            matches!(read_local(&wal.with_file_name("app.db"), &wal, &meta, false).unwrap(), Local::NewGenerationPending { reason, .. } if reason.contains("overwritten"))
         );
     }
 
@@ -477,7 +480,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let meta = MetaDir::new(d.path().join(".x-litestream"));
         assert_eq!(
-            read_local(&d.path().join("x-wal"), &meta, false).unwrap(),
+            read_local(&d.path().join("x"), &d.path().join("x-wal"), &meta, false).unwrap(),
             Local::NoGeneration
         );
     }

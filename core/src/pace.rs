@@ -59,6 +59,20 @@ pub fn parse_index_header(b: &[u8]) -> Option<WalMark> {
     })
 }
 
+/// Offset of SQLite's `nBackfill` in `-shm`: the first field after both copies of the header.
+const BACKFILL_AT: usize = 2 * INDEX_HEADER;
+
+/// The WAL-index header and how many of its frames are in the database file (SQLite's
+/// `nBackfill`). Read without SQLite's locks: a caller holding the write lock (no commit, no
+/// restart meanwhile) may rely on "every frame is backfilled", which only a restart undoes.
+pub fn backfill(shm: &File) -> Option<(WalMark, u32)> {
+    let mut buf = [0u8; BACKFILL_AT + 4];
+    shm.read_exact_at(&mut buf, 0).ok()?;
+    let mark = parse_index_header(&buf)?;
+    let n = u32::from_ne_bytes(buf[BACKFILL_AT..].try_into().expect("4 bytes"));
+    Some((mark, n))
+}
+
 /// Reads the writer's position: `-shm` header first, `-wal` length when there is no index.
 ///
 /// `shm` must be a descriptor that stays open (`Db::shm_file`): closing a descriptor of `-shm`

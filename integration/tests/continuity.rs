@@ -584,6 +584,79 @@ fn a_wal_restart_is_recorded_at_once_so_a_kill_keeps_the_generation() {
     assert_restores_exactly(&s, "after the kill");
 }
 
+/// (frames of the current WAL life, frames of it in the database file): SQLite's `mxFrame` and
+/// `nBackfill` from `-shm` (host byte order).
+fn frames_and_backfilled(db: &Path) -> (u32, u32) {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-shm");
+    let b = std::fs::read(PathBuf::from(p)).unwrap_or_default();
+    let at = |o: usize| {
+        b.get(o..o + 4)
+            .map_or(u32::MAX, |x| u32::from_ne_bytes(x.try_into().unwrap()))
+    };
+    (at(16), at(96))
+}
+
+/// Issue 14 (the crash campaign's last unexplained generations): after walship's complete
+/// checkpoint its read transaction is on the database file, so the application's next commit
+/// restarts the WAL while walship runs, and the next sync records it. A `kill -9` before that sync
+/// left a restart the next start could not place once the new WAL life had overwritten the file
+/// past walship's copy ("the wal no longer shows whether commits followed walship's copy"): a
+/// new generation and a full snapshot. walship now writes the end of the copied, backfilled life
+/// down with the database file's identity and change time under the write lock, and a start that
+/// finds the database file unchanged continues in the next index. Made deterministic by freezing
+/// walship (SIGSTOP) across the restart, so its next sync never comes.
+#[test]
+fn a_restart_made_while_walship_ran_survives_a_kill_before_the_next_sync() {
+    let s = FileSetup::new("    monitor-interval: 100ms\n", "");
+    let p = s.replicate();
+    let mut w = Writer::new(&s.db, 53);
+    for _ in 0..30 {
+        w.tx();
+    }
+    let scratch = s.dir.path().join("scratch.db");
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    // walship's quiet checkpoint (after a second without commits) backfills the whole WAL.
+    wait_until(
+        Duration::from_secs(20),
+        "walship's complete checkpoint",
+        || {
+            let (frames, backfilled) = frames_and_backfilled(&s.db);
+            frames > 0 && frames == backfilled
+        },
+    );
+    let copied = std::fs::metadata(current_shadow(&s.db)).unwrap().len();
+    let gens = generations(&s.replica);
+    let before = salt1(&s.db);
+    unsafe { libc::kill(p.pid(), libc::SIGSTOP) };
+    // walship is still there (its read transaction too) but cannot sync any more.
+    for _ in 0..300 {
+        w.tx();
+    }
+    assert_eq!(salt1(&s.db), before.wrapping_add(1), "one restart");
+    let (frames, _) = frames_and_backfilled(&s.db);
+    let frame = 4096 + 24;
+    assert!(
+        32 + u64::from(frames) * frame > copied + frame,
+        "the new WAL life ({frames} frames) overwrote the slot after walship's copy ({copied} bytes)"
+    );
+    let mut p = p;
+    p.kill9();
+    let mut p = start_again(&s, "w2.log");
+    let log = p.log_text();
+    assert!(
+        log.contains("continuing in the next index") && new_generation_lines(&log).is_empty(),
+        "the generation continues after the kill; log:\n{log}"
+    );
+    for _ in 0..20 {
+        w.tx();
+    }
+    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
+    assert_eq!(generations(&s.replica), gens);
+    assert_eq!(p.stop(), 0);
+    assert_restores_exactly(&s, "after a restart made while walship ran and a kill");
+}
+
 /// Starts `replicate` on `s`'s config with its own log, and waits for its start-up decision.
 fn start_again(s: &FileSetup, log: &str) -> Proc {
     let p = Proc::spawn(

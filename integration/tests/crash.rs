@@ -617,13 +617,16 @@ fn assert_clean(rep: &Report, dir: tempfile::TempDir) {
         }
         panic!("{what}");
     };
-    // A restart while walship ran but before its next sync recorded it now continues at the next
-    // start when the WAL file shows nothing was committed after walship's copy; when the new WAL
-    // has already overwritten that slot, or the file ends there, it cannot tell and starts a new
-    // generation. Runs of 60 kills show 0-1 such starts, and one in about 120 kills a restart
-    // while running without a proof (not yet explained). Bounded so that neither can quietly
-    // widen again; restores stay exact either way (asserted below).
-    let allowed = (rep.kills / 30).max(2);
+    // A restart the application made while walship ran (after walship's complete checkpoint),
+    // followed by a kill before walship's next sync recorded it, continues at the next start:
+    // from the WAL file when the new life has not reached the slot after walship's copy, else
+    // from the end mark when the database file is as it was at that checkpoint (ARCHITECTURE.md,
+    // monitor invariant 5). What is left cannot be decided: an application checkpoint wrote the
+    // database file between the kill and the next start, and that write may hold commits walship
+    // never saw. That needs a kill inside a window of milliseconds and then a checkpoint inside
+    // the next start's few tens: full-size runs (150 + 50 kills, 2026-12-07) showed none, and one
+    // is allowed so that a rare one does not fail the suite; restores stay exact either way.
+    let allowed = (rep.kills / 100).max(1);
     if rep.unexplained.len() > allowed {
         fail(format!(
             "{} unexplained generations in {} kills (at most {allowed}): {:#?}",

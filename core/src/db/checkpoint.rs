@@ -226,6 +226,9 @@ impl Db {
             index: sh.index,
             header: sh.header,
         });
+        // Before the write lock goes: a restart the application makes next, and a kill before
+        // the next sync records it, must find the mark at start-up.
+        self.mark_end(open);
         Ok(out)
     }
 

@@ -12,8 +12,10 @@
 //! At start-up nothing pinned the WAL. A restart continues the generation only when it was
 //! exactly one (salt-1 + 1; the checkpoint sequence is no evidence: SQLite counts it per
 //! connection) and the WAL file still shows that nothing was committed after the frames walship
-//! had copied ([`wal::life_ended_at`]); otherwise a new generation with the reason logged, never a
-//! gap.
+//! had copied ([`wal::life_ended_at`]), or the database file is exactly as it was when walship
+//! last wrote down a copied, fully backfilled WAL life ([`mark`]: nothing committed after it can
+//! have left the WAL without being written into that file); otherwise a new generation with the
+//! reason logged, never a gap.
 //!
 //! # What else starts a new generation
 //! Damage to walship's own meta directory (generation file or current shadow WAL missing or
@@ -23,6 +25,7 @@
 
 pub mod budget;
 mod checkpoint;
+mod mark;
 mod release;
 
 use crate::error::{Error, Result};
@@ -175,6 +178,8 @@ struct Open {
     quiet: Quiet,
     /// Device and inode of the database file the connections and descriptor refer to.
     file_id: (u64, u64),
+    /// (index, size) of the shadow end last written down as fully backfilled ([`mark`]).
+    end_marked: Option<(u32, u64)>,
 }
 
 struct State {
@@ -736,6 +741,7 @@ impl Db {
                 checkpointed_at: None,
                 reader_on_db_file: None,
                 file_id,
+                end_marked: None,
             };
             let pinned = self.repin(&mut open, |_| ());
             let _ = open.conns.w.execute_batch("ROLLBACK");
@@ -827,19 +833,18 @@ impl Db {
             Err(_) => return Ok(Resume::NewGeneration("short shadow wal")),
         };
         if scan.header.raw != real.raw {
-            if index + 1 < MAX_INDEX
-                && released.is_some_and(|r| {
-                    r.proves_end(
-                        (&generation, index, scan.committed_len, &scan.header),
-                        real,
-                        &self.path,
-                    )
-                    .unwrap_or(false)
-                })
-            {
+            let end = (generation.as_str(), index, scan.committed_len, &scan.header);
+            let by_release =
+                released.is_some_and(|r| r.proves_end(end, real, &self.path).unwrap_or(false));
+            let by_mark = !by_release && end_marked(&self.meta, &self.path, end, real);
+            if index + 1 < MAX_INDEX && (by_release || by_mark) {
                 let last = adopt_shadow(generation, index, &scan, &shadow_path)?;
                 let next = self.next_index(&last, *real)?;
-                tracing::debug!(db = %self.path.display(), generation = %next.generation, index = next.index, "the wal started again while the database was released, and the database file is as walship left it: continuing in the next index");
+                if by_release {
+                    tracing::debug!(db = %self.path.display(), generation = %next.generation, index = next.index, "the wal started again while the database was released, and the database file is as walship left it: continuing in the next index");
+                } else {
+                    tracing::info!(db = %self.path.display(), generation = %next.generation, index = next.index, "the wal restarted after walship's complete checkpoint, and the database file is as it was then: continuing in the next index");
+                }
                 return Ok(Resume::Continue(next));
             }
             if !proves_one_restart(&scan.header, real) || index + 1 >= MAX_INDEX {
@@ -1147,6 +1152,18 @@ const COPY_BUF: usize = 64 * 1024;
 
 pub(crate) fn wal_len(p: &Path) -> u64 {
     fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Whether the end mark in the meta directory ([`mark`]) proves that the shadow end `shadow`
+/// (generation, index, committed length, header) is where the WAL life before `real` ended.
+pub(crate) fn end_marked(
+    meta: &MetaDir,
+    db: &Path,
+    shadow: (&str, u32, u64, &WalHeader),
+    real: &WalHeader,
+) -> bool {
+    mark::EndMark::load(&meta.generation_dir(shadow.0).join(mark::FILE_NAME))
+        .is_some_and(|m| m.proves_end(shadow, real, db).unwrap_or(false))
 }
 
 /// The WAL's header, or None while the WAL is absent or shorter than a header (after a TRUNCATE

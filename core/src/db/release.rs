@@ -23,6 +23,7 @@
 //! (one restart, proven from the WAL file itself), and when those cannot tell, a new generation
 //! starts with a snapshot. Never a gap.
 
+use super::mark::{EndMark, FileMark};
 use super::{Db, Open, HEADER_SIZE};
 use crate::error::{ErrorKind, Result};
 use crate::sqlite::CheckpointMode;
@@ -36,57 +37,11 @@ use std::time::{Duration, SystemTime};
 /// Two seconds: the coarsest change-time granularity of a Linux filesystem SQLite may run on.
 pub(super) const QUIET: Duration = Duration::from_secs(2);
 
-/// What identifies one state of a file: a write changes its change time, a replacement its inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct FileMark {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    ctime: (i64, i64),
-}
-
-impl FileMark {
-    /// None when there is no file at `p`.
-    pub(super) fn of(p: &Path) -> Result<Option<FileMark>> {
-        use std::os::unix::fs::MetadataExt;
-        match std::fs::metadata(p) {
-            Ok(m) => Ok(Some(FileMark {
-                dev: m.dev(),
-                ino: m.ino(),
-                len: m.len(),
-                ctime: (m.ctime(), m.ctime_nsec()),
-            })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(crate::Error::io(format!("stat {}", p.display()), e)),
-        }
-    }
-
-    /// Changed less than [`QUIET`] before `now` (or, with a clock set back, after it).
-    fn recent(&self, now: SystemTime) -> bool {
-        let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) else {
-            return true;
-        };
-        let changed = Duration::new(
-            self.ctime.0.max(0) as u64,
-            self.ctime.1.clamp(0, 999_999_999) as u32,
-        );
-        since_epoch.checked_sub(changed).is_none_or(|d| d < QUIET)
-    }
-
-    fn same_file(&self, other: &FileMark) -> bool {
-        (self.dev, self.ino) == (other.dev, other.ino)
-    }
-}
-
 /// What walship left behind when it released a database.
 #[derive(Debug, Clone)]
 pub(super) struct Released {
-    generation: String,
-    index: u32,
-    /// Committed length of the shadow index (= of the WAL life) at release.
-    size: u64,
-    header: WalHeader,
-    db: FileMark,
+    /// The shadow's end and the database file at release.
+    end: EndMark,
     /// None: no WAL file (or one without a header) at release.
     wal: Option<FileMark>,
 }
@@ -108,10 +63,10 @@ impl Released {
         let Some(now) = FileMark::of(db)? else {
             return Ok(Since::Changed);
         };
-        if !now.same_file(&self.db) {
+        if !now.same_file(&self.end.db) {
             return Ok(Since::Replaced);
         }
-        if now != self.db {
+        if now != self.end.db {
             return Ok(Since::Changed);
         }
         // A database file as walship left it with the WAL gone or emptied: the application's
@@ -134,16 +89,7 @@ impl Released {
         new: &WalHeader,
         db: &Path,
     ) -> Result<bool> {
-        let (generation, index, size, header) = shadow;
-        if generation != self.generation
-            || index != self.index
-            || size != self.size
-            || header.raw != self.header.raw
-            || new.page_size != header.page_size
-        {
-            return Ok(false);
-        }
-        Ok(FileMark::of(db)? == Some(self.db))
+        self.end.proves_end(shadow, new, db)
     }
 }
 
@@ -192,16 +138,18 @@ impl Db {
                 return Ok(None);
             };
             let wal = FileMark::of(&self.wal_path)?.filter(|m| m.len >= HEADER_SIZE as u64);
-            if db.recent(now) || wal.is_some_and(|w| w.recent(now)) {
+            if db.recent(now, QUIET) || wal.is_some_and(|w| w.recent(now, QUIET)) {
                 return Ok(None);
             }
             let sh = &open.shadow;
             Ok(Some(Released {
-                generation: sh.generation.clone(),
-                index: sh.index,
-                size: sh.size,
-                header: sh.header,
-                db,
+                end: EndMark {
+                    generation: sh.generation.clone(),
+                    index: sh.index,
+                    size: sh.size,
+                    header: sh.header.raw,
+                    db,
+                },
                 wal,
             }))
         })();
@@ -224,7 +172,7 @@ impl Db {
         *self.shm_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.db_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.free_slot();
-        tracing::debug!(db = %self.path.display(), generation = %released.generation, index = released.index, size = released.size, "released idle database");
+        tracing::debug!(db = %self.path.display(), generation = %released.end.generation, index = released.end.index, size = released.end.size, "released idle database");
         st.released = Some(released);
         self.released.store(true, Ordering::Relaxed);
         Ok(true)
@@ -330,11 +278,11 @@ mod tests {
     fn a_change_within_the_quiet_time_is_recent() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let quiet = QUIET.as_secs() as i64;
-        assert!(mark(1, 1, 1000).recent(now));
-        assert!(mark(1, 1, 1001 - quiet).recent(now + Duration::from_millis(500)));
-        assert!(!mark(1, 1, 1000 - quiet).recent(now));
-        assert!(!mark(1, 1, 999 - quiet).recent(now + Duration::from_millis(500)));
+        assert!(mark(1, 1, 1000).recent(now, QUIET));
+        assert!(mark(1, 1, 1001 - quiet).recent(now + Duration::from_millis(500), QUIET));
+        assert!(!mark(1, 1, 1000 - quiet).recent(now, QUIET));
+        assert!(!mark(1, 1, 999 - quiet).recent(now + Duration::from_millis(500), QUIET));
         // A change time after now (the clock was set back) is never trusted as old.
-        assert!(mark(1, 1, 2000).recent(now));
+        assert!(mark(1, 1, 2000).recent(now, QUIET));
     }
 }
