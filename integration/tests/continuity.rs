@@ -642,19 +642,31 @@ fn a_restart_made_while_walship_ran_survives_a_kill_before_the_next_sync() {
     );
     let mut p = p;
     p.kill9();
-    let mut p = start_again(&s, "w2.log");
+    continues_in_the_next_index(
+        &s,
+        &mut w,
+        &gens,
+        "after a restart made while walship ran and a kill",
+    );
+}
+
+/// Starts walship again and asserts that it continued the generation in the next index: no new
+/// generation in its log or the replica, and 20 more commits that restore exactly.
+fn continues_in_the_next_index(s: &FileSetup, w: &mut Writer, gens: &[String], how: &str) {
+    let mut p = start_again(s, "w2.log");
     let log = p.log_text();
     assert!(
         log.contains("continuing in the next index") && new_generation_lines(&log).is_empty(),
-        "the generation continues after the kill; log:\n{log}"
+        "{how}: the generation continues; log:\n{log}"
     );
     for _ in 0..20 {
         w.tx();
     }
+    let scratch = s.dir.path().join("scratch.db");
     wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
-    assert_eq!(generations(&s.replica), gens);
+    assert_eq!(generations(&s.replica), gens, "{how}");
     assert_eq!(p.stop(), 0);
-    assert_restores_exactly(&s, "after a restart made while walship ran and a kill");
+    assert_restores_exactly(s, how);
 }
 
 /// Starts `replicate` on `s`'s config with its own log, and waits for its start-up decision.
@@ -725,19 +737,12 @@ fn a_restart_while_walship_was_stopped_continues_only_when_nothing_followed() {
         file > copied + 4096,
         "the file ({file}) goes on past the copied frames ({copied})"
     );
-    let mut p = start_again(&s, "w2.log");
-    let log = p.log_text();
-    assert!(
-        log.contains("continuing in the next index") && new_generation_lines(&log).is_empty(),
-        "the generation continues across a restart walship did not see; log:\n{log}"
+    continues_in_the_next_index(
+        &s,
+        &mut w,
+        &gens,
+        "after a restart while walship was stopped",
     );
-    for _ in 0..20 {
-        w.tx();
-    }
-    wait_caught_up(&s.url, &s.db, &scratch, Duration::from_secs(30));
-    assert_eq!(generations(&s.replica), gens);
-    assert_eq!(p.stop(), 0);
-    assert_restores_exactly(&s, "after a restart while walship was stopped");
 
     // Stopped, then commits walship never saw before the restart: those frames are gone from
     // the WAL, so only a new generation is safe.

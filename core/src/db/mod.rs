@@ -835,7 +835,7 @@ impl Db {
         if scan.header.raw != real.raw {
             let end = (generation.as_str(), index, scan.committed_len, &scan.header);
             let by_release =
-                released.is_some_and(|r| r.proves_end(end, real, &self.path).unwrap_or(false));
+                released.is_some_and(|r| r.end.proves_end(end, real, &self.path).unwrap_or(false));
             let by_mark = !by_release && end_marked(&self.meta, &self.path, end, real);
             if index + 1 < MAX_INDEX && (by_release || by_mark) {
                 let last = adopt_shadow(generation, index, &scan, &shadow_path)?;

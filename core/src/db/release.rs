@@ -19,7 +19,7 @@
 //! dropped them wrote them into the database file first, and changed its change time. A database
 //! file exactly as walship left it therefore proves that the new WAL life starts from the state
 //! walship copied last: the generation continues in the next index, whatever the new WAL's salts
-//! ([`Released::proves_end`]). A database file that changed falls back to the start-up rules
+//! ([`EndMark::proves_end`]). A database file that changed falls back to the start-up rules
 //! (one restart, proven from the WAL file itself), and when those cannot tell, a new generation
 //! starts with a snapshot. Never a gap.
 
@@ -27,7 +27,6 @@ use super::mark::{EndMark, FileMark};
 use super::{Db, Open, HEADER_SIZE};
 use crate::error::{ErrorKind, Result};
 use crate::sqlite::CheckpointMode;
-use crate::wal::WalHeader;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -40,8 +39,9 @@ pub(super) const QUIET: Duration = Duration::from_secs(2);
 /// What walship left behind when it released a database.
 #[derive(Debug, Clone)]
 pub(super) struct Released {
-    /// The shadow's end and the database file at release.
-    end: EndMark,
+    /// The shadow's end and the database file at release: proves the WAL life ended there
+    /// ([`EndMark::proves_end`]).
+    pub(super) end: EndMark,
     /// None: no WAL file (or one without a header) at release.
     wal: Option<FileMark>,
 }
@@ -77,19 +77,6 @@ impl Released {
             Some(w) if Some(w) == self.wal => Since::Quiet,
             Some(_) => Since::Changed,
         })
-    }
-
-    /// Whether the WAL life walship copied ended exactly at its copy, so the generation goes on
-    /// with the WAL's new life (module doc): the shadow is the one released and the database file
-    /// has not been written since. `shadow` is the (generation, index, committed length, header)
-    /// found in the meta directory.
-    pub(super) fn proves_end(
-        &self,
-        shadow: (&str, u32, u64, &WalHeader),
-        new: &WalHeader,
-        db: &Path,
-    ) -> Result<bool> {
-        self.end.proves_end(shadow, new, db)
     }
 }
 
