@@ -585,16 +585,16 @@ fn a_wal_restart_is_recorded_at_once_so_a_kill_keeps_the_generation() {
 }
 
 /// (frames of the current WAL life, frames of it in the database file): SQLite's `mxFrame` and
-/// `nBackfill` from `-shm` (host byte order).
-fn frames_and_backfilled(db: &Path) -> (u32, u32) {
-    let mut p = db.as_os_str().to_owned();
-    p.push("-shm");
-    let b = std::fs::read(PathBuf::from(p)).unwrap_or_default();
-    let at = |o: usize| {
-        b.get(o..o + 4)
-            .map_or(u32::MAX, |x| u32::from_ne_bytes(x.try_into().unwrap()))
-    };
-    (at(16), at(96))
+/// `nBackfill`, read from `-shm` through `shm`. That descriptor must stay open for the whole test:
+/// closing any descriptor of `-shm` drops every POSIX lock this process holds on it, the test
+/// writer's SQLite locks included.
+fn frames_and_backfilled(shm: &std::fs::File) -> (u32, u32) {
+    match walship_core::pace::backfill(shm) {
+        Some((walship_core::pace::WalMark::Index { frames, .. }, backfilled)) => {
+            (frames, backfilled)
+        }
+        _ => (0, u32::MAX),
+    }
 }
 
 /// Issue 14 (the crash campaign's last unexplained generations): after walship's complete
@@ -611,6 +611,9 @@ fn a_restart_made_while_walship_ran_survives_a_kill_before_the_next_sync() {
     let s = FileSetup::new("    monitor-interval: 100ms\n", "");
     let p = s.replicate();
     let mut w = Writer::new(&s.db, 53);
+    let mut shm = s.db.as_os_str().to_owned();
+    shm.push("-shm");
+    let shm = std::fs::File::open(PathBuf::from(shm)).expect("-shm");
     for _ in 0..30 {
         w.tx();
     }
@@ -621,7 +624,7 @@ fn a_restart_made_while_walship_ran_survives_a_kill_before_the_next_sync() {
         Duration::from_secs(20),
         "walship's complete checkpoint",
         || {
-            let (frames, backfilled) = frames_and_backfilled(&s.db);
+            let (frames, backfilled) = frames_and_backfilled(&shm);
             frames > 0 && frames == backfilled
         },
     );
@@ -634,7 +637,7 @@ fn a_restart_made_while_walship_ran_survives_a_kill_before_the_next_sync() {
         w.tx();
     }
     assert_eq!(salt1(&s.db), before.wrapping_add(1), "one restart");
-    let (frames, _) = frames_and_backfilled(&s.db);
+    let (frames, _) = frames_and_backfilled(&shm);
     let frame = 4096 + 24;
     assert!(
         32 + u64::from(frames) * frame > copied + frame,
