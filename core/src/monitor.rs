@@ -2,7 +2,7 @@
 
 use crate::db::Db;
 use crate::error::Result;
-use crate::pace::{grown, restarted, wal_mark, RateWindow};
+use crate::pace::{grown, next_look, restarted, wal_look, wal_mark, RateWindow};
 use crate::shipper::{DrillReport, Request, Shipper};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -156,8 +156,12 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
         let release_after = mdb.options().release_after;
         let mut release_at: Option<tokio::time::Instant> = None;
         let mut last_try: Option<tokio::time::Instant> = None;
-        // The coalescing window a restart interrupted: (its deadline, the mark it began at).
-        let mut window: Option<(tokio::time::Instant, crate::pace::WalMark)> = None;
+        // The coalescing window a restart interrupted: (its deadline, the mark it began at, when).
+        let mut window: Option<(
+            tokio::time::Instant,
+            crate::pace::WalMark,
+            tokio::time::Instant,
+        )> = None;
         // Shippers waiting for a copy; answered by the next step that starts after they asked.
         let mut asked: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
@@ -313,28 +317,33 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             // That early sync does not open a new coalescing window: a burst it cut in two
             // still counts whole against FAST_BYTES (each half alone may stay under it and
             // wait out the interval, as a 10 s monitor-interval showed under CI load).
-            let (next, base) = window.take().unwrap_or_else(|| {
+            // The writer is looked at as often as its rate and a possible restart need
+            // (`next_look`): each look wakes the process.
+            let (next, base, opened) = window.take().unwrap_or_else(|| {
                 (
                     started + interval,
                     wal_mark(mdb.wal_path(), mdb.shm_file().as_deref()),
+                    tokio::time::Instant::now(),
                 )
             });
             loop {
                 let now = tokio::time::Instant::now();
-                let mark = wal_mark(mdb.wal_path(), mdb.shm_file().as_deref());
+                let (mark, restart_next) = wal_look(mdb.wal_path(), mdb.shm_file().as_deref());
                 if now >= next {
                     break;
                 }
-                if grown(base, mark) >= FAST_BYTES {
+                let written = grown(base, mark);
+                if written >= FAST_BYTES {
                     recent.outgrown(std::time::Instant::now());
                     break;
                 }
                 if restarted(mdb.shadow_salts(), mark) {
-                    window = Some((next, base));
+                    window = Some((next, base, opened));
                     break;
                 }
+                let look = next_look(written, now - opened, FAST_BYTES, restart_next);
                 tokio::select! {
-                    _ = tokio::time::sleep_until(next.min(now + GROWTH_POLL)) => {}
+                    _ = tokio::time::sleep_until(next.min(now + look)) => {}
                     _ = mrx.changed() => return,
                     Some(tx) = catch_rx.recv() => {
                         asked.push(tx);
@@ -623,8 +632,6 @@ const BUSY_RATE: f64 = 4.0 * 1024.0 * 1024.0;
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// WAL growth that ends the coalescing wait early.
 const FAST_BYTES: u64 = 4 * 1024 * 1024;
-/// How often the writer's position is looked at while coalescing (one 48-byte read).
-const GROWTH_POLL: Duration = Duration::from_millis(100);
 
 /// Gap between syncs while a writer is busy.
 const FAST_GAP: Duration = Duration::from_millis(20);

@@ -88,6 +88,43 @@ pub fn wal_mark(wal: &Path, shm: Option<&File>) -> WalMark {
     WalMark::Len(crate::db::wal_len(wal))
 }
 
+/// [`wal_mark`], and whether the next commit may restart the WAL: every frame of the current
+/// life is backfilled (SQLite restarts the WAL at the first write after that, unless a reader
+/// pins it). Unknown without a readable index, and then assumed.
+pub fn wal_look(wal: &Path, shm: Option<&File>) -> (WalMark, bool) {
+    match shm.and_then(backfill) {
+        Some((mark @ WalMark::Index { frames, .. }, backfilled)) => (mark, backfilled >= frames),
+        _ => (wal_mark(wal, shm), true),
+    }
+}
+
+/// The shortest wait between two looks at the writer while the monitor coalesces a burst.
+pub const MIN_LOOK: Duration = Duration::from_millis(100);
+/// The longest: a writer that speeds up between two looks grows the WAL by at most this much of
+/// its writing past the threshold (v0.3.13 looks once per monitor-interval, 1 s by default).
+pub const MAX_LOOK: Duration = Duration::from_secs(1);
+
+/// How long the monitor waits before it looks at the writer again while coalescing: `grown`
+/// bytes were written in the `elapsed` since the window opened, and the window ends early at
+/// `threshold`.
+///
+/// Each look is a wake-up of the process, and at 10 a second those wake-ups were a quarter of
+/// walship's CPU at a steady 200 tx/s (sync-interval 1 s). So the first look, at [`MIN_LOOK`],
+/// measures the writer's rate, and the next comes at half the time that rate needs to reach the
+/// threshold, within [`MIN_LOOK`]..[`MAX_LOOK`]: a steady writer is looked at once per window, a
+/// fast one as before. A WAL that the next commit may restart is looked at every [`MIN_LOOK`]:
+/// the sync that follows a restart records the new index at once (see the monitor).
+pub fn next_look(grown: u64, elapsed: Duration, threshold: u64, restart_next: bool) -> Duration {
+    if restart_next || elapsed < MIN_LOOK || grown >= threshold {
+        return MIN_LOOK;
+    }
+    if grown == 0 {
+        return MAX_LOOK;
+    }
+    let eta = elapsed.as_secs_f64() * (threshold - grown) as f64 / grown as f64;
+    Duration::from_secs_f64((eta / 2.0).min(MAX_LOOK.as_secs_f64())).max(MIN_LOOK)
+}
+
 /// The WAL-index shows salts other than those of the WAL the shadow follows: the WAL restarted
 /// since the last sync (or was emptied and written again).
 /// SQLite copies the salts into the index verbatim from the WAL header (big-endian bytes), unlike
@@ -278,6 +315,57 @@ mod tests {
         let after = wal_mark(&wal, shm);
         assert_eq!(grown(b, after), 4120, "{b:?} -> {after:?}");
         assert!(matches!(wal_mark(&wal, None), WalMark::Len(_)));
+    }
+
+    /// The wake-ups of the coalescing window: one look for a steady writer, the old cadence for a
+    /// fast one or a WAL about to restart (10 looks a second were a quarter of the CPU at 1 s).
+    #[test]
+    fn looks_follow_the_writers_rate() {
+        let ms = Duration::from_millis;
+        let t = 4u64 << 20;
+        // The first look measures the rate; so does any look before MIN_LOOK has passed.
+        assert_eq!(next_look(0, ms(0), t, false), MIN_LOOK);
+        assert_eq!(next_look(100_000, ms(50), t, false), MIN_LOOK);
+        // 200 tx/s of 4 KiB frames (about 870 KB/s): 4.7 s to the threshold, so the next look is
+        // the longest allowed and the window (1 s by default) closes first.
+        assert_eq!(next_look(87_000, ms(100), t, false), MAX_LOOK);
+        // Nothing written since the window opened.
+        assert_eq!(next_look(0, ms(100), t, false), MAX_LOOK);
+        // 10 MB/s: 4 MiB in 0.42 s; the next look at half of the 0.32 s still to go.
+        let g = next_look(1_000_000, ms(100), t, false);
+        assert!(g > ms(150) && g < ms(170), "{g:?}");
+        // Close to the threshold, and past it: the old cadence.
+        assert_eq!(next_look(t - 1000, ms(400), t, false), MIN_LOOK);
+        assert_eq!(next_look(t, ms(400), t, false), MIN_LOOK);
+        // A WAL that the next commit may restart is looked at every MIN_LOOK, whatever the rate.
+        assert_eq!(next_look(87_000, ms(100), t, true), MIN_LOOK);
+        assert_eq!(next_look(0, ms(900), t, true), MIN_LOOK);
+    }
+
+    /// SQLite's own index says when the next commit restarts the WAL: every frame backfilled.
+    #[test]
+    fn a_backfilled_wal_is_seen_as_about_to_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("a.db");
+        let (wal, shm) = (d.path().join("a.db-wal"), d.path().join("a.db-shm"));
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);")
+            .unwrap();
+        let shm_file = File::open(&shm).unwrap();
+        for i in 0..5 {
+            c.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        let (m, restart_next) = wal_look(&wal, Some(&shm_file));
+        assert!(!restart_next, "{m:?}");
+        assert_eq!(m, wal_mark(&wal, Some(&shm_file)));
+        c.execute_batch("PRAGMA wal_checkpoint(PASSIVE);").unwrap();
+        assert!(wal_look(&wal, Some(&shm_file)).1, "all backfilled");
+        c.execute("INSERT INTO t VALUES (99)", []).unwrap();
+        let (m, restart_next) = wal_look(&wal, Some(&shm_file));
+        assert!(!restart_next, "restarted and written: {m:?}");
+        assert!(matches!(m, WalMark::Index { frames: 1, .. }), "{m:?}");
+        // Without an index nothing is known, and a restart is assumed possible.
+        assert!(matches!(wal_look(&wal, None), (WalMark::Len(_), true)));
     }
 
     #[test]
