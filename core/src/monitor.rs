@@ -30,6 +30,9 @@ pub struct DbStats {
     pub consecutive_errors: AtomicU64,
     /// Per checkpoint mode: (attempts, incomplete attempts, nanoseconds holding the lock).
     pub checkpoints: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, u64, u64)>>,
+    /// Looks at the writer's position while gathering a burst: each is a wake-up of the process
+    /// (not exported; the tests hold the monitor to one or two per window for a steady writer).
+    pub looks: AtomicU64,
 }
 
 impl DbStats {
@@ -328,6 +331,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             });
             loop {
                 let now = tokio::time::Instant::now();
+                mstats.looks.fetch_add(1, Ordering::Relaxed);
                 let (mark, restart_next) = wal_look(mdb.wal_path(), mdb.shm_file().as_deref());
                 if now >= next {
                     break;
@@ -1175,6 +1179,45 @@ mod tests {
             r.db.pos().size,
             wal_len(d.path()),
             "the catch-up copied every commit"
+        );
+        assert!(r.stop().await);
+    }
+
+    /// Regression (issue 18): while gathering a burst the monitor looked at the writer every
+    /// 100 ms, ten wake-ups a second that were a quarter of walship's CPU at a steady 200 tx/s.
+    /// A steady, slow writer is now looked at when the window opens, once more to measure its
+    /// rate, and when the window ends: 14 looks for 5 windows here, 45 with a look every 100 ms.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_steady_writer_is_looked_at_a_few_times_per_window() {
+        let d = tempfile::tempdir().unwrap();
+        // The shipper sleeps for its hour and never cuts a window short.
+        let (app, _mem, r) = running(d.path(), Duration::from_secs(1), Duration::from_secs(3600));
+        // Past the quiet checkpoint after the first sync, whose fully backfilled WAL is looked at
+        // every 100 ms until the next commit restarts it.
+        for i in 0..10 {
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (syncs0, looks0) = (
+            r.stats.sync_count.load(Ordering::Relaxed),
+            r.stats.looks.load(Ordering::Relaxed),
+        );
+        // 40 small commits a second for 4 s: far from the 4 MiB that ends a window early.
+        let t0 = std::time::Instant::now();
+        let mut i = 100;
+        while t0.elapsed() < Duration::from_secs(4) {
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let syncs = r.stats.sync_count.load(Ordering::Relaxed) - syncs0;
+        let looks = r.stats.looks.load(Ordering::Relaxed) - looks0;
+        eprintln!("{syncs} syncs, {looks} looks");
+        assert!(syncs >= 2, "{syncs} syncs in 4 s at monitor-interval 1 s");
+        assert!(
+            looks <= 3 * syncs + 3,
+            "{looks} looks for {syncs} windows: the monitor polls the writer"
         );
         assert!(r.stop().await);
     }
