@@ -284,15 +284,20 @@ mod tests {
         assert_eq!(grown(WalMark::Len(30), m(1, 1)), u64::MAX);
     }
 
+    /// A WAL-mode database in `dir` without automatic checkpoints, its `-wal` path and its `-shm`
+    /// open for reading.
+    fn wal_db(dir: &Path) -> (rusqlite::Connection, std::path::PathBuf, File) {
+        let c = rusqlite::Connection::open(dir.join("a.db")).unwrap();
+        c.execute_batch("PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);")
+            .unwrap();
+        let shm = File::open(dir.join("a.db-shm")).unwrap();
+        (c, dir.join("a.db-wal"), shm)
+    }
+
     #[test]
     fn real_sqlite_index_header_tracks_frames_and_restarts() {
         let d = tempfile::tempdir().unwrap();
-        let db = d.path().join("a.db");
-        let (wal, shm) = (d.path().join("a.db-wal"), d.path().join("a.db-shm"));
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);")
-            .unwrap();
-        let shm_file = File::open(&shm).unwrap();
+        let (c, wal, shm_file) = wal_db(d.path());
         let shm = Some(&shm_file);
         let a = wal_mark(&wal, shm);
         assert!(
@@ -346,12 +351,7 @@ mod tests {
     #[test]
     fn a_backfilled_wal_is_seen_as_about_to_restart() {
         let d = tempfile::tempdir().unwrap();
-        let db = d.path().join("a.db");
-        let (wal, shm) = (d.path().join("a.db-wal"), d.path().join("a.db-shm"));
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);")
-            .unwrap();
-        let shm_file = File::open(&shm).unwrap();
+        let (c, wal, shm_file) = wal_db(d.path());
         for i in 0..5 {
             c.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
         }
