@@ -44,7 +44,18 @@ run() {
   "$bin" replicate -config "$d/cfg.yml" >"$WORK/log.$sync" 2>&1 &
   local pid=$!
   sleep 3
-  python3 "$WORK/writer.py" "$d/db.sqlite" 3 >/dev/null   # warm-up: first snapshot done
+  python3 "$WORK/writer.py" "$d/db.sqlite" 3 >/dev/null   # warm-up
+  # The first snapshot must be in the replica before counting (a slow disk takes longer than
+  # the warm-up; counting in a replica not yet made would abort the script).
+  local i=0
+  until [ -n "$(find "$d/replica" -name '*.snapshot.lz4' -print -quit 2>/dev/null)" ]; do
+    i=$((i + 1))
+    if [ $i -gt 600 ]; then
+      echo "cpu-split: $bin made no snapshot in 60 s; its log: $WORK/log.$sync" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
   local s0 t0 tx t1 s1
   s0=$(find "$d/replica" -name '*.wal.lz4' | wc -l)
   t0=$(awk '{print $14+$15}' "/proc/$pid/stat")

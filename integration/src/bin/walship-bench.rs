@@ -37,6 +37,9 @@ struct Opts {
     check: bool,
     /// `lag`: the sync-intervals to run the steady writer at.
     lag_intervals: Vec<String>,
+    /// `lag`: rounds per sync-interval, the tools taking turns; each figure is the median of
+    /// the rounds (one run's CPU figure moves by tens of percent with the machine's load).
+    lag_rounds: usize,
     /// `history`: the history lengths (WAL segments) to restore.
     history_segments: Vec<usize>,
     /// `history`: the delay the proxy adds to every request.
@@ -93,7 +96,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: walship-bench [--quick] [--check] [--only steady|lag|saturating|big|idle|history|indexes|many|follow]... \
          [--steady-secs N] [--sat-secs N] [--big-gib X] [--idle-secs N] [--idle-dbs N] [--sync-interval D] \
-         [--lag-intervals D,D...] [--history-segments N,N...] [--history-delay-ms N] [--indexes-secs N] [--follow-secs N] [--follow-sat-secs N] [--follow-sync-interval D]\n\
+         [--lag-intervals D,D...] [--lag-rounds N] [--history-segments N,N...] [--history-delay-ms N] [--indexes-secs N] [--follow-secs N] [--follow-sat-secs N] [--follow-sync-interval D]\n\
          [--many-dbs N] [--many-warm-secs N] [--many-idle-secs N] [--many-write-secs N] [--many-release-after D] [--many-fault-secs N] [--many-walship-only]\n\
          env: WALSHIP_BIN (default target/release/walship), LITESTREAM_BIN (default `litestream` on PATH), \
          BENCH_KEEP=1 (keep the indexes workload's directories and logs, named on stderr)"
@@ -114,6 +117,7 @@ fn parse_args() -> Opts {
             only: vec![],
             check: false,
             lag_intervals: vec!["1s".into()],
+            lag_rounds: 1,
             history_segments: vec![300],
             history_delay: Duration::from_millis(30),
             indexes_secs: 8.0,
@@ -138,6 +142,7 @@ fn parse_args() -> Opts {
             only: vec![],
             check: false,
             lag_intervals: vec!["100ms".into(), "1s".into(), "10s".into()],
+            lag_rounds: 1,
             history_segments: vec![1000, 10_000],
             history_delay: Duration::from_millis(30),
             indexes_secs: 30.0,
@@ -205,6 +210,7 @@ fn parse_args() -> Opts {
                     usage();
                 }
             }
+            "--lag-rounds" => o.lag_rounds = num(&v) as usize,
             "--history-segments" => {
                 o.history_segments = v.split(',').map(|x| num(x) as usize).collect();
             }
@@ -554,6 +560,37 @@ struct Steady {
     p99: Option<f64>,
     max: Option<f64>,
     unseen: usize,
+}
+
+impl Steady {
+    /// Each figure the median of the rounds; commits never seen, the worst round's.
+    fn median(runs: &[Steady]) -> Steady {
+        fn med(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+            let mut v: Vec<f64> = v.flatten().collect();
+            v.sort_by(f64::total_cmp);
+            median_of(&v)
+        }
+        Steady {
+            tx: runs.iter().map(|s| s.tx).sum(),
+            tx_per_s: med(runs.iter().map(|s| Some(s.tx_per_s))).unwrap_or(0.0),
+            cpu_ms_per_1k: med(runs.iter().map(|s| s.cpu_ms_per_1k)),
+            hwm_mib: med(runs.iter().map(|s| s.hwm_mib)),
+            p50: med(runs.iter().map(|s| s.p50)),
+            p99: med(runs.iter().map(|s| s.p99)),
+            max: med(runs.iter().map(|s| s.max)),
+            unseen: runs.iter().map(|s| s.unseen).max().unwrap_or(0),
+        }
+    }
+}
+
+/// The middle of sorted values (the mean of the two middle ones for an even count).
+fn median_of(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
 }
 
 fn steady(tool: &Tool, secs: f64, sync: &str) -> Steady {
@@ -1033,9 +1070,41 @@ fn main() {
             // At least six sync-intervals of writing (60 s at 10 s), so the tail is the
             // mechanism's, not the first upload's.
             let secs = o.steady_secs.max(6.0 * interval_secs(sync).unwrap_or(1.0));
-            let r: Vec<Steady> = tools.iter().map(|t| steady(t, secs, sync)).collect();
+            // Round after round, the tools taking turns, so a slow spell of the machine falls
+            // on both.
+            let mut runs: Vec<Vec<Steady>> = tools.iter().map(|_| Vec::new()).collect();
+            for round in 0..o.lag_rounds.max(1) {
+                for (t, out) in tools.iter().zip(runs.iter_mut()) {
+                    if o.lag_rounds > 1 {
+                        eprintln!("lag at {sync}: round {} of {}", round + 1, o.lag_rounds);
+                    }
+                    out.push(steady(t, secs, sync));
+                }
+            }
+            let r: Vec<Steady> = runs.iter().map(|v| Steady::median(v)).collect();
+            if o.lag_rounds > 1 {
+                for (t, v) in tools.iter().zip(&runs) {
+                    let cpu: Vec<String> = v
+                        .iter()
+                        .map(|s| s.cpu_ms_per_1k.map_or("-".into(), |c| format!("{c:.1}")))
+                        .collect();
+                    notes.push(format!(
+                        "lag at sync-interval {sync}: {} CPU per 1k tx by round: {}",
+                        t.name,
+                        cpu.join(", ")
+                    ));
+                }
+            }
             notes.push(format!(
-                "lag at sync-interval {sync}: {secs} s of the steady writer (200 tx/s)"
+                "lag at sync-interval {sync}: {secs} s of the steady writer (200 tx/s){}",
+                if o.lag_rounds > 1 {
+                    format!(
+                        ", {} rounds, each figure the median of the rounds",
+                        o.lag_rounds
+                    )
+                } else {
+                    String::new()
+                }
             ));
             let wl = "lag";
             let mut row = |m: String, f: &dyn Fn(&Steady) -> Val| {
@@ -1657,4 +1726,36 @@ fn check(rows: &[Row]) -> Vec<String> {
         }
     }
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_are_summed_up_by_their_medians() {
+        assert_eq!(median_of(&[]), None);
+        assert_eq!(median_of(&[3.0]), Some(3.0));
+        assert_eq!(median_of(&[1.0, 2.0, 10.0]), Some(2.0));
+        assert_eq!(median_of(&[1.0, 2.0, 4.0, 10.0]), Some(3.0));
+        let round = |cpu: Option<f64>, p99: f64, unseen: usize| Steady {
+            tx: 100,
+            tx_per_s: 200.0,
+            cpu_ms_per_1k: cpu,
+            p99: Some(p99),
+            unseen,
+            ..Steady::default()
+        };
+        let m = Steady::median(&[
+            round(Some(40.0), 990.0, 0),
+            round(Some(15.0), 1010.0, 2),
+            round(None, 995.0, 0),
+            round(Some(20.0), 1200.0, 0),
+        ]);
+        // A round without a CPU figure does not count for it; one lost commit is not hidden.
+        assert_eq!(m.cpu_ms_per_1k, Some(20.0));
+        assert_eq!(m.p99, Some(1002.5));
+        assert_eq!(m.unseen, 2);
+        assert_eq!(m.tx, 400);
+    }
 }
