@@ -15,7 +15,7 @@
 mod bench;
 
 use bench::lag::{quantile, Commit, Poller, WalFollower};
-use bench::procstat::{cpu_secs, run_measured, status_kib, Usage};
+use bench::procstat::{cpu_secs, run_measured, status_kib, CpuWindow, Usage};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -618,7 +618,7 @@ fn steady(tool: &Tool, secs: f64, sync: &str) -> Steady {
     let mut w = Writer::new(&db, 1);
     w.conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
     let mut follow = WalFollower::new(&db);
-    let cpu0 = cpu_secs(p.pid()).unwrap_or(0.0);
+    let cpu0 = CpuWindow::start(p.pid());
     let t0 = Instant::now();
     let period = Duration::from_millis(5);
     let mut commits = Vec::new();
@@ -644,7 +644,7 @@ fn steady(tool: &Tool, secs: f64, sync: &str) -> Steady {
             ));
         }
     }
-    let cpu = cpu_secs(p.pid()).map(|c| c - cpu0);
+    let cpu = cpu0.secs();
     let hwm = status_kib(p.pid(), "VmHWM");
     let (lags, unseen) = poller.lags_ms(&commits);
     if poller.indexes_without_header() > 0 {
@@ -720,7 +720,7 @@ fn saturating(tool: Option<&Tool>, secs: f64) -> Sat {
     let mut w = Writer::new(&db, 2);
     w.conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
     let mut follow = WalFollower::new(&db);
-    let cpu0 = p.as_ref().and_then(|p| cpu_secs(p.pid()));
+    let cpu0 = p.as_ref().map(|p| CpuWindow::start(p.pid()));
     let t0 = Instant::now();
     let mut worst = Duration::ZERO;
     let mut commits = Vec::new();
@@ -769,7 +769,7 @@ fn saturating(tool: Option<&Tool>, secs: f64) -> Sat {
     let (wal, meta) = sampler.finish();
     out.max_wal_pages = wal / PAGE_BYTES;
     out.max_meta_mib = meta as f64 / (1 << 20) as f64;
-    out.cpu_s = cpu0.and_then(|c0| cpu_secs(p.pid()).map(|c| c - c0));
+    out.cpu_s = cpu0.and_then(|c0| c0.secs());
     out.hwm_mib = status_kib(p.pid(), "VmHWM").map(|k| k as f64 / 1024.0);
     let (lags, unseen) = poller.lags_ms(&commits);
     out.p99 = quantile(&lags, 0.99);
