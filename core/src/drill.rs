@@ -134,7 +134,7 @@ struct Overlay {
 
 fn image_digests(mut image: impl Read, overlay: Overlay) -> io::Result<Digests> {
     let mut head = [0u8; crate::snapshot::HEADER_LEN];
-    let n = read_full(&mut image, &mut head)?;
+    let n = crate::wal::read_full(&mut image, &mut head)?;
     let first: &[u8] = overlay.first.as_deref().unwrap_or(&head[..n]);
     let page_size = first
         .get(..crate::snapshot::HEADER_LEN)
@@ -152,7 +152,7 @@ fn image_digests(mut image: impl Read, overlay: Overlay) -> io::Result<Digests> 
     let mut pages = Vec::new();
     let mut no = 0u32;
     loop {
-        filled += read_full(&mut image, &mut page[filled..])?;
+        filled += crate::wal::read_full(&mut image, &mut page[filled..])?;
         if filled == 0 {
             break;
         }
@@ -184,20 +184,6 @@ fn image_digests(mut image: impl Read, overlay: Overlay) -> io::Result<Digests> 
         page_size: page_size as u32,
         pages,
     })
-}
-
-/// Reads until `buf` is full or the reader ends; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -204,18 +204,11 @@ impl<R: Read> FrameReader<R> {
             self.done = true;
             return Ok(None);
         }
-        let fh = FrameHeader::parse(&self.buf[..FRAME_HEADER_SIZE]);
-        if fh.salt1 != self.header.salt1 || fh.salt2 != self.header.salt2 {
+        let Some(fh) = continues(&self.header, self.seed, &self.buf) else {
             self.done = true;
             return Ok(None);
-        }
-        let c = checksum(self.header.big_endian, &self.buf[..8], self.seed);
-        let c = checksum(self.header.big_endian, &self.buf[FRAME_HEADER_SIZE..], c);
-        if c != fh.checksum {
-            self.done = true;
-            return Ok(None);
-        }
-        self.seed = c;
+        };
+        self.seed = fh.checksum;
         Ok(Some((fh, &self.buf)))
     }
 
@@ -223,6 +216,83 @@ impl<R: Read> FrameReader<R> {
     pub fn seed(&self) -> (u32, u32) {
         self.seed
     }
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read. Frames and blocks are cut
+/// where a short read would otherwise cut them.
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The frame's header when `frame` (one whole frame) belongs to `header`'s life and continues
+/// the cumulative checksum `seed`; `None` where SQLite would say the valid log ends.
+fn continues(header: &WalHeader, seed: (u32, u32), frame: &[u8]) -> Option<FrameHeader> {
+    let fh = FrameHeader::parse(&frame[..FRAME_HEADER_SIZE]);
+    if fh.salt1 != header.salt1 || fh.salt2 != header.salt2 {
+        return None;
+    }
+    let c = checksum(header.big_endian, &frame[..8], seed);
+    let c = checksum(header.big_endian, &frame[FRAME_HEADER_SIZE..], c);
+    (c == fh.checksum).then_some(fh)
+}
+
+/// What [`check_frames`] found in a run of whole frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRun {
+    /// Bytes of valid frames from the start of the run.
+    pub valid: usize,
+    /// Bytes up to the end of the last valid commit frame (0 when there is none).
+    pub committed: usize,
+    /// Cumulative checksum after the last valid frame.
+    pub seed: (u32, u32),
+    /// Cumulative checksum after the last commit frame (the seed given when there is none).
+    pub commit_seed: (u32, u32),
+    /// Nothing after `valid` is to be read: the log ended inside the run, or a commit reached
+    /// the budget.
+    pub stop: bool,
+}
+
+/// Validates a run of whole frames in place, as [`FrameReader`] would frame by frame; stops
+/// after the first commit frame that brings the committed bytes to `budget`.
+///
+/// Why in place: the monitor copies every committed byte of the WAL into the shadow WAL, and
+/// checking the frames where they were read into, then writing that same buffer, spares two
+/// copies of each frame in user space.
+pub fn check_frames(header: &WalHeader, seed: (u32, u32), run: &[u8], budget: u64) -> FrameRun {
+    let size = header.frame_size() as usize;
+    let mut out = FrameRun {
+        valid: 0,
+        committed: 0,
+        seed,
+        commit_seed: seed,
+        stop: false,
+    };
+    for frame in run.chunks_exact(size) {
+        let Some(fh) = continues(header, out.seed, frame) else {
+            out.stop = true;
+            break;
+        };
+        out.valid += size;
+        out.seed = fh.checksum;
+        if fh.commit_size != 0 {
+            out.committed = out.valid;
+            out.commit_seed = fh.checksum;
+            if out.committed as u64 >= budget {
+                out.stop = true;
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Summary of a whole WAL image: how far its valid, committed prefix reaches.
@@ -520,6 +590,51 @@ pub(crate) mod tests {
         assert_eq!(
             replay(&w[..10], 32, |_, _| Ok(())).unwrap(),
             Err(WalError::Short(10))
+        );
+    }
+
+    /// In-place checking agrees with the frame reader: the valid and committed extents, the
+    /// seeds, a damaged frame, a run cut in two, and the budget.
+    #[test]
+    fn frames_checked_in_place_end_where_the_reader_ends() {
+        let wal = build_wal(512, (7, 9), 0, &[2, 1, 3]);
+        let h = WalHeader::parse(&wal[..HEADER_SIZE]).unwrap();
+        let fs = h.frame_size() as usize;
+        let frames = &wal[HEADER_SIZE..];
+        let all = check_frames(&h, h.checksum, frames, u64::MAX);
+        assert_eq!(
+            (all.valid, all.committed, all.stop),
+            (6 * fs, 6 * fs, false)
+        );
+        let mut fr = FrameReader::new(frames, h, h.checksum);
+        while fr.next_frame().unwrap().is_some() {}
+        assert_eq!(all.seed, fr.seed());
+        assert_eq!(all.commit_seed, all.seed);
+
+        // Cut after four frames: the first commit ends at two, the second at three.
+        let first = check_frames(&h, h.checksum, &frames[..4 * fs], u64::MAX);
+        assert_eq!(
+            (first.valid, first.committed, first.stop),
+            (4 * fs, 3 * fs, false)
+        );
+        let rest = check_frames(&h, first.seed, &frames[4 * fs..], u64::MAX);
+        assert_eq!(
+            (rest.valid, rest.committed, rest.commit_seed),
+            (2 * fs, 2 * fs, all.seed)
+        );
+
+        // A flipped byte in the fifth frame ends the log before it.
+        let mut bad = frames.to_vec();
+        bad[4 * fs + FRAME_HEADER_SIZE + 1] ^= 1;
+        let cut = check_frames(&h, h.checksum, &bad, u64::MAX);
+        assert_eq!((cut.valid, cut.committed, cut.stop), (4 * fs, 3 * fs, true));
+        assert_eq!(cut.commit_seed, first.commit_seed);
+
+        // The budget stops at the first commit that reaches it.
+        let budget = check_frames(&h, h.checksum, frames, fs as u64 + 1);
+        assert_eq!(
+            (budget.valid, budget.committed, budget.stop),
+            (2 * fs, 2 * fs, true)
         );
     }
 
