@@ -177,6 +177,7 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             while let Ok(tx) = catch_rx.try_recv() {
                 asked.push(tx);
             }
+            let driven = !asked.is_empty();
             let res = sync_db(&mdb).await;
             for tx in asked.drain(..) {
                 let _ = tx.send(());
@@ -324,7 +325,13 @@ pub fn start(db: Arc<Db>, shippers: Vec<Shipper>) -> Running {
             // (`next_look`): each look wakes the process.
             let (next, base, opened) = window.take().unwrap_or_else(|| {
                 (
-                    started + interval,
+                    started
+                        + interval
+                        + if driven {
+                            driven_slack(interval)
+                        } else {
+                            Duration::ZERO
+                        },
                     wal_mark(mdb.wal_path(), mdb.shm_file().as_deref()),
                     tokio::time::Instant::now(),
                 )
@@ -639,6 +646,16 @@ const FAST_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Gap between syncs while a writer is busy.
 const FAST_GAP: Duration = Duration::from_millis(20);
+
+/// How much later a window opened by a shipper's copy closes. The shipper asks for its next copy
+/// sync-interval after this one (rounds are spaced start to start); with sync-interval equal to
+/// monitor-interval both fall due in the same millisecond, and a window closing first would copy
+/// a few milliseconds before the shipper asks for a copy again. Closing a little later lets the
+/// request arrive first, so one copy serves both. When no request comes (a longer sync-interval)
+/// the monitor copies that much later, which changes no upload: each round asks for its own copy.
+fn driven_slack(interval: Duration) -> Duration {
+    (interval / 20).min(Duration::from_millis(50))
+}
 
 #[cfg(test)]
 mod tests {
@@ -1158,6 +1175,22 @@ mod tests {
         std::fs::metadata(dir.join("app.db-wal")).unwrap().len()
     }
 
+    #[test]
+    fn a_window_opened_by_a_shipper_closes_a_little_later() {
+        assert_eq!(
+            driven_slack(Duration::from_secs(1)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            driven_slack(Duration::from_secs(10)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            driven_slack(Duration::from_millis(100)),
+            Duration::from_millis(5)
+        );
+    }
+
     /// A catch-up request copies commits at once, in the middle of a coalescing window that
     /// would otherwise hold them for a minute (monitor-interval 60 s, sync-interval 1 h).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1218,6 +1251,49 @@ mod tests {
         assert!(
             looks <= 3 * syncs + 3,
             "{looks} looks for {syncs} windows: the monitor polls the writer"
+        );
+        assert!(r.stop().await);
+    }
+
+    /// Regression (issue 18): with sync-interval equal to monitor-interval the monitor copied
+    /// twice a round: at the end of its own window, then a few milliseconds later for the
+    /// shipper, whose wait counted from the end of its upload. Rounds are now spaced start to
+    /// start and a window opened by a shipper's copy closes a little later, so one copy serves
+    /// both: one sync per upload here, 1.6 before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shipper_at_the_monitor_interval_shares_its_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let (app, mem, r) = running(d.path(), Duration::from_secs(1), Duration::from_secs(1));
+        let segments = || {
+            mem.keys()
+                .iter()
+                .filter(|k| k.ends_with(".wal.lz4"))
+                .count() as u64
+        };
+        // 40 small commits a second for `secs`.
+        async fn write_for(app: &Connection, i: &mut i64, secs: u64) {
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < Duration::from_secs(secs) {
+                app.execute("INSERT INTO t VALUES (?1)", [*i]).unwrap();
+                *i += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        let mut i = 0;
+        // Settle into the steady rhythm first.
+        write_for(&app, &mut i, 3).await;
+        let (syncs0, uploads0) = (r.stats.sync_count.load(Ordering::Relaxed), segments());
+        write_for(&app, &mut i, 10).await;
+        let syncs = r.stats.sync_count.load(Ordering::Relaxed) - syncs0;
+        let uploads = segments() - uploads0;
+        eprintln!("{syncs} syncs, {uploads} uploads");
+        assert!(
+            uploads >= 4,
+            "{uploads} uploads in 6 s at sync-interval 1 s"
+        );
+        assert!(
+            syncs <= uploads + 3,
+            "{syncs} syncs for {uploads} uploads: the monitor copies twice a round"
         );
         assert!(r.stop().await);
     }

@@ -571,10 +571,17 @@ impl Shipper {
             .active()
             .then(|| crate::watch::WalWatch::new(self.db.wal_path()))
             .filter(|w| w.active);
+        // When this round's copy was asked for (None: the round starts at the top of the loop).
+        // Rounds are spaced from start to start (v0.3.13's ticker does the same), so the next
+        // request falls due as the monitor's window, opened by this round's copy, closes: the
+        // monitor makes one copy for both instead of its own and, milliseconds later, the
+        // shipper's (two copies a second at 1 s, each a dozen system calls and two hand-offs).
+        let mut round_start: Option<tokio::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            let started = round_start.take().unwrap_or_else(tokio::time::Instant::now);
             self.phase.set("syncing");
             if let Err(e) = self.sync().await {
                 backoff = failures.next().unwrap_or(failure_policy.max_delay);
@@ -668,7 +675,12 @@ impl Shipper {
                     }
                 }
             }
-            let mut deadline = tokio::time::Instant::now() + self.opts.sync_interval.max(backoff);
+            let mut deadline = next_round(
+                started,
+                tokio::time::Instant::now(),
+                self.opts.sync_interval,
+                backoff,
+            );
             for t in [next_snapshot, next_retention, next_validation]
                 .into_iter()
                 .flatten()
@@ -688,6 +700,7 @@ impl Shipper {
             // What was committed during the wait is copied now, not at the monitor's next cycle:
             // the upload that follows carries it, so a commit waits about one sync-interval.
             self.phase.set("waiting for the monitor's copy");
+            round_start = Some(tokio::time::Instant::now());
             catch_up.now().await;
             if asked.is_empty()
                 && verify_asked.is_empty()
@@ -717,6 +730,7 @@ impl Shipper {
                     _ = db_rx.changed() => {}
                     _ = commit => {
                         self.phase.set("a commit: waiting for the monitor's copy");
+                        round_start = Some(tokio::time::Instant::now());
                         catch_up.now().await
                     }
                     _ = sleep => {}
@@ -745,6 +759,23 @@ impl Shipper {
             tracing::error!(db = %self.db.path().display(), replica = %self.opts.name, error = %e, "final sync failed");
             e
         })
+    }
+}
+
+/// When the next upload round may start: sync-interval after this round started (not after its
+/// upload ended, which would add the upload's duration to every interval and put the request a
+/// few milliseconds after the monitor's own copy), and never before now. After a failure the
+/// backoff counts from now: a store that fails fast must not be retried at once.
+fn next_round(
+    round_start: tokio::time::Instant,
+    now: tokio::time::Instant,
+    interval: Duration,
+    backoff: Duration,
+) -> tokio::time::Instant {
+    if backoff.is_zero() {
+        (round_start + interval).max(now)
+    } else {
+        now + interval.max(backoff)
     }
 }
 
@@ -804,6 +835,23 @@ mod tests {
         );
         // A zero sync-interval never makes a failing shipper spin.
         assert_eq!(ms(Duration::ZERO, 1), [100]);
+    }
+
+    #[test]
+    fn rounds_are_spaced_from_start_to_start() {
+        let t0 = tokio::time::Instant::now();
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // An upload of 7 ms does not push the next round back.
+        assert_eq!(next_round(t0, t0 + ms(7), s(1), Duration::ZERO), t0 + s(1));
+        // A round longer than the interval is followed at once, never by a round in the past.
+        assert_eq!(
+            next_round(t0, t0 + ms(1500), s(1), Duration::ZERO),
+            t0 + ms(1500)
+        );
+        // After a failure the wait counts from now, and is at least the interval.
+        assert_eq!(next_round(t0, t0 + ms(7), s(1), s(4)), t0 + ms(7) + s(4));
+        assert_eq!(next_round(t0, t0 + ms(7), s(10), s(4)), t0 + ms(7) + s(10));
     }
 }
 

@@ -191,15 +191,7 @@ impl<R: Read> FrameReader<R> {
         if self.done {
             return Ok(None);
         }
-        let mut filled = 0;
-        while filled < self.buf.len() {
-            match self.inner.read(&mut self.buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = read_full(&mut self.inner, &mut self.buf)?;
         if filled < self.buf.len() {
             self.done = true;
             return Ok(None);
@@ -218,9 +210,10 @@ impl<R: Read> FrameReader<R> {
     }
 }
 
-/// Reads until `buf` is full or the reader ends; returns the bytes read. Frames and blocks are cut
-/// where a short read would otherwise cut them.
-pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the reader ends; returns the bytes read. A read may return fewer
+/// bytes than asked for without the source having ended: a frame, a compressed block or an
+/// upload's write that took a short read for the end would come out cut or too small.
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use walship_core::replica::{ByteReader, ObjectMeta, ObjectReader, PutSource, Replica};
@@ -113,16 +113,10 @@ impl FileReplica {
             let mut buf = [0u8; PUT_BUF];
             let mut n = 0u64;
             loop {
-                let mut filled = 0;
-                while filled < buf.len() {
-                    match src.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(k) => filled += k,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
+                let filled = walship_core::wal::read_full(&mut src, &mut buf)?;
+                if filled > 0 {
+                    f.write_all(&buf[..filled])?;
                 }
-                f.write_all(&buf[..filled])?;
                 n += filled as u64;
                 if filled < buf.len() {
                     break;
