@@ -152,6 +152,20 @@ impl<R: Read> Read for DecodeErrors<R> {
     }
 }
 
+/// Bytes that do not compress (xorshift), for tests of stored sizes.
+#[cfg(test)]
+pub(crate) fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Compresses a byte slice (small objects, tests).
 pub fn compress(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -205,15 +219,7 @@ mod tests {
     /// decode, checksum included.
     #[test]
     fn incompressible_blocks_are_stored() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let data: Vec<u8> = (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = noise(200_000);
         let c = compress(&data);
         let first = u32::from_le_bytes(c[7..11].try_into().unwrap());
         assert_eq!(first, CHUNK as u32 | UNCOMPRESSED);
