@@ -51,6 +51,13 @@ pub async fn download_decoded<W: Write + Send + 'static>(
 /// a key agreement), still go to the pool.
 const INLINE_DECODE_MAX: usize = 64 * 1024;
 
+/// At most this much of an object's decoded output is produced on the fetching task; the rest
+/// is finished on the blocking pool. LZ4 expands up to 255-fold, so a small stored object can
+/// hold megabytes of pages (a run of zeros), and the fetching task is the restore's (or a
+/// drill's, inside `replicate`) only driver of its downloads: no decode may hold it for long.
+/// 256 KiB is about 0.1 ms of LZ4 decoding.
+const INLINE_OUTPUT_MAX: u64 = 256 * 1024;
+
 /// Decodes a stored object already fetched into memory (see [`download_index`]) into `out`.
 async fn decode_fetched<W: Write + Send + 'static>(
     age: &Age,
@@ -59,10 +66,25 @@ async fn decode_fetched<W: Write + Send + 'static>(
     out: W,
     body: bytes::Bytes,
 ) -> Result<(u64, W)> {
-    if body.len() <= INLINE_DECODE_MAX && !age.decrypts() {
-        return decode_now(age, &key, dest, out, std::io::Cursor::new(body));
+    if body.len() > INLINE_DECODE_MAX || age.decrypts() {
+        return decode_into(age, key, dest, out, move || std::io::Cursor::new(body)).await;
     }
-    decode_into(age, key, dest, out, move || std::io::Cursor::new(body)).await
+    let mut dec = codec::decoder(age.decrypt(&key, std::io::Cursor::new(body))?);
+    let mut out = Tracked {
+        inner: out,
+        failed: false,
+    };
+    let first = copy_decoded(&key, dest, (&mut dec).take(INLINE_OUTPUT_MAX), &mut out)?;
+    if first < INLINE_OUTPUT_MAX {
+        return Ok((first, out.inner));
+    }
+    let dest = dest.to_string();
+    tokio::task::spawn_blocking(move || {
+        let rest = copy_decoded(&key, &dest, dec, &mut out)?;
+        Ok((first + rest, out.inner))
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Other, format!("decode task failed: {e}")))?
 }
 
 /// Decrypts and LZ4-decodes the stored bytes `source` opens (on the blocking pool) into `out`.
@@ -80,29 +102,33 @@ where
 {
     let age = age.clone();
     let dest = dest.to_string();
-    tokio::task::spawn_blocking(move || decode_now(&age, &key, &dest, out, source()))
-        .await
-        .map_err(|e| Error::new(ErrorKind::Other, format!("decode task failed: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        let dec = codec::decoder(age.decrypt(&key, source())?);
+        let mut out = Tracked {
+            inner: out,
+            failed: false,
+        };
+        let n = copy_decoded(&key, &dest, dec, &mut out)?;
+        Ok((n, out.inner))
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Other, format!("decode task failed: {e}")))?
 }
 
-/// Decrypts and LZ4-decodes `source` into `out` on the calling thread.
-fn decode_now<W: Write>(
-    age: &Age,
+/// Copies decoded bytes into `out` on the calling thread, naming the side that failed.
+fn copy_decoded<W: Write>(
     key: &str,
     dest: &str,
-    out: W,
-    source: impl std::io::Read + Send + 'static,
-) -> Result<(u64, W)> {
-    let mut dec = codec::decoder(age.decrypt(key, source)?);
-    let mut out = Tracked {
-        inner: out,
-        failed: false,
-    };
-    match std::io::copy(&mut dec, &mut out) {
-        Ok(n) => Ok((n, out.inner)),
-        Err(e) if out.failed => Err(Error::io(format!("cannot write {dest}"), e)),
-        Err(e) => Err(read_error(key, e)),
-    }
+    mut dec: impl Read,
+    out: &mut Tracked<W>,
+) -> Result<u64> {
+    std::io::copy(&mut dec, out).map_err(|e| {
+        if out.failed {
+            Error::io(format!("cannot write {dest}"), e)
+        } else {
+            read_error(key, e)
+        }
+    })
 }
 
 /// A writer that remembers whether a write failed, so a copy's error can be told apart from a
@@ -796,36 +822,97 @@ mod tests {
         assert!(matches!(big.finish().unwrap(), Spooled::File(_)));
     }
 
-    /// A small fetched segment is decoded on the task that fetched it: this runs on no Tokio
-    /// runtime, where a hand-off to the blocking pool would panic. A large one is still handed
-    /// off (so it needs a runtime), and a corrupt one is named by its object either way.
+    /// Records which thread wrote how many bytes.
+    #[derive(Default)]
+    struct ByThread {
+        data: Vec<u8>,
+        writes: Vec<(std::thread::ThreadId, usize)>,
+    }
+
+    impl Write for ByThread {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.writes.push((std::thread::current().id(), buf.len()));
+            self.data.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A small fetched segment is decoded on the task that fetched it (the test's thread);
+    /// a large stored object and an encrypted one are decoded on the blocking pool; a small
+    /// object whose output is large (zeros) yields only its first `INLINE_OUTPUT_MAX` bytes
+    /// on the fetching task and the rest on the pool. Every output is exact, and a corrupt
+    /// object is named either way.
     #[test]
     fn small_fetched_segments_decode_where_they_were_fetched() {
-        let age = Age::parse(&[], &[]).unwrap();
-        let small: Vec<u8> = (0..20_000u32).flat_map(|i| (i / 7).to_le_bytes()).collect();
-        let stored = bytes::Bytes::from(codec::compress(&small));
-        assert!(stored.len() <= INLINE_DECODE_MAX);
-        let decode = |key: &str, body: bytes::Bytes| {
-            decode_fetched(&age, key.to_string(), "dest", Vec::new(), body)
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let me = std::thread::current().id();
+        let plain = Age::parse(&[], &[]).unwrap();
+        // Bytes written on this thread, and the whole output.
+        let run = |age: &Age, key: &str, stored: Vec<u8>| -> Result<(usize, Vec<u8>)> {
+            let (n, out) = rt.block_on(decode_fetched(
+                age,
+                key.to_string(),
+                "dest",
+                ByThread::default(),
+                bytes::Bytes::from(stored),
+            ))?;
+            assert_eq!(n as usize, out.data.len());
+            let here = out.writes.iter().filter(|w| w.0 == me).map(|w| w.1).sum();
+            Ok((here, out.data))
         };
-        let (n, out) = futures::executor::block_on(decode("a", stored)).unwrap();
-        assert_eq!((n as usize, &out), (small.len(), &small));
-        let bad = bytes::Bytes::from_static(b"not an lz4 frame");
-        let err = futures::executor::block_on(decode("wal/bad.wal.lz4", bad)).unwrap_err();
+
+        let small: Vec<u8> = (0..20_000u32).flat_map(|i| (i / 7).to_le_bytes()).collect();
+        let stored = codec::compress(&small);
+        assert!(stored.len() <= INLINE_DECODE_MAX && (small.len() as u64) < INLINE_OUTPUT_MAX);
+        let (here, out) = run(&plain, "a", stored).unwrap();
+        assert_eq!(here, small.len(), "bytes decoded on the fetching task");
+        assert!(out == small);
+
+        let zeros = vec![0u8; 4 << 20];
+        let stored = codec::compress(&zeros);
+        assert!(stored.len() <= INLINE_DECODE_MAX);
+        let (here, out) = run(&plain, "z", stored).unwrap();
+        assert_eq!(
+            here as u64, INLINE_OUTPUT_MAX,
+            "bytes decoded on the fetching task"
+        );
+        assert!(out == zeros);
+
+        // Incompressible bytes: stored larger than the inline bound.
+        let large = codec::noise(INLINE_DECODE_MAX + 4096);
+        let stored = codec::compress(&large);
+        assert!(stored.len() > INLINE_DECODE_MAX);
+        let (here, out) = run(&plain, "b", stored).unwrap();
+        assert_eq!(here, 0, "bytes decoded on the fetching task");
+        assert!(out == large);
+
+        let id = age::x25519::Identity::generate();
+        let secret = {
+            use age::secrecy::ExposeSecret;
+            id.to_string().expose_secret().to_string()
+        };
+        let enc = Age::parse(&[secret], &[id.to_public().to_string()]).unwrap();
+        let mut stored = Vec::new();
+        enc.encrypt(std::io::Cursor::new(codec::compress(&small)))
+            .unwrap()
+            .read_to_end(&mut stored)
+            .unwrap();
+        assert!(stored.len() <= INLINE_DECODE_MAX);
+        let (here, out) = run(&enc, "e", stored).unwrap();
+        assert_eq!(here, 0, "bytes decoded on the fetching task");
+        assert!(out == small);
+
+        let err = run(&plain, "wal/bad.wal.lz4", b"not an lz4 frame".to_vec()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("object wal/bad.wal.lz4 is corrupt"),
             "{err}"
         );
-        // Incompressible bytes: stored larger than the inline bound, decoded on the pool.
-        let large = codec::noise(INLINE_DECODE_MAX + 4096);
-        let stored = bytes::Bytes::from(codec::compress(&large));
-        assert!(stored.len() > INLINE_DECODE_MAX);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let (n, out) = rt.block_on(decode("b", stored)).unwrap();
-        assert_eq!((n as usize, &out), (large.len(), &large));
     }
 
     /// A WAL index whose page size differs from the snapshot's is corruption, named by object.
