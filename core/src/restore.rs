@@ -70,21 +70,17 @@ async fn decode_fetched<W: Write + Send + 'static>(
         return decode_into(age, key, dest, out, move || std::io::Cursor::new(body)).await;
     }
     let mut dec = codec::decoder(age.decrypt(&key, std::io::Cursor::new(body))?);
-    let mut out = Tracked {
-        inner: out,
-        failed: false,
-    };
+    let mut out = Tracked::new(out);
     let first = copy_decoded(&key, dest, (&mut dec).take(INLINE_OUTPUT_MAX), &mut out)?;
     if first < INLINE_OUTPUT_MAX {
         return Ok((first, out.inner));
     }
     let dest = dest.to_string();
-    tokio::task::spawn_blocking(move || {
+    on_pool(move || {
         let rest = copy_decoded(&key, &dest, dec, &mut out)?;
         Ok((first + rest, out.inner))
     })
     .await
-    .map_err(|e| Error::new(ErrorKind::Other, format!("decode task failed: {e}")))?
 }
 
 /// Decrypts and LZ4-decodes the stored bytes `source` opens (on the blocking pool) into `out`.
@@ -102,17 +98,20 @@ where
 {
     let age = age.clone();
     let dest = dest.to_string();
-    tokio::task::spawn_blocking(move || {
+    on_pool(move || {
         let dec = codec::decoder(age.decrypt(&key, source())?);
-        let mut out = Tracked {
-            inner: out,
-            failed: false,
-        };
+        let mut out = Tracked::new(out);
         let n = copy_decoded(&key, &dest, dec, &mut out)?;
         Ok((n, out.inner))
     })
     .await
-    .map_err(|e| Error::new(ErrorKind::Other, format!("decode task failed: {e}")))?
+}
+
+/// Runs a decode on the blocking pool.
+async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Other, format!("decode task failed: {e}")))?
 }
 
 /// Copies decoded bytes into `out` on the calling thread, naming the side that failed.
@@ -136,6 +135,15 @@ fn copy_decoded<W: Write>(
 struct Tracked<W> {
     inner: W,
     failed: bool,
+}
+
+impl<W> Tracked<W> {
+    fn new(inner: W) -> Self {
+        Tracked {
+            inner,
+            failed: false,
+        }
+    }
 }
 
 impl<W: Write> Write for Tracked<W> {
